@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the pinned control-plane binaries from their Go modules into a cache folder.
-#   usage: hack/build-bins.sh [DEST]
+#   usage: hack/build-bins.sh [--dir] [DEST]     (--dir: only print the destination folder)
 # DEST defaults to ${MODELDEPLOY_CACHE:-~/.cache/modeldeploy}/bin/<key>, where <key> is derived
 # from hack/versions.env and the k8s tools module, so a version bump builds a fresh folder and an
 # unchanged one is reused. Prints the destination folder as the last line.
@@ -8,13 +8,16 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=/dev/null
 source "$here/versions.env"
+print_only=0
+if [[ "${1:-}" == "--dir" ]]; then print_only=1; shift; fi
 key="k8s-${KUBERNETES_VERSION}-$(cat "$here/versions.env" "$here/tools/k8s/go.mod" "$here/tools/k8s/go.sum" | sha256sum | cut -c1-12)"
 dest="${1:-${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}/bin/$key}"
+if [[ $print_only == 1 ]]; then echo "$dest"; exit 0; fi
 mkdir -p "$dest"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kwok-stages.yaml)
 missing=()
-for b in "${want[@]}"; do [[ -x "$dest/$b" ]] || missing+=("$b"); done
+for b in "${want[@]}"; do [[ -e "$dest/$b" ]] || missing+=("$b"); done
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "[build-bins] all binaries present in $dest" >&2
   echo "$dest"; exit 0
@@ -47,12 +50,23 @@ if [[ ${#k8s_missing[@]} -gt 0 ]]; then
 fi
 for b in "${missing[@]}"; do
   case $b in
+    kwok-stages.yaml)
+          # KWOK's own stage definitions from the same pinned module (unmodified): nodes become Ready
+          # and keep a heartbeat lease; pods go through create -> init containers -> Ready -> delete.
+          step "collecting KWOK ${KWOK_VERSION} stages (node fast + lease heartbeat, pod general)"
+          kdir=$(go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+          st="$kdir/kustomize/stage"
+          for f in "$st"/node/fast/node-initialize.yaml "$st"/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+                   "$st"/pod/general/pod-{create,init-container-running,init-container-completed,ready,complete,delete}.yaml; do
+            echo "---"; cat "$f"
+          done > "$dest/kwok-stages.yaml.tmp"
+          mv "$dest/kwok-stages.yaml.tmp" "$dest/kwok-stages.yaml" ;;
     kwok) step "go install sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
           GOBIN="$dest" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" ;;
     helm) step "go install helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
           GOBIN="$dest" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" ;;
   esac
 done
-for b in "${want[@]}"; do [[ -x "$dest/$b" ]] || { echo "[build-bins] missing $dest/$b after build" >&2; exit 1; }; done
+for b in "${want[@]}"; do [[ -e "$dest/$b" ]] || { echo "[build-bins] missing $dest/$b after build" >&2; exit 1; }; done
 step "done"
 echo "$dest"
