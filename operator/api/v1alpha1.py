@@ -1,0 +1,1491 @@
+"""The ModelDeployment API, ``modeldeploy.io/v1alpha1``.
+
+These pydantic models are the single source of truth for the API:
+
+* ``mdctl crd`` generates ``crds/modeldeploy.io_modeldeployments.yaml`` from them (descriptions,
+  defaults, enums, bounds and the CEL ``x-kubernetes-validations`` rules), so the API server rejects
+  invalid objects at ``kubectl apply`` time;
+* the operator parses ``spec`` with the same models (:meth:`ModelDeployment.from_body`), so the
+  operator and the API server agree on what is valid. Every cross-field CEL rule has a Python twin
+  (see :class:`Rule`) that raises the same message.
+
+Field names are camelCase, exactly as they appear in YAML. Dump with :func:`dump` (or
+``model_dump(mode="json", exclude_none=True)``) to get the shape the CRD accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, ClassVar, Literal
+
+from modeldeploy import __version__
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+
+GROUP = "modeldeploy.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+LIST_KIND = "ModelDeploymentList"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ("md", "mdep")
+CATEGORIES = ("all", "modeldeploy")
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+#: Pinned Triton image used when spec.server.image is empty (override: env MODELDEPLOY_TRITON_IMAGE).
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.06-py3"
+#: Runtime agent image used when spec.runtime.image is empty (override: env MODELDEPLOY_RUNTIME_IMAGE).
+DEFAULT_RUNTIME_IMAGE = f"ghcr.io/modeldeploy/runtime:{__version__}"
+TRITON_IMAGE_ENV = "MODELDEPLOY_TRITON_IMAGE"
+RUNTIME_IMAGE_ENV = "MODELDEPLOY_RUNTIME_IMAGE"
+
+#: Port of the runtime agent (``modeldeploy-runtime agent --port``) in every Triton pod.
+AGENT_PORT = 8080
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+#: Label prefix reserved for the operator's own labels (selectors).
+RESERVED_LABEL_PREFIX = "modeldeploy.io/"
+
+ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt"]
+VersionState = Literal["Pending", "Loading", "Ready", "Failed", "Unloaded"]
+ConditionType = Literal["Ready", "ModelsReady", "Progressing", "Degraded"]
+CONDITION_TYPES: tuple[str, ...] = ("Ready", "ModelsReady", "Progressing", "Degraded")
+
+#: Triton backend / platform per format (config.pbtxt ``backend`` or ``platform``).
+FORMAT_BACKEND: dict[str, str] = {
+    "pytorch": "pytorch",
+    "onnx": "onnxruntime",
+    "python": "python",
+    "tensorrt": "tensorrt",
+}
+#: Default artifact file name inside a version folder, per format.
+FORMAT_FILENAME: dict[str, str] = {
+    "pytorch": "model.pt",
+    "onnx": "model.onnx",
+    "python": "model.py",
+    "tensorrt": "model.plan",
+}
+
+# --------------------------------------------------------------------------------------------------
+# Regular expressions (RE2- and Rust-regex-compatible: no look-around, no backreferences)
+# --------------------------------------------------------------------------------------------------
+TRITON_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: Kubernetes resource.Quantity (as in controller-gen generated CRDs).
+QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+PERCENT_OR_INT_PATTERN = r"^(100|[1-9]?[0-9])%$"
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+MIG_PROFILE_PATTERN = r"^[1-7]g[.][0-9]+gb([.]me)?$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+#: Allowed model source URIs. Used verbatim in CEL (single-quoted) and in Python.
+SOURCE_PATTERN = (
+    r"^(s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/.*)?|gs://[a-z0-9][-a-z0-9._]*[a-z0-9](/.*)?"
+    r"|https?://[^/ ]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.*)$"
+)
+SOURCE_MESSAGE = (
+    "must be a URI with scheme s3://<bucket>/<path>, gs://<bucket>/<path>, https://, http://, "
+    "pvc://<claim>/<path> or file:///<path>"
+)
+TRITON_NAME_MESSAGE = (
+    "must be a valid Triton model name: letters, digits, '_', '.' and '-', starting with a letter or digit"
+)
+
+# Triton's tensor data types (model_config.proto DataType).
+TensorDataType = Literal[
+    "TYPE_BOOL",
+    "TYPE_UINT8",
+    "TYPE_UINT16",
+    "TYPE_UINT32",
+    "TYPE_UINT64",
+    "TYPE_INT8",
+    "TYPE_INT16",
+    "TYPE_INT32",
+    "TYPE_INT64",
+    "TYPE_FP16",
+    "TYPE_FP32",
+    "TYPE_FP64",
+    "TYPE_STRING",
+    "TYPE_BF16",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# CEL rules with Python twins
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """One cross-field validation rule.
+
+    ``cel`` goes into the CRD's ``x-kubernetes-validations`` of the object it is attached to;
+    ``check`` is the same rule in Python (``None`` for transition rules that need ``oldSelf``), run by
+    pydantic when the operator parses an object. Both report ``message``; ``field_path`` (relative,
+    e.g. ``.minReplicas``) tells the API server which field to blame.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool] | None = None
+    field_path: str | None = None
+    reason: str | None = None  # FieldValueInvalid (default) | FieldValueForbidden | FieldValueRequired
+
+    @property
+    def python_only(self) -> bool:
+        """Rules the API server enforces by other means (e.g. list-map key uniqueness)."""
+        return not self.cel
+
+    def to_crd(self) -> dict[str, str]:
+        out = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def _cel_field(*rules: tuple[str, str]) -> dict[str, Any]:
+    """json_schema_extra for a field-level CEL rule list ``[(rule, message), ...]``."""
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+
+
+class _Base(BaseModel):
+    """Base for all API objects: unknown fields are errors (the API server prunes them anyway)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=False, use_attribute_docstrings=False)
+
+    #: Cross-field rules of this object (CEL in the CRD, Python in the operator).
+    __rules__: ClassVar[tuple[Rule, ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        if cls.__rules__:
+            rules = [r.to_crd() for r in cls.__rules__ if not r.python_only]
+            if rules:
+                target["x-kubernetes-validations"] = rules
+        return schema
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Any:
+        for rule in type(self).__rules__:
+            if rule.check is not None and not rule.check(self):
+                raise PydanticCustomError(
+                    "rule",
+                    "{message}",
+                    {"message": rule.message, "field_path": rule.field_path or ""},
+                )
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Reusable field types
+# --------------------------------------------------------------------------------------------------
+def _check_source(v: str) -> str:
+    if not re.match(SOURCE_PATTERN, v):
+        raise ValueError(SOURCE_MESSAGE)
+    return v
+
+
+def _check_triton_name(v: str) -> str:
+    if not re.match(TRITON_NAME_PATTERN, v):
+        raise ValueError(TRITON_NAME_MESSAGE)
+    return v
+
+
+SourceURI = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        json_schema_extra=_cel_field((f"self.matches('{SOURCE_PATTERN}')", SOURCE_MESSAGE)),
+    ),
+    AfterValidator(_check_source),
+]
+TritonName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        json_schema_extra=_cel_field((f"self.matches('{TRITON_NAME_PATTERN}')", TRITON_NAME_MESSAGE)),
+    ),
+    AfterValidator(_check_triton_name),
+]
+DNSSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
+
+
+def _quantity(v: Any) -> int | str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and len(v) <= 64 and re.match(QUANTITY_PATTERN, v):
+        return v
+    raise ValueError("must be a quantity: an integer or a string such as 500m, 2 or 8Gi")
+
+
+def _int_or_percent(v: Any) -> int | str:
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1000:
+        return v
+    if isinstance(v, str) and re.match(PERCENT_OR_INT_PATTERN, v):
+        return v
+    raise ValueError("must be a non-negative integer or a percentage such as 25%")
+
+
+#: A Kubernetes quantity: an integer or a string such as ``500m``, ``8Gi`` (int-or-string in the CRD).
+Quantity = Annotated[
+    int | str,
+    PlainValidator(_quantity),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN, "maxLength": 64}),
+]
+#: An integer count or a percentage string such as ``25%`` (int-or-string in the CRD).
+IntOrPercent = Annotated[
+    int | str,
+    PlainValidator(_int_or_percent),
+    WithJsonSchema(
+        {"x-kubernetes-int-or-string": True, "pattern": PERCENT_OR_INT_PATTERN, "maxLength": 4, "minimum": 0}
+    ),
+]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+LabelMap = Annotated[dict[str, LabelValue], Field(max_length=64)]
+AnnotationMap = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)]
+
+
+_QUANTITY_SUFFIX: dict[str, Decimal] = {
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+
+
+def parse_quantity(q: int | str) -> Decimal:
+    """A Kubernetes quantity as a Decimal (``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824)."""
+    if isinstance(q, int):
+        return Decimal(q)
+    m = re.match(r"^([+-]?[0-9.]+)([eE][+-]?[0-9.]+)?([KMGTPE]i|[numkMGTPE])?$", q.strip())
+    if not m:
+        raise ValueError(f"invalid quantity {q!r}")
+    try:
+        number = Decimal(m.group(1) + (m.group(2) or ""))
+    except InvalidOperation as exc:
+        raise ValueError(f"invalid quantity {q!r}") from exc
+    return number * _QUANTITY_SUFFIX[m.group(3) or ""]
+
+
+def _qle(a: int | str | None, b: int | str | None) -> bool:
+    return a is None or b is None or parse_quantity(a) <= parse_quantity(b)
+
+
+def _is_zero(v: int | str) -> bool:
+    return str(v) in ("0", "0%")
+
+
+# --------------------------------------------------------------------------------------------------
+# spec.models
+# --------------------------------------------------------------------------------------------------
+class ModelVersion(_Base):
+    """One version of a model (a numbered folder in Triton's model repository)."""
+
+    version: int = Field(
+        ge=1,
+        le=2147483647,
+        description="Version number (positive, unique within the model): the folder name in Triton's model repository.",
+    )
+    source: SourceURI | None = Field(
+        default=None,
+        description=(
+            "Where this version's artifacts live; overrides the model's source (which otherwise "
+            "resolves to <model source>/<version>). Schemes: s3://, gs://, https://, http://, "
+            "pvc://<claim>/<path>, file:///<path>. Points at a version folder or a single artifact file."
+        ),
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        max_length=64,
+        description="Expected sha256 (64 lowercase hex digits) of the artifact; the pod refuses to load on mismatch.",
+    )
+
+
+class VersionPolicy(_Base):
+    """Which of the declared versions Triton serves, as Triton's version_policy: set exactly one field."""
+
+    __rules__ = (
+        Rule(
+            "[has(self.latest), has(self.all), has(self.specific)].filter(x, x).size() == 1",
+            "versionPolicy must set exactly one of latest, all or specific",
+            lambda s: [s.latest is not None, s.all is not None, s.specific is not None].count(True) == 1,
+        ),
+        Rule(
+            "!has(self.all) || self.all",
+            "versionPolicy.all must be true when set (use latest or specific otherwise)",
+            lambda s: s.all is None or s.all,
+            field_path=".all",
+        ),
+    )
+
+    latest: int | None = Field(
+        default=None, ge=1, le=64, description="Serve the N highest declared version numbers."
+    )
+    all: bool | None = Field(default=None, description="Serve every declared version.")
+    specific: list[Annotated[int, Field(ge=1, le=2147483647)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Serve exactly these version numbers; each must be declared in versions.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class DynamicBatching(_Base):
+    """Triton dynamic batching: requests are combined into batches server-side."""
+
+    preferredBatchSizes: list[Annotated[int, Field(ge=1, le=1048576)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="Batch sizes the batcher tries to form (each <= maxBatchSize).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    maxQueueDelayMicroseconds: int = Field(
+        default=0,
+        ge=0,
+        le=60_000_000,
+        description="How long a request may wait in the queue for a batch to fill, in microseconds.",
+    )
+
+
+class InstanceGroup(_Base):
+    """A group of model instances (Triton instance_group)."""
+
+    count: int = Field(default=1, ge=1, le=64, description="Number of model instances in this group.")
+    kind: Literal["GPU", "CPU", "AUTO"] = Field(
+        default="AUTO",
+        description="Where the instances run: GPU, CPU, or AUTO (GPU when the pod has one).",
+    )
+
+
+class Tensor(_Base):
+    """An input or output tensor, for formats whose configuration Triton cannot infer (e.g. pytorch)."""
+
+    name: str = Field(min_length=1, max_length=128, description="Tensor name as the model sees it.")
+    dataType: TensorDataType = Field(description="Triton data type, e.g. TYPE_FP32.")
+    dims: list[Annotated[int, Field(ge=-1, le=1 << 30)]] = Field(
+        min_length=0,
+        max_length=16,
+        description="Shape without the batch dimension; -1 for a variable-size dimension.",
+    )
+
+
+class Credentials(_Base):
+    """Storage credentials: a Secret in the same namespace, exposed only to the model-fetching agent.
+
+    S3: keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (optionally AWS_SESSION_TOKEN); GCS: key
+    service-account.json; HTTPS: key token (sent as a bearer token)."""
+
+    secretName: DNSSubdomain = Field(description="Name of the Secret holding the credentials.")
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^/ ]+(/.*)?$",
+        description="S3-compatible endpoint URL, e.g. http://minio.storage:9000.",
+    )
+    region: str | None = Field(default=None, max_length=64, description="S3 region.")
+
+
+class ModelSpec(_Base):
+    """A model served by the Triton pods of this deployment."""
+
+    __rules__ = (
+        Rule(
+            "",  # enforced by the API server through x-kubernetes-list-type: map (key version)
+            "versions must have unique version numbers",
+            lambda s: len({v.version for v in s.versions}) == len(s.versions),
+            field_path=".versions",
+            reason="FieldValueDuplicate",
+        ),
+        Rule(
+            "has(self.source) || self.versions.all(v, has(v.source))",
+            "source is required on the model or on every version",
+            lambda s: s.source is not None or all(v.source is not None for v in s.versions),
+            field_path=".source",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            "!has(self.versionPolicy) || !has(self.versionPolicy.specific) || "
+            "self.versionPolicy.specific.all(n, self.versions.exists(v, v.version == n))",
+            "versionPolicy.specific may only list versions declared in versions",
+            lambda s: (
+                s.versionPolicy.specific is None
+                or set(s.versionPolicy.specific) <= {v.version for v in s.versions}
+            ),
+            field_path=".versionPolicy.specific",
+        ),
+        Rule(
+            "!has(self.dynamicBatching) || (has(self.maxBatchSize) && self.maxBatchSize > 0)",
+            "dynamicBatching requires maxBatchSize > 0 (maxBatchSize: 0 means the model does not batch)",
+            lambda s: s.dynamicBatching is None or s.maxBatchSize > 0,
+            field_path=".dynamicBatching",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSizes) || "
+            "!has(self.maxBatchSize) || self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
+            "dynamicBatching.preferredBatchSizes must not exceed maxBatchSize",
+            lambda s: (
+                s.dynamicBatching is None
+                or not s.dynamicBatching.preferredBatchSizes
+                or max(s.dynamicBatching.preferredBatchSizes) <= s.maxBatchSize
+            ),
+            field_path=".dynamicBatching.preferredBatchSizes",
+        ),
+    )
+
+    name: TritonName = Field(description="Triton model name (unique within the deployment).")
+    format: ModelFormat = Field(
+        description=(
+            "Model format, which selects the Triton backend: pytorch (TorchScript, backend pytorch), "
+            "onnx (onnxruntime), python (python backend, model.py), tensorrt (TensorRT plan). "
+            "Immutable: serve a different format under a new model name."
+        ),
+        json_schema_extra=_cel_field(
+            ("self == oldSelf", "format is immutable; serve the new format under a new model name")
+        ),
+    )
+    source: SourceURI | None = Field(
+        default=None,
+        description=(
+            "Base URI of the model's versions: version N is fetched from <source>/<N>/ unless the "
+            "version sets its own source. Schemes: s3://, gs://, https://, http://, "
+            "pvc://<claim>/<path>, file:///<path>."
+        ),
+    )
+    credentials: Credentials | None = Field(
+        default=None, description="Secret with credentials for the model's storage."
+    )
+    versions: list[ModelVersion] = Field(
+        min_length=1,
+        max_length=64,
+        description="The declared versions (unique version numbers).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"]},
+    )
+    versionPolicy: VersionPolicy = Field(
+        default_factory=lambda: VersionPolicy(latest=1),
+        description="Which declared versions Triton serves (Triton version_policy). Default: latest: 1.",
+    )
+    maxBatchSize: int = Field(
+        default=0,
+        ge=0,
+        le=1048576,
+        description="Triton max_batch_size; 0 means the model has no batch dimension (no batching).",
+    )
+    dynamicBatching: DynamicBatching | None = Field(
+        default=None, description="Enable Triton dynamic batching (requires maxBatchSize > 0)."
+    )
+    instanceGroups: list[InstanceGroup] | None = Field(
+        default=None,
+        max_length=8,
+        description="Triton instance groups (how many instances, on GPU or CPU). Default: Triton's.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    inputs: list[Tensor] | None = Field(
+        default=None,
+        max_length=64,
+        description="Input tensors, when Triton cannot infer them (required by pytorch unless the artifact has a config.pbtxt).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    outputs: list[Tensor] | None = Field(
+        default=None,
+        max_length=64,
+        description="Output tensors, when Triton cannot infer them.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    parameters: Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=32)] | None = (
+        Field(default=None, description="Extra Triton model parameters (config.pbtxt parameters).")
+    )
+
+    # ---- effective values -------------------------------------------------------------------
+    def declared_versions(self) -> list[int]:
+        return sorted(v.version for v in self.versions)
+
+    def desired_versions(self) -> list[int]:
+        """The versions Triton must serve under the version policy (Triton's semantics)."""
+        nums = self.declared_versions()
+        p = self.versionPolicy
+        if p.all:
+            return nums
+        if p.specific is not None:
+            return sorted(set(p.specific) & set(nums))
+        return nums[-(p.latest or 1) :]
+
+    def version_source(self, version: int) -> str:
+        """The effective source URI of one declared version."""
+        for v in self.versions:
+            if v.version == version:
+                if v.source:
+                    return v.source
+                assert self.source is not None  # guaranteed by the rules
+                return f"{self.source.rstrip('/')}/{version}"
+        raise KeyError(f"model {self.name}: version {version} is not declared")
+
+    def backend(self) -> str:
+        return FORMAT_BACKEND[self.format]
+
+
+# --------------------------------------------------------------------------------------------------
+# spec.server
+# --------------------------------------------------------------------------------------------------
+class ServerPorts(_Base):
+    """Container ports of the Triton server."""
+
+    __rules__ = (
+        Rule(
+            "self.http != self.grpc && self.http != self.metrics && self.grpc != self.metrics",
+            "server ports http, grpc and metrics must be distinct",
+            lambda s: len({s.http, s.grpc, s.metrics}) == 3,
+        ),
+        Rule(
+            f"[self.http, self.grpc, self.metrics].all(p, p != {AGENT_PORT})",
+            f"server ports must not use {AGENT_PORT}, the port of the modeldeploy runtime agent",
+            lambda s: AGENT_PORT not in (s.http, s.grpc, s.metrics),
+        ),
+    )
+
+    http: int = Field(default=8000, ge=1, le=65535, description="HTTP/REST (KServe v2) port.")
+    grpc: int = Field(default=8001, ge=1, le=65535, description="gRPC port.")
+    metrics: int = Field(default=8002, ge=1, le=65535, description="Prometheus metrics port.")
+
+
+class EnvVar(_Base):
+    """An environment variable with a literal value."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str = Field(default="", max_length=8192)
+
+
+class LocalObjectReference(_Base):
+    """A reference to an object in the same namespace."""
+
+    name: DNSSubdomain = Field(description="Name of the referenced object.")
+
+
+_MANAGED_ARGS = (
+    "--model-repository",
+    "--model-store",
+    "--model-control-mode",
+    "--load-model",
+    "--strict-readiness",
+    "--http-port",
+    "--grpc-port",
+    "--metrics-port",
+)
+
+_ARGS_MESSAGE = "args must not set " + ", ".join(_MANAGED_ARGS) + " (managed by the operator)"
+
+
+def _check_args(args: list[str]) -> list[str]:
+    if any(a.startswith(_MANAGED_ARGS) for a in args):
+        raise ValueError(_ARGS_MESSAGE)
+    return args
+
+
+class ServerSpec(_Base):
+    """The Triton Inference Server container."""
+
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description=(
+            f"Triton image. Default: the operator's pinned image ({DEFAULT_TRITON_IMAGE}, or the "
+            f"operator's {TRITON_IMAGE_ENV})."
+        ),
+    )
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Image pull policy of the Triton and agent containers."
+    )
+    imagePullSecrets: list[LocalObjectReference] | None = Field(
+        default=None,
+        max_length=16,
+        description="Secrets for pulling the images.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    modelControlMode: Literal["explicit", "none"] = Field(
+        default="explicit",
+        description=(
+            "Triton model control mode. explicit (default): the runtime agent loads and unloads "
+            "versions through the repository API (needed for in-place rollouts). none: Triton loads "
+            "the repository at start-up and never changes it."
+        ),
+    )
+    args: Annotated[list[Annotated[str, Field(max_length=512)]], AfterValidator(_check_args)] | None = Field(
+        default=None,
+        max_length=32,
+        description=(
+            "Extra tritonserver arguments, e.g. --log-verbose=1. The model repository, control "
+            "mode, readiness and port flags are managed by the operator and rejected here."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "atomic",
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(a, "
+                    + " && ".join(f"!a.startsWith('{f}')" for f in _MANAGED_ARGS)
+                    + ")",
+                    "message": _ARGS_MESSAGE,
+                }
+            ],
+        },
+    )
+    env: list[EnvVar] | None = Field(
+        default=None,
+        max_length=64,
+        description="Extra environment variables of the Triton container.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    ports: ServerPorts = Field(default_factory=ServerPorts, description="Triton's ports.")
+    sharedMemorySize: Quantity = Field(
+        default="1Gi", description="Size of the memory-backed /dev/shm (python backend, shared-memory I/O)."
+    )
+    modelRepositorySizeLimit: Quantity | None = Field(
+        default=None,
+        description="sizeLimit of the emptyDir holding the model repository (/models). Default: unlimited.",
+    )
+    startupTimeoutSeconds: int = Field(
+        default=600,
+        ge=30,
+        le=86400,
+        description=(
+            "Start-up budget: how long fetching and loading the models may take before the pod is "
+            "considered failed (startup probe budget)."
+        ),
+    )
+
+    def effective_image(self) -> str:
+        return self.image or os.environ.get(TRITON_IMAGE_ENV) or DEFAULT_TRITON_IMAGE
+
+
+# --------------------------------------------------------------------------------------------------
+# spec.resources
+# --------------------------------------------------------------------------------------------------
+class ComputeResources(_Base):
+    """CPU and memory amounts."""
+
+    cpu: Quantity | None = Field(default=None, description="CPU, e.g. 2 or 500m.")
+    memory: Quantity | None = Field(default=None, description="Memory, e.g. 8Gi.")
+
+
+def _requests_le_limits(res: str) -> Rule:
+    return Rule(
+        f"!has(self.requests) || !has(self.limits) || !has(self.requests.{res}) || !has(self.limits.{res}) || "
+        f"quantity(string(self.requests.{res})).compareTo(quantity(string(self.limits.{res}))) <= 0",
+        f"requests.{res} must be less than or equal to limits.{res}",
+        lambda s: (
+            s.requests is None or s.limits is None or _qle(getattr(s.requests, res), getattr(s.limits, res))
+        ),
+        field_path=f".requests.{res}",
+    )
+
+
+class ContainerResources(_Base):
+    """CPU/memory requests and limits of a container."""
+
+    __rules__: ClassVar[tuple[Rule, ...]] = ()  # set below (shares the rules with ResourcesSpec)
+
+    requests: ComputeResources | None = Field(default=None, description="CPU/memory requests.")
+    limits: ComputeResources | None = Field(default=None, description="CPU/memory limits.")
+
+
+ContainerResources.__rules__ = (_requests_le_limits("cpu"), _requests_le_limits("memory"))
+
+
+class MigSpec(_Base):
+    """A MIG (Multi-Instance GPU) slice instead of whole GPUs: requests nvidia.com/mig-<profile>."""
+
+    profile: str = Field(
+        max_length=32,
+        pattern=MIG_PROFILE_PATTERN,
+        description="MIG profile, e.g. 1g.10gb or 3g.40gb (the resource nvidia.com/mig-<profile>).",
+    )
+    count: int = Field(default=1, ge=1, le=56, description="Number of MIG slices per pod.")
+
+
+class ResourcesSpec(_Base):
+    """Resources of each Triton pod (the Triton container)."""
+
+    __rules__ = (
+        Rule(
+            "!(has(self.gpu) && self.gpu > 0 && has(self.mig))",
+            "gpu and mig are mutually exclusive: set gpu for whole GPUs or mig for a MIG slice",
+            lambda s: not (s.gpu > 0 and s.mig is not None),
+            field_path=".mig",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "!has(self.gpuProduct) || (has(self.gpu) && self.gpu > 0) || has(self.mig)",
+            "gpuProduct requires gpu > 0 or mig",
+            lambda s: s.gpuProduct is None or s.gpu > 0 or s.mig is not None,
+            field_path=".gpuProduct",
+        ),
+        _requests_le_limits("cpu"),
+        _requests_le_limits("memory"),
+    )
+
+    requests: ComputeResources | None = Field(default=None, description="CPU/memory requests.")
+    limits: ComputeResources | None = Field(default=None, description="CPU/memory limits.")
+    gpu: int = Field(
+        default=0, ge=0, le=16, description="Whole GPUs per pod (resource nvidia.com/gpu); 0 for CPU only."
+    )
+    gpuProduct: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description=f"Required GPU product: matches the node label {GPU_PRODUCT_LABEL}, e.g. NVIDIA-H100-80GB-HBM3.",
+    )
+    mig: MigSpec | None = Field(
+        default=None, description="Request a MIG slice instead of whole GPUs (exclusive with gpu)."
+    )
+
+    def gpu_resource_name(self) -> str | None:
+        """``nvidia.com/gpu``, ``nvidia.com/mig-<profile>``, or None without GPUs."""
+        if self.mig is not None:
+            return f"nvidia.com/mig-{self.mig.profile}"
+        if self.gpu > 0:
+            return GPU_RESOURCE
+        return None
+
+    def gpu_count(self) -> int:
+        """How many units of :meth:`gpu_resource_name` each pod requests."""
+        if self.mig is not None:
+            return self.mig.count
+        return self.gpu
+
+    def uses_gpu(self) -> bool:
+        return self.gpu_resource_name() is not None
+
+    def gpu_summary(self) -> str:
+        """Short text for status/printing: ``2``, ``1 x mig-1g.10gb`` or ``0``."""
+        if self.mig is not None:
+            return f"{self.mig.count} x mig-{self.mig.profile}"
+        return str(self.gpu)
+
+
+# --------------------------------------------------------------------------------------------------
+# spec.scheduling
+# --------------------------------------------------------------------------------------------------
+class Toleration(_Base):
+    """A pod toleration (core/v1 Toleration)."""
+
+    __rules__ = (
+        Rule(
+            "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "a toleration with operator Exists must not set value",
+            lambda s: s.operator != "Exists" or not s.value,
+            field_path=".value",
+        ),
+    )
+
+    key: str | None = Field(default=None, max_length=316, description="Taint key; empty matches all keys.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (default)."
+    )
+    value: str | None = Field(default=None, max_length=63, description="Taint value for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all effects."
+    )
+    tolerationSeconds: int | None = Field(
+        default=None, description="For NoExecute: how long the pod stays bound after the taint appears."
+    )
+
+
+class TopologySpreadConstraint(_Base):
+    """How to spread the Triton pods (core/v1 TopologySpreadConstraint); the label selector defaults to
+    the deployment's own pods."""
+
+    maxSkew: int = Field(default=1, ge=1, le=1000, description="Maximum allowed skew between domains.")
+    topologyKey: str = Field(
+        min_length=1,
+        max_length=316,
+        description="Node label of the domain, e.g. topology.kubernetes.io/zone.",
+    )
+    whenUnsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        default="DoNotSchedule", description="What to do when the constraint cannot be met."
+    )
+    minDomains: int | None = Field(
+        default=None, ge=1, le=1000, description="Minimum number of eligible domains."
+    )
+    labelSelector: dict[str, Any] | None = Field(
+        default=None,
+        description="A metav1.LabelSelector for the pods to count. Default: this deployment's pods.",
+    )
+
+
+class SchedulingSpec(_Base):
+    """Where the Triton pods run. The NVIDIA GPU toleration (nvidia.com/gpu, NoSchedule) is added
+    automatically when GPUs are requested."""
+
+    nodeSelector: LabelMap | None = Field(default=None, description="Node labels the pods require.")
+    tolerations: list[Toleration] | None = Field(
+        default=None,
+        max_length=32,
+        description="Extra tolerations.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="A core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity)."
+    )
+    priorityClassName: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="PriorityClass of the pods."
+    )
+    topologySpreadConstraints: list[TopologySpreadConstraint] | None = Field(
+        default=None,
+        max_length=8,
+        description="Topology spread constraints of the pods.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# spec.autoscaling
+# --------------------------------------------------------------------------------------------------
+MetricType = Literal["cpu", "queueTime", "pendingRequests", "prometheus"]
+
+
+class AutoscalingMetric(_Base):
+    """The metric the replica count follows."""
+
+    __rules__ = (
+        Rule(
+            "self.type != 'prometheus' || has(self.query)",
+            "query is required when metric type is prometheus",
+            lambda s: s.type != "prometheus" or s.query is not None,
+            field_path=".query",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            "!has(self.query) || self.type == 'prometheus'",
+            "query is only allowed when metric type is prometheus",
+            lambda s: s.query is None or s.type == "prometheus",
+            field_path=".query",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "self.type != 'cpu' || type(self.target) == int",
+            "target for metric type cpu is an integer utilisation percentage (of the CPU request)",
+            lambda s: s.type != "cpu" or isinstance(s.target, int),
+            field_path=".target",
+        ),
+        Rule(
+            "quantity(string(self.target)).isGreaterThan(quantity('0'))",
+            "target must be greater than 0",
+            lambda s: parse_quantity(s.target) > 0,
+            field_path=".target",
+        ),
+    )
+
+    type: MetricType = Field(
+        description=(
+            "cpu: CPU utilisation; queueTime: Triton's average queue time per request "
+            "(nv_inference_queue_duration_us / nv_inference_request_success); pendingRequests: "
+            "Triton's pending requests per pod (nv_inference_pending_request_count); prometheus: a "
+            "custom Prometheus query (keda mode)."
+        )
+    )
+    target: Quantity = Field(
+        description=(
+            "Target value per pod: cpu: utilisation percent of the CPU request; queueTime: "
+            "microseconds per request; pendingRequests: requests per pod; prometheus: the query's "
+            "threshold value."
+        )
+    )
+    query: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="PromQL query (type prometheus only)."
+    )
+    metricName: str | None = Field(
+        default=None,
+        max_length=253,
+        description=(
+            "hpa mode, types queueTime/pendingRequests: name of the per-pod metric served by the "
+            "custom metrics API (e.g. prometheus-adapter). Default: derived from the type."
+        ),
+    )
+
+
+class AutoscalingSpec(_Base):
+    """Horizontal autoscaling of the Triton pods: an autoscaling/v2 HorizontalPodAutoscaler (hpa) or
+    a KEDA ScaledObject (keda, needed for scale to zero)."""
+
+    __rules__ = (
+        Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must be less than or equal to maxReplicas",
+            lambda s: s.minReplicas <= s.maxReplicas,
+            field_path=".minReplicas",
+        ),
+        Rule(
+            "self.minReplicas > 0 || self.mode == 'keda'",
+            "minReplicas: 0 (scale to zero) requires mode: keda",
+            lambda s: s.minReplicas > 0 or s.mode == "keda",
+            field_path=".minReplicas",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "self.minReplicas > 0 || self.metric.type != 'cpu'",
+            "minReplicas: 0 cannot scale up from zero on cpu; use queueTime, pendingRequests or prometheus",
+            lambda s: s.minReplicas > 0 or s.metric.type != "cpu",
+            field_path=".minReplicas",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "self.metric.type != 'prometheus' || self.mode == 'keda'",
+            "metric type prometheus (custom query) requires mode: keda",
+            lambda s: s.metric.type != "prometheus" or s.mode == "keda",
+            field_path=".metric.type",
+        ),
+        Rule(
+            "self.mode != 'keda' || self.metric.type == 'cpu' || has(self.prometheusAddress)",
+            "prometheusAddress is required in keda mode for Prometheus-based metrics",
+            lambda s: s.mode != "keda" or s.metric.type == "cpu" or s.prometheusAddress is not None,
+            field_path=".prometheusAddress",
+            reason="FieldValueRequired",
+        ),
+    )
+
+    mode: Literal["hpa", "keda"] = Field(
+        default="hpa", description="hpa: autoscaling/v2 HorizontalPodAutoscaler; keda: KEDA ScaledObject."
+    )
+    minReplicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Lower bound of replicas; 0 (scale to zero) only with mode keda.",
+    )
+    maxReplicas: int = Field(ge=1, le=1000, description="Upper bound of replicas.")
+    metric: AutoscalingMetric = Field(description="The metric that drives scaling.")
+    prometheusAddress: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^/ ]+(/.*)?$",
+        description="Prometheus server URL that KEDA queries (keda mode, Prometheus-based metrics).",
+    )
+    cooldownSeconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="Scale-down stabilisation window (hpa) / cooldownPeriod (keda), in seconds.",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# spec.rollout, spec.monitoring, spec.runtime
+# --------------------------------------------------------------------------------------------------
+class ReadinessGate(_Base):
+    """Gate on a new model version: the old version keeps serving until the new one is Ready."""
+
+    timeoutSeconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description="How long the new version may take to become Ready before the rollout is marked failed (the old version keeps serving).",
+    )
+    minReadySeconds: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="How long the new version must stay Ready before the old one is unloaded.",
+    )
+
+
+class RolloutSpec(_Base):
+    """How model-version and pod changes roll out."""
+
+    __rules__ = (
+        Rule(
+            "!has(self.maxUnavailable) || !has(self.maxSurge) || "
+            "!(string(self.maxUnavailable) in ['0', '0%'] && string(self.maxSurge) in ['0', '0%'])",
+            "maxUnavailable and maxSurge must not both be 0",
+            lambda s: not (_is_zero(s.maxUnavailable) and _is_zero(s.maxSurge)),
+            field_path=".maxSurge",
+        ),
+    )
+
+    strategy: Literal["inPlace", "rolling"] = Field(
+        default="inPlace",
+        description=(
+            "inPlace: load new versions into the running Triton pods through the repository API and "
+            "unload old ones once the new ones are Ready (needs modelControlMode explicit); rolling: "
+            "roll out new pods."
+        ),
+    )
+    maxUnavailable: IntOrPercent = Field(
+        default=0, description="Deployment rolling update maxUnavailable (count or percentage)."
+    )
+    maxSurge: IntOrPercent = Field(
+        default=1, description="Deployment rolling update maxSurge (count or percentage)."
+    )
+    readinessGate: ReadinessGate = Field(
+        default_factory=ReadinessGate, description="Readiness gate on new versions."
+    )
+
+
+class MonitoringSpec(_Base):
+    """Prometheus monitoring of Triton's metrics."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Create a ServiceMonitor for Triton's metrics port when the prometheus-operator CRD exists.",
+    )
+    interval: str = Field(
+        default="30s", max_length=16, pattern=DURATION_PATTERN, description="Scrape interval."
+    )
+    labels: LabelMap | None = Field(
+        default=None,
+        description="Extra labels on the ServiceMonitor (for Prometheus' serviceMonitorSelector).",
+    )
+
+
+class RuntimeSpec(_Base):
+    """The modeldeploy runtime agent (init container fetching models, sidecar loading them)."""
+
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description=f"Agent image. Default: {DEFAULT_RUNTIME_IMAGE} (or the operator's {RUNTIME_IMAGE_ENV}).",
+    )
+    resources: ContainerResources | None = Field(
+        default=None, description="CPU/memory requests and limits of the agent containers."
+    )
+
+    def effective_image(self) -> str:
+        return self.image or os.environ.get(RUNTIME_IMAGE_ENV) or DEFAULT_RUNTIME_IMAGE
+
+
+# --------------------------------------------------------------------------------------------------
+# spec
+# --------------------------------------------------------------------------------------------------
+def _spec_has_gpu(s: ModelDeploymentSpec) -> bool:
+    return s.resources.uses_gpu()
+
+
+_HAS_GPU_CEL = "(has(self.resources) && ((has(self.resources.gpu) && self.resources.gpu > 0) || has(self.resources.mig)))"
+
+
+class ModelDeploymentSpec(_Base):
+    """Desired state: models served by a set of Triton pods."""
+
+    __rules__ = (
+        Rule(
+            "",  # enforced by the API server through x-kubernetes-list-type: map (key name)
+            "models must have unique names",
+            lambda s: len({m.name for m in s.models}) == len(s.models),
+            field_path=".models",
+            reason="FieldValueDuplicate",
+        ),
+        Rule(
+            "!self.models.exists(m, has(m.instanceGroups) && m.instanceGroups.exists(g, g.kind == 'GPU')) || "
+            + _HAS_GPU_CEL,
+            "instanceGroups of kind GPU need resources.gpu > 0 or resources.mig",
+            lambda s: (
+                _spec_has_gpu(s)
+                or not any(g.kind == "GPU" for m in s.models for g in (m.instanceGroups or []))
+            ),
+            field_path=".resources",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            "!self.models.exists(m, m.format == 'tensorrt') || " + _HAS_GPU_CEL,
+            "format tensorrt needs a GPU: set resources.gpu > 0 or resources.mig",
+            lambda s: _spec_has_gpu(s) or not any(m.format == "tensorrt" for m in s.models),
+            field_path=".resources",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            "!has(self.autoscaling) || self.autoscaling.metric.type != 'cpu' || "
+            "(has(self.resources) && has(self.resources.requests) && has(self.resources.requests.cpu))",
+            "autoscaling on cpu needs resources.requests.cpu",
+            lambda s: (
+                s.autoscaling is None
+                or s.autoscaling.metric.type != "cpu"
+                or (s.resources.requests is not None and s.resources.requests.cpu is not None)
+            ),
+            field_path=".resources.requests",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            "!has(self.server) || !has(self.server.modelControlMode) || self.server.modelControlMode == 'explicit' || "
+            "(has(self.rollout) && has(self.rollout.strategy) && self.rollout.strategy == 'rolling')",
+            "server.modelControlMode none needs rollout.strategy rolling (in-place rollouts load versions through the repository API)",
+            lambda s: s.server.modelControlMode == "explicit" or s.rollout.strategy == "rolling",
+            field_path=".rollout.strategy",
+        ),
+        Rule(
+            f"!has(self.podLabels) || self.podLabels.all(k, !k.startsWith('{RESERVED_LABEL_PREFIX}'))",
+            f"podLabels must not use the reserved prefix {RESERVED_LABEL_PREFIX}",
+            lambda s: not s.podLabels or not any(k.startswith(RESERVED_LABEL_PREFIX) for k in s.podLabels),
+            field_path=".podLabels",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    models: list[ModelSpec] = Field(
+        min_length=1,
+        max_length=16,
+        description="The models served together by every Triton pod (unique names).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    server: ServerSpec = Field(default_factory=ServerSpec, description="The Triton server container.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="CPU, memory and GPU resources of each pod."
+    )
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec, description="Node selection, tolerations, affinity, spreading."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Number of Triton pods (scale subresource). Managed by the autoscaler when autoscaling is set.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="Horizontal autoscaling (hpa or keda). Unset: a fixed number of replicas."
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="Rollout of version and pod changes."
+    )
+    serviceAccountName: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="ServiceAccount of the pods (e.g. for workload identity to the model store).",
+    )
+    podLabels: LabelMap | None = Field(default=None, description="Extra labels on the pods.")
+    podAnnotations: AnnotationMap | None = Field(default=None, description="Extra annotations on the pods.")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus monitoring.")
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="The runtime agent containers.")
+
+    # ---- effective values -------------------------------------------------------------------
+    def autoscaling_enabled(self) -> bool:
+        return self.autoscaling is not None
+
+    def desired_versions(self) -> dict[str, list[int]]:
+        """Model name -> version numbers Triton must serve."""
+        return {m.name: m.desired_versions() for m in self.models}
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# status
+# --------------------------------------------------------------------------------------------------
+class Condition(_Base):
+    """A status condition (Kubernetes API conventions, like metav1.Condition)."""
+
+    type: str = Field(
+        min_length=1,
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="Condition type: Ready, ModelsReady, Progressing or Degraded.",
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    observedGeneration: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed from."
+    )
+    lastTransitionTime: str = Field(
+        max_length=64,
+        description="When the status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=CONDITION_REASON_PATTERN,
+        description="CamelCase reason for the last transition.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+
+
+class VersionStatus(_Base):
+    """The state of one model version across the pods."""
+
+    version: int = Field(ge=1, le=2147483647, description="Version number.")
+    state: VersionState = Field(description="Pending, Loading, Ready, Failed or Unloaded.")
+    reason: str = Field(default="", max_length=1024, description="CamelCase reason for the state.")
+    message: str = Field(default="", max_length=32768, description="Details, e.g. the load error.")
+    readyReplicas: int | None = Field(default=None, ge=0, description="Pods serving this version.")
+
+
+class ModelStatus(_Base):
+    """The state of one model's versions."""
+
+    name: str = Field(min_length=1, max_length=63, description="Model name.")
+    versions: list[VersionStatus] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Per-version state.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"]},
+    )
+
+
+class Endpoints(_Base):
+    """In-cluster URLs of the Triton service."""
+
+    http: str | None = Field(
+        default=None, max_length=2048, description="HTTP/REST URL, e.g. http://x.ns.svc:8000."
+    )
+    grpc: str | None = Field(default=None, max_length=2048, description="gRPC address, e.g. x.ns.svc:8001.")
+
+
+class ModelDeploymentStatus(_Base):
+    """Observed state, written by the operator."""
+
+    observedGeneration: int | None = Field(
+        default=None, ge=0, description="Last metadata.generation reconciled."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        max_length=16,
+        description="Ready, ModelsReady, Progressing, Degraded.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    replicas: int | None = Field(
+        default=None, ge=0, description="Current number of pods (scale subresource)."
+    )
+    readyReplicas: int | None = Field(
+        default=None, ge=0, description="Pods whose every expected version is Ready."
+    )
+    updatedReplicas: int | None = Field(
+        default=None, ge=0, description="Pods running the current pod template."
+    )
+    selector: str | None = Field(
+        default=None, max_length=1024, description="Label selector of the pods (scale subresource, for HPA)."
+    )
+    endpoints: Endpoints | None = Field(default=None, description="In-cluster endpoints.")
+    models: list[ModelStatus] | None = Field(
+        default=None,
+        max_length=16,
+        description="Per model and version: the serving state.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    versionsReady: str | None = Field(
+        default=None, max_length=32, description="Summary: ready/expected model versions, e.g. 3/3."
+    )
+    servedVersions: str | None = Field(
+        default=None, max_length=1024, description="Summary of the versions served, e.g. resnet:1,2 bert:3."
+    )
+    replicasSummary: str | None = Field(
+        default=None, max_length=32, description="Summary: ready/desired replicas, e.g. 2/3."
+    )
+    gpus: str | None = Field(
+        default=None, max_length=64, description="GPUs per pod, e.g. 1 or 1 x mig-1g.10gb."
+    )
+
+    def condition(self, type_: str) -> Condition | None:
+        for c in self.conditions or []:
+            if c.type == type_:
+                return c
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# the object
+# --------------------------------------------------------------------------------------------------
+class SpecError(ValueError):
+    """An invalid ModelDeployment; ``errors`` are ``"<field path>: <message>"`` strings."""
+
+    def __init__(self, errors: list[str], name: str | None = None) -> None:
+        self.errors = errors
+        self.name = name
+        prefix = f"ModelDeployment {name}: " if name else ""
+        super().__init__(prefix + "; ".join(errors))
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-"):
+            continue  # validator markers
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def format_validation_error(exc: ValidationError, root: str = "") -> list[str]:
+    """Turn a pydantic ValidationError into ``"spec.models[0].name: message"`` lines."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for err in exc.errors(include_url=False):
+        path = _loc_to_path(tuple(err["loc"]))
+        ctx = err.get("ctx") or {}
+        fp = str(ctx.get("field_path", "") or "")
+        if fp:
+            path = path + fp if path else fp.lstrip(".")
+        if root:
+            path = f"{root}.{path}" if path else root
+        msg = str(err["msg"])
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        line = f"{path}: {msg}" if path else msg
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return lines
+
+
+class ModelDeployment(BaseModel):
+    """A ModelDeployment object (apiVersion, kind, metadata, spec, status)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    apiVersion: str = API_VERSION
+    kind: str = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", ""))
+
+    @property
+    def generation(self) -> int:
+        return int(self.metadata.get("generation") or 0)
+
+    @classmethod
+    def parse_spec(cls, spec: dict[str, Any] | Any, name: str | None = None) -> ModelDeploymentSpec:
+        """Parse a ``spec`` mapping; raises :class:`SpecError` naming every bad field (``spec.…``)."""
+        try:
+            return ModelDeploymentSpec.model_validate(dict(spec or {}))
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, root="spec"), name=name) from None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any] | Any) -> ModelDeployment:
+        """Parse a whole object (e.g. kopf's ``body``). Invalid spec -> :class:`SpecError`; a status
+        that does not parse (e.g. written by another version) is dropped rather than failing."""
+        body = dict(body)
+        metadata = dict(body.get("metadata") or {})
+        spec = cls.parse_spec(body.get("spec") or {}, name=metadata.get("name"))
+        status: ModelDeploymentStatus | None = None
+        if body.get("status"):
+            try:
+                status = ModelDeploymentStatus.model_validate(dict(body["status"]))
+            except ValidationError:
+                status = None
+        return cls(
+            apiVersion=body.get("apiVersion", API_VERSION),
+            kind=body.get("kind", KIND),
+            metadata=metadata,
+            spec=spec,
+            status=status,
+        )
+
+    def to_body(self) -> dict[str, Any]:
+        """The object as the API server stores it (no nulls)."""
+        return dump(self)
+
+
+def dump(obj: BaseModel) -> dict[str, Any]:
+    """Serialise any API model to the JSON shape the CRD accepts (``None`` fields left out)."""
+    return obj.model_dump(mode="json", exclude_none=True)
+
+
+def check_update(old: ModelDeploymentSpec, new: ModelDeploymentSpec) -> list[str]:
+    """Python twin of the CRD's transition rules (``oldSelf``): errors for an update old -> new."""
+    errors: list[str] = []
+    old_models = {m.name: m for m in old.models}
+    for i, m in enumerate(new.models):
+        prev = old_models.get(m.name)
+        if prev is not None and prev.format != m.format:
+            errors.append(
+                f"spec.models[{i}].format: format is immutable; serve the new format under a new model name"
+            )
+    return errors
+
+
+__all__ = [
+    "AGENT_PORT",
+    "API_VERSION",
+    "CATEGORIES",
+    "CONDITION_TYPES",
+    "CRD_NAME",
+    "DEFAULT_RUNTIME_IMAGE",
+    "DEFAULT_TRITON_IMAGE",
+    "GPU_PRODUCT_LABEL",
+    "GPU_RESOURCE",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "AutoscalingMetric",
+    "AutoscalingSpec",
+    "Condition",
+    "Credentials",
+    "DynamicBatching",
+    "Endpoints",
+    "InstanceGroup",
+    "MigSpec",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelDeploymentStatus",
+    "ModelSpec",
+    "ModelStatus",
+    "ModelVersion",
+    "MonitoringSpec",
+    "ReadinessGate",
+    "ResourcesSpec",
+    "RolloutSpec",
+    "Rule",
+    "RuntimeSpec",
+    "SchedulingSpec",
+    "ServerSpec",
+    "SpecError",
+    "Tensor",
+    "VersionPolicy",
+    "VersionStatus",
+    "check_update",
+    "dump",
+    "format_validation_error",
+    "parse_quantity",
+]
