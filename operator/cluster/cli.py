@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modeldeploy.cluster.local import LocalCluster
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("cluster", help="local Kubernetes control plane (etcd, kube-apiserver, KWOK nodes)")
     csub = p.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
 
@@ -41,18 +45,18 @@ def _name(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="default", help="cluster name (default: default)")
 
 
-def _cluster(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _cluster(args: argparse.Namespace) -> LocalCluster:
     from modeldeploy.cluster.local import LocalCluster
 
-    kw = {}
-    if getattr(args, "gpu_nodes", None) is not None:
-        kw = dict(
-            gpu_nodes=args.gpu_nodes,
-            cpu_nodes=args.cpu_nodes,
-            gpus_per_node=args.gpus_per_node,
-            gpu_product=args.gpu_product,
-        )
-    return LocalCluster(name=args.name, **kw)
+    if getattr(args, "gpu_nodes", None) is None:
+        return LocalCluster(name=args.name)
+    return LocalCluster(
+        name=args.name,
+        gpu_nodes=args.gpu_nodes,
+        cpu_nodes=args.cpu_nodes,
+        gpus_per_node=args.gpus_per_node,
+        gpu_product=args.gpu_product,
+    )
 
 
 def _up(args: argparse.Namespace) -> int:

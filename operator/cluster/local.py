@@ -69,10 +69,10 @@ def bin_dir(build: bool = True, log: Log = _stderr) -> Path:
     assert proc.stderr is not None and proc.stdout is not None
     for line in proc.stderr:
         log(line.rstrip())
-    out = proc.stdout.read()
+    printed = proc.stdout.read()
     if proc.wait() != 0:
         raise ClusterError(f"building the control-plane binaries failed (exit {proc.returncode})")
-    return Path(out.strip().splitlines()[-1])
+    return Path(printed.strip().splitlines()[-1])
 
 
 def find_bin(name: str, build: bool = False) -> Path:
@@ -743,7 +743,7 @@ def _terminate(pid: int, marker: str, component: str, grace: float = 10) -> None
 
 def reap_stale_clusters(parent: Path, log: Log = _stderr) -> list[str]:
     """Remove ephemeral (pytest) clusters whose owning process is gone."""
-    reaped = []
+    reaped: list[str] = []
     if not parent.exists():
         return reaped
     for d in parent.iterdir():

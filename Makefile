@@ -1,0 +1,51 @@
+# modeldeploy developer entry points. Every target sets up what it needs (hack/setup.sh is idempotent).
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup demo test unit integration lint fmt typecheck crd crd-check bench cluster-up cluster-down clean
+
+setup:
+	hack/setup.sh
+
+## The main job: local control plane + operator + example ModelDeployment + real Triton serving a torch model.
+demo: setup
+	$(PY) hack/demo.py
+
+## Everything CI runs: lint, type check, unit and integration tests (real control plane, real Triton).
+test: setup lint
+	$(PYTEST) -m "" -p no:cacheprovider
+
+## Fast unit tests only (no cluster, no Triton).
+unit:
+	$(PYTEST) -m "not integration"
+
+integration: setup
+	$(PYTEST) -m integration
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	hack/typecheck.sh
+
+fmt:
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+typecheck:
+	hack/typecheck.sh
+
+crd:
+	.venv/bin/mdctl crd --write
+
+bench: setup
+	$(PY) bench/reconcile.py
+	$(PY) bench/runtime_bench.py
+
+cluster-up: setup
+	.venv/bin/mdctl cluster up
+
+cluster-down:
+	.venv/bin/mdctl cluster down
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info .cache
