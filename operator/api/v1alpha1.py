@@ -59,6 +59,13 @@ RUNTIME_IMAGE_ENV = "MODELDEPLOY_RUNTIME_IMAGE"
 AGENT_PORT = 8080
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+#: metadata.name: a DNS-1035 label short enough for the derived object names (<name>-models, ...).
+MAX_NAME_LENGTH = 50
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MESSAGE = (
+    f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters (lowercase letters, "
+    "digits and '-', starting with a letter): it names the Service, Deployment and ConfigMap"
+)
 #: Label prefix reserved for the operator's own labels (selectors).
 RESERVED_LABEL_PREFIX = "modeldeploy.io/"
 
@@ -99,7 +106,7 @@ CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 #: Allowed model source URIs. Used verbatim in CEL (single-quoted) and in Python.
 SOURCE_PATTERN = (
     r"^(s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/.*)?|gs://[a-z0-9][-a-z0-9._]*[a-z0-9](/.*)?"
-    r"|https?://[^/ ]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.*)$"
+    r"|https?://[^/[:space:]]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.*)$"
 )
 SOURCE_MESSAGE = (
     "must be a URI with scheme s3://<bucket>/<path>, gs://<bucket>/<path>, https://, http://, "
@@ -217,7 +224,7 @@ SourceURI = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=2048,
+        max_length=1024,
         json_schema_extra=_cel_field((f"self.matches('{SOURCE_PATTERN}')", SOURCE_MESSAGE)),
     ),
     AfterValidator(_check_source),
@@ -418,7 +425,7 @@ class Credentials(_Base):
     endpoint: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^/ ]+(/.*)?$",
+        pattern=r"^https?://[^/[:space:]]+(/.*)?$",
         description="S3-compatible endpoint URL, e.g. http://minio.storage:9000.",
     )
     region: str | None = Field(default=None, max_length=64, description="S3 region.")
@@ -496,7 +503,7 @@ class ModelSpec(_Base):
     )
     versions: list[ModelVersion] = Field(
         min_length=1,
-        max_length=64,
+        max_length=32,
         description="The declared versions (unique version numbers).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"]},
     )
@@ -995,7 +1002,7 @@ class AutoscalingSpec(_Base):
     prometheusAddress: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^/ ]+(/.*)?$",
+        pattern=r"^https?://[^/[:space:]]+(/.*)?$",
         description="Prometheus server URL that KEDA queries (keda mode, Prometheus-based metrics).",
     )
     cooldownSeconds: int = Field(
@@ -1404,6 +1411,9 @@ class ModelDeployment(BaseModel):
         that does not parse (e.g. written by another version) is dropped rather than failing."""
         body = dict(body)
         metadata = dict(body.get("metadata") or {})
+        name = metadata.get("name")
+        if name is not None and not (len(name) <= MAX_NAME_LENGTH and re.match(NAME_PATTERN, name)):
+            raise SpecError([NAME_MESSAGE], name=name)
         spec = cls.parse_spec(body.get("spec") or {}, name=metadata.get("name"))
         status: ModelDeploymentStatus | None = None
         if body.get("status"):
