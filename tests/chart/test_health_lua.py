@@ -198,7 +198,7 @@ def test_docs_snippet_matches_the_script() -> None:
     script = HEALTH_LUA.read_text()
     for doc in (REPO / "docs" / "gitops.md", REPO / "examples" / "gitops" / "argocd" / "argocd-cm-health.yaml"):
         text = doc.read_text()
-        m = re.search(r"modeldeploy\.io_ModelDeployment:\n((?:(?: {4,}.*)?\n)+)", text)
+        m = re.search(r"modeldeploy\.io_ModelDeployment: \|\n((?:(?: {4,}.*)?\n)+)", text)
         assert m, f"{doc}: no resource.customizations.health.modeldeploy.io_ModelDeployment block"
         block = m.group(1)
         indent = len(block) - len(block.lstrip(" "))
