@@ -106,7 +106,7 @@ CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 #: Allowed model source URIs. Used verbatim in CEL (single-quoted) and in Python.
 SOURCE_PATTERN = (
     r"^(s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/.*)?|gs://[a-z0-9][-a-z0-9._]*[a-z0-9](/.*)?"
-    r"|https?://[^/[:space:]]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.*)$"
+    r"|https?://[^/\s]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.*)$"
 )
 SOURCE_MESSAGE = (
     "must be a URI with scheme s3://<bucket>/<path>, gs://<bucket>/<path>, https://, http://, "
@@ -225,7 +225,7 @@ SourceURI = Annotated[
     Field(
         min_length=1,
         max_length=1024,
-        json_schema_extra=_cel_field((f"self.matches('{SOURCE_PATTERN}')", SOURCE_MESSAGE)),
+        json_schema_extra=_cel_field((f"self.matches(r'{SOURCE_PATTERN}')", SOURCE_MESSAGE)),
     ),
     AfterValidator(_check_source),
 ]
@@ -234,7 +234,7 @@ TritonName = Annotated[
     Field(
         min_length=1,
         max_length=63,
-        json_schema_extra=_cel_field((f"self.matches('{TRITON_NAME_PATTERN}')", TRITON_NAME_MESSAGE)),
+        json_schema_extra=_cel_field((f"self.matches(r'{TRITON_NAME_PATTERN}')", TRITON_NAME_MESSAGE)),
     ),
     AfterValidator(_check_triton_name),
 ]
@@ -425,7 +425,7 @@ class Credentials(_Base):
     endpoint: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^/[:space:]]+(/.*)?$",
+        pattern=r"^https?://[^/\s]+(/.*)?$",
         description="S3-compatible endpoint URL, e.g. http://minio.storage:9000.",
     )
     region: str | None = Field(default=None, max_length=64, description="S3 region.")
@@ -597,8 +597,10 @@ class ServerPorts(_Base):
 class EnvVar(_Base):
     """An environment variable with a literal value."""
 
-    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    value: str = Field(default="", max_length=8192)
+    name: str = Field(
+        min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name."
+    )
+    value: str = Field(default="", max_length=8192, description="Literal value.")
 
 
 class LocalObjectReference(_Base):
@@ -1002,7 +1004,7 @@ class AutoscalingSpec(_Base):
     prometheusAddress: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^/[:space:]]+(/.*)?$",
+        pattern=r"^https?://[^/\s]+(/.*)?$",
         description="Prometheus server URL that KEDA queries (keda mode, Prometheus-based metrics).",
     )
     cooldownSeconds: int = Field(
