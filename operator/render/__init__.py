@@ -1,0 +1,53 @@
+"""Pure render functions: a ModelDeployment in, the bodies of its children out.
+
+``render_children`` returns every child kind the operator manages, mapped to the body to apply, or
+``None`` when that kind is not wanted (the reconciler deletes an existing one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.render.common import RenderError, RenderOptions, check_names, with_applied_hash
+from modeldeploy.render.deployment import render_deployment
+from modeldeploy.render.hpa import render_hpa
+from modeldeploy.render.keda import render_scaledobject
+from modeldeploy.render.manifest import render_configmap
+from modeldeploy.render.pdb import render_pdb
+from modeldeploy.render.service import render_service
+from modeldeploy.render.servicemonitor import render_servicemonitor
+
+RenderFn = Callable[[ModelDeployment, RenderOptions], "dict[str, Any] | None"]
+
+#: Child kinds in apply order (the ConfigMap first: the pods mount it).
+RENDERERS: dict[str, RenderFn] = {
+    "ConfigMap": render_configmap,
+    "Service": render_service,
+    "Deployment": render_deployment,
+    "HorizontalPodAutoscaler": render_hpa,
+    "ScaledObject": render_scaledobject,
+    "PodDisruptionBudget": render_pdb,
+    "ServiceMonitor": render_servicemonitor,
+}
+CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
+
+
+def render_children(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, dict[str, Any] | None]:
+    """Kind -> body (stamped with its applied hash), or None when the kind is not wanted."""
+    opts = opts or RenderOptions()
+    check_names(md)
+    out: dict[str, dict[str, Any] | None] = {}
+    for kind, fn in RENDERERS.items():
+        body = fn(md, opts)
+        out[kind] = with_applied_hash(body) if body is not None else None
+    return out
+
+
+def render_all(md: ModelDeployment, opts: RenderOptions | None = None) -> list[dict[str, Any]]:
+    """The wanted children, in apply order."""
+    return [b for b in render_children(md, opts).values() if b is not None]
+
+
+__all__ = ["CHILD_KINDS", "RENDERERS", "RenderError", "RenderOptions", "render_all", "render_children"]

@@ -1,0 +1,92 @@
+"""Prometheus metrics of the operator process (served on ``--metrics-port``, path /metrics)."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECONCILES = Counter(
+    "modeldeploy_reconcile_total",
+    "Reconciles of ModelDeployments, by trigger and result (ok, error, invalid).",
+    ["trigger", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "modeldeploy_reconcile_errors_total",
+    "Failed reconciles, by reason (conflict, transient, invalid_spec, error).",
+    ["reason"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "modeldeploy_reconcile_duration_seconds",
+    "Duration of one reconcile (render, compare, apply, status).",
+    ["trigger"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+HANDLER_LATENCY = Histogram(
+    "modeldeploy_handler_latency_seconds",
+    "Queue latency: from the change of a ModelDeployment (its last write by another manager) or a "
+    "child event, to the start of the handler that processes it.",
+    ["trigger"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    "modeldeploy_api_requests_total",
+    "Kubernetes API requests made by the reconciler, by verb and kind.",
+    ["verb", "kind"],
+    registry=REGISTRY,
+)
+CHILD_WRITES = Counter(
+    "modeldeploy_child_writes_total",
+    "Children applied or deleted because they differed from the desired state.",
+    ["kind", "action"],
+    registry=REGISTRY,
+)
+STATUS_WRITES = Counter(
+    "modeldeploy_status_writes_total", "Status patches of ModelDeployments.", registry=REGISTRY
+)
+MANAGED = Gauge(
+    "modeldeploy_managed_modeldeployments",
+    "ModelDeployments managed by this operator, by condition type and status.",
+    ["condition", "status"],
+    registry=REGISTRY,
+)
+
+
+class ConditionTracker:
+    """Keeps the latest conditions per ModelDeployment and exports counts as MANAGED."""
+
+    TYPES = ("Ready", "ModelsReady", "Progressing", "Degraded")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_md: dict[str, dict[str, str]] = {}
+
+    def set(self, key: str, conditions: dict[str, str]) -> None:
+        with self._lock:
+            self._by_md[key] = dict(conditions)
+            self._export()
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._by_md.pop(key, None)
+            self._export()
+
+    def _export(self) -> None:
+        for t in self.TYPES:
+            for s in ("True", "False", "Unknown"):
+                n = sum(1 for c in self._by_md.values() if c.get(t, "Unknown") == s)
+                MANAGED.labels(condition=t, status=s).set(n)
+
+
+CONDITIONS = ConditionTracker()
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve /metrics on ``addr:port`` in a daemon thread."""
+    start_http_server(port, addr=addr, registry=REGISTRY)

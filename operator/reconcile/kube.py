@@ -1,0 +1,200 @@
+"""A thin, blocking Kubernetes REST client on top of ``kubernetes.client.ApiClient``.
+
+Objects are plain dicts (no model (de)serialisation), writes are server-side apply under one field
+manager, and every request is counted (``modeldeploy_api_requests_total``) so tests and the benchmark
+can see what the operator does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.render.common import FIELD_MANAGER
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name)}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+MODELDEPLOYMENT = Resource(GROUP, VERSION, PLURAL, "ModelDeployment")
+CONFIGMAP = Resource("", "v1", "configmaps", "ConfigMap")
+SERVICE = Resource("", "v1", "services", "Service")
+POD = Resource("", "v1", "pods", "Pod")
+EVENT = Resource("", "v1", "events", "Event")
+DEPLOYMENT = Resource("apps", "v1", "deployments", "Deployment")
+HPA = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+PDB = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
+SCALEDOBJECT = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
+SERVICEMONITOR = Resource("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
+CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
+
+BY_KIND: dict[str, Resource] = {
+    r.kind: r for r in (CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, SCALEDOBJECT, SERVICEMONITOR)
+}
+
+
+class KubeError(Exception):
+    """A failed API request; ``status`` is the HTTP status (0 for connection errors)."""
+
+    def __init__(self, status: int, method: str, path: str, message: str) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.message = message
+        super().__init__(f"{method} {path}: HTTP {status}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+def _count(verb: str, kind: str) -> None:
+    from modeldeploy import metrics
+
+    metrics.API_REQUESTS.labels(verb=verb, kind=kind).inc()
+
+
+class Kube:
+    """Blocking JSON-over-HTTP access to the API server through an authenticated ApiClient."""
+
+    def __init__(self, api_client: ApiClient, timeout: float = 30) -> None:
+        self.api = api_client
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        kind: str = "",
+        verb: str = "",
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        q = [(k, v) for k, v in (query or {}).items()]
+        _, url, hdrs, _, _ = self.api.param_serialize(
+            method, path, query_params=q, header_params=headers, auth_settings=["BearerToken"]
+        )
+        _count(verb or method.lower(), kind)
+        try:
+            resp = self.api.call_api(method, url, header_params=hdrs, body=body, _request_timeout=self.timeout)
+            raw = resp.read()
+        except ApiException as exc:
+            raise KubeError(int(exc.status or 0), method, path, str(exc.reason or exc)) from None
+        except Exception as exc:  # urllib3 connection errors
+            raise KubeError(0, method, path, str(exc)) from None
+        if not 200 <= resp.status <= 299:
+            message = raw.decode(errors="replace") if raw else ""
+            try:
+                message = json.loads(message).get("message", message)
+            except (ValueError, AttributeError):
+                pass
+            raise KubeError(resp.status, method, path, message)
+        return json.loads(raw) if raw else {}
+
+    # ---------------------------------------------------------------- reads
+    def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", res.path(namespace, name), kind=res.kind, verb="get")
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query: dict[str, str] = {}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        out = self.request("GET", res.path(namespace), query=query, kind=res.kind, verb="list")
+        return list(out.get("items") or [])
+
+    # --------------------------------------------------------------- writes
+    def apply(self, obj: dict[str, Any], res: Resource | None = None, *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply ``obj`` under the operator's field manager."""
+        res = res or BY_KIND[obj["kind"]]
+        meta = obj["metadata"]
+        query = {"fieldManager": FIELD_MANAGER}
+        if force:
+            query["force"] = "true"
+        return self.request(
+            "PATCH",
+            res.path(meta.get("namespace"), meta["name"]),
+            query=query,
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            kind=res.kind,
+            verb="apply",
+        )
+
+    def delete(self, res: Resource, namespace: str | None, name: str, uid: str | None = None) -> bool:
+        """Delete (background propagation); ``uid`` guards against deleting a re-created object."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", res.path(namespace, name), body=body, kind=res.kind, verb="delete")
+            return True
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+
+    def patch_status(self, res: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of the status subresource."""
+        return self.request(
+            "PATCH",
+            res.path(namespace, name, "status"),
+            query={"fieldManager": FIELD_MANAGER},
+            body={"status": patch},
+            content_type="application/merge-patch+json",
+            kind=res.kind,
+            verb="patch_status",
+        )
+
+    def create(self, res: Resource, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.request(
+            "POST",
+            res.path(namespace),
+            query={"fieldManager": FIELD_MANAGER},
+            body=obj,
+            kind=res.kind,
+            verb="create",
+        )

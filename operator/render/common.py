@@ -1,0 +1,139 @@
+"""Names, labels, owner references and small helpers shared by every render function.
+
+Render functions are pure: a parsed :class:`ModelDeployment` (plus :class:`RenderOptions`) in, plain
+dicts out, exactly the bodies the operator server-side-applies. Nothing here talks to the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeldeploy import __version__
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
+
+FIELD_MANAGER = "modeldeploy-operator"
+#: Label on every child (and every pod): the name of the owning ModelDeployment.
+OWNER_LABEL = "modeldeploy.io/deployment"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = FIELD_MANAGER
+#: Annotation on every child: a hash of the body we applied (detects fields we stopped rendering).
+APPLIED_HASH_ANNOTATION = "modeldeploy.io/applied-hash"
+#: Pod-template annotation (rolling strategy only): hash of the model manifest.
+MANIFEST_HASH_ANNOTATION = "modeldeploy.io/manifest-hash"
+MANIFEST_MOUNT_DIR = "/etc/modeldeploy"
+MODEL_REPOSITORY = "/models"
+CREDENTIALS_MOUNT_ROOT = "/var/run/secrets/modeldeploy"
+
+SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+SCALEDOBJECT_CRD = "scaledobjects.keda.sh"
+
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+class RenderError(ValueError):
+    """The object is valid for the CRD but cannot be rendered (e.g. a name Services reject).
+
+    ``field`` names the offending field (``metadata.name``, ``spec.…``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What the renderer needs to know about the cluster and the live state."""
+
+    #: CRDs available in the cluster (names like ``servicemonitors.monitoring.coreos.com``).
+    #: ``None`` means "assume everything is installed" (``mdctl render``).
+    crds: frozenset[str] | None = None
+    #: ``generation`` written into the model manifest (default: the ModelDeployment's generation).
+    manifest_generation: int | None = None
+    #: Extra notes gathered while rendering (e.g. "ServiceMonitor CRD not installed").
+    notes: list[str] = field(default_factory=list, compare=False)
+
+    def has_crd(self, name: str) -> bool:
+        return self.crds is None or name in self.crds
+
+
+def check_names(md: ModelDeployment) -> None:
+    """Names must fit every child: the Service name is a DNS-1035 label (<= 63 chars, no dots)."""
+    name = md.name
+    if not name:
+        raise RenderError("metadata.name", "is required")
+    if len(name) > 63 or not _DNS1035.match(name):
+        raise RenderError(
+            "metadata.name",
+            f"{name!r} must be a DNS-1035 label (lowercase letters, digits and '-', starting with a "
+            "letter, at most 63 characters): it names the Service of the Triton pods",
+        )
+
+
+def selector_labels(md: ModelDeployment) -> dict[str, str]:
+    """The pods' selector (immutable in the Deployment: never add keys here)."""
+    return {"app.kubernetes.io/name": "triton", OWNER_LABEL: md.name}
+
+
+def selector_string(md: ModelDeployment) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(md).items()))
+
+
+def common_labels(md: ModelDeployment, component: str = "inference-server") -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "triton",
+        "app.kubernetes.io/instance": md.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "modeldeploy",
+        MANAGED_BY_LABEL: MANAGED_BY,
+        "app.kubernetes.io/version": __version__,
+        OWNER_LABEL: md.name,
+    }
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": md.name,
+        "uid": str(md.metadata.get("uid", "")),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(
+    md: ModelDeployment, name: str, *, component: str = "inference-server", labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": md.namespace,
+        "labels": {**common_labels(md, component), **(labels or {})},
+        "ownerReferences": [owner_reference(md)],
+    }
+    return meta
+
+
+def configmap_name(md: ModelDeployment) -> str:
+    return f"{md.name}-models"
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:length]
+
+
+def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Stamp ``obj`` with the hash of its own body (annotation ``modeldeploy.io/applied-hash``)."""
+    body = json.loads(json.dumps(obj))
+    body.setdefault("metadata", {}).setdefault("annotations", {}).pop(APPLIED_HASH_ANNOTATION, None)
+    h = stable_hash(body)
+    body["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = h
+    return body
+
+
+def quantity_str(q: int | str) -> str:
+    return str(q)

@@ -1,0 +1,349 @@
+"""The Deployment running Triton plus the runtime agent (init container and sidecar)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import (
+    AGENT_PORT,
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    ComputeResources,
+    ModelDeployment,
+)
+from modeldeploy.render.common import (
+    MANIFEST_HASH_ANNOTATION,
+    MANIFEST_MOUNT_DIR,
+    MODEL_REPOSITORY,
+    RenderOptions,
+    configmap_name,
+    metadata,
+    selector_labels,
+)
+from modeldeploy.render.manifest import build_manifest, credentials_mount_path, manifest_content_hash
+from modeldeploy_runtime.manifest import MANIFEST_KEY
+
+TRITON_CONTAINER = "triton"
+AGENT_CONTAINER = "agent"
+FETCH_CONTAINER = "fetch-models"
+RUN_AS_USER = 1000
+AGENT_HEALTH_COMMAND = ["modeldeploy-runtime", "health", "--url", f"http://127.0.0.1:{AGENT_PORT}/ready"]
+DEFAULT_AGENT_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+
+def _compute(res: ComputeResources | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if res is None:
+        return out
+    if res.cpu is not None:
+        out["cpu"] = str(res.cpu)
+    if res.memory is not None:
+        out["memory"] = str(res.memory)
+    return out
+
+
+def triton_resources(md: ModelDeployment) -> dict[str, Any]:
+    r = md.spec.resources
+    requests = _compute(r.requests)
+    limits = _compute(r.limits)
+    gpu = r.gpu_resource_name()
+    if gpu is not None:
+        # Extended resources must be equal in requests and limits.
+        requests[gpu] = str(r.gpu_count())
+        limits[gpu] = str(r.gpu_count())
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _agent_resources(md: ModelDeployment) -> dict[str, Any]:
+    res = md.spec.runtime.resources
+    if res is None:
+        return copy.deepcopy(DEFAULT_AGENT_RESOURCES)
+    out: dict[str, Any] = {}
+    if res.requests is not None and _compute(res.requests):
+        out["requests"] = _compute(res.requests)
+    if res.limits is not None and _compute(res.limits):
+        out["limits"] = _compute(res.limits)
+    return out
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _credential_secrets(md: ModelDeployment) -> list[str]:
+    names: list[str] = []
+    for m in md.spec.models:
+        if m.credentials is not None and m.credentials.secretName not in names:
+            names.append(m.credentials.secretName)
+    return names
+
+
+def _agent_args(md: ModelDeployment, mode: str) -> list[str]:
+    return [
+        "agent",
+        "--mode",
+        mode,
+        "--manifest",
+        f"{MANIFEST_MOUNT_DIR}/{MANIFEST_KEY}",
+        "--repository",
+        MODEL_REPOSITORY,
+        "--triton-url",
+        f"http://127.0.0.1:{md.spec.server.ports.http}",
+        "--port",
+        str(AGENT_PORT),
+    ]
+
+
+def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
+        {"name": "model-manifest", "mountPath": MANIFEST_MOUNT_DIR, "readOnly": True},
+        {"name": "agent-tmp", "mountPath": "/tmp"},
+    ]
+    for i, secret in enumerate(_credential_secrets(md)):
+        mounts.append({"name": f"credentials-{i}", "mountPath": credentials_mount_path(secret), "readOnly": True})
+    return mounts
+
+
+def triton_args(md: ModelDeployment) -> list[str]:
+    s = md.spec.server
+    return [
+        f"--model-repository={MODEL_REPOSITORY}",
+        f"--model-control-mode={s.modelControlMode}",
+        "--strict-readiness=true",
+        f"--http-port={s.ports.http}",
+        f"--grpc-port={s.ports.grpc}",
+        f"--metrics-port={s.ports.metrics}",
+        *(s.args or []),
+    ]
+
+
+def _affinity(md: ModelDeployment) -> dict[str, Any] | None:
+    """spec.scheduling.affinity plus the GPU product requirement (ANDed into every node term)."""
+    affinity = copy.deepcopy(md.spec.scheduling.affinity) if md.spec.scheduling.affinity else {}
+    product = md.spec.resources.gpuProduct
+    if product:
+        expr = {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [product]}
+        node = affinity.setdefault("nodeAffinity", {})
+        required = node.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+        terms = required.setdefault("nodeSelectorTerms", [])
+        if not terms:
+            terms.append({"matchExpressions": [expr]})
+        else:
+            for term in terms:
+                term.setdefault("matchExpressions", []).append(copy.deepcopy(expr))
+    return affinity or None
+
+
+def _tolerations(md: ModelDeployment) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if md.spec.resources.uses_gpu():
+        out.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    for t in md.spec.scheduling.tolerations or []:
+        out.append(t.model_dump(mode="json", exclude_none=True))
+    return out
+
+
+def _topology_spread(md: ModelDeployment) -> list[dict[str, Any]]:
+    out = []
+    for c in md.spec.scheduling.topologySpreadConstraints or []:
+        d = c.model_dump(mode="json", exclude_none=True)
+        d.setdefault("labelSelector", {"matchLabels": selector_labels(md)})
+        out.append(d)
+    return out
+
+
+def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any]:
+    opts = opts or RenderOptions()
+    spec = md.spec
+    s = spec.server
+    ports = s.ports
+    # No version label on pods: upgrading the operator must not roll every model server.
+    labels = {**(spec.podLabels or {}), **metadata(md, md.name)["labels"]}
+    labels.pop("app.kubernetes.io/version", None)
+    annotations: dict[str, str] = {
+        **(spec.podAnnotations or {}),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(ports.metrics),
+        "prometheus.io/path": "/metrics",
+        "kubectl.kubernetes.io/default-container": TRITON_CONTAINER,
+    }
+    if spec.rollout.strategy == "rolling":
+        annotations[MANIFEST_HASH_ANNOTATION] = manifest_content_hash(build_manifest(md))
+
+    pull_policy = {"imagePullPolicy": s.imagePullPolicy} if s.imagePullPolicy else {}
+    startup_period = 10
+    triton: dict[str, Any] = {
+        "name": TRITON_CONTAINER,
+        "image": s.effective_image(),
+        **pull_policy,
+        "command": ["tritonserver"],
+        "args": triton_args(md),
+        "ports": [
+            {"name": "http", "containerPort": ports.http, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": ports.grpc, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": ports.metrics, "protocol": "TCP"},
+        ],
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": startup_period,
+            "timeoutSeconds": 5,
+            "failureThreshold": max(1, math.ceil(s.startupTimeoutSeconds / startup_period)),
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [
+            {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        "securityContext": _container_security(),
+    }
+    if s.env:
+        triton["env"] = [{"name": e.name, "value": e.value} for e in s.env]
+    resources = triton_resources(md)
+    if resources:
+        triton["resources"] = resources
+
+    runtime_image = spec.runtime.effective_image()
+    agent_resources = _agent_resources(md)
+    fetch: dict[str, Any] = {
+        "name": FETCH_CONTAINER,
+        "image": runtime_image,
+        **pull_policy,
+        "command": ["modeldeploy-runtime"],
+        "args": _agent_args(md, "init"),
+        "volumeMounts": _agent_mounts(md),
+        "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
+    }
+    agent: dict[str, Any] = {
+        "name": AGENT_CONTAINER,
+        "image": runtime_image,
+        **pull_policy,
+        "command": ["modeldeploy-runtime"],
+        "args": _agent_args(md, "sidecar"),
+        "ports": [{"name": "agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "agent"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        # An exec probe: its output (naming the failing model/version) lands in the kubelet's
+        # Unhealthy event, which the operator reads to diagnose ModelLoadFailed.
+        "readinessProbe": {
+            "exec": {"command": list(AGENT_HEALTH_COMMAND)},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 1,
+        },
+        "volumeMounts": _agent_mounts(md),
+        "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
+    }
+    if agent_resources:
+        fetch["resources"] = copy.deepcopy(agent_resources)
+        agent["resources"] = agent_resources
+
+    dshm: dict[str, Any] = {"medium": "Memory", "sizeLimit": str(s.sharedMemorySize)}
+    repo: dict[str, Any] = {}
+    if s.modelRepositorySizeLimit is not None:
+        repo["sizeLimit"] = str(s.modelRepositorySizeLimit)
+    volumes: list[dict[str, Any]] = [
+        {"name": "model-repository", "emptyDir": repo},
+        {"name": "dshm", "emptyDir": dshm},
+        {
+            "name": "model-manifest",
+            "configMap": {"name": configmap_name(md), "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]},
+        },
+        {"name": "agent-tmp", "emptyDir": {}},
+    ]
+    for i, secret in enumerate(_credential_secrets(md)):
+        volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
+
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [fetch],
+        "containers": [triton, agent],
+        "volumes": volumes,
+    }
+    if spec.serviceAccountName:
+        pod["serviceAccountName"] = spec.serviceAccountName
+    if s.imagePullSecrets:
+        pod["imagePullSecrets"] = [{"name": r.name} for r in s.imagePullSecrets]
+    if spec.scheduling.nodeSelector:
+        pod["nodeSelector"] = dict(spec.scheduling.nodeSelector)
+    tolerations = _tolerations(md)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    affinity = _affinity(md)
+    if affinity:
+        pod["affinity"] = affinity
+    if spec.scheduling.priorityClassName:
+        pod["priorityClassName"] = spec.scheduling.priorityClassName
+    spread = _topology_spread(md)
+    if spread:
+        pod["topologySpreadConstraints"] = spread
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod}
+
+
+def render_deployment(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any]:
+    spec = md.spec
+    gate = spec.rollout.readinessGate
+    dep_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(md)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                "maxUnavailable": spec.rollout.maxUnavailable,
+                "maxSurge": spec.rollout.maxSurge,
+            },
+        },
+        "revisionHistoryLimit": 5,
+        "minReadySeconds": gate.minReadySeconds if spec.rollout.strategy == "rolling" else 0,
+        "progressDeadlineSeconds": max(spec.server.startupTimeoutSeconds, gate.timeoutSeconds)
+        + 60
+        + gate.minReadySeconds,
+        "template": pod_template(md, opts),
+    }
+    # With autoscaling the HPA/KEDA owns .spec.replicas: leaving it out of the applied body makes
+    # our field manager release it, so we never fight the autoscaler.
+    if not spec.autoscaling_enabled():
+        dep_spec = {"replicas": spec.replicas, **dep_spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(md, md.name),
+        "spec": dep_spec,
+    }

@@ -1,0 +1,74 @@
+"""KEDA ScaledObject (``autoscaling.mode: keda``): Prometheus triggers, scale to zero allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.render.common import SCALEDOBJECT_CRD, RenderOptions, metadata
+from modeldeploy.render.service import service_name
+
+
+def _selector(md: ModelDeployment) -> str:
+    return f'namespace="{md.namespace}",service="{service_name(md)}"'
+
+
+def prometheus_query(md: ModelDeployment) -> str:
+    a = md.spec.autoscaling
+    assert a is not None
+    sel = _selector(md)
+    if a.metric.type == "queueTime":
+        # Average queue time per request (microseconds) over the last minute, across all pods.
+        return (
+            f"sum(rate(nv_inference_queue_duration_us{{{sel}}}[1m])) / "
+            f"clamp_min(sum(rate(nv_inference_request_success{{{sel}}}[1m])), 1)"
+        )
+    if a.metric.type == "pendingRequests":
+        return f"sum(nv_inference_pending_request_count{{{sel}}})"
+    assert a.metric.query is not None
+    return a.metric.query
+
+
+def keda_trigger(md: ModelDeployment) -> dict[str, Any]:
+    a = md.spec.autoscaling
+    assert a is not None
+    m = a.metric
+    if m.type == "cpu":
+        return {"type": "cpu", "metricType": "Utilization", "metadata": {"value": str(m.target)}}
+    trigger: dict[str, Any] = {
+        "type": "prometheus",
+        "metadata": {
+            "serverAddress": str(a.prometheusAddress),
+            "query": prometheus_query(md),
+            "threshold": str(m.target),
+        },
+    }
+    # queue time is an average (not additive per pod): compare the value itself with the target.
+    if m.type == "queueTime":
+        trigger["metricType"] = "Value"
+    return trigger
+
+
+def render_scaledobject(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any] | None:
+    a = md.spec.autoscaling
+    if a is None or a.mode != "keda":
+        return None
+    opts = opts or RenderOptions()
+    if not opts.has_crd(SCALEDOBJECT_CRD):
+        opts.notes.append(
+            f"autoscaling.mode keda: the KEDA CRD {SCALEDOBJECT_CRD} is not installed; not autoscaling"
+        )
+        return None
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": metadata(md, md.name, component="autoscaler"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": md.name},
+            "minReplicaCount": a.minReplicas,
+            "maxReplicaCount": a.maxReplicas,
+            "cooldownPeriod": a.cooldownSeconds,
+            "pollingInterval": 15,
+            "triggers": [keda_trigger(md)],
+        },
+    }

@@ -1,0 +1,101 @@
+"""The model manifest and its ConfigMap ``<name>-models`` (key ``manifest.json``).
+
+The runtime agent in each Triton pod reads the mounted manifest and makes the model repository and
+Triton's loaded versions match it. Versions change here, not in the pod template, when
+``rollout.strategy`` is ``inPlace``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import ModelDeployment, ModelSpec
+from modeldeploy.render.common import (
+    CREDENTIALS_MOUNT_ROOT,
+    RenderOptions,
+    configmap_name,
+    metadata,
+    stable_hash,
+)
+from modeldeploy_runtime.manifest import (
+    MANIFEST_KEY,
+    ManifestCredentials,
+    ManifestDynamicBatching,
+    ManifestInstanceGroup,
+    ManifestModel,
+    ManifestTensor,
+    ManifestVersion,
+    ManifestVersionPolicy,
+    ModelManifest,
+)
+
+
+def credentials_mount_path(secret_name: str) -> str:
+    """Where the agent containers see the storage Secret ``secret_name`` (one file per key)."""
+    return f"{CREDENTIALS_MOUNT_ROOT}/{secret_name}"
+
+
+def _model(m: ModelSpec) -> ManifestModel:
+    policy = ManifestVersionPolicy(
+        latest=m.versionPolicy.latest,
+        all=m.versionPolicy.all,
+        specific=sorted(m.versionPolicy.specific) if m.versionPolicy.specific is not None else None,
+    )
+    creds = None
+    if m.credentials is not None:
+        creds = ManifestCredentials(
+            mountPath=credentials_mount_path(m.credentials.secretName),
+            endpoint=m.credentials.endpoint,
+            region=m.credentials.region,
+        )
+    return ManifestModel(
+        name=m.name,
+        format=m.format,
+        versions=[
+            ManifestVersion(version=v.version, source=m.version_source(v.version), sha256=v.sha256)
+            for v in sorted(m.versions, key=lambda v: v.version)
+        ],
+        versionPolicy=policy,
+        maxBatchSize=m.maxBatchSize,
+        dynamicBatching=(
+            ManifestDynamicBatching(
+                preferredBatchSizes=list(m.dynamicBatching.preferredBatchSizes or []),
+                maxQueueDelayMicroseconds=m.dynamicBatching.maxQueueDelayMicroseconds,
+            )
+            if m.dynamicBatching is not None
+            else None
+        ),
+        instanceGroups=[
+            ManifestInstanceGroup(count=g.count, kind=f"KIND_{g.kind}")  # type: ignore[arg-type]
+            for g in (m.instanceGroups or [])
+        ],
+        inputs=[ManifestTensor(name=t.name, dataType=t.dataType, dims=list(t.dims)) for t in m.inputs or []],
+        outputs=[ManifestTensor(name=t.name, dataType=t.dataType, dims=list(t.dims)) for t in m.outputs or []],
+        credentials=creds,
+    )
+
+
+def build_manifest(md: ModelDeployment, generation: int | None = None) -> ModelManifest:
+    """The resolved models, versions and sources the pods must serve."""
+    return ModelManifest(
+        generation=md.generation if generation is None else generation,
+        models=[_model(m) for m in md.spec.models],
+    )
+
+
+def manifest_content_hash(manifest: ModelManifest) -> str:
+    """Hash of what the pods serve (the generation is left out: scaling must not roll pods)."""
+    body = manifest.model_dump(mode="json", exclude_none=True)
+    body.pop("generation", None)
+    return stable_hash(body)
+
+
+def render_configmap(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any]:
+    opts = opts or RenderOptions()
+    manifest = build_manifest(md, opts.manifest_generation)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(md, configmap_name(md), component="model-manifest"),
+        "data": {MANIFEST_KEY: manifest.to_json()},
+    }
