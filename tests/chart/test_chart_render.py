@@ -201,7 +201,9 @@ def test_rbac_all_namespaces_is_exactly_the_contract() -> None:
         "kind": "ClusterRole",
         "name": cr["metadata"]["name"],
     }
-    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "md-modeldeploy", "namespace": "modeldeploy-system"}]
+    assert crb["subjects"] == [
+        {"kind": "ServiceAccount", "name": "md-modeldeploy", "namespace": "modeldeploy-system"}
+    ]
     # Cluster-scoped names include the release namespace: two releases never clash.
     assert cr["metadata"]["name"] == "modeldeploy-system-md-modeldeploy"
 
@@ -252,8 +254,14 @@ def test_rbac_has_no_wildcards_and_no_secrets(values_files: tuple[Path, ...]) ->
 
 
 def test_rbac_and_serviceaccount_can_be_disabled(tmp_path: Path) -> None:
-    objs = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "byo"}}, tmp=tmp_path)
-    assert not [o for o in objs if o["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
+    objs = render(
+        {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "byo"}}, tmp=tmp_path
+    )
+    assert not [
+        o
+        for o in objs
+        if o["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+    ]
     assert one(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "byo"
 
 
@@ -273,7 +281,9 @@ def test_image_tag_and_metrics_service_toggle(tmp_path: Path) -> None:
 
 def test_servicemonitor_needs_the_service(tmp_path: Path) -> None:
     vf = tmp_path / "v.yaml"
-    vf.write_text(yaml.safe_dump({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}))
+    vf.write_text(
+        yaml.safe_dump({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}})
+    )
     proc = helm(*template_args(files=(vf,)), check=False)
     assert proc.returncode != 0
     assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in proc.stderr
@@ -282,7 +292,10 @@ def test_servicemonitor_needs_the_service(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"crds": {"enabled": True, "keep": True, "keeep": True}}, "at '/crds': additional properties 'keeep' not allowed"),
+        (
+            {"crds": {"enabled": True, "keep": True, "keeep": True}},
+            "at '/crds': additional properties 'keeep' not allowed",
+        ),
         ({"unknownTopLevel": 1}, "additional properties 'unknownTopLevel' not allowed"),
         ({"metrics": {"port": 0}}, "at '/metrics/port': minimum: got 0, want 1"),
         ({"health": {"port": 70000}}, "at '/health/port': maximum: got 70,000, want 65,535"),
@@ -332,7 +345,9 @@ def test_schema_is_closed_and_covers_values_yaml() -> None:
 
     def walk(values: dict[str, Any], node: dict[str, Any], path: str) -> None:
         for k, v in values.items():
-            assert k in node.get("properties", {}), f"values.yaml key {path}{k} is missing from values.schema.json"
+            assert k in node.get("properties", {}), (
+                f"values.yaml key {path}{k} is missing from values.schema.json"
+            )
             child = node["properties"][k]
             if isinstance(v, dict) and "properties" in child:
                 walk(v, child, f"{path}{k}.")

@@ -61,7 +61,9 @@ def test_crd_keep_and_enabled_switches(tmp_path: Path) -> None:
     assert crds
     for c in crds:
         assert "helm.sh/resource-policy" not in (c["metadata"].get("annotations") or {})
-    assert not find(render({"crds": {"enabled": False, "keep": True}}, tmp=tmp_path), "CustomResourceDefinition")
+    assert not find(
+        render({"crds": {"enabled": False, "keep": True}}, tmp=tmp_path), "CustomResourceDefinition"
+    )
 
 
 def test_sync_detects_a_changed_crd(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import re
 import shlex
 import sys
 import tomllib
+from collections.abc import Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -68,7 +69,9 @@ def _pip_installs(image: str) -> list[str]:
 
 def _extras(spec: str) -> set[str]:
     m = re.fullmatch(r"\.(?:\[([a-z0-9_,-]*)\])?", spec)
-    assert m, f"unexpected pip install spec {spec!r}: install the project from the build context ('.[extras]')"
+    assert m, (
+        f"unexpected pip install spec {spec!r}: install the project from the build context ('.[extras]')"
+    )
     return {e for e in (m.group(1) or "").split(",") if e}
 
 
@@ -79,7 +82,9 @@ def test_installs_the_project_with_the_right_extras(image: str) -> None:
     assert len(specs) == 1, f"{image}: expected one `pip install` of the project, got {specs}"
     got = _extras(specs[0])
     assert got == extras, f"docker/{image}.Dockerfile installs extras {got}, expected {extras}"
-    assert got <= set(PROJECT["optional-dependencies"]), f"unknown extras {got - set(PROJECT['optional-dependencies'])}"
+    assert got <= set(PROJECT["optional-dependencies"]), (
+        f"unknown extras {got - set(PROJECT['optional-dependencies'])}"
+    )
 
 
 @pytest.mark.parametrize("image", sorted(IMAGES))
@@ -107,7 +112,9 @@ def test_entrypoint_user_and_copies(image: str) -> None:
     assert entry == f'["{script}"]'
     assert script in PROJECT["scripts"], f"{script} is not a [project.scripts] entry point"
     users = [a for op, a in ins if op == "USER"]
-    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), f"{image}: final USER must be a numeric non-root uid:gid"
+    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), (
+        f"{image}: final USER must be a numeric non-root uid:gid"
+    )
     ignore = (REPO / "docker" / f"{image}.Dockerfile.dockerignore").read_text().splitlines()
     for op, a in ins:
         if op == "COPY" and not a.startswith("--from"):
@@ -177,7 +184,7 @@ def _module_level_imports(folder: Path) -> set[str]:
 
 
 @cache
-def _module_to_dists() -> dict[str, list[str]]:
+def _module_to_dists() -> Mapping[str, list[str]]:
     return metadata.packages_distributions()
 
 

@@ -56,7 +56,7 @@ def test_every_example_parses_and_has_a_kind() -> None:
 
 
 def test_schema_validator_rejects_bad_values() -> None:
-    with pytest.raises(AssertionError, match="additionalProperties|not allowed"):
+    with pytest.raises(AssertionError, match=r"additionalProperties|not allowed"):
         _validate_values({"crds": {"enabled": True, "keep": True, "typo": 1}}, "test")
 
 

@@ -120,7 +120,10 @@ CASES = [
             2,
             {
                 "observedGeneration": 2,
-                "conditions": [READY, cond("Degraded", "True", "ReplicaUnavailable", "1/3 replicas unavailable")],
+                "conditions": [
+                    READY,
+                    cond("Degraded", "True", "ReplicaUnavailable", "1/3 replicas unavailable"),
+                ],
             },
         ),
         "Degraded",
@@ -139,7 +142,9 @@ CASES = [
             {
                 "observedGeneration": 2,
                 "conditions": [
-                    cond("Ready", "False", "ProgressDeadlineExceeded", "replicas did not become ready in 600s"),
+                    cond(
+                        "Ready", "False", "ProgressDeadlineExceeded", "replicas did not become ready in 600s"
+                    ),
                     cond("Progressing", "False", "ProgressDeadlineExceeded", "deadline exceeded"),
                 ],
             },
@@ -149,13 +154,25 @@ CASES = [
     ),
     (
         "kstatus Stalled",
-        md(2, {"observedGeneration": 2, "conditions": [cond("Stalled", "True", "InvalidSpec", "bad source URL")]}),
+        md(
+            2,
+            {
+                "observedGeneration": 2,
+                "conditions": [cond("Stalled", "True", "InvalidSpec", "bad source URL")],
+            },
+        ),
         "Degraded",
         "bad source URL",
     ),
     (
         "kstatus Reconciling",
-        md(2, {"observedGeneration": 2, "conditions": [cond("Reconciling", "True", "Scaling", "scaling 1 -> 3")]}),
+        md(
+            2,
+            {
+                "observedGeneration": 2,
+                "conditions": [cond("Reconciling", "True", "Scaling", "scaling 1 -> 3")],
+            },
+        ),
         "Progressing",
         "scaling 1 -> 3",
     ),
@@ -167,7 +184,10 @@ CASES = [
     ),
     (
         "Ready Unknown",
-        md(1, {"observedGeneration": 1, "conditions": [cond("Ready", "Unknown", "Reconciling", "reconciling")]}),
+        md(
+            1,
+            {"observedGeneration": 1, "conditions": [cond("Ready", "Unknown", "Reconciling", "reconciling")]},
+        ),
         "Progressing",
         "reconciling",
     ),
@@ -188,7 +208,7 @@ def test_script_is_lua51_and_sandbox_safe() -> None:
 
 def test_interpreter_can_fail() -> None:
     """The harness really runs Lua 5.1: a 5.3 integer division is a syntax error there."""
-    with pytest.raises(Exception, match="unexpected symbol|syntax"):
+    with pytest.raises(Exception, match=r"unexpected symbol|syntax"):
         argocd_health(md(), "local x = 3 // 2\nreturn {status='Healthy'}")
 
 
@@ -196,11 +216,16 @@ def test_docs_snippet_matches_the_script() -> None:
     """docs/gitops.md ships the script as the argocd-cm resource.customizations snippet, verbatim
     (indented); so does examples/gitops/argocd/argocd-cm-health.yaml."""
     script = HEALTH_LUA.read_text()
-    for doc in (REPO / "docs" / "gitops.md", REPO / "examples" / "gitops" / "argocd" / "argocd-cm-health.yaml"):
+    for doc in (
+        REPO / "docs" / "gitops.md",
+        REPO / "examples" / "gitops" / "argocd" / "argocd-cm-health.yaml",
+    ):
         text = doc.read_text()
         m = re.search(r"modeldeploy\.io_ModelDeployment: \|\n((?:(?: {4,}.*)?\n)+)", text)
         assert m, f"{doc}: no resource.customizations.health.modeldeploy.io_ModelDeployment block"
         block = m.group(1)
         indent = len(block) - len(block.lstrip(" "))
         lines = [ln[indent:] if ln.strip() else "" for ln in block.splitlines()]
-        assert "\n".join(lines).strip() + "\n" == script, f"{doc}: the embedded health check differs from {HEALTH_LUA}"
+        assert "\n".join(lines).strip() + "\n" == script, (
+            f"{doc}: the embedded health check differs from {HEALTH_LUA}"
+        )
