@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal
@@ -1376,6 +1376,15 @@ def format_validation_error(exc: ValidationError, root: str = "") -> list[str]:
     return lines
 
 
+def _plain(v: Any) -> Any:
+    """Deep-copy Mappings (e.g. kopf's body views) and lists into plain dicts and lists."""
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
 class ModelDeployment(BaseModel):
     """A ModelDeployment object (apiVersion, kind, metadata, spec, status)."""
 
@@ -1403,7 +1412,7 @@ class ModelDeployment(BaseModel):
     def parse_spec(cls, spec: dict[str, Any] | Any, name: str | None = None) -> ModelDeploymentSpec:
         """Parse a ``spec`` mapping; raises :class:`SpecError` naming every bad field (``spec.…``)."""
         try:
-            return ModelDeploymentSpec.model_validate(dict(spec or {}))
+            return ModelDeploymentSpec.model_validate(_plain(spec or {}))
         except ValidationError as exc:
             raise SpecError(format_validation_error(exc, root="spec"), name=name) from None
 
@@ -1411,7 +1420,7 @@ class ModelDeployment(BaseModel):
     def from_body(cls, body: dict[str, Any] | Any) -> ModelDeployment:
         """Parse a whole object (e.g. kopf's ``body``). Invalid spec -> :class:`SpecError`; a status
         that does not parse (e.g. written by another version) is dropped rather than failing."""
-        body = dict(body)
+        body = _plain(body)
         metadata = dict(body.get("metadata") or {})
         name = metadata.get("name")
         if name is not None and not (len(name) <= MAX_NAME_LENGTH and re.match(NAME_PATTERN, name)):
@@ -1420,7 +1429,7 @@ class ModelDeployment(BaseModel):
         status: ModelDeploymentStatus | None = None
         if body.get("status"):
             try:
-                status = ModelDeploymentStatus.model_validate(dict(body["status"]))
+                status = ModelDeploymentStatus.model_validate(body["status"])
             except ValidationError:
                 status = None
         return cls(

@@ -1,0 +1,219 @@
+"""The ModelDeployment API on the real API server (local control plane): examples accepted,
+every invalid manifest rejected with a message naming the field, round trip without a defaults
+fight, kubectl explain / printer columns / short names / scale subresource."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from modeldeploy.api import v1alpha1 as api
+
+from .catalogue import REPO, example_paths, load_example, load_invalid_cases
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
+CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+INVALID = load_invalid_cases()
+EXAMPLES = example_paths()
+
+
+@pytest.fixture(scope="module")
+def crd_installed(cluster: Any) -> str:
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=modeldeploy-tests",
+        "-f",
+        str(CRD_FILE),
+    )
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{api.CRD_NAME}", "--timeout=60s")
+    return api.CRD_NAME
+
+
+@pytest.fixture(scope="module")
+def api_ns(cluster: Any, crd_installed: str) -> Iterator[str]:
+    name = f"api-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def kubectl_apply(
+    cluster: Any, ns: str, obj: dict[str, Any] | str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
+    return cluster.kubectl("apply", "-n", ns, *extra, "-f", "-", input=text, check=False)
+
+
+def get_json(cluster: Any, ns: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", f"{api.PLURAL}.{api.GROUP}", name, "-n", ns, "-o", "json")
+    return json.loads(out.stdout)
+
+
+def create(cluster: Any, ns: str, obj: dict[str, Any]) -> dict[str, Any]:
+    out = cluster.kubectl("create", "-n", ns, "-o", "json", "-f", "-", input=json.dumps(obj))
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_accepted(cluster: Any, api_ns: str, path: Path) -> None:
+    out = cluster.kubectl("apply", "-n", api_ns, "--dry-run=server", "-f", str(path), check=False)
+    assert out.returncode == 0, f"{path.name} rejected:\n{out.stderr}"
+    assert "created (server dry run)" in out.stdout
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[c.id for c in INVALID])
+def test_invalid_rejected_by_api_server(cluster: Any, api_ns: str, case: Any) -> None:
+    docs = [dict(d) for d in case.docs]
+    if case.is_update:
+        suffix = uuid.uuid4().hex[:5]
+        for d in docs:
+            d["metadata"] = {**d["metadata"], "name": f"{d['metadata']['name']}-{suffix}"}
+        first = kubectl_apply(cluster, api_ns, docs[0])
+        assert first.returncode == 0, f"{case.id}: the initial object was rejected:\n{first.stderr}"
+        out = kubectl_apply(cluster, api_ns, docs[1])
+    else:
+        out = kubectl_apply(cluster, api_ns, docs[0], "--dry-run=server")
+    assert out.returncode != 0, f"{case.id} ({case.description}) was accepted:\n{out.stdout}"
+    err = out.stderr
+    assert case.field in err, f"{case.id}: the error does not name {case.field}:\n{err}"
+    assert case.message in err, f"{case.id}: expected {case.message!r} in:\n{err}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_round_trip(cluster: Any, api_ns: str, path: Path) -> None:
+    """Server defaults == pydantic defaults, and a pydantic dump is stored unchanged."""
+    example = load_example(path)
+    name = f"rt-{uuid.uuid4().hex[:6]}"
+    raw = {**example, "metadata": {"name": name}}
+    stored = create(cluster, api_ns, raw)
+    by_pydantic = api.ModelDeployment.from_body(raw).to_body()
+    assert stored["spec"] == by_pydantic["spec"], "API server and pydantic default differently"
+
+    dumped = {**by_pydantic, "metadata": {"name": f"{name}-dump"}}
+    stored2 = create(cluster, api_ns, dumped)
+    assert stored2["spec"] == dumped["spec"], "a pydantic dump is changed by the API server"
+
+    reparsed = api.ModelDeployment.from_body(get_json(cluster, api_ns, name))
+    assert reparsed.to_body()["spec"] == stored["spec"]
+    assert reparsed.namespace == api_ns and reparsed.generation == 1
+
+
+def _status(selector: str) -> api.ModelDeploymentStatus:
+    now = "2026-01-02T03:04:05Z"
+    return api.ModelDeploymentStatus(
+        observedGeneration=1,
+        conditions=[
+            api.Condition(
+                type=t, status=s, lastTransitionTime=now, reason=r, message="m", observedGeneration=1
+            )
+            for t, s, r in [
+                ("Ready", "True", "AllVersionsReady"),
+                ("ModelsReady", "True", "AllVersionsReady"),
+                ("Progressing", "False", "RolloutComplete"),
+                ("Degraded", "False", "AsExpected"),
+            ]
+        ],
+        replicas=2,
+        readyReplicas=2,
+        updatedReplicas=2,
+        selector=selector,
+        endpoints=api.Endpoints(http="http://pc.ns.svc:8000", grpc="pc.ns.svc:8001"),
+        models=[
+            api.ModelStatus(
+                name="add_sub",
+                versions=[
+                    api.VersionStatus(version=1, state="Unloaded", reason="NotWanted"),
+                    api.VersionStatus(version=2, state="Ready", reason="Loaded", readyReplicas=2),
+                ],
+            )
+        ],
+        versionsReady="1/1",
+        servedVersions="add_sub:2",
+        replicasSummary="2/2",
+        gpus="1",
+    )
+
+
+def test_status_printer_columns_and_scale(cluster: Any, api_ns: str) -> None:
+    example = load_example(REPO / "examples" / "cpu-minimal.yaml")
+    name = "pc"
+    example["metadata"] = {"name": name}
+    example["spec"]["models"][0]["versions"] = [{"version": 1}, {"version": 2}]
+    example["spec"]["resources"]["gpu"] = 1
+    create(cluster, api_ns, example)
+
+    status = _status(selector="app.kubernetes.io/instance=pc")
+    patch = json.dumps({"status": api.dump(status)})
+    cluster.kubectl("patch", "md", name, "-n", api_ns, "--subresource=status", "--type=merge", "-p", patch)
+    stored = get_json(cluster, api_ns, name)
+    assert stored["status"] == api.dump(status), "the status shape is not what the CRD stores"
+    parsed = api.ModelDeployment.from_body(stored)
+    assert parsed.status == status
+
+    table = cluster.kubectl("get", "md", name, "-n", api_ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "VERSIONS", "REPLICAS", "GPUS", "AGE"]
+    assert table[1].split()[:5] == [name, "True", "1/1", "2/2", "1"]
+    wide = cluster.kubectl("get", "mdep", name, "-n", api_ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-4:] == ["SERVING", "MIG", "STRATEGY", "URL"]
+    # an empty MIG column prints as blanks, so check the tail of the row
+    assert wide[1].split()[-3:] == ["add_sub:2", "inPlace", "http://pc.ns.svc:8000"]
+    by_category = cluster.kubectl("get", "modeldeploy", "-n", api_ns, "-o", "name").stdout
+    assert f"modeldeployment.modeldeploy.io/{name}" in by_category.split()
+
+    cluster.kubectl("scale", f"md/{name}", "-n", api_ns, "--replicas=3")
+    assert get_json(cluster, api_ns, name)["spec"]["replicas"] == 3
+    scale = json.loads(
+        cluster.kubectl(
+            "get", "--raw", f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{api_ns}/{api.PLURAL}/{name}/scale"
+        ).stdout
+    )
+    assert scale["kind"] == "Scale"
+    assert scale["spec"]["replicas"] == 3
+    assert scale["status"] == {"replicas": 2, "selector": "app.kubernetes.io/instance=pc"}
+
+    # the status subresource ignores spec changes and the main resource ignores status changes
+    cluster.kubectl(
+        "patch", "md", name, "-n", api_ns, "--type=merge", "-p", json.dumps({"status": {"replicas": 9}})
+    )
+    assert get_json(cluster, api_ns, name)["status"]["replicas"] == 2
+
+    bad = json.dumps(
+        {"status": {"models": [{"name": "add_sub", "versions": [{"version": 1, "state": "Serving"}]}]}}
+    )
+    out = cluster.kubectl(
+        "patch", "md", name, "-n", api_ns, "--subresource=status", "--type=merge", "-p", bad, check=False
+    )
+    assert out.returncode != 0 and "status.models[0].versions[0].state" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("modeldeployment.spec.models.versionPolicy", "Triton version_policy"),
+        ("md.spec.autoscaling.minReplicas", "scale to zero"),
+        ("mdep.spec.resources.mig", "nvidia.com/mig-<profile>"),
+        ("modeldeployments.status.models.versions.state", "Pending, Loading, Ready, Failed or Unloaded"),
+        ("md.spec.rollout.strategy", "inPlace"),
+    ],
+)
+def test_kubectl_explain(cluster: Any, crd_installed: str, field: str, expected: str) -> None:
+    deadline = time.monotonic() + 60  # the OpenAPI document is published a little after Established
+    while True:
+        out = cluster.kubectl("explain", field, check=False)
+        if out.returncode == 0 and expected in " ".join(out.stdout.split()):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"kubectl explain {field} does not show {expected!r}:\n{out.stdout}{out.stderr}")
+        time.sleep(1)
