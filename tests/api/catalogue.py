@@ -22,6 +22,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 INVALID_DIR = HERE / "invalid"
+#: Boundary cases that both the API server and pydantic must accept (no false rejections).
+VALID_DIR = HERE / "valid"
 EXAMPLES_DIR = REPO / "examples"
 
 
@@ -79,6 +81,10 @@ def load_invalid_cases() -> list[InvalidCase]:
 
 def example_paths() -> list[Path]:
     return sorted(EXAMPLES_DIR.glob("*.yaml"))
+
+
+def valid_paths() -> list[Path]:
+    return sorted(VALID_DIR.glob("*.yaml"))
 
 
 def load_example(path: Path) -> dict[str, Any]:

@@ -16,13 +16,14 @@ import pytest
 import yaml
 from modeldeploy.api import v1alpha1 as api
 
-from .catalogue import REPO, example_paths, load_example, load_invalid_cases
+from .catalogue import REPO, example_paths, load_example, load_invalid_cases, valid_paths
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 INVALID = load_invalid_cases()
 EXAMPLES = example_paths()
+ACCEPTED = EXAMPLES + valid_paths()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def create(cluster: Any, ns: str, obj: dict[str, Any]) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+@pytest.mark.parametrize("path", ACCEPTED, ids=[p.stem for p in ACCEPTED])
 def test_example_accepted(cluster: Any, api_ns: str, path: Path) -> None:
     out = cluster.kubectl("apply", "-n", api_ns, "--dry-run=server", "-f", str(path), check=False)
     assert out.returncode == 0, f"{path.name} rejected:\n{out.stderr}"
@@ -91,11 +92,11 @@ def test_invalid_rejected_by_api_server(cluster: Any, api_ns: str, case: Any) ->
     assert case.message in err, f"{case.id}: expected {case.message!r} in:\n{err}"
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+@pytest.mark.parametrize("path", ACCEPTED, ids=[p.stem for p in ACCEPTED])
 def test_round_trip(cluster: Any, api_ns: str, path: Path) -> None:
     """Server defaults == pydantic defaults, and a pydantic dump is stored unchanged."""
     example = load_example(path)
-    name = f"rt-{uuid.uuid4().hex[:6]}"
+    name = example["metadata"]["name"][:40] + f"-{uuid.uuid4().hex[:4]}"
     raw = {**example, "metadata": {"name": name}}
     stored = create(cluster, api_ns, raw)
     by_pydantic = api.ModelDeployment.from_body(raw).to_body()

@@ -16,7 +16,7 @@ import yaml
 from modeldeploy.api import crd as crdgen
 from modeldeploy.api import v1alpha1 as api
 
-from .catalogue import REPO, example_paths, load_example
+from .catalogue import REPO, example_paths, load_example, valid_paths
 
 CRD_FILE = REPO / "crds" / crdgen.CRD_FILENAME
 
@@ -154,7 +154,9 @@ def _apply_defaults(node: dict[str, Any], value: Any) -> Any:
     return value
 
 
-@pytest.mark.parametrize("path", example_paths(), ids=[p.stem for p in example_paths()])
+@pytest.mark.parametrize(
+    "path", example_paths() + valid_paths(), ids=[p.stem for p in example_paths() + valid_paths()]
+)
 def test_crd_defaults_equal_pydantic_defaults(schema: dict[str, Any], path: Path) -> None:
     body = load_example(path)
     by_crd = _apply_defaults(schema["properties"]["spec"], body["spec"])

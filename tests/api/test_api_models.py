@@ -10,7 +10,7 @@ import pytest
 from modeldeploy.api import v1alpha1 as api
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentSpec, SpecError
 
-from .catalogue import example_paths, load_example, load_invalid_cases
+from .catalogue import example_paths, load_example, load_invalid_cases, valid_paths
 
 INVALID = load_invalid_cases()
 EXAMPLES = example_paths()
@@ -72,6 +72,13 @@ def test_examples_parse(path: Any) -> None:
         assert m.desired_versions(), f"{path.name}: model {m.name} serves no version"
         for v in m.desired_versions():
             assert "://" in m.version_source(v)
+
+
+@pytest.mark.parametrize("path", valid_paths(), ids=[p.stem for p in valid_paths()])
+def test_boundary_cases_accepted_by_pydantic(path: Any) -> None:
+    body = load_example(path)
+    md = ModelDeployment.from_body(body)
+    assert ModelDeployment.from_body(md.to_body()).to_body() == md.to_body()
 
 
 @pytest.mark.parametrize("case", INVALID, ids=[c.id for c in INVALID])
