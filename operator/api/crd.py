@@ -130,8 +130,12 @@ class _Converter:
         if "$ref" in node:
             name = self.ref_name(node.pop("$ref"))
             target = self.convert(self.defs[name], path, self.registry.get(name))
-            # sibling keys (the field's description, extras) win over the referenced class's
-            merged = {**target, **{k: v for k, v in node.items()}}
+            # sibling keys (the field's description, extras) win over the referenced class's; the
+            # class docstring is appended to the field's description so kubectl explain shows both
+            merged = {**target, **node}
+            if node.get("description") and target.get("description"):
+                if target["description"] not in node["description"]:
+                    merged["description"] = f"{node['description'].rstrip()} {target['description']}"
             if "x-kubernetes-validations" in target and "x-kubernetes-validations" in node:
                 merged["x-kubernetes-validations"] = (
                     target["x-kubernetes-validations"] + node["x-kubernetes-validations"]
@@ -149,6 +153,9 @@ class _Converter:
                 )
             inner = self.convert(options[0], path)
             merged = {**inner, **node}
+            if node.get("description") and inner.get("description"):
+                if inner["description"] not in node["description"]:
+                    merged["description"] = f"{node['description'].rstrip()} {inner['description']}"
             if "x-kubernetes-validations" in inner and "x-kubernetes-validations" in node:
                 merged["x-kubernetes-validations"] = (
                     inner["x-kubernetes-validations"] + node["x-kubernetes-validations"]
