@@ -1,9 +1,343 @@
-"""Subcommands for mdctl (placeholder until implemented)."""
+"""Runtime commands, shared by ``mdctl`` and ``modeldeploy-runtime`` (the pod agent's entry point).
+
+* ``package``  turn a model (TorchScript file, ``module:factory`` nn.Module, ONNX file, python model)
+  into a Triton repository entry;
+* ``lint``     check a model repository;
+* ``fetch``    fetch one version from a source into a repository (what the agent does);
+* ``agent``    run the pod agent (``--mode init|sidecar``);
+* ``health``   exec-probe helper: exit 0 when a URL answers 200.
+
+Heavy imports (torch, boto3) happen inside the command functions.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from modeldeploy_runtime import __version__
+
+
+def _tensor_arg(text: str) -> Any:
+    """NAME:TYPE:DIMS, e.g. INPUT__0:TYPE_FP32:3,224,224 (or FP32 / float32)."""
+    from modeldeploy_runtime.config import TORCH_TO_TRITON, TRITON_DTYPES, TensorSpec
+
+    try:
+        name, dtype, dims = text.split(":")
+        dt = dtype.upper()
+        if not dt.startswith("TYPE_"):
+            dt = TORCH_TO_TRITON.get(dtype.lower(), f"TYPE_{dt}")
+        if dt not in TRITON_DTYPES:
+            raise ValueError(f"unknown data type {dtype!r}")
+        return TensorSpec(name, dt, [int(d) for d in dims.split(",") if d])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME:TYPE:DIMS like x:TYPE_FP32:3,224,224 ({exc})"
+        ) from exc
+
+
+def _batching(args: argparse.Namespace) -> Any:
+    from modeldeploy_runtime.package import BatchingOptions
+
+    return BatchingOptions(
+        max_batch_size=args.max_batch_size,
+        dynamic_batching=not args.no_dynamic_batching,
+        preferred_batch_sizes=[int(x) for x in args.preferred_batch_sizes.split(",") if x]
+        if args.preferred_batch_sizes
+        else [],
+        max_queue_delay_microseconds=args.max_queue_delay_us,
+        instance_count=args.instances,
+        instance_kind=args.instance_kind,
+    )
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from modeldeploy_runtime.package import PackageError, package_onnx, package_python, package_torch
+
+    src = args.source
+    fmt = args.format
+    if fmt == "auto":
+        if ":" in src and not Path(src).exists():
+            fmt = "module"
+        elif src.endswith(".onnx"):
+            fmt = "onnx"
+        elif src.endswith(".py"):
+            fmt = "python"
+        else:
+            fmt = "torchscript"
+    name = args.name or Path(src.split(":")[0]).stem.replace("model", "") or "model"
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    try:
+        if fmt in ("torchscript", "module"):
+            import torch
+
+            if not args.example_shape:
+                print(
+                    "error: --example-shape is required for torch models (e.g. --example-shape 1,4)",
+                    file=sys.stderr,
+                )
+                return 2
+            dtype = getattr(torch, args.example_dtype, None)
+            if not isinstance(dtype, torch.dtype):
+                print(f"error: --example-dtype {args.example_dtype!r} is not a torch dtype", file=sys.stderr)
+                return 2
+            shapes = [[int(d) for d in s.split(",")] for s in args.example_shape]
+            example = tuple(
+                torch.zeros(s, dtype=dtype) if not dtype.is_floating_point else torch.randn(s).to(dtype)
+                for s in shapes
+            )
+            model: Any = src
+            if fmt == "module":
+                mod_name, _, attr = src.partition(":")
+                sys.path.insert(0, str(Path.cwd()))
+                obj = getattr(importlib.import_module(mod_name), attr)
+                model = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
+            res = package_torch(
+                model, args.repository, name, example_inputs=example, version=args.version, backend=args.backend,
+                batching=_batching(args), method=args.export, progress=progress,
+            )  # fmt: skip
+        elif fmt == "onnx":
+            res = package_onnx(
+                src, args.repository, name, version=args.version, batching=_batching(args), progress=progress
+            )
+        elif fmt == "python":
+            res = package_python(
+                src, args.repository, name, inputs=args.input or [], outputs=args.output or [],
+                artifacts=args.artifact or [], version=args.version, batching=_batching(args), progress=progress,
+            )  # fmt: skip
+        else:
+            print(f"error: unknown format {fmt!r}", file=sys.stderr)
+            return 2
+    except PackageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"model": res.model, "version": res.version, "path": str(res.version_dir), "sha256": res.digest,
+                          "unchanged": res.unchanged, "seconds": round(res.seconds, 3), "files": res.files}))  # fmt: skip
+    else:
+        print(res.summary())
+    return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from modeldeploy_runtime.lint import errors, lint_repository
+
+    issues = lint_repository(args.repository)
+    if args.json:
+        print(
+            json.dumps(
+                [{"path": i.path, "message": i.message, "severity": i.severity} for i in issues], indent=2
+            )
+        )
+    else:
+        for i in issues:
+            print(i)
+        n_err = len(errors(issues))
+        print(f"{args.repository}: {n_err} error(s), {len(issues) - n_err} warning(s)")
+    return 1 if errors(issues) else 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from modeldeploy_runtime.fetch import Fetcher, FetchError
+    from modeldeploy_runtime.manifest import ManifestCredentials
+
+    creds = ManifestCredentials(
+        envPrefix=args.env_prefix, mountPath=args.credentials_dir, endpoint=args.endpoint
+    )
+    f = Fetcher(args.repository, progress=args.progress if args.progress is not None else sys.stderr.isatty())
+    try:
+        res = f.fetch(args.model, args.version, args.source, args.sha256, creds)
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        f.cleanup_tmp()
+    state = "already present" if res.cached else f"{res.bytes / 1e6:.1f} MB in {res.seconds:.2f}s"
+    print(f"{args.model} version {args.version}: {res.version_dir} ({state}) sha256 {res.digest}")
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from modeldeploy_runtime.agent import Agent
+
+    _setup_logging(args.log_format)
+    agent = Agent(args.manifest, args.repository, args.triton_url, poll_interval=args.poll_interval)
+    if args.mode == "init":
+        return agent.run_init()
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    srv = agent.make_server(args.host, args.port)
+    th = threading.Thread(target=srv.serve_forever, name="agent-http", daemon=True)
+    th.start()
+    logging.getLogger("modeldeploy.runtime.agent").info(
+        "agent listening on %s:%d", args.host, srv.server_address[1]
+    )
+    try:
+        agent.run_sidecar(stop)
+    finally:
+        srv.shutdown()
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(args.url, timeout=args.timeout) as r:
+            code = r.status
+            body = r.read(2000).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+        body = exc.read(2000).decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"unhealthy: {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if code == 200:
+        if args.verbose:
+            print(body.strip())
+        return 0
+    print(f"unhealthy: {args.url}: HTTP {code} {body.strip()}", file=sys.stderr)
+    return 1
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def _setup_logging(fmt: str) -> None:
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(
+        _JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [h]
+    root.setLevel(logging.INFO)
+
+
+def _progress_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="show a progress bar"
+    )
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this area's subcommands to mdctl."""
+    """Add this area's subcommands to mdctl (and to modeldeploy-runtime)."""
+    p = sub.add_parser("package", help="package a model as a Triton model-repository entry")
+    p.add_argument(
+        "source", help="TorchScript file, ONNX file, model.py, or module:factory returning an nn.Module"
+    )
+    p.add_argument("-r", "--repository", required=True, help="model repository folder")
+    p.add_argument("-n", "--name", help="model name (default: from the file name)")
+    p.add_argument("-v", "--version", type=int, help="version number (default: next free)")
+    p.add_argument("--format", default="auto", choices=["auto", "torchscript", "module", "onnx", "python"])
+    p.add_argument("--backend", default="python", choices=["python", "libtorch"],
+                   help="torch: python-backend wrapper (runs on any Triton with the python backend) or pytorch_libtorch")  # fmt: skip
+    p.add_argument(
+        "--export", default="trace", choices=["trace", "script"], help="torch export method for nn.Modules"
+    )
+    p.add_argument(
+        "--example-shape",
+        action="append",
+        help="example input shape incl. batch, e.g. 1,3,32,32 (repeat per input)",
+    )
+    p.add_argument("--example-dtype", default="float32")
+    p.add_argument(
+        "--input", action="append", type=_tensor_arg, help="python models: NAME:TYPE:DIMS (repeat)"
+    )
+    p.add_argument(
+        "--output", action="append", type=_tensor_arg, help="python models: NAME:TYPE:DIMS (repeat)"
+    )
+    p.add_argument(
+        "--artifact", action="append", help="python models: extra file/folder to copy next to model.py"
+    )
+    p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--no-dynamic-batching", action="store_true")
+    p.add_argument("--preferred-batch-sizes", default="", help="e.g. 4,8")
+    p.add_argument("--max-queue-delay-us", type=int, default=100)
+    p.add_argument("--instances", type=int, default=1)
+    p.add_argument("--instance-kind", default="KIND_AUTO", choices=["KIND_AUTO", "KIND_CPU", "KIND_GPU"])
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _progress_flags(p)
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("lint", help="check a Triton model repository")
+    p.add_argument("repository")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser(
+        "fetch", help="fetch one model version into a repository (verify, then rename into place)"
+    )
+    p.add_argument("source", help="file://, pvc://, s3://, https:// source")
+    p.add_argument("-r", "--repository", required=True)
+    p.add_argument("-m", "--model", required=True)
+    p.add_argument("-v", "--version", type=int, required=True)
+    p.add_argument("--sha256")
+    p.add_argument("--endpoint", help="S3-compatible endpoint URL")
+    p.add_argument("--env-prefix", help="read <prefix>AWS_ACCESS_KEY_ID etc. from the environment")
+    p.add_argument("--credentials-dir", help="folder with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY files")
+    _progress_flags(p)
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("agent", help="run the pod agent (init container or sidecar)")
+    p.add_argument("--mode", choices=["init", "sidecar"], required=True)
+    p.add_argument("--manifest", default="/etc/modeldeploy/manifest.json")
+    p.add_argument("--repository", default="/models")
+    p.add_argument("--triton-url", default="http://127.0.0.1:8000")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--poll-interval", type=float, default=1.0)
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("health", help="exit 0 when URL answers HTTP 200 (for exec probes)")
+    p.add_argument("--url", default="http://127.0.0.1:8080/ready")
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_health)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy-runtime", description="modeldeploy runtime: package, lint, fetch, agent"
+    )
+    parser.add_argument("--version", action="version", version=f"modeldeploy-runtime {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

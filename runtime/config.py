@@ -59,7 +59,11 @@ DEFAULT_ARTIFACT: dict[str, str] = {
     "tensorrt": "model.plan",
     "python": "model.py",
 }
-PLATFORM_BACKEND = {"pytorch_libtorch": "pytorch", "onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}
+PLATFORM_BACKEND = {
+    "pytorch_libtorch": "pytorch",
+    "onnxruntime_onnx": "onnxruntime",
+    "tensorrt_plan": "tensorrt",
+}
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU", "KIND_MODEL")
 KNOWN_TOP_LEVEL = {
     "name", "platform", "backend", "runtime", "max_batch_size", "input", "output", "batch_input",
@@ -253,7 +257,9 @@ def config_from_message(msg: Message) -> tuple[ModelConfig, list[str]]:
             problems.append("dynamic_batching: requires max_batch_size > 0")
         for p in pref:
             if p <= 0 or (mbs and p > mbs):
-                problems.append(f"dynamic_batching.preferred_batch_size: {p} outside 1..max_batch_size ({mbs})")
+                problems.append(
+                    f"dynamic_batching.preferred_batch_size: {p} outside 1..max_batch_size ({mbs})"
+                )
     for i, g in enumerate(msg.get("instance_group", [])):
         if not isinstance(g, dict):
             problems.append(f"instance_group[{i}]: expected a message")
@@ -263,13 +269,17 @@ def config_from_message(msg: Message) -> tuple[ModelConfig, list[str]]:
         if count is not None and count < 1:
             problems.append(f"instance_group[{i}].count: must be >= 1, got {count}")
         if kind not in INSTANCE_KINDS:
-            problems.append(f"instance_group[{i}].kind: unknown kind {kind!r} (one of {', '.join(INSTANCE_KINDS)})")
+            problems.append(
+                f"instance_group[{i}].kind: unknown kind {kind!r} (one of {', '.join(INSTANCE_KINDS)})"
+            )
         cfg.instance_groups.append(InstanceGroup(count if count is not None else 1, kind))
     vp = _one(msg, "version_policy", dict, "", problems)
     if vp is not None:
         kinds = [k for k in ("latest", "all", "specific") if k in vp]
         if len(kinds) != 1:
-            problems.append(f"version_policy: exactly one of latest/all/specific must be set, got {kinds or 'none'}")
+            problems.append(
+                f"version_policy: exactly one of latest/all/specific must be set, got {kinds or 'none'}"
+            )
         elif kinds[0] == "all":
             cfg.version_policy = VersionPolicy(kind="all")
         elif kinds[0] == "latest":
@@ -284,7 +294,9 @@ def config_from_message(msg: Message) -> tuple[ModelConfig, list[str]]:
             vs = sub.get("versions", []) if isinstance(sub, dict) else []
             bad = [v for v in vs if not isinstance(v, int) or v < 0]
             if bad or not vs:
-                problems.append(f"version_policy.specific.versions: expected a non-empty list of versions, got {vs!r}")
+                problems.append(
+                    f"version_policy.specific.versions: expected a non-empty list of versions, got {vs!r}"
+                )
             cfg.version_policy = VersionPolicy.specific([v for v in vs if isinstance(v, int)])
     for p in msg.get("parameters", []):
         if isinstance(p, dict):
@@ -293,8 +305,14 @@ def config_from_message(msg: Message) -> tuple[ModelConfig, list[str]]:
             sv = val.get("string_value", [""])[-1] if isinstance(val, dict) else ""
             cfg.parameters[str(key)] = str(sv)
     if not platform and not backend:
-        problems.append("platform/backend: neither is set (e.g. backend: \"python\" or platform: \"pytorch_libtorch\")")
-    elif platform and platform not in PLATFORM_BACKEND and platform not in ("ensemble", "tensorflow_savedmodel", "tensorflow_graphdef"):
+        problems.append(
+            'platform/backend: neither is set (e.g. backend: "python" or platform: "pytorch_libtorch")'
+        )
+    elif (
+        platform
+        and platform not in PLATFORM_BACKEND
+        and platform not in ("ensemble", "tensorflow_savedmodel", "tensorflow_graphdef")
+    ):
         problems.append(f"platform: unknown platform {platform!r}")
     if backend and platform and PLATFORM_BACKEND.get(platform, backend) != backend:
         problems.append(f"backend: {backend!r} does not match platform {platform!r}")

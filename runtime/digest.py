@@ -72,7 +72,9 @@ def sha256_file(path: Path, progress: bool = False) -> str:
     return h.hexdigest()
 
 
-def copy_hashing(src: BinaryIO, dst: BinaryIO, total: int | None = None, label: str = "", progress: bool = False) -> tuple[str, int]:
+def copy_hashing(
+    src: BinaryIO, dst: BinaryIO, total: int | None = None, label: str = "", progress: bool = False
+) -> tuple[str, int]:
     """Copy a stream while hashing it; returns (sha256, bytes)."""
     h = hashlib.sha256()
     n = 0
@@ -152,5 +154,7 @@ def verify_folder(folder: Path, expected_digest: str | None = None) -> str:
         got = sha256_file(folder / rel)
         if got != want:
             size = (folder / rel).stat().st_size
-            raise DigestMismatch(f"{folder / rel}: sha256 {got} ({size} bytes) does not match {want} from {SHA_MANIFEST}")
+            raise DigestMismatch(
+                f"{folder / rel}: sha256 {got} ({size} bytes) does not match {want} from {SHA_MANIFEST}"
+            )
     return digest

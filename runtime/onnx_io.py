@@ -147,7 +147,10 @@ def encode_io_only(inputs: list[OnnxTensor], outputs: list[OnnxTensor]) -> bytes
     rev = {v: k for k, v in ONNX_TO_TRITON.items()}
 
     def vi(t: OnnxTensor) -> bytes:
-        dims = b"".join(_ld(1, _key(2, 2) + _enc_varint(1) + b"N" if d < 0 else _key(1, 0) + _enc_varint(d)) for d in t.dims)
+        dims = b"".join(
+            _ld(1, _key(2, 2) + _enc_varint(1) + b"N" if d < 0 else _key(1, 0) + _enc_varint(d))
+            for d in t.dims
+        )
         tensor = _key(1, 0) + _enc_varint(rev[t.data_type]) + _ld(2, dims)
         return _ld(1, t.name.encode()) + _ld(2, _ld(1, tensor))
 

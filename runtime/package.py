@@ -92,8 +92,12 @@ class BatchingOptions:
         if self.dynamic_batching and self.max_batch_size > 0:
             bad = [p for p in self.preferred_batch_sizes if p < 1 or p > self.max_batch_size]
             if bad:
-                raise PackageError(f"preferred batch sizes {bad} outside 1..max_batch_size ({self.max_batch_size})")
-            cfg.dynamic_batching = DynamicBatching(list(self.preferred_batch_sizes), self.max_queue_delay_microseconds)
+                raise PackageError(
+                    f"preferred batch sizes {bad} outside 1..max_batch_size ({self.max_batch_size})"
+                )
+            cfg.dynamic_batching = DynamicBatching(
+                list(self.preferred_batch_sizes), self.max_queue_delay_microseconds
+            )
         elif self.dynamic_batching and self.preferred_batch_sizes:
             raise PackageError("dynamic batching needs max_batch_size > 0")
         if self.instance_count < 1:
@@ -103,11 +107,17 @@ class BatchingOptions:
 
 def _check_name(name: str) -> None:
     if not TRITON_NAME_RE.match(name):
-        raise PackageError(f"invalid model name {name!r}: letters, digits, '_', '.', '-' (max 63), not starting with a symbol")
+        raise PackageError(
+            f"invalid model name {name!r}: letters, digits, '_', '.', '-' (max 63), not starting with a symbol"
+        )
 
 
 def next_version(model_dir: Path) -> int:
-    nums = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    nums = (
+        [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        if model_dir.is_dir()
+        else []
+    )
     return max(nums, default=0) + 1
 
 
@@ -137,7 +147,9 @@ def _finish(
                 f"(sha256 {existing or 'unknown: no ' + SHA_MANIFEST} != {digest}); versions are immutable, "
                 f"package into a new version"
             )
-        return PackageResult(cfg.name, version, final, cfg, existing or digest, files, time.monotonic() - t0, unchanged=True)
+        return PackageResult(
+            cfg.name, version, final, cfg, existing or digest, files, time.monotonic() - t0, unchanged=True
+        )
     tmp.chmod(0o755)
     tmp.rename(final)
     cfg.write(model_dir)
@@ -196,7 +208,13 @@ def _tmp_version(repository: Path, name: str) -> Path:
 def _meta(fmt: str, cfg: ModelConfig, artifact: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     c = cfg.to_dict()
     c.pop("version_policy", None)
-    return {"format": fmt, "artifact": artifact, "config": c, "generator": f"modeldeploy {__version__}", **(extra or {})}
+    return {
+        "format": fmt,
+        "artifact": artifact,
+        "config": c,
+        "generator": f"modeldeploy {__version__}",
+        **(extra or {}),
+    }
 
 
 # --------------------------------------------------------------------------------------------- torch
@@ -228,7 +246,9 @@ def _as_outputs(out: Any, what: str) -> tuple[Any, ...]:
     return items
 
 
-def _specs(tensors: Sequence[Any], names: Sequence[str] | None, prefix: str, batching: bool, what: str) -> list[TensorSpec]:
+def _specs(
+    tensors: Sequence[Any], names: Sequence[str] | None, prefix: str, batching: bool, what: str
+) -> list[TensorSpec]:
     names = list(names) if names else [f"{prefix}__{i}" for i in range(len(tensors))]
     if len(names) != len(tensors):
         raise PackageError(f"{what}: {len(names)} {prefix.lower()} names given for {len(tensors)} tensors")
@@ -237,7 +257,9 @@ def _specs(tensors: Sequence[Any], names: Sequence[str] | None, prefix: str, bat
         shape = list(t.shape)
         if batching:
             if not shape:
-                raise PackageError(f"{what}: {n} is a scalar; with max_batch_size > 0 the first dimension is the batch")
+                raise PackageError(
+                    f"{what}: {n} is a scalar; with max_batch_size > 0 the first dimension is the batch"
+                )
             shape = shape[1:]
         specs.append(TensorSpec(n, TORCH_TO_TRITON[str(t.dtype).removeprefix("torch.")], shape or [1]))
     return specs
@@ -247,7 +269,8 @@ def _outputs_match(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     import torch
 
     return len(a) == len(b) and all(
-        x.shape == y.shape and torch.allclose(x.float(), y.float(), rtol=1e-4, atol=1e-5) for x, y in zip(a, b, strict=True)
+        x.shape == y.shape and torch.allclose(x.float(), y.float(), rtol=1e-4, atol=1e-5)
+        for x, y in zip(a, b, strict=True)
     )
 
 
@@ -314,9 +337,13 @@ def _package_torch(
         scripted = None
         what = f"model {name} ({type(model).__name__})"
     else:
-        raise PackageError(f"model {name}: expected a torch.nn.Module or a TorchScript file path, got {type(model).__name__}")
+        raise PackageError(
+            f"model {name}: expected a torch.nn.Module or a TorchScript file path, got {type(model).__name__}"
+        )
     if example_inputs is None:
-        raise PackageError(f"{what}: example_inputs are required to infer input/output names, dtypes and shapes")
+        raise PackageError(
+            f"{what}: example_inputs are required to infer input/output names, dtypes and shapes"
+        )
     ex = _as_tuple(example_inputs, what)
     mbs = batching.max_batch_size
     try:
@@ -333,7 +360,9 @@ def _package_torch(
                 if method == "script":
                     scripted = torch.jit.script(eager)
                 else:
-                    scripted = torch.jit.trace(eager, ex, check_trace=False, strict=False, _store_inputs=False)
+                    scripted = torch.jit.trace(
+                        eager, ex, check_trace=False, strict=False, _store_inputs=False
+                    )
         except Exception as exc:
             raise PackageError(
                 f"{what}: cannot export to TorchScript with torch.jit.{method} ({exc.__class__.__name__}: "
@@ -342,7 +371,9 @@ def _package_torch(
     with torch.inference_mode():
         got = _as_outputs(scripted(*ex), what)
         if not _outputs_match(ref, got):
-            raise PackageError(f"{what}: the TorchScript export does not reproduce the eager outputs on the example input")
+            raise PackageError(
+                f"{what}: the TorchScript export does not reproduce the eager outputs on the example input"
+            )
         if mbs > 0:
             if any(t.dim() == 0 for t in ex):
                 raise PackageError(f"{what}: example inputs need a batch dimension when max_batch_size > 0")
@@ -355,7 +386,9 @@ def _package_torch(
                     f"{what}: the exported model fails on a batch of 2 ({exc.__class__.__name__}); the batch size "
                     f"seems fixed by tracing: use max_batch_size=0 or method='script'"
                 ) from exc
-            if not _outputs_match(ref2, got2) or any(o.shape[0] != 2 * r.shape[0] for o, r in zip(got2, ref, strict=True)):
+            if not _outputs_match(ref2, got2) or any(
+                o.shape[0] != 2 * r.shape[0] for o, r in zip(got2, ref, strict=True)
+            ):
                 raise PackageError(
                     f"{what}: the exported model is not batch-size independent (outputs differ on a batch of 2); "
                     f"use max_batch_size=0"
@@ -378,7 +411,12 @@ def _package_torch(
         known = {"model.pt": sha256_file(tmp / "model.pt", progress)}
         if backend == "python":
             shutil.copyfile(TORCH_WRAPPER, tmp / "model.py")
-        meta = _meta("pytorch", cfg, "model.pt", {"torch": torch.__version__, "export": method if scripted is not eager else "torchscript"})
+        meta = _meta(
+            "pytorch",
+            cfg,
+            "model.pt",
+            {"torch": torch.__version__, "export": method if scripted is not eager else "torchscript"},
+        )
         return _finish(tmp, repository, cfg, version, meta, known, t0, progress)
     finally:
         if tmp.exists():
@@ -466,7 +504,9 @@ def package_python(
     except SyntaxError as exc:
         raise PackageError(f"{src}:{exc.lineno}: syntax error: {exc.msg}") from exc
     if "class TritonPythonModel" not in text:
-        raise PackageError(f"{src}: does not define class TritonPythonModel (required by Triton's python backend)")
+        raise PackageError(
+            f"{src}: does not define class TritonPythonModel (required by Triton's python backend)"
+        )
     if not inputs or not outputs:
         raise PackageError(f"model {name}: a python model needs declared inputs and outputs")
     batching = batching or BatchingOptions()

@@ -52,7 +52,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"model returned {len(outs)} outputs, config declares {len(self.output_names)}"
             )
-        return [o.detach().cpu().numpy().astype(dt, copy=False) for o, dt in zip(outs, self.output_dtypes, strict=True)]
+        return [
+            o.detach().cpu().numpy().astype(dt, copy=False)
+            for o, dt in zip(outs, self.output_dtypes, strict=True)
+        ]
 
     def execute(self, requests: list[Any]) -> list[Any]:
         arrays = [
@@ -69,7 +72,10 @@ class TritonPythonModel:
             responses = []
             start = 0
             for n in sizes:
-                tensors = [pb_utils.Tensor(name, o[start : start + n]) for name, o in zip(self.output_names, outs, strict=True)]
+                tensors = [
+                    pb_utils.Tensor(name, o[start : start + n])
+                    for name, o in zip(self.output_names, outs, strict=True)
+                ]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
                 start += n
             return responses
@@ -80,7 +86,9 @@ class TritonPythonModel:
                 tensors = [pb_utils.Tensor(name, o) for name, o in zip(self.output_names, outs, strict=True)]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"inference failed: {exc}")))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"inference failed: {exc}"))
+                )
         return responses
 
     def finalize(self) -> None:

@@ -232,7 +232,9 @@ class TritonServer:
         self.metrics_port = metrics_port or free_port(host)
         self.strict_readiness = strict_readiness
         self._own_log = log_path is None
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.log_path = (
+            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        )
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
@@ -287,7 +289,7 @@ class TritonServer:
         install = find_triton()
         backends = prepare_backends(install)
         env = triton_env(install, backends)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log = open(self.log_path, "ab")  # closed in stop()
         self._log_file = log
         self.process = subprocess.Popen(
             self.command(install, backends),

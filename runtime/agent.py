@@ -1,0 +1,538 @@
+"""The runtime agent: keeps a pod's model repository and Triton's loaded versions in line with the
+model manifest written by the operator.
+
+* ``init`` mode fetches every wanted version and writes each model's ``config.pbtxt``, then exits.
+* ``sidecar`` mode watches the manifest file (a mounted ConfigMap: polled by content) and, per
+  model: fetches new versions, loads them next to the versions being served (``version_policy``
+  ``specific`` = served + new, then Triton's repository ``load``), waits until they are READY and only
+  then rewrites the policy to exactly the wanted versions and loads again, which makes Triton unload
+  the others. A version that fails to fetch or load is reported and the served ones stay.
+* HTTP: ``/healthz`` (alive), ``/ready`` (200 only when every version the manifest expects is READY
+  in Triton, checked live with ``/v2/models/<m>/versions/<v>/ready``), ``/serving`` (200 when every
+  model has at least one READY version: usable as pod readiness during in-place switches) and
+  ``/status`` (JSON per model/version state and the last error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, VersionPolicy
+from modeldeploy_runtime.fetch import TMP_DIR, Fetcher, FetchError
+from modeldeploy_runtime.manifest import ManifestModel, ModelManifest
+from modeldeploy_runtime.package import PACKAGE_META
+
+log = logging.getLogger("modeldeploy.runtime.agent")
+
+FORMAT_DEFAULTS: dict[str, tuple[str, str, str]] = {  # format -> (platform, backend, artifact)
+    "pytorch": ("pytorch_libtorch", "", "model.pt"),
+    "onnx": ("onnxruntime_onnx", "", "model.onnx"),
+    "python": ("", "python", "model.py"),
+    "tensorrt": ("tensorrt_plan", "", "model.plan"),
+}
+FETCH_RETRY_BASE = 5.0
+FETCH_RETRY_MAX = 300.0
+
+
+@dataclass
+class VersionStatus:
+    version: int
+    state: str = "Pending"  # Pending | Loading | Ready | Failed | Unloaded
+    reason: str = ""
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "state": self.state, "reason": self.reason, "message": self.message}
+
+
+class TritonAPI:
+    """The few Triton HTTP/REST calls the agent needs (KServe v2 + repository extension)."""
+
+    def __init__(self, url: str, timeout: float = 5.0, load_timeout: float = 600.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.load_timeout = load_timeout
+        self.session = requests.Session()
+
+    def live(self) -> bool:
+        try:
+            return self.session.get(f"{self.url}/v2/health/live", timeout=self.timeout).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def index(self) -> list[dict[str, Any]]:
+        r = self.session.post(f"{self.url}/v2/repository/index", json={}, timeout=self.timeout)
+        r.raise_for_status()
+        data = r.json()
+        return data if isinstance(data, list) else []
+
+    def model_states(self, model: str) -> dict[int, tuple[str, str]]:
+        """version -> (Triton state, reason) for one model, from the repository index."""
+        out: dict[int, tuple[str, str]] = {}
+        for e in self.index():
+            if e.get("name") == model and str(e.get("version", "")).isdigit():
+                out[int(e["version"])] = (str(e.get("state", "")), str(e.get("reason", "")))
+        return out
+
+    def load(self, model: str) -> str | None:
+        """Load (or reload) a model; returns Triton's error message or None."""
+        try:
+            r = self.session.post(
+                f"{self.url}/v2/repository/models/{model}/load", json={}, timeout=self.load_timeout
+            )
+        except requests.RequestException as exc:
+            return f"load request failed: {exc}"
+        if r.status_code == 200:
+            return None
+        try:
+            return str(r.json().get("error", r.text))
+        except ValueError:
+            return r.text or f"HTTP {r.status_code}"
+
+    def unload(self, model: str) -> str | None:
+        try:
+            r = self.session.post(
+                f"{self.url}/v2/repository/models/{model}/unload", json={}, timeout=self.load_timeout
+            )
+        except requests.RequestException as exc:
+            return f"unload request failed: {exc}"
+        return None if r.status_code == 200 else r.text
+
+    def version_ready(self, model: str, version: int) -> bool:
+        try:
+            r = self.session.get(
+                f"{self.url}/v2/models/{model}/versions/{version}/ready", timeout=self.timeout
+            )
+            return r.status_code == 200
+        except requests.RequestException:
+            return False
+
+
+def _short(msg: str, limit: int = 600) -> str:
+    """First meaningful lines of a Triton error (python tracebacks are long)."""
+    msg = msg.strip()
+    if "\n\nAt:" in msg:
+        msg = msg.split("\n\nAt:")[0]
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+class Agent:
+    def __init__(
+        self,
+        manifest_path: str | Path,
+        repository: str | Path,
+        triton_url: str = "http://127.0.0.1:8000",
+        *,
+        fetcher: Fetcher | None = None,
+        poll_interval: float = 1.0,
+        resync_interval: float = 5.0,
+    ) -> None:
+        self.manifest_path = Path(manifest_path)
+        self.repository = Path(repository)
+        self.triton = TritonAPI(triton_url)
+        self.fetcher = fetcher or Fetcher(self.repository)
+        self.poll_interval = poll_interval
+        self.resync_interval = resync_interval
+        self.lock = threading.RLock()
+        self.manifest: ModelManifest | None = None
+        self.manifest_hash: str | None = None
+        self.applied_hash: str | None = None
+        self.states: dict[str, dict[int, VersionStatus]] = {}
+        self.last_error: str | None = None
+        self._failed_loads: dict[tuple[str, int], str] = {}  # (model, version) -> source@sha of a failed load
+        self._fetch_retry: dict[tuple[str, int], tuple[float, float]] = {}  # -> (next attempt, delay)
+        self.switch_log: list[dict[str, Any]] = []  # timings of version switches (for tests/bench)
+
+    # ------------------------------------------------------------------------------------ manifest
+    def read_manifest(self) -> tuple[ModelManifest, str]:
+        data = self.manifest_path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            m = ModelManifest.from_json(data.decode())
+        except Exception as exc:
+            raise ValueError(f"{self.manifest_path}: invalid model manifest: {exc}") from exc
+        return m, digest
+
+    def _set(self, model: str, version: int, state: str, reason: str = "", message: str = "") -> None:
+        with self.lock:
+            self.states.setdefault(model, {})[version] = VersionStatus(version, state, reason, message)
+        if state == "Failed":
+            self.last_error = f"{model} version {version}: {message or reason}"
+            log.error("%s", self.last_error)
+
+    def _error(self, msg: str) -> None:
+        with self.lock:
+            self.last_error = msg
+        log.error("%s", msg)
+
+    # -------------------------------------------------------------------------------------- config
+    def model_config(self, model: ManifestModel, versions: list[int]) -> ModelConfig:
+        """config.pbtxt for a model serving ``versions``: the packaged config of the newest version
+        (modeldeploy.json) overridden by what the manifest sets, with a ``specific`` policy."""
+        cfg: ModelConfig | None = None
+        for v in sorted(versions, reverse=True):
+            meta = self.repository / model.name / str(v) / PACKAGE_META
+            if meta.is_file():
+                with contextlib.suppress(Exception):
+                    cfg = ModelConfig.from_dict(json.loads(meta.read_text())["config"])
+                    break
+        if cfg is None:
+            platform, backend, _ = FORMAT_DEFAULTS[model.format]
+            cfg = ModelConfig(name=model.name, platform=platform, backend=backend)
+            if (
+                model.format == "pytorch"
+                and versions
+                and (self.repository / model.name / str(max(versions)) / "model.py").is_file()
+            ):
+                cfg.platform, cfg.backend = "", "python"
+        cfg.name = model.name
+        from modeldeploy_runtime.config import DynamicBatching, InstanceGroup, TensorSpec
+
+        if model.inputs:
+            cfg.inputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.inputs]
+            cfg.max_batch_size = model.maxBatchSize
+        elif model.maxBatchSize > 0:
+            cfg.max_batch_size = model.maxBatchSize
+        if model.outputs:
+            cfg.outputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.outputs]
+        if model.dynamicBatching is not None:
+            cfg.dynamic_batching = DynamicBatching(
+                list(model.dynamicBatching.preferredBatchSizes),
+                model.dynamicBatching.maxQueueDelayMicroseconds,
+            )
+        if cfg.max_batch_size == 0:
+            cfg.dynamic_batching = None
+        if model.instanceGroups:
+            cfg.instance_groups = [InstanceGroup(g.count, g.kind) for g in model.instanceGroups]
+        cfg.version_policy = VersionPolicy.specific(versions)
+        return cfg
+
+    def write_config(self, model: ManifestModel, versions: list[int]) -> bool:
+        """Write config.pbtxt; returns whether it changed."""
+        d = self.repository / model.name
+        d.mkdir(parents=True, exist_ok=True)
+        text = self.model_config(model, versions).render()
+        path = d / CONFIG_FILE
+        if path.is_file() and path.read_text() == text:
+            return False
+        tmp = d / f".{CONFIG_FILE}.tmp"
+        tmp.write_text(text)
+        tmp.replace(path)
+        return True
+
+    # --------------------------------------------------------------------------------------- fetch
+    def fetch_wanted(self, model: ManifestModel, force: bool = False) -> list[int]:
+        """Fetch the wanted versions; returns those present and verified."""
+        ok: list[int] = []
+        by_num = {v.version: v for v in model.versions}
+        artifact = FORMAT_DEFAULTS[model.format][2]
+        for num in model.wanted_versions():
+            mv = by_num[num]
+            key = (model.name, num)
+            if self.fetcher.is_current(model.name, num, mv.source, mv.sha256):
+                ok.append(num)
+                continue
+            nxt = self._fetch_retry.get(key)
+            if nxt and not force and time.monotonic() < nxt[0]:
+                continue
+            cur = self.states.get(model.name, {}).get(num)
+            if cur is None or cur.state != "Failed":
+                self._set(model.name, num, "Pending", "Fetching", f"fetching {mv.source}")
+            try:
+                res = self.fetcher.fetch(
+                    model.name, num, mv.source, mv.sha256, model.credentials, filename=artifact
+                )
+            except FetchError as exc:
+                delay = min((nxt[1] * 2) if nxt else FETCH_RETRY_BASE, FETCH_RETRY_MAX)
+                self._fetch_retry[key] = (time.monotonic() + delay, delay)
+                self._set(model.name, num, "Failed", exc.reason, str(exc))
+                continue
+            except Exception as exc:  # unexpected: keep the agent alive, report it
+                delay = min((nxt[1] * 2) if nxt else FETCH_RETRY_BASE, FETCH_RETRY_MAX)
+                self._fetch_retry[key] = (time.monotonic() + delay, delay)
+                self._set(
+                    model.name, num, "Failed", "FetchFailed", f"{mv.source}: {exc.__class__.__name__}: {exc}"
+                )
+                continue
+            self._fetch_retry.pop(key, None)
+            self._failed_loads.pop(key, None)  # new content: a failed load may be retried
+            log.info(
+                "fetched %s version %d from %s (%s, %d bytes, %.2fs)",
+                model.name, num, mv.source, "cached" if res.cached else "downloaded", res.bytes, res.seconds,
+            )  # fmt: skip
+            ok.append(num)
+        return ok
+
+    # ---------------------------------------------------------------------------------------- init
+    def fill_repository(self, manifest: ModelManifest) -> bool:
+        """Init mode: fetch all wanted versions and write configs. True when all succeeded."""
+        all_ok = True
+        for model in manifest.models:
+            ok = self.fetch_wanted(model, force=True)
+            if set(ok) != set(model.wanted_versions()):
+                all_ok = False
+            if ok:
+                self.write_config(model, ok)
+                for v in ok:
+                    self._set(model.name, v, "Pending", "Fetched", "in the repository, not loaded yet")
+        self.fetcher.cleanup_tmp()
+        return all_ok
+
+    # ---------------------------------------------------------------------------------------- sync
+    def _key(self, model: ManifestModel, num: int) -> str:
+        mv = next(v for v in model.versions if v.version == num)
+        return f"{mv.source}@{mv.sha256 or ''}"
+
+    def sync_model(self, model: ManifestModel) -> None:
+        name = model.name
+        wanted = model.wanted_versions()
+        fetched = self.fetch_wanted(model)
+        try:
+            triton = self.triton.model_states(name)
+        except requests.RequestException as exc:
+            self._error(f"cannot reach Triton at {self.triton.url}: {exc}")
+            return
+        serving = sorted(v for v, (st, _) in triton.items() if st == "READY")
+        candidates = [v for v in fetched if self._failed_loads.get((name, v)) != self._key(model, v)]
+        new = [v for v in candidates if v not in serving]
+        t0 = time.monotonic()
+        if new:
+            # Phase 1: load the new versions next to the ones being served.
+            keep = sorted(set(serving) | set(candidates))
+            for v in new:
+                self._set(name, v, "Loading", "Loading", "loading into Triton")
+            self.write_config(model, keep)
+            err = self.triton.load(name)
+            try:
+                triton = self.triton.model_states(name)
+            except requests.RequestException as exc:
+                self._error(f"cannot reach Triton at {self.triton.url}: {exc}")
+                return
+            for v in new:
+                st, reason = triton.get(v, ("UNAVAILABLE", ""))
+                if st != "READY":
+                    msg = _short(reason or err or f"version {v} is {st}")
+                    self._failed_loads[(name, v)] = self._key(model, v)
+                    self._set(name, v, "Failed", "LoadFailed", msg)
+            serving = sorted(v for v, (st, _) in triton.items() if st == "READY")
+        # Phase 2: serve exactly the wanted versions that are ready (keep the old ones when none is).
+        ready_wanted = [v for v in wanted if v in serving]
+        target = ready_wanted or serving
+        if target:
+            changed = self.write_config(model, target)
+            if changed or set(serving) - set(target):
+                err = self.triton.load(name)
+                if err:
+                    self._error(f"{name}: reloading with versions {target} failed: {_short(err)}")
+        for v in ready_wanted:
+            self._set(name, v, "Ready")
+        gone = [v for v in serving if v not in target]
+        with self.lock:
+            st_map = self.states.setdefault(name, {})
+            for v in list(st_map):
+                if v not in wanted and v not in target:
+                    if v in gone:
+                        st_map[v] = VersionStatus(
+                            v, "Unloaded", "NotWanted", "unloaded: no longer in the manifest"
+                        )
+                    elif st_map[v].state != "Unloaded":
+                        del st_map[v]
+        if new or gone:
+            self.switch_log.append(
+                {
+                    "model": name,
+                    "loaded": new,
+                    "unloaded": gone,
+                    "seconds": time.monotonic() - t0,
+                    "at": time.time(),
+                }
+            )
+        # remove folders of versions nobody serves any more (keeps the emptyDir small)
+        mdir = self.repository / name
+        if mdir.is_dir() and target:
+            for d in mdir.iterdir():
+                if d.is_dir() and d.name.isdigit() and int(d.name) not in set(target) | set(wanted):
+                    self.fetcher.remove_version(name, int(d.name))
+
+    def remove_model(self, name: str) -> None:
+        err = self.triton.unload(name)
+        if err:
+            self._error(f"{name}: unload failed: {_short(err)}")
+        with self.lock:
+            self.states.pop(name, None)
+        d = self.repository / name
+        if d.is_dir() and not name.startswith("."):
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)
+
+    def sync(self, manifest: ModelManifest, manifest_hash: str | None = None) -> None:
+        with self.lock:
+            previous = self.manifest
+            self.manifest = manifest
+            if manifest_hash is not None:
+                if manifest_hash != self.manifest_hash:
+                    self._fetch_retry.clear()
+                self.manifest_hash = manifest_hash
+        names = {m.name for m in manifest.models}
+        if previous is not None:
+            for old in previous.models:
+                if old.name not in names:
+                    self.remove_model(old.name)
+        for model in manifest.models:
+            try:
+                self.sync_model(model)
+            except Exception as exc:  # never let one model stop the others
+                log.exception("sync of %s failed", model.name)
+                self._error(f"{model.name}: sync failed: {exc.__class__.__name__}: {exc}")
+        with self.lock:
+            self.applied_hash = manifest_hash
+
+    # -------------------------------------------------------------------------------------- status
+    def ready(self) -> tuple[bool, list[str]]:
+        """Every version the manifest expects is READY in Triton (asked now)."""
+        with self.lock:
+            manifest = self.manifest
+            current = self.applied_hash == self.manifest_hash and manifest is not None
+        if manifest is None:
+            return False, ["no manifest loaded yet"]
+        missing = []
+        for m in manifest.models:
+            for v in m.wanted_versions():
+                if not self.triton.version_ready(m.name, v):
+                    missing.append(f"{m.name}/{v}")
+        if not current:
+            missing.append("manifest change not applied yet")
+        return not missing, missing
+
+    def serving(self) -> tuple[bool, list[str]]:
+        """Every model has at least one READY version (old or new)."""
+        with self.lock:
+            manifest = self.manifest
+        if manifest is None:
+            return False, ["no manifest loaded yet"]
+        try:
+            index = self.triton.index()
+        except requests.RequestException as exc:
+            return False, [f"triton unreachable: {exc.__class__.__name__}"]
+        ready = {e.get("name") for e in index if e.get("state") == "READY"}
+        missing = [m.name for m in manifest.models if m.name not in ready]
+        return not missing, missing
+
+    def status(self) -> dict[str, Any]:
+        ok, _ = self.ready()
+        with self.lock:
+            manifest = self.manifest
+            models = []
+            for m in manifest.models if manifest else []:
+                st = self.states.get(m.name, {})
+                versions = []
+                for v in sorted(set(m.wanted_versions()) | set(st)):
+                    versions.append((st.get(v) or VersionStatus(v)).to_dict())
+                models.append({"name": m.name, "versions": versions})
+            return {
+                "ready": ok,
+                "generation": manifest.generation if manifest else 0,
+                "models": models,
+                "lastError": self.last_error,
+            }
+
+    # ----------------------------------------------------------------------------------- run loops
+    def run_init(self) -> int:
+        manifest, digest = self.read_manifest()
+        self.manifest, self.manifest_hash = manifest, digest
+        ok = self.fill_repository(manifest)
+        if not ok:
+            msg = self.last_error or "some versions could not be fetched"
+            with contextlib.suppress(OSError):
+                Path("/dev/termination-log").write_text(msg[:4000])
+            log.error("init failed: %s", msg)
+            return 1
+        log.info("repository ready for generation %d", manifest.generation)
+        return 0
+
+    def wait_for_triton(self, stop: threading.Event, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not stop.is_set():
+            if self.triton.live():
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            stop.wait(0.5)
+        return False
+
+    def run_sidecar(self, stop: threading.Event) -> None:
+        self.wait_for_triton(stop)
+        last_sync = 0.0
+        while not stop.is_set():
+            try:
+                manifest, digest = self.read_manifest()
+            except (OSError, ValueError) as exc:
+                self._error(str(exc))
+                stop.wait(self.poll_interval)
+                continue
+            due = time.monotonic() - last_sync >= self.resync_interval
+            if digest != self.applied_hash or due:
+                if digest != self.applied_hash:
+                    log.info("manifest generation %d (%s)", manifest.generation, digest[:12])
+                self.sync(manifest, digest)
+                last_sync = time.monotonic()
+            stop.wait(self.poll_interval)
+
+    # ------------------------------------------------------------------------------------- http
+    def make_server(self, host: str = "0.0.0.0", port: int = 8080) -> ThreadingHTTPServer:
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("http: " + format, *args)
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = (json.dumps(body) + "\n").encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/healthz":
+                    self._send(200, {"alive": True})
+                elif path == "/ready":
+                    ok, missing = agent.ready()
+                    self._send(200 if ok else 503, {"ready": ok, "waitingFor": missing})
+                elif path == "/serving":
+                    ok, missing = agent.serving()
+                    self._send(200 if ok else 503, {"serving": ok, "waitingFor": missing})
+                elif path == "/status":
+                    self._send(200, agent.status())
+                else:
+                    self._send(404, {"error": f"no such endpoint {path}"})
+
+        srv = ThreadingHTTPServer((host, port), Handler)
+        srv.daemon_threads = True
+        return srv
+
+    def serve_in_thread(
+        self, host: str = "127.0.0.1", port: int = 0
+    ) -> tuple[ThreadingHTTPServer, threading.Thread]:
+        srv = self.make_server(host, port)
+        th = threading.Thread(target=srv.serve_forever, name="agent-http", daemon=True)
+        th.start()
+        return srv, th
+
+
+def tmp_dir_name() -> str:
+    return TMP_DIR

@@ -1,0 +1,561 @@
+"""Fetch model versions into a pod's model repository, safely.
+
+Sources (``ManifestVersion.source``):
+
+* ``file:///abs/path`` (or a plain absolute path) and ``pvc://<claim>/<path>`` (the claim mounted
+  at ``$MODELDEPLOY_PVC_ROOT/<claim>``, default ``/mnt/pvc/<claim>``),
+* ``s3://bucket/key`` (AWS or any S3-compatible store: endpoint from the manifest's credentials,
+  ``<prefix>AWS_ENDPOINT_URL`` or the default chain; keys from ``<prefix>AWS_ACCESS_KEY_ID`` /
+  ``<prefix>AWS_SECRET_ACCESS_KEY`` env vars or same-named files in a mounted Secret),
+* ``https://`` / ``http://`` (single file, resumed with Range requests and retried).
+
+A source is a version *folder* (e.g. what ``mdctl package`` wrote, with its ``manifest.sha256``) or a
+single file; archives (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``) are unpacked into the version.
+
+Every fetch is written to ``<repository>/.modeldeploy-tmp/`` and checked (sha256 of the file, or of
+``manifest.sha256`` and then every file it lists) before it is renamed to ``<model>/<version>``:
+Triton never sees a partial version and a failed fetch changes nothing. A version whose record
+(``.modeldeploy-source.json``) matches source and digest is not fetched again; a digest already
+present elsewhere in the repository is copied locally (hard links) instead of downloaded.
+Credentials never appear in errors or logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from modeldeploy_runtime.digest import (
+    SHA_MANIFEST,
+    SOURCE_RECORD,
+    DigestMismatch,
+    copy_hashing,
+    sha256_file,
+    verify_folder,
+)
+from modeldeploy_runtime.manifest import ManifestCredentials
+
+log = logging.getLogger("modeldeploy.runtime.fetch")
+TMP_DIR = ".modeldeploy-tmp"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+DEFAULT_PVC_ROOT = "/mnt/pvc"
+
+
+class FetchError(RuntimeError):
+    """A version could not be fetched; ``reason`` is a short CamelCase code for status."""
+
+    def __init__(self, message: str, reason: str = "FetchFailed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class FetchResult:
+    version_dir: Path
+    digest: str | None
+    cached: bool
+    bytes: int
+    seconds: float
+    source: str
+
+
+# ------------------------------------------------------------------------------------- credentials
+class Credentials:
+    """Looks up storage settings by name: ``<envPrefix><KEY>`` env vars, then ``<mountPath>/<KEY>``."""
+
+    def __init__(
+        self, spec: ManifestCredentials | None = None, environ: dict[str, str] | None = None
+    ) -> None:
+        self.spec = spec or ManifestCredentials()
+        self.environ = os.environ if environ is None else environ
+
+    def get(self, key: str) -> str | None:
+        prefix = self.spec.envPrefix or ""
+        v = self.environ.get(prefix + key)
+        if v:
+            return v
+        if self.spec.mountPath:
+            p = Path(self.spec.mountPath) / key
+            if p.is_file():
+                return p.read_text().strip() or None
+        return None
+
+    def s3_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        endpoint = self.spec.endpoint or self.get("AWS_ENDPOINT_URL") or self.get("S3_ENDPOINT")
+        region = self.spec.region or self.get("AWS_REGION") or self.get("AWS_DEFAULT_REGION") or "us-east-1"
+        kwargs: dict[str, Any] = {
+            "region_name": region,
+            "config": Config(
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path"} if endpoint else {},
+            ),
+        }
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
+        key, secret = self.get("AWS_ACCESS_KEY_ID"), self.get("AWS_SECRET_ACCESS_KEY")
+        if key and secret:
+            kwargs["aws_access_key_id"] = key
+            kwargs["aws_secret_access_key"] = secret
+            token = self.get("AWS_SESSION_TOKEN")
+            if token:
+                kwargs["aws_session_token"] = token
+        return boto3.session.Session().client("s3", **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ sources
+class _Source:
+    """Lists and opens the files of one source."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    def is_folder(self) -> bool:
+        raise NotImplementedError
+
+    def list(self) -> list[str]:
+        """Relative paths of a folder source."""
+        raise NotImplementedError
+
+    def download(self, rel: str | None, dest: Path, progress: bool) -> tuple[str, int]:
+        """Download one file (``rel`` in a folder, or the file itself when None); (sha256, bytes)."""
+        raise NotImplementedError
+
+    def filename(self) -> str:
+        return PurePosixPath(urlparse(self.uri).path).name or "artifact"
+
+
+class _LocalSource(_Source):
+    def __init__(self, uri: str, path: Path) -> None:
+        super().__init__(uri)
+        self.path = path
+        if not path.exists():
+            raise FetchError(f"{uri}: {path} does not exist", "NotFound")
+
+    def is_folder(self) -> bool:
+        return self.path.is_dir()
+
+    def list(self) -> list[str]:
+        out = []
+        for root, dirs, files in os.walk(self.path):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for f in sorted(files):
+                rel = Path(root, f).relative_to(self.path).as_posix()
+                if rel != SOURCE_RECORD:
+                    out.append(rel)
+        return out
+
+    def download(self, rel: str | None, dest: Path, progress: bool) -> tuple[str, int]:
+        src = self.path / rel if rel else self.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(src, "rb") as fi, open(dest, "wb") as fo:
+            return copy_hashing(fi, fo, src.stat().st_size, f"copy {src.name}", progress)
+
+    def filename(self) -> str:
+        return self.path.name
+
+
+class _S3Source(_Source):
+    def __init__(self, uri: str, creds: Credentials) -> None:
+        super().__init__(uri)
+        u = urlparse(uri)
+        self.bucket = u.netloc
+        self.key = unquote(u.path.lstrip("/"))
+        if not self.bucket:
+            raise FetchError(f"{uri}: no bucket in s3:// URL", "InvalidSource")
+        self.client = creds.s3_client()
+        self._files: list[str] | None = None
+
+    def _err(self, exc: Exception, what: str) -> FetchError:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+                return FetchError(f"{self.uri}: {what} not found (s3 {code})", "NotFound")
+            if (
+                code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403")
+                or status == 403
+            ):
+                return FetchError(
+                    f"{self.uri}: access denied ({code}): check the storage credentials of this model",
+                    "AccessDenied",
+                )
+            return FetchError(f"{self.uri}: s3 error {code or status} on {what}", "StorageError")
+        if isinstance(exc, BotoCoreError):
+            return FetchError(
+                f"{self.uri}: cannot reach the S3 endpoint ({exc.__class__.__name__})", "StorageUnreachable"
+            )
+        return FetchError(f"{self.uri}: {exc}", "StorageError")
+
+    def is_folder(self) -> bool:
+        prefix = self.key.rstrip("/") + "/" if self.key else ""
+        try:
+            files: list[str] = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(prefix) :]
+                    if rel and not rel.endswith("/") and rel != SOURCE_RECORD:
+                        files.append(rel)
+        except Exception as exc:
+            raise self._err(exc, "listing") from exc
+        if files:
+            self._files = sorted(files)
+            return True
+        if not self.key:
+            raise FetchError(f"{self.uri}: bucket is empty", "NotFound")
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key)
+        except Exception as exc:
+            raise self._err(exc, "object") from exc
+        return False
+
+    def list(self) -> list[str]:
+        return list(self._files or [])
+
+    def download(self, rel: str | None, dest: Path, progress: bool) -> tuple[str, int]:
+        key = f"{self.key.rstrip('/')}/{rel}" if rel else self.key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=key)
+            total = int(obj.get("ContentLength") or 0) or None
+            with open(dest, "wb") as fo:
+                digest, n = copy_hashing(obj["Body"], fo, total, f"s3 {PurePosixPath(key).name}", progress)
+        except FetchError:
+            raise
+        except Exception as exc:
+            raise self._err(exc, f"object {key}") from exc
+        if total is not None and n != total:
+            raise FetchError(f"{self.uri}: {key} truncated ({n} of {total} bytes)", "Truncated")
+        return digest, n
+
+    def filename(self) -> str:
+        return PurePosixPath(self.key).name or "artifact"
+
+
+class _HttpSource(_Source):
+    def __init__(self, uri: str, retries: int, timeout: float) -> None:
+        super().__init__(uri)
+        self.retries = retries
+        self.timeout = timeout
+
+    def is_folder(self) -> bool:
+        return False
+
+    def download(self, rel: str | None, dest: Path, progress: bool) -> tuple[str, int]:
+        import requests
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        done = 0
+        total: int | None = None
+        attempt = 0
+        with open(dest, "wb") as fo:
+            while True:
+                headers = {"Range": f"bytes={done}-"} if done else {}
+                try:
+                    with requests.get(self.uri, headers=headers, stream=True, timeout=self.timeout) as r:
+                        if r.status_code in (401, 403):
+                            raise FetchError(
+                                f"{self.uri}: HTTP {r.status_code}: access denied", "AccessDenied"
+                            )
+                        if r.status_code == 404:
+                            raise FetchError(f"{self.uri}: HTTP 404: not found", "NotFound")
+                        if done and r.status_code == 200:  # server ignores Range: start over
+                            fo.seek(0)
+                            fo.truncate()
+                            h = hashlib.sha256()
+                            done = 0
+                        elif r.status_code not in (200, 206):
+                            raise OSError(f"HTTP {r.status_code}")
+                        if total is None:
+                            cl = r.headers.get("Content-Length")
+                            total = (int(cl) + done) if cl else None
+                        for chunk in r.iter_content(1 << 20):
+                            fo.write(chunk)
+                            h.update(chunk)
+                            done += len(chunk)
+                    if total is None or done >= total:
+                        break
+                    raise OSError(f"connection closed after {done} of {total} bytes")
+                except FetchError:
+                    raise
+                except (OSError, requests.RequestException) as exc:
+                    attempt += 1
+                    if attempt > self.retries:
+                        kind = "Truncated" if total and done < total else "DownloadFailed"
+                        raise FetchError(
+                            f"{self.uri}: download failed after {attempt} attempts ({done} bytes received): {exc}",
+                            kind,
+                        ) from exc
+                    log.warning(
+                        "fetch %s: %s; retrying from byte %d (attempt %d)", self.uri, exc, done, attempt + 1
+                    )
+                    time.sleep(min(0.2 * 2**attempt, 5.0))
+        if total is not None and done != total:
+            raise FetchError(f"{self.uri}: truncated ({done} of {total} bytes)", "Truncated")
+        return h.hexdigest(), done
+
+
+# -------------------------------------------------------------------------------------------- fetcher
+def _safe_extract(archive: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    name = archive.name.lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as z:
+                for m in z.namelist():
+                    p = PurePosixPath(m)
+                    if p.is_absolute() or ".." in p.parts:
+                        raise FetchError(
+                            f"{archive.name}: member {m!r} escapes the version folder", "InvalidArchive"
+                        )
+                z.extractall(dest)
+        else:
+            with tarfile.open(archive) as t:
+                t.extractall(dest, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise FetchError(f"{archive.name}: cannot unpack archive: {exc}", "InvalidArchive") from exc
+    # an archive holding a single top-level folder (e.g. "1/") is that folder
+    entries = [p for p in dest.iterdir()]
+    if len(entries) == 1 and entries[0].is_dir():
+        inner = entries[0]
+        for p in list(inner.iterdir()):
+            p.rename(dest / p.name)
+        inner.rmdir()
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    def copy(s: str, d: str) -> Any:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+        return d
+
+    shutil.copytree(src, dst, copy_function=copy)
+
+
+class Fetcher:
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        pvc_root: str | Path | None = None,
+        retries: int = 3,
+        timeout: float = 60.0,
+        progress: bool = False,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.repository = Path(repository)
+        self.pvc_root = Path(pvc_root or os.environ.get("MODELDEPLOY_PVC_ROOT", DEFAULT_PVC_ROOT))
+        self.retries = retries
+        self.timeout = timeout
+        self.progress = progress
+        self.environ = environ
+
+    # -- helpers
+    def _source(self, uri: str, creds: ManifestCredentials | None) -> _Source:
+        u = urlparse(uri)
+        scheme = u.scheme.lower()
+        if scheme in ("", "file"):
+            path = Path(unquote(u.path) if scheme else uri)
+            if not path.is_absolute():
+                raise FetchError(f"{uri}: file sources need an absolute path", "InvalidSource")
+            return _LocalSource(uri, path)
+        if scheme == "pvc":
+            rel = unquote(u.path.lstrip("/"))
+            if ".." in PurePosixPath(rel).parts:
+                raise FetchError(f"{uri}: path escapes the volume", "InvalidSource")
+            return _LocalSource(uri, self.pvc_root / u.netloc / rel)
+        if scheme == "s3":
+            return _S3Source(uri, Credentials(creds, self.environ))
+        if scheme in ("http", "https"):
+            return _HttpSource(uri, self.retries, self.timeout)
+        raise FetchError(
+            f"{uri}: unsupported source scheme {scheme!r} (file, pvc, s3, http, https)", "InvalidSource"
+        )
+
+    @staticmethod
+    def read_record(version_dir: Path) -> dict[str, Any] | None:
+        p = version_dir / SOURCE_RECORD
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _records(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        if not self.repository.is_dir():
+            return
+        for model in self.repository.iterdir():
+            if not model.is_dir() or model.name.startswith("."):
+                continue
+            for v in model.iterdir():
+                if v.is_dir() and v.name.isdigit():
+                    rec = self.read_record(v)
+                    if rec:
+                        yield v, rec
+
+    def is_current(self, model: str, version: int, source: str, sha256: str | None) -> bool:
+        rec = self.read_record(self.repository / model / str(version))
+        return bool(rec and rec.get("source") == source and (sha256 is None or rec.get("sha256") == sha256))
+
+    # -- main entry
+    def fetch(
+        self,
+        model: str,
+        version: int,
+        source: str,
+        sha256: str | None = None,
+        credentials: ManifestCredentials | None = None,
+        filename: str | None = None,
+    ) -> FetchResult:
+        """Fetch one version; ``filename`` names a single-file (non-archive) artifact in the
+        version folder (e.g. model.onnx), default: the source's basename."""
+        t0 = time.monotonic()
+        final = self.repository / model / str(version)
+        if self.is_current(model, version, source, sha256):
+            rec = self.read_record(final) or {}
+            return FetchResult(final, rec.get("sha256"), True, 0, time.monotonic() - t0, source)
+        tmp_root = self.repository / TMP_DIR
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        work = tmp_root / f"{model}-{version}-{uuid.uuid4().hex[:8]}"
+        staged = work / "version"
+        try:
+            cached_from = None
+            if sha256:
+                cached_from = next(
+                    (v for v, rec in self._records() if rec.get("sha256") == sha256 and v != final), None
+                )
+            if cached_from is not None:
+                _link_tree(cached_from, staged)
+                digest: str | None = verify_folder(staged) if (staged / SHA_MANIFEST).is_file() else sha256
+                nbytes = 0
+                cached = True
+            else:
+                digest, nbytes = self._download(source, sha256, credentials, work, staged, filename)
+                cached = False
+            record = {
+                "source": source,
+                "sha256": digest,
+                "fetchedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            (staged / SOURCE_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
+            staged.chmod(0o755)
+            self._install(staged, final)
+            return FetchResult(final, digest, cached, nbytes, time.monotonic() - t0, source)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _download(
+        self,
+        source: str,
+        sha256: str | None,
+        creds: ManifestCredentials | None,
+        work: Path,
+        staged: Path,
+        filename: str | None = None,
+    ) -> tuple[str | None, int]:
+        src = self._source(source, creds)
+        try:
+            folder = src.is_folder()
+        except FetchError:
+            raise
+        except OSError as exc:
+            raise FetchError(f"{source}: {exc}", "FetchFailed") from exc
+        nbytes = 0
+        if folder:
+            files = src.list()
+            if not files:
+                raise FetchError(f"{source}: the folder is empty", "NotFound")
+            if sha256 and SHA_MANIFEST not in files:
+                raise FetchError(
+                    f"{source}: a sha256 is pinned but the folder has no {SHA_MANIFEST} to check it against",
+                    "DigestMismatch",
+                )
+            for rel in files:
+                p = PurePosixPath(rel)
+                if p.is_absolute() or ".." in p.parts:
+                    raise FetchError(f"{source}: file {rel!r} escapes the version folder", "InvalidSource")
+                _, n = src.download(rel, staged / rel, self.progress)
+                nbytes += n
+            digest: str | None = None
+            if (staged / SHA_MANIFEST).is_file():
+                try:
+                    digest = verify_folder(staged, sha256)
+                except DigestMismatch as exc:
+                    raise FetchError(
+                        f"{source}: {exc}".replace(str(staged) + "/", ""), "DigestMismatch"
+                    ) from exc
+            return digest, nbytes
+        name = src.filename()
+        raw = work / "download" / name
+        got, nbytes = src.download(None, raw, self.progress)
+        if sha256 and got != sha256:
+            raise FetchError(
+                f"{source}: sha256 {got} ({nbytes} bytes) does not match the expected {sha256}",
+                "DigestMismatch",
+            )
+        if name.lower().endswith(ARCHIVE_SUFFIXES):
+            _safe_extract(raw, staged)
+            if (staged / SHA_MANIFEST).is_file():
+                try:
+                    verify_folder(staged)
+                except DigestMismatch as exc:
+                    raise FetchError(
+                        f"{source}: {exc}".replace(str(staged) + "/", ""), "DigestMismatch"
+                    ) from exc
+        else:
+            staged.mkdir(parents=True, exist_ok=True)
+            raw.rename(staged / (filename or name))
+        return got, nbytes
+
+    def _install(self, staged: Path, final: Path) -> None:
+        """Rename the staged version into place (replacing an older copy atomically enough: the
+        old folder is renamed away first, then the new one in, both renames on one filesystem)."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        trash = None
+        if final.exists():
+            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:6]}"
+            final.rename(trash)
+        try:
+            staged.rename(final)
+        except OSError:
+            if trash is not None:
+                trash.rename(final)
+            raise
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def remove_version(self, model: str, version: int) -> None:
+        d = self.repository / model / str(version)
+        if d.exists():
+            trash = d.parent / f".{d.name}.del-{uuid.uuid4().hex[:6]}"
+            d.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def cleanup_tmp(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.repository / TMP_DIR)
+
+
+def sha256_of(path: Path) -> str:
+    return sha256_file(path)
