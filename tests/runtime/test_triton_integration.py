@@ -1,0 +1,272 @@
+"""Against the real tritonserver from nvidia-pytriton (python backend only)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from modeldeploy_runtime.agent import Agent
+from modeldeploy_runtime.package import BatchingOptions, package_torch
+
+from .conftest import Hammer, make_const_model, upload_folder, write_manifest
+
+pytestmark = [pytest.mark.integration, pytest.mark.triton]
+
+
+def _load(srv: Any, name: str) -> None:
+    r = requests.post(f"{srv.http_url}/v2/repository/models/{name}/load", timeout=300)
+    assert r.status_code == 200, r.text
+
+
+def test_python_backend_model_serves_with_metrics(tmp_path: Path, start_triton: Any) -> None:
+    """Issue #2 test 6: health, right numbers, nv_inference_request_success on the metrics port."""
+    repo = tmp_path / "repo"
+    make_const_model(repo, "const", 1, 7.0)
+    srv = start_triton(repo)
+    assert requests.get(f"{srv.http_url}/v2/health/ready", timeout=5).status_code == 200
+    _load(srv, "const")
+    body = {"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32", "data": list(range(8))}]}
+    r = requests.post(f"{srv.http_url}/v2/models/const/infer", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert out["shape"] == [2, 4] and out["data"] == [7.0] * 8
+    metrics = requests.get(srv.metrics_url, timeout=5).text
+    line = next(x for x in metrics.splitlines() if x.startswith("nv_inference_request_success{") and 'model="const"' in x)
+    assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+def test_packaged_torch_models_match_torch_over_http_and_grpc(
+    tmp_path: Path, start_triton: Any, mlp: Any, cnn: Any
+) -> None:
+    """Test 1: an MLP and a small CNN, packaged with the python-backend wrapper, answer like torch
+    over HTTP and gRPC, including concurrent batches merged by dynamic batching."""
+    import torch
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    repo = tmp_path / "repo"
+    opts = BatchingOptions(max_batch_size=16, max_queue_delay_microseconds=20000, instance_kind="KIND_CPU")
+    package_torch(mlp, repo, "mlp", example_inputs=torch.randn(1, 8), batching=opts)
+    package_torch(cnn, repo, "cnn", example_inputs=torch.randn(1, 3, 16, 16), batching=opts)
+    srv = start_triton(repo, load_models=["mlp", "cnn"])
+    hc = httpclient.InferenceServerClient(srv.http_address, concurrency=8)
+    gc = grpcclient.InferenceServerClient(srv.grpc_address)
+    assert hc.is_model_ready("mlp") and hc.is_model_ready("cnn")
+    rng = np.random.default_rng(0)
+    cases = {"mlp": (mlp, rng.standard_normal((5, 8)).astype(np.float32)),
+             "cnn": (cnn, rng.standard_normal((3, 3, 16, 16)).astype(np.float32))}  # fmt: skip
+    for name, (module, x) in cases.items():
+        with torch.no_grad():
+            want = module(torch.from_numpy(x)).numpy()
+        hi = httpclient.InferInput("INPUT__0", list(x.shape), "FP32")
+        hi.set_data_from_numpy(x)
+        got_http = hc.infer(name, [hi]).as_numpy("OUTPUT__0")
+        gi = grpcclient.InferInput("INPUT__0", list(x.shape), "FP32")
+        gi.set_data_from_numpy(x)
+        got_grpc = gc.infer(name, [gi]).as_numpy("OUTPUT__0")
+        np.testing.assert_allclose(got_http, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got_grpc, want, rtol=1e-4, atol=1e-5)
+    # 24 single-sample requests in flight at once: the dynamic batcher merges them
+    xs = rng.standard_normal((24, 1, 8)).astype(np.float32)
+    pending = []
+    for x in xs:
+        i = httpclient.InferInput("INPUT__0", [1, 8], "FP32")
+        i.set_data_from_numpy(x)
+        pending.append(hc.async_infer("mlp", [i]))
+    got = np.concatenate([p.get_result().as_numpy("OUTPUT__0") for p in pending])
+    with torch.no_grad():
+        want = mlp(torch.from_numpy(xs.reshape(24, 8))).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    stats = hc.get_inference_statistics("mlp")["model_stats"][0]
+    assert int(stats["execution_count"]) < int(stats["inference_count"]), stats  # batches were merged
+    hc.close()
+    gc.close()
+
+
+def _agent_env(tmp_path: Path, srv_url: str) -> tuple[Agent, Path, threading.Event, threading.Thread, Any]:
+    manifest = tmp_path / "manifest.json"
+    agent = Agent(manifest, tmp_path / "models", srv_url, poll_interval=0.1, resync_interval=2.0)
+    stop = threading.Event()
+    http, _ = agent.serve_in_thread("127.0.0.1", 0)
+    th = threading.Thread(target=agent.run_sidecar, args=(stop,), daemon=True)
+    return agent, manifest, stop, th, http
+
+
+def _wait(cond: Any, timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _model(name: str, versions: list[tuple[int, str, str | None]], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "format": "python",
+        "versions": [{"version": v, "source": s, **({"sha256": d} if d else {})} for v, s, d in versions],
+        "credentials": {"envPrefix": "MD_TEST_"},
+        **extra,
+    }
+
+
+def test_in_place_version_switch_from_s3_without_failed_requests(
+    tmp_path: Path, start_triton: Any, s3: Any, bucket: str, s3_env: dict[str, str]
+) -> None:
+    """Test 2 (+3): v1 serving; manifest -> v2 fetched from S3, loaded, v1 unloaded with zero failed
+    requests; then a corrupt v3 fails with the reason while v2 keeps serving."""
+    build = tmp_path / "build"
+    v1 = make_const_model(build, "clf", 1, 1.0, sleep=1.0)
+    v2 = make_const_model(build, "clf", 2, 2.0, sleep=1.0)
+    v3 = make_const_model(build, "clf", 3, 3.0)
+    for r in (v1, v2, v3):
+        upload_folder(s3, bucket, f"clf/{r.version}", r.version_dir)
+    s3.put_object(Bucket=bucket, Key="clf/3/model.py", Body=b"corrupted bytes")  # digest no longer matches
+    models = tmp_path / "models"
+    models.mkdir()
+    srv = start_triton(models)
+    agent, mpath, stop, th, http = _agent_env(tmp_path, srv.http_url)
+    src = {r.version: (r.version, f"s3://{bucket}/clf/{r.version}", r.digest) for r in (v1, v2, v3)}
+    write_manifest(mpath, {"generation": 1, "models": [_model("clf", [src[1]])]})
+    th.start()
+    try:
+        _wait(lambda: agent.ready()[0], 120, "v1 ready")
+        with Hammer(srv.http_url, "clf", threads=4) as h:
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            write_manifest(mpath, {"generation": 2, "models": [_model("clf", [src[1], src[2]])]})
+            _wait(lambda: agent.ready()[0] and agent.status()["generation"] == 2, 120, "v2 ready")
+            _wait(lambda: not requests.get(f"{srv.http_url}/v2/models/clf/versions/1/ready", timeout=5).ok, 30, "v1 unloaded")
+            switch = time.monotonic() - t0
+            time.sleep(0.5)
+        assert not h.failures, h.failures[:5]
+        assert h.ok.get(1.0, 0) > 0 and h.ok.get(2.0, 0) > 0, h.ok
+        print(f"\nin-place switch v1->v2: {switch:.2f}s, {sum(h.ok.values())} requests, 0 failed")
+        st = requests.get(f"http://127.0.0.1:{http.server_address[1]}/status", timeout=5).json()
+        assert st["ready"] is True and st["generation"] == 2
+        assert {v["version"]: v["state"] for v in st["models"][0]["versions"]}[2] == "Ready"
+        assert sorted(p.name for p in (models / "clf").iterdir() if p.name.isdigit()) == ["2"]
+
+        # Test 3: corrupt v3
+        write_manifest(mpath, {"generation": 3, "models": [_model("clf", [src[1], src[2], src[3]])]})
+
+        def v3_failed() -> bool:
+            vs = {v["version"]: v for v in agent.status()["models"][0]["versions"]}
+            return 3 in vs and vs[3]["state"] == "Failed"
+
+        _wait(v3_failed, 60, "v3 failed")
+        st = requests.get(f"http://127.0.0.1:{http.server_address[1]}/status", timeout=5).json()
+        v3s = {v["version"]: v for v in st["models"][0]["versions"]}[3]
+        assert v3s["reason"] == "DigestMismatch" and "model.py" in v3s["message"], v3s
+        assert "clf version 3" in st["lastError"] and st["ready"] is False
+        assert S3_SECRET_NOT_IN(st)
+        r = requests.post(f"{srv.http_url}/v2/models/clf/infer", json={"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}, timeout=10)  # fmt: skip
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"][0] == 2.0
+        assert not (models / "clf" / "3").exists()
+        assert requests.get(f"http://127.0.0.1:{http.server_address[1]}/ready", timeout=5).status_code == 503
+        assert requests.get(f"http://127.0.0.1:{http.server_address[1]}/serving", timeout=5).status_code == 200
+    finally:
+        stop.set()
+        th.join(30)
+        http.shutdown()
+
+
+def S3_SECRET_NOT_IN(obj: Any) -> bool:  # noqa: N802
+    from .conftest import S3_SECRET
+
+    return S3_SECRET not in str(obj)
+
+
+def test_load_failure_keeps_previous_version(tmp_path: Path, start_triton: Any) -> None:
+    """A version that fetches fine but fails in Triton's load: reported LoadFailed, old one serves."""
+    build = tmp_path / "build"
+    v1 = make_const_model(build, "m", 1, 1.0)
+    v2 = make_const_model(build, "m", 2, 2.0, fail=True)
+    models = tmp_path / "models"
+    models.mkdir()
+    srv = start_triton(models)
+    agent, mpath, stop, th, http = _agent_env(tmp_path, srv.http_url)
+    m1 = _model("m", [(1, f"file://{v1.version_dir}", v1.digest)])
+    write_manifest(mpath, {"generation": 1, "models": [m1]})
+    th.start()
+    try:
+        _wait(lambda: agent.ready()[0], 60, "v1 ready")
+        with Hammer(srv.http_url, "m", threads=2) as h:
+            m2 = _model("m", [(1, f"file://{v1.version_dir}", v1.digest), (2, f"file://{v2.version_dir}", v2.digest)])
+            write_manifest(mpath, {"generation": 2, "models": [m2]})
+            _wait(lambda: any(v["state"] == "Failed" for v in agent.status()["models"][0]["versions"]), 60, "v2 failed")
+            time.sleep(1.0)
+        assert not h.failures, h.failures[:5]
+        vs = {v["version"]: v for v in agent.status()["models"][0]["versions"]}
+        assert vs[2]["reason"] == "LoadFailed" and "broken model v2" in vs[2]["message"]
+        assert requests.get(f"{srv.http_url}/v2/models/m/versions/1/ready", timeout=5).status_code == 200
+    finally:
+        stop.set()
+        th.join(30)
+        http.shutdown()
+
+
+def test_version_policy_latest_two_keeps_two_newest(tmp_path: Path, start_triton: Any) -> None:
+    """Test 4: versionPolicy latest: 2 keeps exactly the two newest versions loaded."""
+    build = tmp_path / "build"
+    rs = [make_const_model(build, "p", v, float(v)) for v in (1, 2, 3)]
+    models = tmp_path / "models"
+    models.mkdir()
+    srv = start_triton(models)
+    agent, mpath, stop, th, http = _agent_env(tmp_path, srv.http_url)
+    vers = [(r.version, f"file://{r.version_dir}", r.digest) for r in rs]
+    write_manifest(mpath, {"generation": 1, "models": [_model("p", vers[:2], versionPolicy={"latest": 2})]})
+    th.start()
+    try:
+        _wait(lambda: agent.ready()[0], 60, "v1+v2 ready")
+        write_manifest(mpath, {"generation": 2, "models": [_model("p", vers, versionPolicy={"latest": 2})]})
+        _wait(lambda: agent.ready()[0] and agent.status()["generation"] == 2, 60, "v2+v3 ready")
+
+        def loaded() -> list[int]:
+            idx = requests.post(f"{srv.http_url}/v2/repository/index", json={}, timeout=5).json()
+            return sorted(int(e["version"]) for e in idx if e["name"] == "p" and e.get("state") == "READY")
+
+        _wait(lambda: loaded() == [2, 3], 30, "exactly [2, 3] loaded")
+        for v in (2, 3):
+            r = requests.post(f"{srv.http_url}/v2/models/p/versions/{v}/infer", json={"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}, timeout=10)  # fmt: skip
+            assert r.json()["outputs"][0]["data"][0] == float(v)
+        assert requests.get(f"{srv.http_url}/v2/models/p/versions/1/ready", timeout=5).status_code != 200
+    finally:
+        stop.set()
+        th.join(30)
+        http.shutdown()
+
+
+def test_readiness_false_while_loading_true_after(tmp_path: Path, start_triton: Any) -> None:
+    """Test 5: /ready is 503 while an expected version is still loading, 200 once it is READY."""
+    build = tmp_path / "build"
+    slow = make_const_model(build, "slow", 1, 5.0, sleep=4.0)
+    models = tmp_path / "models"
+    models.mkdir()
+    srv = start_triton(models)
+    agent, mpath, stop, th, http = _agent_env(tmp_path, srv.http_url)
+    ready_url = f"http://127.0.0.1:{http.server_address[1]}/ready"
+    write_manifest(mpath, {"generation": 1, "models": [_model("slow", [(1, f"file://{slow.version_dir}", slow.digest)])]})
+    assert requests.get(ready_url, timeout=5).status_code == 503  # nothing loaded yet
+    th.start()
+    try:
+        _wait(lambda: any(v["state"] == "Loading" for m in agent.status()["models"] for v in m["versions"]), 30, "Loading")
+        r = requests.get(ready_url, timeout=5)
+        assert r.status_code == 503 and "slow/1" in r.json()["waitingFor"]
+        elapsed = _wait(lambda: requests.get(ready_url, timeout=5).status_code == 200, 60, "ready")
+        assert elapsed > 1.0  # it really waited for the 4 s initialize()
+        from modeldeploy_runtime.cli import main
+
+        assert main(["health", "--url", ready_url]) == 0
+        assert main(["health", "--url", ready_url.replace("/ready", "/nope")]) == 1
+    finally:
+        stop.set()
+        th.join(30)
+        http.shutdown()
