@@ -118,7 +118,7 @@ class Scenario:
         health = free_port()
         cmd = [
             str(mdctl), "operator", "run", "--namespace", self.models_ns, "--log-format", "text",
-            "--metrics-port", str(free_port()), "--health-port", str(health),
+            "--metrics-port", str(free_port()), "--health-port", str(health), "--bind-address", "127.0.0.1",
         ]  # fmt: skip
         with log.open("w") as fh:
             proc = subprocess.Popen(
@@ -303,6 +303,8 @@ def test_serviceaccount_is_least_privileged(scenario: Scenario) -> None:
         ("create", "events", m),
         ("create", "events.events.k8s.io", m),
         ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
+        ("create", "scaledobjects.keda.sh", m),  # integrations, enabled by default
+        ("patch", "servicemonitors.monitoring.coreos.com", m),
     ]
     denied = [
         ("get", "secrets", m),
@@ -315,8 +317,6 @@ def test_serviceaccount_is_least_privileged(scenario: Scenario) -> None:
         ("delete", "pods", m),
         ("update", "modeldeployments.modeldeploy.io", m),
         ("delete", "modeldeployments.modeldeploy.io", m),
-        ("create", "scaledobjects.keda.sh", m),  # integrations disabled
-        ("create", "servicemonitors.monitoring.coreos.com", m),
         ("create", "statefulsets.apps", m),
         ("create", "jobs.batch", m),
         ("create", "roles.rbac.authorization.k8s.io", m),

@@ -194,7 +194,7 @@ def test_rbac_all_namespaces_is_exactly_the_contract() -> None:
     objs = render()
     assert not find(objs, "Role") and not find(objs, "RoleBinding")
     cr = one(objs, "ClusterRole")
-    assert rules_table(cr["rules"]) == NAMESPACED_RULES | CLUSTER_RULES
+    assert rules_table(cr["rules"]) == NAMESPACED_RULES | CLUSTER_RULES | KEDA_RULES | MONITORING_RULES
     crb = one(objs, "ClusterRoleBinding")
     assert crb["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -215,7 +215,7 @@ def test_rbac_watch_namespaces_uses_roles() -> None:
     roles = find(objs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["models-a", "models-b"]
     for role in roles:
-        assert rules_table(role["rules"]) == NAMESPACED_RULES | KEDA_RULES | MONITORING_RULES
+        assert rules_table(role["rules"]) == NAMESPACED_RULES | MONITORING_RULES  # keda disabled
     bindings = find(objs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["models-a", "models-b"]
     for b in bindings:
@@ -226,11 +226,11 @@ def test_rbac_watch_namespaces_uses_roles() -> None:
 @pytest.mark.parametrize(
     ("integrations", "extra"),
     [
-        ({"keda": {"enabled": True}}, KEDA_RULES),
-        ({"prometheusOperator": {"enabled": True}}, MONITORING_RULES),
-        ({"keda": {"enabled": True}, "prometheusOperator": {"enabled": True}}, KEDA_RULES | MONITORING_RULES),
+        ({"keda": {"enabled": False}}, MONITORING_RULES),
+        ({"prometheusOperator": {"enabled": False}}, KEDA_RULES),
+        ({"keda": {"enabled": False}, "prometheusOperator": {"enabled": False}}, {}),
     ],
-    ids=["keda", "prometheus-operator", "both"],
+    ids=["no-keda", "no-prometheus-operator", "neither"],
 )
 def test_rbac_integrations_only_when_enabled(
     tmp_path: Path, integrations: dict[str, Any], extra: dict[tuple[str, str], set[str]]
