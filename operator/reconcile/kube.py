@@ -106,7 +106,9 @@ class Kube:
         )
         _count(verb or method.lower(), kind)
         try:
-            resp = self.api.call_api(method, url, header_params=hdrs, body=body, _request_timeout=self.timeout)
+            resp = self.api.call_api(
+                method, url, header_params=hdrs, body=body, _request_timeout=self.timeout
+            )
             raw = resp.read()
         except ApiException as exc:
             raise KubeError(int(exc.status or 0), method, path, str(exc.reason or exc)) from None
@@ -147,7 +149,9 @@ class Kube:
         return list(out.get("items") or [])
 
     # --------------------------------------------------------------- writes
-    def apply(self, obj: dict[str, Any], res: Resource | None = None, *, force: bool = True) -> dict[str, Any]:
+    def apply(
+        self, obj: dict[str, Any], res: Resource | None = None, *, force: bool = True
+    ) -> dict[str, Any]:
         """Server-side apply ``obj`` under the operator's field manager."""
         res = res or BY_KIND[obj["kind"]]
         meta = obj["metadata"]
@@ -166,7 +170,11 @@ class Kube:
 
     def delete(self, res: Resource, namespace: str | None, name: str, uid: str | None = None) -> bool:
         """Delete (background propagation); ``uid`` guards against deleting a re-created object."""
-        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
         if uid:
             body["preconditions"] = {"uid": uid}
         try:

@@ -34,7 +34,9 @@ RENDERERS: dict[str, RenderFn] = {
 CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
 
 
-def render_children(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, dict[str, Any] | None]:
+def render_children(
+    md: ModelDeployment, opts: RenderOptions | None = None
+) -> dict[str, dict[str, Any] | None]:
     """Kind -> body (stamped with its applied hash), or None when the kind is not wanted."""
     opts = opts or RenderOptions()
     check_names(md)

@@ -45,6 +45,15 @@ class RenderError(ValueError):
 
 
 @dataclass(frozen=True)
+class Note:
+    """Something the renderer left out, reported in the status (``degraded``: Degraded=True)."""
+
+    reason: str
+    message: str
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
 class RenderOptions:
     """What the renderer needs to know about the cluster and the live state."""
 
@@ -54,7 +63,7 @@ class RenderOptions:
     #: ``generation`` written into the model manifest (default: the ModelDeployment's generation).
     manifest_generation: int | None = None
     #: Extra notes gathered while rendering (e.g. "ServiceMonitor CRD not installed").
-    notes: list[str] = field(default_factory=list, compare=False)
+    notes: list[Note] = field(default_factory=list, compare=False)
 
     def has_crd(self, name: str) -> bool:
         return self.crds is None or name in self.crds
@@ -106,7 +115,11 @@ def owner_reference(md: ModelDeployment) -> dict[str, Any]:
 
 
 def metadata(
-    md: ModelDeployment, name: str, *, component: str = "inference-server", labels: dict[str, str] | None = None
+    md: ModelDeployment,
+    name: str,
+    *,
+    component: str = "inference-server",
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,

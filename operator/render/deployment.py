@@ -29,6 +29,8 @@ TRITON_CONTAINER = "triton"
 AGENT_CONTAINER = "agent"
 FETCH_CONTAINER = "fetch-models"
 RUN_AS_USER = 1000
+#: Where pvc://<claim>/<path> sources are mounted for the agent (the runtime's MODELDEPLOY_PVC_ROOT default).
+PVC_ROOT = "/mnt/pvc"
 AGENT_HEALTH_COMMAND = ["modeldeploy-runtime", "health", "--url", f"http://127.0.0.1:{AGENT_PORT}/ready"]
 DEFAULT_AGENT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -93,6 +95,19 @@ def _credential_secrets(md: ModelDeployment) -> list[str]:
     return names
 
 
+def _pvc_claims(md: ModelDeployment) -> list[str]:
+    """Claims named by ``pvc://<claim>/<path>`` sources (mounted read-only for the agent)."""
+    claims: list[str] = []
+    for m in md.spec.models:
+        for v in m.versions:
+            src = m.version_source(v.version)
+            if src.startswith("pvc://"):
+                claim = src[len("pvc://") :].split("/", 1)[0]
+                if claim not in claims:
+                    claims.append(claim)
+    return claims
+
+
 def _agent_args(md: ModelDeployment, mode: str) -> list[str]:
     return [
         "agent",
@@ -116,7 +131,11 @@ def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
         {"name": "agent-tmp", "mountPath": "/tmp"},
     ]
     for i, secret in enumerate(_credential_secrets(md)):
-        mounts.append({"name": f"credentials-{i}", "mountPath": credentials_mount_path(secret), "readOnly": True})
+        mounts.append(
+            {"name": f"credentials-{i}", "mountPath": credentials_mount_path(secret), "readOnly": True}
+        )
+    for i, claim in enumerate(_pvc_claims(md)):
+        mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
     return mounts
 
 
@@ -283,6 +302,8 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
     ]
     for i, secret in enumerate(_credential_secrets(md)):
         volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
+    for i, claim in enumerate(_pvc_claims(md)):
+        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
 
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,

@@ -19,7 +19,10 @@ def hpa_metric(a: AutoscalingSpec) -> dict[str, Any]:
     if m.type == "cpu":
         return {
             "type": "Resource",
-            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": int(m.target)}},
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": int(m.target)},
+            },
         }
     name = m.metricName or DEFAULT_POD_METRICS[m.type]
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.render.common import SCALEDOBJECT_CRD, RenderOptions, metadata
+from modeldeploy.render.common import SCALEDOBJECT_CRD, Note, RenderOptions, metadata
 from modeldeploy.render.service import service_name
 
 
@@ -56,7 +56,11 @@ def render_scaledobject(md: ModelDeployment, opts: RenderOptions | None = None) 
     opts = opts or RenderOptions()
     if not opts.has_crd(SCALEDOBJECT_CRD):
         opts.notes.append(
-            f"autoscaling.mode keda: the KEDA CRD {SCALEDOBJECT_CRD} is not installed; not autoscaling"
+            Note(
+                "AutoscalerUnavailable",
+                f"spec.autoscaling.mode keda: the KEDA CRD {SCALEDOBJECT_CRD} is not installed; not autoscaling",
+                degraded=True,
+            )
         )
         return None
     return {

@@ -66,11 +66,12 @@ def _model(m: ModelSpec) -> ManifestModel:
             else None
         ),
         instanceGroups=[
-            ManifestInstanceGroup(count=g.count, kind=f"KIND_{g.kind}")  # type: ignore[arg-type]
-            for g in (m.instanceGroups or [])
+            ManifestInstanceGroup(count=g.count, kind=f"KIND_{g.kind}") for g in (m.instanceGroups or [])
         ],
         inputs=[ManifestTensor(name=t.name, dataType=t.dataType, dims=list(t.dims)) for t in m.inputs or []],
-        outputs=[ManifestTensor(name=t.name, dataType=t.dataType, dims=list(t.dims)) for t in m.outputs or []],
+        outputs=[
+            ManifestTensor(name=t.name, dataType=t.dataType, dims=list(t.dims)) for t in m.outputs or []
+        ],
         credentials=creds,
     )
 

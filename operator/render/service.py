@@ -23,7 +23,13 @@ def render_service(md: ModelDeployment, opts: RenderOptions | None = None) -> di
             "selector": selector_labels(md),
             "ports": [
                 {"name": "http", "port": ports.http, "targetPort": "http", "protocol": "TCP"},
-                {"name": "grpc", "port": ports.grpc, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+                {
+                    "name": "grpc",
+                    "port": ports.grpc,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
                 {"name": "metrics", "port": ports.metrics, "targetPort": "metrics", "protocol": "TCP"},
             ],
         },

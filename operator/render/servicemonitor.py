@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.render.common import SERVICEMONITOR_CRD, RenderOptions, common_labels, metadata
+from modeldeploy.render.common import SERVICEMONITOR_CRD, Note, RenderOptions, common_labels, metadata
 
 
 def render_servicemonitor(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any] | None:
@@ -15,8 +15,12 @@ def render_servicemonitor(md: ModelDeployment, opts: RenderOptions | None = None
     opts = opts or RenderOptions()
     if not opts.has_crd(SERVICEMONITOR_CRD):
         opts.notes.append(
-            f"monitoring.enabled: the prometheus-operator CRD {SERVICEMONITOR_CRD} is not installed; "
-            "no ServiceMonitor created (pods keep their prometheus.io/scrape annotations)"
+            Note(
+                "ServiceMonitorSkipped",
+                f"spec.monitoring.enabled: the prometheus-operator CRD {SERVICEMONITOR_CRD} is not "
+                "installed; no ServiceMonitor created (pods keep their prometheus.io/scrape annotations)",
+                degraded=False,
+            )
         )
         return None
     svc_labels = common_labels(md)
@@ -28,7 +32,11 @@ def render_servicemonitor(md: ModelDeployment, opts: RenderOptions | None = None
             "selector": {
                 "matchLabels": {
                     k: svc_labels[k]
-                    for k in ("app.kubernetes.io/name", "app.kubernetes.io/component", "modeldeploy.io/deployment")
+                    for k in (
+                        "app.kubernetes.io/name",
+                        "app.kubernetes.io/component",
+                        "modeldeploy.io/deployment",
+                    )
                 }
             },
             "endpoints": [{"port": "metrics", "path": "/metrics", "interval": mon.interval}],

@@ -1,0 +1,171 @@
+"""kopf handlers (thin): everything else lives in :mod:`modeldeploy.reconcile`.
+
+* create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted);
+* a timer every ``resync_seconds`` -> the same reconcile, level-based (drift repair, no write when
+  nothing changed);
+* events of our Deployments and pods -> a debounced status refresh of the owner.
+
+kopf's own bookkeeping lives in annotations (``modeldeploy.io/…``) and is written only when a spec
+change is handled, never per timer tick; kopf posts k8s Events only for warnings. No finalizers:
+children go by owner-reference garbage collection.
+
+Usable with ``mdctl operator run`` (which calls :func:`register` on a fresh registry) and with
+``kopf run -m modeldeploy.handlers`` (module import registers into kopf's default registry, with
+settings from the environment: KUBECONFIG, MODELDEPLOY_RESYNC_SECONDS, MODELDEPLOY_QUERY_AGENTS).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from modeldeploy import metrics
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.reconcile.kube import Kube, KubeError
+from modeldeploy.reconcile.reconciler import ApplyRejected, InvalidSpec, OperatorConfig, Reconciler
+from modeldeploy.reconcile.refresher import StatusRefresher
+from modeldeploy.render.common import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL
+
+log = logging.getLogger("modeldeploy.handlers")
+
+
+def _latency_since_change(body: Any) -> float | None:
+    """Seconds since the last write to the object by someone else than the operator."""
+    latest = None
+    for mf in body.get("metadata", {}).get("managedFields") or []:
+        if mf.get("manager") == FIELD_MANAGER or mf.get("subresource") or not mf.get("time"):
+            continue
+        t = dt.datetime.fromisoformat(str(mf["time"]).replace("Z", "+00:00"))
+        latest = t if latest is None or t > latest else latest
+    if latest is None:
+        return None
+    return max(0.0, (dt.datetime.now(dt.UTC) - latest).total_seconds())
+
+
+def _load_client() -> Any:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = 32
+    return client.ApiClient(cfg)
+
+
+class State:
+    """The per-process objects the handlers share (created at kopf startup)."""
+
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config = config
+        self.reconciler: Reconciler | None = None
+        self.refresher: StatusRefresher | None = None
+
+    def start(self, api_client: Any | None = None) -> None:
+        kube = Kube(api_client or _load_client())
+        self.reconciler = Reconciler(kube, self.config)
+        self.refresher = StatusRefresher(
+            self.reconciler.refresh_status, debounce=self.config.status_debounce_seconds
+        ).start()
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client: Any | None = None) -> State:
+    state = State(config)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="modeldeploy.io", key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING
+        settings.execution.max_workers = 16
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 60
+        state.start(api_client)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # in-cluster ServiceAccount, else KUBECONFIG (a fresh registry has no default login handlers)
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(**_: Any) -> None:
+        if state.refresher:
+            state.refresher.stop()
+
+    def _run(body: Any, trigger: str, retry: int = 0) -> None:
+        assert state.reconciler is not None
+        try:
+            state.reconciler.reconcile(dict(body), trigger=trigger)
+        except InvalidSpec as exc:
+            raise kopf.PermanentError(f"InvalidSpec: {exc}") from None
+        except ApplyRejected as exc:
+            raise kopf.TemporaryError(str(exc), delay=60) from None
+        except KubeError as exc:
+            if exc.retryable or exc.status == 403:
+                raise kopf.TemporaryError(str(exc), delay=min(60, 2 ** min(retry, 6))) from None
+            raise kopf.TemporaryError(str(exc), delay=30) from None
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    def reconcile(body: kopf.Body, reason: str, retry: int, **_: Any) -> None:
+        lat = _latency_since_change(body)
+        if lat is not None and reason in ("create", "update"):
+            metrics.HANDLER_LATENCY.labels(trigger=str(reason)).observe(lat)
+        _run(body, str(reason), retry)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=config.resync_seconds,
+        initial_delay=config.resync_seconds,
+        registry=registry,
+    )
+    def resync(body: kopf.Body, **_: Any) -> None:
+        assert state.reconciler is not None
+        start = time.monotonic()
+        try:
+            state.reconciler.reconcile(dict(body), trigger="resync")
+        except InvalidSpec:
+            pass  # already in the status; the timer does not retry an invalid spec
+        except (KubeError, ApplyRejected) as exc:
+            log.warning(
+                "resync of %s/%s failed: %s", body["metadata"]["namespace"], body["metadata"]["name"], exc
+            )
+        finally:
+            metrics.HANDLER_LATENCY.labels(trigger="resync").observe(time.monotonic() - start)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def md_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        if type == "DELETED" and state.reconciler is not None:
+            state.reconciler.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+
+    def _child_event(body: kopf.Body) -> None:
+        owner = (body.get("metadata", {}).get("labels") or {}).get(OWNER_LABEL)
+        if owner and state.refresher is not None:
+            state.refresher.mark(body["metadata"]["namespace"], owner)
+
+    @kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=registry)
+    def deployment_event(body: kopf.Body, **_: Any) -> None:
+        _child_event(body)
+
+    @kopf.on.event(
+        "v1", "pods", labels={OWNER_LABEL: kopf.PRESENT, MANAGED_BY_LABEL: MANAGED_BY}, registry=registry
+    )
+    def pod_event(body: kopf.Body, **_: Any) -> None:
+        _child_event(body)
+
+    return state
+
+
+# `kopf run -m modeldeploy.handlers`: register into kopf's default registry.
+DEFAULT_STATE = register(kopf.get_default_registry(), OperatorConfig.from_env())
