@@ -247,7 +247,7 @@ def _progress_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     """Add this area's subcommands to mdctl (and to modeldeploy-runtime)."""
     p = sub.add_parser("package", help="package a model as a Triton model-repository entry")
     p.add_argument(

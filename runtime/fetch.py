@@ -334,11 +334,11 @@ def _safe_extract(archive: Path, dest: Path) -> None:
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise FetchError(f"{archive.name}: cannot unpack archive: {exc}", "InvalidArchive") from exc
     # an archive holding a single top-level folder (e.g. "1/") is that folder
-    entries = [p for p in dest.iterdir()]
+    entries = list(dest.iterdir())
     if len(entries) == 1 and entries[0].is_dir():
         inner = entries[0]
-        for p in list(inner.iterdir()):
-            p.rename(dest / p.name)
+        for child in list(inner.iterdir()):
+            child.rename(dest / child.name)
         inner.rmdir()
 
 

@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, config_from_message
+from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, TensorSpec, config_from_message
 from modeldeploy_runtime.digest import SHA_MANIFEST, DigestMismatch, verify_folder
 from modeldeploy_runtime.manifest import TRITON_NAME_RE
 from modeldeploy_runtime.package import PACKAGE_META
@@ -74,7 +74,7 @@ def _check_python(path: Path, issues: list[Issue]) -> None:
         issues.append(Issue(str(path), "TritonPythonModel has no execute() method"))
 
 
-def _tensor_sig(ts: list) -> list[tuple[str, str, tuple[int, ...]]]:  # type: ignore[type-arg]
+def _tensor_sig(ts: list[TensorSpec]) -> list[tuple[str, str, tuple[int, ...]]]:
     return [(t.name, t.data_type, tuple(t.dims)) for t in ts]
 
 

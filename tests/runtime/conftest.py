@@ -3,11 +3,13 @@ small torch models, python-backend test models, and real tritonserver instances.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,6 @@ import pytest
 
 from modeldeploy_runtime.config import TensorSpec
 from modeldeploy_runtime.manifest import ModelManifest
-
-S3_KEY_ID = "AKIAMODELDEPLOYTEST"
-S3_SECRET = "modeldeploy-test-secret-never-logged"
 
 
 def free_port() -> int:
@@ -27,26 +26,71 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------------------------------ S3
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    key_id: str
+    secret: str
+
+    @contextlib.contextmanager
+    def enforce_auth(self) -> Iterator[None]:
+        """Make the server check request signatures against its IAM users meanwhile.
+
+        Off by default because moto's server (5.x) miscomputes SigV4 for query strings containing
+        '/', i.e. every ListObjectsV2 with a folder prefix, even with the right keys."""
+        import requests
+
+        r = requests.post(f"{self.endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
+        assert r.status_code == 200, r.text
+        try:
+            yield
+        finally:
+            requests.post(f"{self.endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A real HTTP S3 endpoint (moto's server) on 127.0.0.1."""
+def s3_server() -> Iterator[S3Server]:
+    """A real HTTP S3 endpoint (moto's server) on 127.0.0.1, with an IAM user (s3:* policy) whose
+    keys the tests use; ``enforce_auth()`` turns signature checking on."""
+    import boto3
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")  # fmt: skip
+        iam.create_user(UserName="modeldeploy-test")
+        iam.put_user_policy(
+            UserName="modeldeploy-test",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                }
+            ),
+        )
+        key = iam.create_access_key(UserName="modeldeploy-test")["AccessKey"]
+        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
     finally:
         server.stop()
 
 
 @pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> dict[str, str]:
+def s3_endpoint(s3_server: S3Server) -> str:
+    return s3_server.endpoint
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> dict[str, str]:
+    """Credentials for the agent/fetcher, as env vars with the prefix MD_TEST_."""
     env = {
-        "MD_TEST_AWS_ACCESS_KEY_ID": S3_KEY_ID,
-        "MD_TEST_AWS_SECRET_ACCESS_KEY": S3_SECRET,
-        "MD_TEST_AWS_ENDPOINT_URL": s3_endpoint,
+        "MD_TEST_AWS_ACCESS_KEY_ID": s3_server.key_id,
+        "MD_TEST_AWS_SECRET_ACCESS_KEY": s3_server.secret,
+        "MD_TEST_AWS_ENDPOINT_URL": s3_server.endpoint,
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -54,14 +98,14 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def s3(s3_endpoint: str) -> Any:
+def s3(s3_server: S3Server) -> Any:
     import boto3
 
     return boto3.client(
         "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id=S3_KEY_ID,
-        aws_secret_access_key=S3_SECRET,
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.key_id,
+        aws_secret_access_key=s3_server.secret,
         region_name="us-east-1",
     )
 
@@ -134,7 +178,9 @@ def make_const_model(
     src = src_dir / "model.py"
     src.write_text(
         CONST_MODEL.format(
-            sleep=sleep, value=value, fail="raise RuntimeError('broken model v%d')" % version if fail else "pass"
+            sleep=sleep,
+            value=value,
+            fail=f"raise RuntimeError('broken model v{version}')" if fail else "pass",
         )
     )
     return package_python(
@@ -202,7 +248,9 @@ class Hammer:
 
     def _run(self) -> None:
         s = self.requests_mod.Session()
-        body = json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+        body = json.dumps(
+            {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        )
         while not self.stop_event.is_set():
             try:
                 r = s.post(self.url, data=body, timeout=10)
