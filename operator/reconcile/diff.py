@@ -69,6 +69,9 @@ def first_difference(desired: Any, live: Any, path: str = "") -> str | None:
         if _named(desired) and _named(live):
             by_name = {i["name"]: i for i in live}
             names = [i["name"] for i in desired]
+            for n in names:
+                if n not in by_name:
+                    return f"{path}[{n}]"
             # The order of named items matters for containers/args; the server keeps ours.
             live_order = [i["name"] for i in live if i["name"] in set(names)]
             if live_order != names:

@@ -109,6 +109,8 @@ class Reconciler:
         self._crds: tuple[float, frozenset[str]] | None = None
         #: per ModelDeployment: optional child kinds known to be absent (skip GETs on resync)
         self._absent: dict[str, set[str]] = {}
+        #: per ModelDeployment: the generation whose spec was found invalid
+        self._invalid: dict[str, int] = {}
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
 
     # ------------------------------------------------------------- helpers
@@ -137,6 +139,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
         self._absent.pop(key, None)
+        self._invalid.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -180,8 +183,12 @@ class Reconciler:
         except (SpecError, RenderError) as exc:
             msg = "; ".join(exc.errors) if isinstance(exc, SpecError) else str(exc)
             self._write_invalid(body, msg)
+            self._invalid[key] = int(meta.get("generation") or 0)
             raise InvalidSpec(msg) from None
 
+        if trigger == "resync" and self._invalid.get(key) == md.generation:
+            return Outcome()  # rejected before; wait for a spec change rather than retrying per tick
+        self._invalid.pop(key, None)
         outcome = Outcome()
         full = trigger != "resync"
         absent = self._absent.setdefault(key, set())
@@ -239,7 +246,13 @@ class Reconciler:
             try:
                 new = self.kube.apply(desired, res)
             except KubeError as exc:
-                if exc.status in (400, 403, 404, 422):
+                if exc.status in (400, 422):
+                    # Rendered from a spec value the CRD could not check (e.g. a free-form affinity).
+                    msg = f"the API server rejected {kind} {desired['metadata']['name']}: {exc.message}"
+                    self._write_invalid(body, msg)
+                    self._invalid[key] = md.generation
+                    raise InvalidSpec(msg) from None
+                if exc.status in (403, 404):
                     raise ApplyRejected(f"{kind} {desired['metadata']['name']}: {exc.message}") from None
                 raise
             metrics.CHILD_WRITES.labels(kind=kind, action="apply").inc()

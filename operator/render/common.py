@@ -80,6 +80,37 @@ def check_names(md: ModelDeployment) -> None:
             f"{name!r} must be a DNS-1035 label (lowercase letters, digits and '-', starting with a "
             "letter, at most 63 characters): it names the Service of the Triton pods",
         )
+    check_keys(md)
+
+
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
+_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` is not a valid label/annotation key (``[prefix/]name``), or None."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _PREFIX.match(prefix)):
+        return "the prefix must be a DNS subdomain"
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        return "the name must be at most 63 characters: letters, digits, '-', '_' or '.', starting and ending alphanumeric"
+    return None
+
+
+def check_keys(md: ModelDeployment) -> None:
+    """Label/annotation keys: the CRD cannot validate map keys, the API server rejects bad ones."""
+    spec = md.spec
+    maps = {
+        "spec.podLabels": spec.podLabels,
+        "spec.podAnnotations": spec.podAnnotations,
+        "spec.monitoring.labels": spec.monitoring.labels,
+        "spec.scheduling.nodeSelector": spec.scheduling.nodeSelector,
+    }
+    for path, m in maps.items():
+        for k in m or {}:
+            why = key_problem(k)
+            if why:
+                raise RenderError(f"{path}[{k!r}]", f"invalid key: {why}")
 
 
 def selector_labels(md: ModelDeployment) -> dict[str, str]:

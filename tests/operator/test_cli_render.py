@@ -1,0 +1,83 @@
+"""`mdctl render FILE` and the `mdctl operator run` argument surface."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from opsupport import CASES
+
+from modeldeploy.cli import build_parser, main
+
+
+def test_render_prints_every_child(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(CASES / "gpu.yaml")]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == [
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+    ]
+
+
+def test_render_many_documents_and_missing_crds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "all.yaml"
+    f.write_text((CASES / "keda.yaml").read_text() + "---\n" + (CASES / "cpu.yaml").read_text())
+    rc = main(["render", str(f), "--without-crds", "scaledobjects.keda.sh", "-o", "json"])
+    out = capsys.readouterr()
+    assert rc == 0
+    kinds = [i["kind"] for i in yaml.safe_load(out.out)["items"]]
+    assert "ScaledObject" not in kinds and kinds.count("Deployment") == 2
+    assert "KEDA CRD scaledobjects.keda.sh is not installed" in out.err
+
+
+def test_render_errors_name_the_file_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = yaml.safe_load((CASES / "cpu.yaml").read_text())
+    doc["spec"]["models"][0]["versions"] = []
+    doc["spec"]["podLabels"] = {"x": "y"}
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    assert main(["render", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert str(f) in err and "spec.models[0].versions" in err
+
+
+def test_operator_run_flags() -> None:
+    args = build_parser().parse_args(
+        [
+            "operator",
+            "run",
+            "-n",
+            "a",
+            "-n",
+            "b",
+            "--log-format",
+            "json",
+            "--resync-seconds",
+            "5",
+            "--metrics-port",
+            "0",
+        ]
+    )
+    assert args.namespace == ["a", "b"] and args.log_format == "json" and args.resync_seconds == 5
+    args = build_parser().parse_args(["operator", "run", "--all-namespaces"])
+    assert args.all_namespaces and args.metrics_port == 8080 and args.health_port == 8081
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["operator", "run", "-A", "-n", "x"])
+
+
+def test_python_dash_m_entrypoint_renders() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", "render", str(CASES / "cpu.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "kind: Deployment" in proc.stdout

@@ -1,0 +1,212 @@
+"""Properties of the rendered children that matter beyond the goldens."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from opsupport import load_case
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.render import RenderError, RenderOptions, render_children
+from modeldeploy.render.common import MANIFEST_HASH_ANNOTATION, SCALEDOBJECT_CRD, SERVICEMONITOR_CRD
+from modeldeploy.render.deployment import render_deployment
+from modeldeploy.render.manifest import build_manifest
+
+
+def md_of(case: str, **spec_changes: Any) -> ModelDeployment:
+    body = load_case(case)
+    body["spec"].update(copy.deepcopy(spec_changes))
+    return ModelDeployment.from_body(body)
+
+
+def containers(dep: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = dep["spec"]["template"]["spec"]
+    return pod["initContainers"] + pod["containers"]
+
+
+@pytest.mark.parametrize("case", ["cpu", "gpu", "mig", "multi-model", "hpa", "keda"])
+def test_pod_is_podsecurity_restricted(case: str) -> None:
+    dep = render_deployment(md_of(case))
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in containers(dep):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False, c["name"]
+        assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+    allowed = {"configMap", "emptyDir", "secret", "persistentVolumeClaim"}
+    for v in pod["volumes"]:
+        assert set(v) - {"name"} <= allowed, v
+
+
+def test_gpu_resources_toleration_and_product_affinity() -> None:
+    dep = render_deployment(md_of("gpu"))
+    pod = dep["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    assert triton["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}
+            ]
+        }
+    ]
+    dshm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+
+
+def test_product_affinity_is_anded_into_user_terms() -> None:
+    user = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    }
+    md = md_of("gpu", scheduling={"affinity": user})
+    pod = render_deployment(md)["spec"]["template"]["spec"]
+    exprs = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"]
+    assert [e["key"] for e in exprs] == ["zone", "nvidia.com/gpu.product"]
+    assert md.spec.scheduling.affinity == user  # the spec is not mutated
+
+
+def test_mig_requests_the_mig_resource() -> None:
+    pod = render_deployment(md_of("mig"))["spec"]["template"]["spec"]
+    res = pod["containers"][0]["resources"]
+    assert res["limits"] == {"nvidia.com/mig-1g.10gb": "1"}
+    assert "nvidia.com/gpu" not in res["requests"]
+
+
+def test_cpu_model_has_no_gpu_anything() -> None:
+    pod = render_deployment(md_of("cpu"))["spec"]["template"]["spec"]
+    assert "tolerations" not in pod and "affinity" not in pod
+    assert "nvidia.com/gpu" not in str(pod["containers"][0]["resources"])
+
+
+def test_triton_args_and_agent_probe_follow_the_contract() -> None:
+    md = md_of("gpu", server={"ports": {"http": 9000, "grpc": 9001, "metrics": 9002}})
+    pod = render_deployment(md)["spec"]["template"]["spec"]
+    triton, agent = pod["containers"]
+    assert triton["args"][:6] == [
+        "--model-repository=/models",
+        "--model-control-mode=explicit",
+        "--strict-readiness=true",
+        "--http-port=9000",
+        "--grpc-port=9001",
+        "--metrics-port=9002",
+    ]
+    assert agent["readinessProbe"]["exec"]["command"] == [
+        "modeldeploy-runtime",
+        "health",
+        "--url",
+        "http://127.0.0.1:8080/ready",
+    ]
+    assert "--triton-url" in agent["args"] and "http://127.0.0.1:9000" in agent["args"]
+    assert pod["initContainers"][0]["args"][:3] == ["agent", "--mode", "init"]
+
+
+def test_autoscaling_leaves_replicas_to_the_autoscaler() -> None:
+    assert "replicas" not in render_deployment(md_of("hpa"))["spec"]
+    assert "replicas" not in render_deployment(md_of("keda"))["spec"]
+    assert render_deployment(md_of("cpu", replicas=4))["spec"]["replicas"] == 4
+
+
+def test_inplace_version_change_keeps_the_pod_template() -> None:
+    a = md_of("cpu")
+    b = md_of("cpu", models=[{**load_case("cpu")["spec"]["models"][0], "versionPolicy": {"all": True}}])
+    assert build_manifest(a) != build_manifest(b)
+    assert render_deployment(a)["spec"]["template"] == render_deployment(b)["spec"]["template"]
+    ca, cb = render_children(a)["ConfigMap"], render_children(b)["ConfigMap"]
+    assert ca is not None and cb is not None and ca["data"] != cb["data"]
+
+
+def test_rolling_version_change_rolls_the_pods() -> None:
+    model = load_case("cpu")["spec"]["models"][0]
+    a = md_of("cpu", rollout={"strategy": "rolling"})
+    b = md_of("cpu", rollout={"strategy": "rolling"}, models=[{**model, "versionPolicy": {"all": True}}])
+    ta, tb = (render_deployment(x)["spec"]["template"]["metadata"]["annotations"] for x in (a, b))
+    assert ta[MANIFEST_HASH_ANNOTATION] != tb[MANIFEST_HASH_ANNOTATION]
+    # scaling is not a version change: same hash, even though the generation differs
+    c = md_of("cpu", rollout={"strategy": "rolling"}, replicas=5)
+    c.metadata["generation"] = 7
+    assert render_deployment(c)["spec"]["template"] == render_deployment(a)["spec"]["template"]
+
+
+def test_which_children_are_wanted() -> None:
+    kinds = lambda md: {k for k, v in render_children(md).items() if v is not None}  # noqa: E731
+    assert kinds(md_of("cpu")) == {"ConfigMap", "Service", "Deployment"}
+    assert kinds(md_of("gpu")) == {
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+    }
+    assert "HorizontalPodAutoscaler" in kinds(md_of("hpa")) and "PodDisruptionBudget" in kinds(md_of("hpa"))
+    assert "ScaledObject" in kinds(md_of("keda")) and "PodDisruptionBudget" not in kinds(md_of("keda"))
+
+
+def test_missing_crds_are_skipped_with_notes() -> None:
+    opts = RenderOptions(crds=frozenset())
+    out = render_children(md_of("keda"), opts)
+    assert out["ScaledObject"] is None and out["ServiceMonitor"] is None
+    reasons = {n.reason: n for n in opts.notes}
+    assert reasons["AutoscalerUnavailable"].degraded
+    assert not reasons["ServiceMonitorSkipped"].degraded
+    assert SCALEDOBJECT_CRD in reasons["AutoscalerUnavailable"].message
+    assert SERVICEMONITOR_CRD in reasons["ServiceMonitorSkipped"].message
+
+
+def test_every_child_is_owned_and_labelled() -> None:
+    md = md_of("keda")
+    for kind, body in render_children(md).items():
+        if body is None:
+            continue
+        meta = body["metadata"]
+        assert meta["ownerReferences"][0]["uid"] == md.metadata["uid"], kind
+        assert meta["ownerReferences"][0]["controller"] is True
+        assert meta["labels"]["modeldeploy.io/deployment"] == md.name
+        assert meta["annotations"]["modeldeploy.io/applied-hash"]
+
+
+@pytest.mark.parametrize(
+    ("field", "key"),
+    [
+        ("podLabels", "bad key"),
+        ("podAnnotations", "Example.COM/x"),
+        ("podLabels", "-leading"),
+        ("podAnnotations", "x" * 64),
+    ],
+)
+def test_invalid_map_keys_are_render_errors_naming_the_field(field: str, key: str) -> None:
+    md = md_of("cpu", **{field: {key: "v"}})
+    with pytest.raises(RenderError) as err:
+        render_children(md)
+    assert err.value.field == f"spec.{field}[{key!r}]"
+
+
+def test_valid_map_keys_render() -> None:
+    md = md_of("cpu", podLabels={"team": "a", "example.com/tier": "b"}, podAnnotations={"a.b/c_d.e": "x"})
+    assert render_children(md)["Deployment"] is not None
+
+
+def test_credentials_are_referenced_never_inlined() -> None:
+    out = render_children(md_of("gpu"))
+    cm = out["ConfigMap"]
+    assert cm is not None
+    assert "/var/run/secrets/modeldeploy/s3-creds" in cm["data"]["manifest.json"]
+    pod = out["Deployment"]["spec"]["template"]["spec"]  # type: ignore[index]
+    triton = pod["containers"][0]
+    assert all(m["name"] != "credentials-0" for m in triton["volumeMounts"]), "Triton must not see the Secret"
+    assert {"name": "credentials-0", "secret": {"secretName": "s3-creds"}} in pod["volumes"]

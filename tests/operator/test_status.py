@@ -1,0 +1,157 @@
+"""Status computation: conditions, per-version states, transitions, patches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opsupport import load_case
+
+from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus
+from modeldeploy.reconcile.diagnose import Diagnosis
+from modeldeploy.reconcile.status import compute_status, invalid_status, status_patch
+from modeldeploy.render.common import Note
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def md(case: str = "cpu", **spec: Any) -> ModelDeployment:
+    body = load_case(case)
+    body["spec"].update(spec)
+    return ModelDeployment.from_body(body)
+
+
+def deployment(
+    want: int = 1,
+    *,
+    updated: int | None = None,
+    available: int | None = None,
+    generation: int = 2,
+    observed: int = 2,
+    total: int | None = None,
+) -> dict[str, Any]:
+    updated = want if updated is None else updated
+    available = want if available is None else available
+    return {
+        "metadata": {"name": "cpu-model", "generation": generation},
+        "spec": {"replicas": want},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": want if total is None else total,
+            "updatedReplicas": updated,
+            "readyReplicas": available,
+            "availableReplicas": available,
+        },
+    }
+
+
+def running_pod() -> dict[str, Any]:
+    return {"metadata": {"name": "p"}, "status": {"phase": "Running"}}
+
+
+def conds(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in st["conditions"]}
+
+
+def test_ready_when_rolled_out_and_available() -> None:
+    st = compute_status(md(), deployment(1), [running_pod()], None, now=T0)
+    c = conds(st)
+    assert c["Ready"]["status"] == "True" and c["Ready"]["reason"] == "Available"
+    assert c["ModelsReady"]["status"] == "True"
+    assert c["Progressing"]["status"] == "False" and c["Progressing"]["reason"] == "Complete"
+    assert c["Degraded"]["status"] == "False"
+    assert st["observedGeneration"] == 1 and all(x["observedGeneration"] == 1 for x in st["conditions"])
+    assert st["models"] == [
+        {
+            "name": "simple",
+            "versions": [
+                {"version": 1, "state": "Unloaded", "reason": "NotInVersionPolicy", "message": ""},
+                {"version": 2, "state": "Ready", "reason": "Loaded", "message": "", "readyReplicas": 1},
+            ],
+        }
+    ]
+    assert (
+        st["versionsReady"] == "1/1" and st["servedVersions"] == "simple:2" and st["replicasSummary"] == "1/1"
+    )
+    assert st["endpoints"] == {
+        "http": "http://cpu-model.models.svc:8000",
+        "grpc": "cpu-model.models.svc:8001",
+    }
+    assert st["selector"] == "app.kubernetes.io/name=triton,modeldeploy.io/deployment=cpu-model"
+    ModelDeploymentStatus.model_validate(st)  # the CRD's status schema accepts it
+
+
+def test_not_ready_while_rolling_out_or_controller_lagging() -> None:
+    for dep in (deployment(2, updated=1, available=1), deployment(1, observed=1), deployment(2, total=3)):
+        c = conds(compute_status(md(), dep, [running_pod()], None, now=T0))
+        assert c["Ready"]["status"] == "False", dep
+        assert c["Progressing"]["status"] == "True"
+
+
+def test_last_transition_time_only_moves_on_status_changes() -> None:
+    first = compute_status(md(), deployment(1), [running_pod()], None, now=T0)
+    again = compute_status(md(), deployment(1), [running_pod()], None, previous=first, now=T1)
+    assert again == first and status_patch(first, again) is None
+    broken = compute_status(md(), deployment(1, available=0), [running_pod()], None, previous=first, now=T1)
+    assert conds(broken)["Ready"]["lastTransitionTime"] == T1
+    assert conds(broken)["Progressing"]["lastTransitionTime"] == T1
+    # Degraded stayed False: its time is kept even though its message may change
+    assert conds(broken)["Degraded"]["lastTransitionTime"] == T0
+
+
+def test_diagnosis_goes_into_ready_and_degraded() -> None:
+    d = Diagnosis("InsufficientGPU", "pod x: not enough GPUs")
+    st = compute_status(md("gpu"), deployment(2, available=0, updated=2), [], d, now=T0)
+    c = conds(st)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "InsufficientGPU")
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "InsufficientGPU")
+    assert st["models"][0]["versions"][0]["state"] == "Pending"
+    assert st["models"][0]["versions"][0]["reason"] == "InsufficientGPU"
+
+
+def test_model_load_failed_marks_the_version_failed() -> None:
+    d = Diagnosis(
+        "ModelLoadFailed", "pod p: simple version 2: LoadFailed: bad", {("simple", 2): "LoadFailed: bad"}
+    )
+    st = compute_status(md(), deployment(1, available=0), [running_pod()], d, now=T0)
+    v = st["models"][0]["versions"][1]
+    assert (v["state"], v["reason"], v["message"]) == ("Failed", "ModelLoadFailed", "LoadFailed: bad")
+    c = conds(st)
+    assert c["ModelsReady"]["reason"] == "ModelLoadFailed" and c["Ready"]["reason"] == "ModelLoadFailed"
+
+
+def test_progress_deadline_stops_progressing() -> None:
+    d = Diagnosis("ProgressDeadlineExceeded", "deployment m: timed out")
+    c = conds(compute_status(md(), deployment(1, available=0), [], d, now=T0))
+    assert (c["Progressing"]["status"], c["Progressing"]["reason"]) == ("False", "ProgressDeadlineExceeded")
+
+
+def test_scaled_to_zero_is_ready_but_models_not() -> None:
+    st = compute_status(md("keda"), deployment(0), [], None, now=T0)
+    c = conds(st)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("True", "ScaledToZero")
+    assert c["ModelsReady"]["status"] == "False"
+
+
+def test_missing_deployment() -> None:
+    c = conds(compute_status(md(), None, [], None, now=T0))
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "DeploymentMissing")
+
+
+def test_notes_degrade_only_when_marked() -> None:
+    info = Note("ServiceMonitorSkipped", "no CRD", degraded=False)
+    bad = Note("AutoscalerUnavailable", "no KEDA", degraded=True)
+    c = conds(compute_status(md(), deployment(1), [running_pod()], None, notes=[info], now=T0))
+    assert c["Degraded"]["status"] == "False" and c["Degraded"]["message"] == "no CRD"
+    c = conds(compute_status(md(), deployment(1), [running_pod()], None, notes=[bad], now=T0))
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "AutoscalerUnavailable")
+
+
+def test_invalid_status_and_patch() -> None:
+    body = load_case("cpu")
+    body["metadata"]["generation"] = 4
+    st = invalid_status(body, "spec.podLabels['bad key']: invalid key", now=T0)
+    c = conds(st)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "InvalidSpec")
+    assert "podLabels" in c["Ready"]["message"] and st["observedGeneration"] == 4
+    assert status_patch({"a": 1, "b": 2}, {"a": 1, "c": 3}) == {"c": 3, "b": None}
+    assert status_patch({"a": 1}, {"a": 1}) is None
