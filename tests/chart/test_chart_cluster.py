@@ -385,6 +385,27 @@ def test_argocd_health_on_operator_statuses(scenario: Scenario) -> None:
     assert argocd_health(stale)["status"] == "Progressing"
 
 
+def test_argocd_health_degraded_from_operator_status(scenario: Scenario) -> None:
+    """A ModelDeployment that cannot be scheduled (more GPUs per pod than any node has): the operator
+    reports Degraded=True, and the Lua check says Degraded with the operator's message."""
+    s = scenario
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"]["name"] = "too-big"
+    doc["spec"]["resources"]["gpu"] = 16  # the KWOK GPU nodes have 8 each
+    s.kubectl("apply", "-n", s.models_ns, "-f", "-", input=json.dumps(doc))
+
+    def degraded() -> dict[str, Any] | None:
+        obj = s.get("md", "too-big", "-n", s.models_ns)
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        return obj if conds.get("Degraded", {}).get("status") == "True" else None
+
+    obj = _wait(degraded, READY_TIMEOUT, "ModelDeployment too-big Degraded=True")
+    cond = next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
+    assert argocd_health(obj) == {"status": "Degraded", "message": cond["message"]}
+    s.assert_no_forbidden()
+    s.kubectl("delete", "md", "too-big", "-n", s.models_ns, "--wait=true", timeout=120)
+
+
 def _triton_state(s: Scenario) -> dict[str, Any]:
     deps = s.get("deployments", "-n", s.models_ns)["items"]
     pods = s.get("pods", "-n", s.models_ns)["items"]

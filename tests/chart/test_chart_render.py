@@ -25,7 +25,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("autoscaling", "horizontalpodautoscalers"): RW,
     ("policy", "poddisruptionbudgets"): RW,
     ("", "pods"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"create", "patch", "list"},  # list: kubelet Unhealthy events -> ModelLoadFailed
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
