@@ -124,3 +124,21 @@ def test_bumping_a_version_in_git_changes_only_the_served_version(tmp_path: Path
     assert a.spec.desired_versions() == {"resnet50": [3]}
     before["spec"]["models"][0]["versions"].append({"version": 3})
     assert before == after
+
+
+def test_kind_config_has_a_gpu_worker() -> None:
+    cfg = yaml.safe_load((REPO / "kind-config.yaml").read_text())
+    assert cfg["kind"] == "Cluster" and cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    roles = [n["role"] for n in cfg["nodes"]]
+    assert roles.count("control-plane") == 1 and "worker" in roles
+    gpu_workers = [
+        n
+        for n in cfg["nodes"]
+        if {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"}
+        in n.get("extraMounts", [])
+    ]
+    assert [n["role"] for n in gpu_workers] == ["worker"], "one worker gets the GPUs, never the control plane"
+    assert (
+        "kind create cluster --name modeldeploy --config kind-config.yaml"
+        in (REPO / "docs" / "kind.md").read_text()
+    )
