@@ -3,10 +3,10 @@ model manifest written by the operator.
 
 * ``init`` mode fetches every wanted version and writes each model's ``config.pbtxt``, then exits.
 * ``sidecar`` mode watches the manifest file (a mounted ConfigMap: polled by content) and, per
-  model: fetches new versions, loads them next to the versions being served (``version_policy``
-  ``specific`` = served + new, then Triton's repository ``load``), waits until they are READY and only
-  then rewrites the policy to exactly the wanted versions and loads again, which makes Triton unload
-  the others. A version that fails to fetch or load is reported and the served ones stay.
+  model: fetches new versions, rewrites ``version_policy`` to ``specific`` = the wanted versions and
+  calls Triton's repository ``load``: Triton keeps serving the old versions until the new ones are
+  READY, then unloads the old ones (see :meth:`Agent.sync_model`). A version that fails to fetch or
+  load is reported and the served ones stay.
 * HTTP: ``/healthz`` (alive), ``/ready`` (200 only when every version the manifest expects is READY
   in Triton, checked live with ``/v2/models/<m>/versions/<v>/ready``), ``/serving`` (200 when every
   model has at least one READY version: usable as pod readiness during in-place switches) and
@@ -240,6 +240,8 @@ class Agent:
         for num in model.wanted_versions():
             mv = by_num[num]
             key = (model.name, num)
+            if self._failed_loads.get(key) == self._key(model, num):
+                continue  # Triton rejected exactly this source/digest: retried when the manifest changes it
             if self.fetcher.is_current(model.name, num, mv.source, mv.sha256):
                 ok.append(num)
                 continue
@@ -266,7 +268,6 @@ class Agent:
                 )
                 continue
             self._fetch_retry.pop(key, None)
-            self._failed_loads.pop(key, None)  # new content: a failed load may be retried
             log.info(
                 "fetched %s version %d from %s (%s, %d bytes, %.2fs)",
                 model.name, num, mv.source, "cached" if res.cached else "downloaded", res.bytes, res.seconds,
@@ -295,6 +296,16 @@ class Agent:
         return f"{mv.source}@{mv.sha256 or ''}"
 
     def sync_model(self, model: ManifestModel) -> None:
+        """Make Triton serve the wanted versions of one model, without a gap.
+
+        One ``load`` with ``version_policy specific`` = the wanted versions that are fetched (and did
+        not fail to load before). Verified on the real server: while it loads, Triton keeps serving
+        the versions it had; once the new ones are READY it drops the ones no longer listed; when a
+        version fails to load, the whole reload is discarded and the previous versions keep
+        serving. Every load reloads all listed versions of the model (Triton reloads a modified
+        model as a whole), so one load per switch is the cheapest: the two-step variant (load
+        old+new, then new only) costs three version loads instead of one.
+        """
         name = model.name
         wanted = model.wanted_versions()
         fetched = self.fetch_wanted(model)
@@ -305,65 +316,60 @@ class Agent:
             return
         serving = sorted(v for v, (st, _) in triton.items() if st == "READY")
         candidates = [v for v in fetched if self._failed_loads.get((name, v)) != self._key(model, v)]
-        new = [v for v in candidates if v not in serving]
+        desired = candidates or serving  # nothing new to load: keep what is served
+        if not desired:
+            return
         t0 = time.monotonic()
-        if new:
-            # Phase 1: load the new versions next to the ones being served.
-            keep = sorted(set(serving) | set(candidates))
+        changed = self.write_config(model, desired)
+        new = [v for v in desired if v not in serving]
+        gone = [v for v in serving if v not in desired]
+        if changed or new or gone:
             for v in new:
                 self._set(name, v, "Loading", "Loading", "loading into Triton")
-            self.write_config(model, keep)
             err = self.triton.load(name)
             try:
                 triton = self.triton.model_states(name)
             except requests.RequestException as exc:
                 self._error(f"cannot reach Triton at {self.triton.url}: {exc}")
                 return
-            for v in new:
-                st, reason = triton.get(v, ("UNAVAILABLE", ""))
-                if st != "READY":
-                    msg = _short(reason or err or f"version {v} is {st}")
+            now = sorted(v for v, (st, _) in triton.items() if st == "READY")
+            for v in desired:
+                if v not in now:
+                    st, reason = triton.get(v, ("UNAVAILABLE", ""))
                     self._failed_loads[(name, v)] = self._key(model, v)
-                    self._set(name, v, "Failed", "LoadFailed", msg)
-            serving = sorted(v for v, (st, _) in triton.items() if st == "READY")
-        # Phase 2: serve exactly the wanted versions that are ready (keep the old ones when none is).
-        ready_wanted = [v for v in wanted if v in serving]
-        target = ready_wanted or serving
-        if target:
-            changed = self.write_config(model, target)
-            if changed or set(serving) - set(target):
-                err = self.triton.load(name)
-                if err:
-                    self._error(f"{name}: reloading with versions {target} failed: {_short(err)}")
-        for v in ready_wanted:
-            self._set(name, v, "Ready")
-        gone = [v for v in serving if v not in target]
+                    self._set(
+                        name, v, "Failed", "LoadFailed", _short(reason or err or f"version {v} is {st}")
+                    )
+            if err and now and set(now) != set(desired):
+                self.write_config(model, now)  # the file says what is really served (no reload)
+            gone = [v for v in serving if v not in now]
+            self.switch_log.append(
+                {"model": name, "loaded": [v for v in new if v in now], "unloaded": gone,
+                 "failed": [v for v in desired if v not in now], "seconds": time.monotonic() - t0, "at": time.time()}
+            )  # fmt: skip
+            serving = now
+        for v in wanted:
+            if v in serving:
+                self._set(name, v, "Ready")
         with self.lock:
             st_map = self.states.setdefault(name, {})
             for v in list(st_map):
-                if v not in wanted and v not in target:
-                    if v in gone:
+                if v not in wanted and v not in serving:
+                    if st_map[v].state in ("Ready", "Loading"):
                         st_map[v] = VersionStatus(
                             v, "Unloaded", "NotWanted", "unloaded: no longer in the manifest"
                         )
                     elif st_map[v].state != "Unloaded":
                         del st_map[v]
-        if new or gone:
-            self.switch_log.append(
-                {
-                    "model": name,
-                    "loaded": new,
-                    "unloaded": gone,
-                    "seconds": time.monotonic() - t0,
-                    "at": time.time(),
-                }
-            )
-        # remove folders of versions nobody serves any more (keeps the emptyDir small)
+        # remove folders of versions neither wanted nor served (keeps the emptyDir small; a failed
+        # version's folder goes too, Triton must not retry it on the next reload)
         mdir = self.repository / name
-        if mdir.is_dir() and target:
+        if mdir.is_dir() and serving:
             for d in mdir.iterdir():
-                if d.is_dir() and d.name.isdigit() and int(d.name) not in set(target) | set(wanted):
-                    self.fetcher.remove_version(name, int(d.name))
+                if d.is_dir() and d.name.isdigit():
+                    v = int(d.name)
+                    if v not in serving and (v not in wanted or (name, v) in self._failed_loads):
+                        self.fetcher.remove_version(name, v)
 
     def remove_model(self, name: str) -> None:
         err = self.triton.unload(name)

@@ -134,9 +134,10 @@ def version_digest(folder: Path) -> str | None:
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
 
-def verify_folder(folder: Path, expected_digest: str | None = None) -> str:
+def verify_folder(folder: Path, expected_digest: str | None = None, known: dict[str, str] | None = None) -> str:
     """Check every file against ``manifest.sha256`` (and that file against ``expected_digest``).
-    Returns the version digest; raises :class:`DigestMismatch` naming the file."""
+    ``known`` maps relative paths to digests computed while the files were written (no second
+    read). Returns the version digest; raises :class:`DigestMismatch` naming the file."""
     mf = folder / SHA_MANIFEST
     if not mf.is_file():
         raise DigestMismatch(f"{mf}: missing (the version has no sha256 manifest)")
@@ -151,7 +152,7 @@ def verify_folder(folder: Path, expected_digest: str | None = None) -> str:
     for rel in sorted(present - set(listed)):
         raise DigestMismatch(f"{folder / rel}: not listed in {SHA_MANIFEST}")
     for rel, want in sorted(listed.items()):
-        got = sha256_file(folder / rel)
+        got = (known or {}).get(rel) or sha256_file(folder / rel)
         if got != want:
             size = (folder / rel).stat().st_size
             raise DigestMismatch(

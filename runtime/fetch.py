@@ -491,16 +491,18 @@ class Fetcher:
                     f"{source}: a sha256 is pinned but the folder has no {SHA_MANIFEST} to check it against",
                     "DigestMismatch",
                 )
+            known: dict[str, str] = {}
             for rel in files:
                 p = PurePosixPath(rel)
                 if p.is_absolute() or ".." in p.parts:
                     raise FetchError(f"{source}: file {rel!r} escapes the version folder", "InvalidSource")
-                _, n = src.download(rel, staged / rel, self.progress)
+                got, n = src.download(rel, staged / rel, self.progress)
+                known[rel] = got
                 nbytes += n
             digest: str | None = None
             if (staged / SHA_MANIFEST).is_file():
                 try:
-                    digest = verify_folder(staged, sha256)
+                    digest = verify_folder(staged, sha256, known)
                 except DigestMismatch as exc:
                     raise FetchError(
                         f"{source}: {exc}".replace(str(staged) + "/", ""), "DigestMismatch"
