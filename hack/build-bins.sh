@@ -2,7 +2,7 @@
 # Build the pinned control-plane binaries from their Go modules into a cache folder.
 #   usage: hack/build-bins.sh [--dir] [DEST]     (--dir: only print the destination folder)
 # DEST defaults to ${MODELDEPLOY_CACHE:-~/.cache/modeldeploy}/bin/<key>, where <key> is derived
-# from hack/versions.env and the k8s tools module, so a version bump builds a fresh folder and an
+# from hack/versions.env, this script and the k8s tools module, so a version bump builds a fresh folder and an
 # unchanged one is reused. Prints the destination folder as the last line.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,7 +10,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 print_only=0
 if [[ "${1:-}" == "--dir" ]]; then print_only=1; shift; fi
-key="k8s-${KUBERNETES_VERSION}-$(cat "$here/versions.env" "$here/tools/k8s/go.mod" "$here/tools/k8s/go.sum" | sha256sum | cut -c1-12)"
+key="k8s-${KUBERNETES_VERSION}-$(cat "$here/versions.env" "$here/build-bins.sh" "$here/tools/k8s/go.mod" "$here/tools/k8s/go.sum" | sha256sum | cut -c1-12)"
 dest="${1:-${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}/bin/$key}"
 if [[ $print_only == 1 ]]; then echo "$dest"; exit 0; fi
 mkdir -p "$dest"
@@ -64,7 +64,12 @@ for b in "${missing[@]}"; do
     kwok) step "go install sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
           GOBIN="$dest" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" ;;
     helm) step "go install helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
-          GOBIN="$dest" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" ;;
+          # As helm's Makefile does: the default Kubernetes version for lint/template comes from the
+          # client-go minor helm is built with (v0.37 -> 1.37), not the 1.20 fallback.
+          hk="-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${HELM_K8S_MINOR}"
+          hk+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${HELM_K8S_MINOR}"
+          GOBIN="$dest" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} $hk" \
+            "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" ;;
   esac
 done
 for b in "${want[@]}"; do [[ -e "$dest/$b" ]] || { echo "[build-bins] missing $dest/$b after build" >&2; exit 1; }; done
