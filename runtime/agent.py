@@ -404,6 +404,13 @@ class Agent:
                 self._error(f"{model.name}: sync failed: {exc.__class__.__name__}: {exc}")
         with self.lock:
             self.applied_hash = manifest_hash
+            healthy = all(
+                self.states.get(m.name, {}).get(v, VersionStatus(v)).state == "Ready"
+                for m in manifest.models
+                for v in m.wanted_versions()
+            )
+            if healthy:
+                self.last_error = None  # recovered: an old error would only mislead
 
     # -------------------------------------------------------------------------------------- status
     def ready(self) -> tuple[bool, list[str]]:

@@ -169,7 +169,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from modeldeploy_runtime.agent import Agent
 
     _setup_logging(args.log_format)
-    agent = Agent(args.manifest, args.repository, args.triton_url, poll_interval=args.poll_interval)
+    agent = Agent(
+        args.manifest,
+        args.repository,
+        args.triton_url,
+        poll_interval=args.poll_interval,
+        resync_interval=args.resync_interval,
+    )
     if args.mode == "init":
         return agent.run_init()
     stop = threading.Event()
@@ -313,7 +319,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--triton-url", default="http://127.0.0.1:8000")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--poll-interval", type=float, default=1.0)
+    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between manifest checks")
+    p.add_argument("--resync-interval", type=float, default=5.0,
+                   help="seconds between checks that Triton still serves the wanted versions (e.g. after a restart)")  # fmt: skip
     p.add_argument("--log-format", choices=["json", "text"], default="json")
     p.set_defaults(func=cmd_agent)
 

@@ -134,7 +134,9 @@ def version_digest(folder: Path) -> str | None:
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
 
-def verify_folder(folder: Path, expected_digest: str | None = None, known: dict[str, str] | None = None) -> str:
+def verify_folder(
+    folder: Path, expected_digest: str | None = None, known: dict[str, str] | None = None
+) -> str:
     """Check every file against ``manifest.sha256`` (and that file against ``expected_digest``).
     ``known`` maps relative paths to digests computed while the files were written (no second
     read). Returns the version digest; raises :class:`DigestMismatch` naming the file."""

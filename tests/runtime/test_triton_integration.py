@@ -290,3 +290,66 @@ def test_readiness_false_while_loading_true_after(tmp_path: Path, start_triton: 
         stop.set()
         th.join(30)
         http.shutdown()
+
+
+def test_agent_cli_init_then_sidecar_survives_triton_restart(tmp_path: Path, start_triton: Any) -> None:
+    """The real entry points: `modeldeploy-runtime agent --mode init`, then `--mode sidecar` as a
+    process; when Triton restarts (container restart in a pod) the sidecar loads the models again;
+    SIGTERM stops it cleanly."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import free_port
+
+    build = tmp_path / "build"
+    v1 = make_const_model(build, "m", 1, 1.0)
+    models = tmp_path / "models"
+    mpath = tmp_path / "manifest.json"
+    write_manifest(
+        mpath, {"generation": 7, "models": [_model("m", [(1, f"file://{v1.version_dir}", v1.digest)])]}
+    )
+    exe = shutil.which("modeldeploy-runtime") or ""
+    base = [exe] if exe else [sys.executable, "-m", "modeldeploy_runtime.cli"]
+    common = ["--manifest", str(mpath), "--repository", str(models)]
+    init = subprocess.run(
+        [*base, "agent", "--mode", "init", *common], capture_output=True, text=True, timeout=120
+    )
+    assert init.returncode == 0, init.stderr
+    assert (models / "m" / "1" / "model.py").is_file() and (models / "m" / "config.pbtxt").is_file()
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    srv = start_triton(models, **ports)
+    port = free_port()
+    side = subprocess.Popen(
+        [*base, "agent", "--mode", "sidecar", *common, "--triton-url", srv.http_url, "--host", "127.0.0.1",
+         "--port", str(port), "--poll-interval", "0.2", "--resync-interval", "1", "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    ready = f"http://127.0.0.1:{port}/ready"
+
+    def is_ready() -> bool:
+        try:
+            return requests.get(ready, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        _wait(is_ready, 60, "sidecar ready")
+        st = requests.get(f"http://127.0.0.1:{port}/status", timeout=5).json()
+        assert st == {"ready": True, "generation": 7, "lastError": None,
+                      "models": [{"name": "m", "versions": [{"version": 1, "state": "Ready", "reason": "", "message": ""}]}]}  # fmt: skip
+        srv.stop()
+        _wait(lambda: not is_ready(), 30, "not ready while Triton is down")
+        start_triton(models, **ports)
+        _wait(is_ready, 60, "ready again after the Triton restart")
+        _wait(
+            lambda: requests.get(f"http://127.0.0.1:{port}/status", timeout=5).json()["lastError"] is None,
+            10,
+            "error cleared",
+        )
+    finally:
+        side.send_signal(signal.SIGTERM)
+        out, _ = side.communicate(timeout=30)
+    assert side.returncode == 0, out
+    assert '"level": "info"' in out
