@@ -69,7 +69,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not args.verbose:
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    config = OperatorConfig(resync_seconds=args.resync_seconds, query_agents=args.query_agents)
+    config = OperatorConfig(
+        resync_seconds=args.resync_seconds, query_agents=args.query_agents, namespaces=list(args.namespace)
+    )
     registry = kopf.OperatorRegistry()
     register_handlers(registry, config)
     if args.metrics_port:

@@ -1,24 +1,24 @@
 """kopf handlers (thin): everything else lives in :mod:`modeldeploy.reconcile`.
 
 * create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted);
-* a timer every ``resync_seconds`` -> the same reconcile, level-based (drift repair, no write when
-  nothing changed);
+* every ``resync_seconds`` a resync loop (one LIST, not kopf timers: those add a finalizer to every
+  object) runs the same reconcile, level-based (drift repair, no write when nothing changed);
 * events of our Deployments and pods -> a debounced status refresh of the owner.
 
 kopf's own bookkeeping lives in annotations (``modeldeploy.io/…``) and is written only when a spec
-change is handled, never per timer tick; kopf posts k8s Events only for warnings. No finalizers:
+change is handled, never per resync; kopf posts k8s Events only for warnings. No finalizers:
 children go by owner-reference garbage collection.
 
 Usable with ``mdctl operator run`` (which calls :func:`register` on a fresh registry) and with
 ``kopf run -m modeldeploy.handlers`` (module import registers into kopf's default registry, with
-settings from the environment: KUBECONFIG, MODELDEPLOY_RESYNC_SECONDS, MODELDEPLOY_QUERY_AGENTS).
+settings from the environment: KUBECONFIG, MODELDEPLOY_RESYNC_SECONDS, MODELDEPLOY_NAMESPACES (comma
+separated, globs allowed; must match kopf's --namespace), MODELDEPLOY_QUERY_AGENTS).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from typing import Any
 
 import kopf
@@ -28,6 +28,7 @@ from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.reconcile.kube import Kube, KubeError
 from modeldeploy.reconcile.reconciler import ApplyRejected, InvalidSpec, OperatorConfig, Reconciler
 from modeldeploy.reconcile.refresher import StatusRefresher
+from modeldeploy.reconcile.resync import ResyncLoop
 from modeldeploy.render.common import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL
 
 log = logging.getLogger("modeldeploy.handlers")
@@ -65,6 +66,7 @@ class State:
         self.config = config
         self.reconciler: Reconciler | None = None
         self.refresher: StatusRefresher | None = None
+        self.resync: ResyncLoop | None = None
 
     def start(self, api_client: Any | None = None) -> None:
         kube = Kube(api_client or _load_client())
@@ -72,6 +74,21 @@ class State:
         self.refresher = StatusRefresher(
             self.reconciler.refresh_status, debounce=self.config.status_debounce_seconds
         ).start()
+        reconciler = self.reconciler
+
+        def resync(body: dict[str, Any]) -> None:
+            try:
+                reconciler.reconcile(body, trigger="resync")
+            except InvalidSpec:
+                pass  # already in the status; not retried until the spec changes
+
+        self.resync = ResyncLoop(kube, resync, self.config.resync_seconds, self.config.namespaces).start()
+
+    def stop(self) -> None:
+        if self.refresher:
+            self.refresher.stop()
+        if self.resync:
+            self.resync.stop()
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client: Any | None = None) -> State:
@@ -97,8 +114,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(**_: Any) -> None:
-        if state.refresher:
-            state.refresher.stop()
+        state.stop()
 
     def _run(body: Any, trigger: str, retry: int = 0) -> None:
         assert state.reconciler is not None
@@ -121,28 +137,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
         if lat is not None and reason in ("create", "update"):
             metrics.HANDLER_LATENCY.labels(trigger=str(reason)).observe(lat)
         _run(body, str(reason), retry)
-
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=config.resync_seconds,
-        initial_delay=config.resync_seconds,
-        registry=registry,
-    )
-    def resync(body: kopf.Body, **_: Any) -> None:
-        assert state.reconciler is not None
-        start = time.monotonic()
-        try:
-            state.reconciler.reconcile(dict(body), trigger="resync")
-        except InvalidSpec:
-            pass  # already in the status; the timer does not retry an invalid spec
-        except (KubeError, ApplyRejected) as exc:
-            log.warning(
-                "resync of %s/%s failed: %s", body["metadata"]["namespace"], body["metadata"]["name"], exc
-            )
-        finally:
-            metrics.HANDLER_LATENCY.labels(trigger="resync").observe(time.monotonic() - start)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def md_event(type: str | None, body: kopf.Body, **_: Any) -> None:

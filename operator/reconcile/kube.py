@@ -150,12 +150,17 @@ class Kube:
 
     # --------------------------------------------------------------- writes
     def apply(
-        self, obj: dict[str, Any], res: Resource | None = None, *, force: bool = True
+        self,
+        obj: dict[str, Any],
+        res: Resource | None = None,
+        *,
+        force: bool = True,
+        manager: str = FIELD_MANAGER,
     ) -> dict[str, Any]:
         """Server-side apply ``obj`` under the operator's field manager."""
         res = res or BY_KIND[obj["kind"]]
         meta = obj["metadata"]
-        query = {"fieldManager": FIELD_MANAGER}
+        query = {"fieldManager": manager}
         if force:
             query["force"] = "true"
         return self.request(

@@ -52,6 +52,8 @@ log = logging.getLogger("modeldeploy.reconcile")
 
 #: Child kinds that need a CRD (skipped when it is not installed).
 KIND_CRD = {"ScaledObject": SCALEDOBJECT_CRD, "ServiceMonitor": SERVICEMONITOR_CRD}
+#: Field manager that holds spec.replicas between us and the autoscaler.
+HANDOVER_MANAGER = "modeldeploy-operator-handover"
 OPTIONAL_KINDS = ("HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor")
 
 
@@ -71,11 +73,14 @@ class OperatorConfig:
     status_debounce_seconds: float = 0.3
     post_events: bool = True
     crd_cache_seconds: float = 30.0
+    #: Namespaces in scope (exact names or globs); empty: all.
+    namespaces: list[str] = field(default_factory=list)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
         return cls(
             resync_seconds=float(os.environ.get("MODELDEPLOY_RESYNC_SECONDS", "30")),
+            namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "") in ("1", "true", "yes"),
         )
 
@@ -243,6 +248,8 @@ class Reconciler:
                 if kind == "Deployment":
                     live_dep = live
                 continue
+            if kind == "Deployment" and live is not None and "replicas" not in desired["spec"]:
+                self._hand_over_replicas(live)
             try:
                 new = self.kube.apply(desired, res)
             except KubeError as exc:
@@ -280,6 +287,29 @@ class Reconciler:
             md_body=None, ns=ns, name=name, notes=opts.notes, live_dep=live_dep
         )
         return outcome
+
+    def _hand_over_replicas(self, live: dict[str, Any]) -> None:
+        """Autoscaling was switched on: before our applied body drops ``spec.replicas`` (which would
+        reset it to the default 1), hand the current value to a separate field manager, so the
+        field keeps its value until the autoscaler takes it over."""
+        owns = any(
+            mf.get("manager") == FIELD_MANAGER
+            and mf.get("operation") == "Apply"
+            and "f:replicas" in (mf.get("fieldsV1") or {}).get("f:spec", {})
+            for mf in live["metadata"].get("managedFields") or []
+        )
+        replicas = (live.get("spec") or {}).get("replicas")
+        if not owns or replicas is None:
+            return
+        meta = live["metadata"]
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": replicas},
+        }
+        self.kube.apply(body, DEPLOYMENT, manager=HANDOVER_MANAGER)
+        metrics.CHILD_WRITES.labels(kind="Deployment", action="handover").inc()
 
     # -------------------------------------------------------------- status
     def refresh_status(self, namespace: str, name: str) -> bool:

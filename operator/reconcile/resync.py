@@ -1,0 +1,89 @@
+"""Level-based resync without kopf timers.
+
+kopf's timers and daemons put a finalizer on every object (so that they can be stopped before the
+object goes), which would leave ModelDeployments stuck in deletion while the operator is down. This
+loop instead lists the ModelDeployments in scope every ``interval`` seconds (one LIST call) and runs
+the normal reconcile for each: children deleted or edited by hand are restored within one interval,
+and nothing is written when nothing changed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from modeldeploy import metrics
+from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube
+
+log = logging.getLogger("modeldeploy.resync")
+
+
+def in_scope(namespace: str, patterns: Sequence[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
+
+
+class ResyncLoop:
+    def __init__(
+        self,
+        kube: Kube,
+        reconcile: Callable[[dict[str, Any]], object],
+        interval: float,
+        namespaces: Sequence[str] = (),
+        workers: int = 4,
+    ) -> None:
+        self.kube = kube
+        self.reconcile = reconcile
+        self.interval = interval
+        self.namespaces = list(namespaces)
+        self.workers = workers
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="resync", daemon=True)
+
+    def start(self) -> ResyncLoop:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _list(self) -> list[dict[str, Any]]:
+        exact = [p for p in self.namespaces if not any(ch in p for ch in "*?[")]
+        if self.namespaces and len(exact) == len(self.namespaces):
+            items: list[dict[str, Any]] = []
+            for ns in exact:
+                items.extend(self.kube.list(MODELDEPLOYMENT, ns))
+            return items
+        return [
+            i
+            for i in self.kube.list(MODELDEPLOYMENT, None)
+            if in_scope(i["metadata"]["namespace"], self.namespaces)
+        ]
+
+    def run_once(self) -> int:
+        items = [i for i in self._list() if not i["metadata"].get("deletionTimestamp")]
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="resync") as pool:
+            for item in items:
+                pool.submit(self._one, item)
+        return len(items)
+
+    def _one(self, body: dict[str, Any]) -> None:
+        start = time.monotonic()
+        try:
+            self.reconcile(body)
+        except Exception as exc:
+            meta = body["metadata"]
+            log.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+        finally:
+            metrics.HANDLER_LATENCY.labels(trigger="resync").observe(time.monotonic() - start)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except Exception as exc:
+                log.warning("resync: listing ModelDeployments failed: %s", exc)

@@ -1,0 +1,424 @@
+"""The operator against the real local control plane (etcd, kube-apiserver, controllers, KWOK nodes).
+
+Nothing is faked: the operator runs as a subprocess (``python -m modeldeploy.cli operator run``), the
+API server validates every child against the real schemas (including the unmodified KEDA and
+prometheus-operator CRDs), PodSecurity ``restricted`` is enforced in the test namespaces, the
+scheduler places pods on KWOK GPU nodes, and the garbage collector deletes children.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+from conftest import RESYNC_SECONDS, OperatorProcess, audit_lines, audit_writes
+from opsupport import load_case, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
+CHILD_KINDS = (
+    "configmaps,services,deployments.apps,poddisruptionbudgets.policy,horizontalpodautoscalers.autoscaling"
+)
+OWNED_RESOURCES = {
+    "modeldeployments",
+    "configmaps",
+    "services",
+    "deployments",
+    "poddisruptionbudgets",
+    "horizontalpodautoscalers",
+    "scaledobjects",
+    "servicemonitors",
+    "events",
+}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def md_doc(case: str, ns: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
+    doc = load_case(case)
+    doc["metadata"] = {"name": name or doc["metadata"]["name"], "namespace": ns}
+    doc["spec"].update(copy.deepcopy(spec))
+    return doc
+
+
+def apply(cluster: Any, doc: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def get(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+    proc = cluster.kubectl("get", kind, name, "-n", ns, "-o", "json", "--show-managed-fields", check=False)
+    if proc.returncode != 0:
+        if "NotFound" in proc.stderr:
+            return None
+        raise AssertionError(proc.stderr)
+    return dict(json.loads(proc.stdout))
+
+
+def cond(md: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for c in ((md or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def wait_ready(cluster: Any, ns: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        md = get(cluster, "md", ns, name)
+        c = cond(md, "Ready")
+        gen = (md or {}).get("metadata", {}).get("generation")
+        ok = c.get("status") == "True" and md and md["status"].get("observedGeneration") == gen
+        return md if ok else None
+
+    return wait_for(ready, timeout, f"{ns}/{name} Ready=True")
+
+
+def resource_versions(cluster: Any, ns: str) -> dict[str, str]:
+    out = cluster.kubectl(
+        "get", f"modeldeployments,{CHILD_KINDS},servicemonitors,scaledobjects", "-n", ns, "-o", "json"
+    ).stdout
+    return {
+        f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"]
+        for i in json.loads(out)["items"]
+    }
+
+
+def owned_children(cluster: Any, ns: str, md: dict[str, Any]) -> dict[str, list[str]]:
+    out = cluster.kubectl(
+        "get", f"{CHILD_KINDS},servicemonitors,scaledobjects", "-n", ns, "-o", "json"
+    ).stdout
+    found: dict[str, list[str]] = {}
+    for item in json.loads(out)["items"]:
+        refs = item["metadata"].get("ownerReferences") or []
+        if any(r["uid"] == md["metadata"]["uid"] and r.get("controller") for r in refs):
+            found.setdefault(item["kind"], []).append(item["metadata"]["name"])
+    return found
+
+
+# ------------------------------------------------------------------------------------------- tests
+def test_apply_creates_owned_children_and_becomes_ready(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    t0 = time.monotonic()
+    apply(cluster, md_doc("gpu", ns))
+    md = wait_ready(cluster, ns, "resnet")
+    ready_after = time.monotonic() - t0
+    children = owned_children(cluster, ns, md)
+    assert children == {
+        "ConfigMap": ["resnet-models"],
+        "Service": ["resnet"],
+        "Deployment": ["resnet"],
+        "PodDisruptionBudget": ["resnet"],
+        "ServiceMonitor": ["resnet"],
+    }, children
+    st = md["status"]
+    assert st["replicas"] == 2 and st["readyReplicas"] == 2
+    assert st["endpoints"]["http"] == f"http://resnet.{ns}.svc:8000"
+    assert st["models"] == [
+        {
+            "name": "resnet50",
+            "versions": [
+                {"version": 3, "state": "Ready", "reason": "Loaded", "message": "", "readyReplicas": 2}
+            ],
+        }
+    ]
+    assert {c["type"]: c["status"] for c in st["conditions"]} == {
+        "Ready": "True",
+        "ModelsReady": "True",
+        "Progressing": "False",
+        "Degraded": "False",
+    }
+    # the pods were admitted under PodSecurity "restricted" and scheduled onto GPU nodes
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    assert len(pods) == 2 and all(p["spec"]["nodeName"].startswith("gpu-node") for p in pods)
+    # the manifest ConfigMap is what the runtime reads
+    cm = get(cluster, "configmap", ns, "resnet-models")
+    assert (
+        cm is not None and json.loads(cm["data"]["manifest.json"])["models"][0]["versions"][0]["version"] == 3
+    )
+    # events for meaningful transitions only
+    events = json.loads(
+        cluster.kubectl(
+            "get", "events", "-n", ns, "--field-selector", "involvedObject.kind=ModelDeployment", "-o", "json"
+        ).stdout
+    )["items"]
+    assert {e["reason"] for e in events} >= {"Created", "Ready"}
+    print(f"apply -> Ready in {ready_after:.1f}s")
+
+
+def test_scale_via_kubectl_and_via_spec(cluster: Any, operator: OperatorProcess, ns: str) -> None:
+    apply(cluster, md_doc("cpu", ns))
+    wait_ready(cluster, ns, "cpu-model")
+    assert get(cluster, "pdb", ns, "cpu-model") is None
+
+    cluster.kubectl("scale", "md/cpu-model", "-n", ns, "--replicas=3")
+    wait_for(
+        lambda: (get(cluster, "deploy", ns, "cpu-model") or {}).get("spec", {}).get("replicas") == 3,
+        20,
+        "deployment scaled to 3",
+    )
+    md = wait_ready(cluster, ns, "cpu-model")
+    assert md["status"]["replicas"] == 3 and md["status"]["replicasSummary"] == "3/3"
+    assert get(cluster, "pdb", ns, "cpu-model") is not None, "a PDB once replicas > 1"
+
+    cluster.kubectl("patch", "md/cpu-model", "-n", ns, "--type=merge", "-p", '{"spec":{"replicas":1}}')
+    wait_for(lambda: get(cluster, "pdb", ns, "cpu-model") is None, 20, "PDB deleted when replicas <= 1")
+    md = wait_ready(cluster, ns, "cpu-model")
+    assert md["status"]["replicas"] == 1
+
+
+def test_autoscaling_on_then_off(cluster: Any, operator: OperatorProcess, ns: str) -> None:
+    apply(cluster, md_doc("cpu", ns, replicas=2))
+    wait_ready(cluster, ns, "cpu-model")
+    auto = {"mode": "hpa", "minReplicas": 1, "maxReplicas": 5, "metric": {"type": "cpu", "target": 60}}
+    cluster.kubectl(
+        "patch", "md/cpu-model", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": auto}})
+    )
+    hpa = wait_for(lambda: get(cluster, "hpa", ns, "cpu-model"), 20, "HPA created")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "cpu-model",
+    }
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {
+        "type": "Utilization",
+        "averageUtilization": 60,
+    }
+
+    def replicas_released() -> bool:
+        dep = get(cluster, "deploy", ns, "cpu-model") or {}
+        for mf in dep["metadata"].get("managedFields") or []:
+            if mf["manager"] == "modeldeploy-operator" and mf["operation"] == "Apply":
+                return "f:replicas" not in mf.get("fieldsV1", {}).get("f:spec", {})
+        return False
+
+    wait_for(replicas_released, 20, "the operator's field manager releasing spec.replicas")
+    # ... without resetting it to the default (1) on the way
+    assert get(cluster, "deploy", ns, "cpu-model")["spec"]["replicas"] == 2  # type: ignore[index]
+    # the autoscaler (here: someone acting like it) sets replicas; the operator must not fight it
+    cluster.kubectl("scale", "deploy/cpu-model", "-n", ns, "--replicas=4")
+    time.sleep(RESYNC_SECONDS * 2 + 1)
+    assert get(cluster, "deploy", ns, "cpu-model")["spec"]["replicas"] == 4  # type: ignore[index]
+    md = wait_ready(cluster, ns, "cpu-model")
+    assert md["status"]["replicas"] == 4
+
+    cluster.kubectl(
+        "patch", "md/cpu-model", "-n", ns, "--type=json", "-p", '[{"op":"remove","path":"/spec/autoscaling"}]'
+    )
+    wait_for(lambda: get(cluster, "hpa", ns, "cpu-model") is None, 20, "HPA deleted when autoscaling is off")
+    wait_for(
+        lambda: get(cluster, "deploy", ns, "cpu-model")["spec"]["replicas"] == 2,
+        20,
+        "replicas back to spec.replicas",
+    )  # type: ignore[index]
+    wait_ready(cluster, ns, "cpu-model")
+
+
+def test_keda_scaledobject_is_accepted_by_the_real_crd(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    apply(cluster, md_doc("keda", ns))
+    so = wait_for(lambda: get(cluster, "scaledobjects.keda.sh", ns, "keda-zero"), 30, "ScaledObject created")
+    assert so["spec"]["minReplicaCount"] == 0
+    assert so["spec"]["triggers"][0]["type"] == "prometheus"
+    dep = wait_for(lambda: get(cluster, "deploy", ns, "keda-zero"), 20, "Deployment created")
+    ours = [mf for mf in dep["metadata"]["managedFields"] if mf["manager"] == "modeldeploy-operator"]
+    assert ours and all("f:replicas" not in mf["fieldsV1"].get("f:spec", {}) for mf in ours)
+
+
+def test_insufficient_gpu_is_diagnosed_within_seconds(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    t0 = time.monotonic()
+    apply(cluster, md_doc("gpu", ns, resources={"gpu": 16}, replicas=1))
+
+    def diagnosed() -> dict[str, Any] | None:
+        c = cond(get(cluster, "md", ns, "resnet"), "Ready")
+        return c if c.get("reason") == "InsufficientGPU" else None
+
+    c = wait_for(diagnosed, 30, "Ready=False reason InsufficientGPU")
+    took = time.monotonic() - t0
+    assert c["status"] == "False"
+    assert "nvidia.com/gpu" in c["message"]
+    md = get(cluster, "md", ns, "resnet")
+    assert cond(md, "Degraded")["status"] == "True"
+    assert md["status"]["models"][0]["versions"][0]["state"] == "Pending"  # type: ignore[index]
+    assert took < 30
+    print(f"InsufficientGPU diagnosed after {took:.1f}s")
+
+
+def test_drift_is_repaired_and_foreign_fields_are_kept(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    apply(cluster, md_doc("cpu", ns))
+    wait_ready(cluster, ns, "cpu-model")
+    image = get(cluster, "deploy", ns, "cpu-model")["spec"]["template"]["spec"]["containers"][0]["image"]  # type: ignore[index]
+    svc_uid = get(cluster, "svc", ns, "cpu-model")["metadata"]["uid"]  # type: ignore[index]
+
+    cluster.kubectl("annotate", "deploy/cpu-model", "-n", ns, "other-tool.example.com/note=keep-me")
+    cluster.kubectl("delete", "svc/cpu-model", "-n", ns)
+    cluster.kubectl("set", "image", "deploy/cpu-model", "-n", ns, "triton=example.com/evil:1")
+
+    svc = wait_for(
+        lambda: (s := get(cluster, "svc", ns, "cpu-model")) and s["metadata"]["uid"] != svc_uid and s,
+        RESYNC_SECONDS * 3,
+        "Service re-created",
+    )
+    assert svc["spec"]["ports"][0]["port"] == 8000
+
+    def image_restored() -> bool:
+        dep = get(cluster, "deploy", ns, "cpu-model") or {}
+        return dep["spec"]["template"]["spec"]["containers"][0]["image"] == image
+
+    wait_for(image_restored, RESYNC_SECONDS * 3, "Deployment image restored")
+    dep = get(cluster, "deploy", ns, "cpu-model")
+    assert dep["metadata"]["annotations"]["other-tool.example.com/note"] == "keep-me"  # type: ignore[index]
+    wait_ready(cluster, ns, "cpu-model")
+
+
+def test_in_place_version_change_does_not_roll_pods(cluster: Any, operator: OperatorProcess, ns: str) -> None:
+    apply(cluster, md_doc("cpu", ns))
+    wait_ready(cluster, ns, "cpu-model")
+    before = get(cluster, "deploy", ns, "cpu-model")
+    model = load_case("cpu")["spec"]["models"][0]
+    apply(cluster, md_doc("cpu", ns, models=[{**model, "versionPolicy": {"all": True}}]))
+
+    def manifest_versions() -> list[int] | None:
+        cm = get(cluster, "cm", ns, "cpu-model-models") or {}
+        doc = json.loads(cm["data"]["manifest.json"])
+        pol = doc["models"][0]["versionPolicy"]
+        return [1, 2] if pol.get("all") else None
+
+    wait_for(manifest_versions, 20, "manifest with both versions")
+    md = wait_ready(cluster, ns, "cpu-model")
+    after = get(cluster, "deploy", ns, "cpu-model")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]  # type: ignore[index]
+    assert md["status"]["servedVersions"] == "simple:1,2"
+    events = cluster.kubectl(
+        "get", "events", "-n", ns, "--field-selector", "reason=VersionsChanged", "-o", "name"
+    ).stdout
+    assert events.strip(), "a VersionsChanged event"
+
+
+@pytest.mark.slow
+def test_no_writes_during_a_quiet_minute(cluster: Any, operator: OperatorProcess, ns: str) -> None:
+    apply(cluster, md_doc("gpu", ns))
+    apply(cluster, md_doc("hpa", ns))
+    wait_ready(cluster, ns, "resnet")
+    wait_ready(cluster, ns, "hpa-queue")
+    time.sleep(RESYNC_SECONDS + 2)  # let in-flight status refreshes settle
+    rvs = resource_versions(cluster, ns)
+    assert {
+        "ModelDeployment/resnet",
+        "Deployment/resnet",
+        "HorizontalPodAutoscaler/hpa-queue",
+        "ServiceMonitor/resnet",
+    } <= set(rvs)
+    line = audit_lines(cluster)
+    resyncs = operator.metric('modeldeploy_reconcile_total{result="ok",trigger="resync"}')
+    time.sleep(60)
+    writes = [
+        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')} "
+        f"{e['objectRef'].get('subresource') or ''} by {e['user']['username']} ({e.get('userAgent', '')})"
+        for e in audit_writes(cluster, line, ns)
+        if e["objectRef"].get("resource") in OWNED_RESOURCES
+    ]
+    fired = operator.metric('modeldeploy_reconcile_total{result="ok",trigger="resync"}') - resyncs
+    assert fired >= 2 * (60 // RESYNC_SECONDS) - 4, f"the resync timer fired only {fired} times"
+    assert writes == [], "writes during a no-op minute:\n" + "\n".join(writes)
+    assert resource_versions(cluster, ns) == rvs
+    print(f"{fired:.0f} resyncs, 0 writes in 60 s")
+
+
+def test_invalid_spec_ends_in_invalid_spec_without_retry_loop(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    # A free-form affinity the CRD cannot check; the API server rejects the Deployment.
+    bad_affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "Sometimes", "values": ["a"]}]}]}}}  # fmt: skip
+    apply(cluster, md_doc("cpu", ns, scheduling={"affinity": bad_affinity}))
+
+    def invalid() -> dict[str, Any] | None:
+        c = cond(get(cluster, "md", ns, "cpu-model"), "Ready")
+        return c if c.get("reason") == "InvalidSpec" else None
+
+    c = wait_for(invalid, 30, "Ready=False reason InvalidSpec")
+    assert c["status"] == "False" and "affinity" in c["message"] and "Sometimes" in c["message"]
+    line = audit_lines(cluster)
+    time.sleep(RESYNC_SECONDS * 3)
+    retries = [e for e in audit_writes(cluster, line, ns) if e["objectRef"].get("resource") == "deployments"]
+    assert retries == [], f"{len(retries)} apply attempts of an invalid spec"
+
+    # fixing the spec recovers
+    cluster.kubectl(
+        "patch",
+        "md/cpu-model",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        '[{"op":"remove","path":"/spec/scheduling/affinity"}]',
+    )
+    wait_ready(cluster, ns, "cpu-model")
+
+
+def test_delete_garbage_collects_children(cluster: Any, operator: OperatorProcess, ns: str) -> None:
+    apply(cluster, md_doc("hpa", ns))
+    md = wait_ready(cluster, ns, "hpa-queue")
+    assert md["metadata"].get("finalizers") in (None, []), (
+        "no finalizers: deletion never waits for the operator"
+    )
+    cluster.kubectl("delete", "md/hpa-queue", "-n", ns, "--wait=true", "--timeout=30s")
+    assert get(cluster, "md", ns, "hpa-queue") is None
+
+    def gone() -> bool:
+        out = cluster.kubectl(
+            "get",
+            f"{CHILD_KINDS},servicemonitors",
+            "-n",
+            ns,
+            "-l",
+            "modeldeploy.io/deployment=hpa-queue",
+            "-o",
+            "name",
+        ).stdout
+        return not out.strip()
+
+    wait_for(gone, 60, "children garbage-collected")
+
+
+def test_operator_restart_converges_without_duplicates(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    apply(cluster, md_doc("cpu", ns, name="first"))
+    wait_ready(cluster, ns, "first")
+    assert operator.stop() == 0
+    try:
+        apply(cluster, md_doc("cpu", ns, name="first", replicas=2))  # changed while the operator was down
+        apply(cluster, md_doc("cpu", ns, name="second"))  # created while the operator was down
+        time.sleep(2)
+        assert get(cluster, "deploy", ns, "second") is None
+    finally:
+        operator.start()
+    first = wait_ready(cluster, ns, "first")
+    wait_ready(cluster, ns, "second")
+    assert first["status"]["replicas"] == 2
+    deps = cluster.kubectl("get", "deploy", "-n", ns, "-o", "name").stdout.split()
+    assert sorted(deps) == ["deployment.apps/first", "deployment.apps/second"]
+    cms = cluster.kubectl(
+        "get", "cm", "-n", ns, "-l", "app.kubernetes.io/managed-by=modeldeploy-operator", "-o", "name"
+    ).stdout.split()
+    assert sorted(cms) == ["configmap/first-models", "configmap/second-models"]
+    rss = json.loads(cluster.kubectl("get", "rs", "-n", ns, "-o", "json").stdout)["items"]
+    assert len([r for r in rss if r["metadata"]["name"].startswith("first-")]) == 1, (
+        "no pod-template change on restart"
+    )
+
+
+def test_operator_metrics_endpoint(cluster: Any, operator: OperatorProcess) -> None:
+    m = operator.metrics()
+    assert any(k.startswith("modeldeploy_reconcile_total") for k in m)
+    assert any(k.startswith("modeldeploy_reconcile_duration_seconds_bucket") for k in m)
+    assert any(k.startswith('modeldeploy_managed_modeldeployments{condition="Ready"') for k in m)
+    assert any(k.startswith("modeldeploy_handler_latency_seconds") for k in m)
