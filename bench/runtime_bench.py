@@ -44,7 +44,9 @@ def big_model(seed: int) -> Any:
 
     torch.manual_seed(seed)
     # 4096*4096 + 4096*2048 weights = 25.2 M float32 parameters = ~100.7 MB
-    return torch.nn.Sequential(torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 2048)).eval()
+    return torch.nn.Sequential(
+        torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 2048)
+    ).eval()
 
 
 def bench_package(work: Path) -> dict[str, Any]:
@@ -57,7 +59,9 @@ def bench_package(work: Path) -> dict[str, Any]:
     for v in (1, 2):
         m = big_model(v)
         t0 = time.perf_counter()
-        res = package_torch(m, work / "build", "big", example_inputs=torch.randn(1, 4096), version=v, batching=opts)
+        res = package_torch(
+            m, work / "build", "big", example_inputs=torch.randn(1, 4096), version=v, batching=opts
+        )
         out[f"v{v}_seconds"] = time.perf_counter() - t0
         out["mb"] = sum(res.files.values()) / 1e6
         out[f"v{v}_dir"] = str(res.version_dir)
@@ -101,8 +105,16 @@ def bench_fetch(work: Path, pkg: dict[str, Any]) -> dict[str, Any]:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         ep = f"http://127.0.0.1:{port}"
-        os.environ.update(BENCH_AWS_ACCESS_KEY_ID="bench", BENCH_AWS_SECRET_ACCESS_KEY="bench", BENCH_AWS_ENDPOINT_URL=ep)
-        s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
+        os.environ.update(
+            BENCH_AWS_ACCESS_KEY_ID="bench", BENCH_AWS_SECRET_ACCESS_KEY="bench", BENCH_AWS_ENDPOINT_URL=ep
+        )
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=ep,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
         s3.create_bucket(Bucket="bench-models")
         for p in sorted(src.iterdir()):
             s3.upload_file(str(p), "bench-models", f"big/1/{p.name}")
@@ -110,7 +122,9 @@ def bench_fetch(work: Path, pkg: dict[str, Any]) -> dict[str, Any]:
 
         f = Fetcher(work / "s3fetch")
         t0 = time.perf_counter()
-        f.fetch("big", 1, "s3://bench-models/big/1", pkg["v1_digest"], ManifestCredentials(envPrefix="BENCH_"))
+        f.fetch(
+            "big", 1, "s3://bench-models/big/1", pkg["v1_digest"], ManifestCredentials(envPrefix="BENCH_")
+        )
         res["fetch_s3_mb_s"] = size / 1e6 / (time.perf_counter() - t0)
         res["fetch_s3_vs_copy"] = res["fetch_s3_mb_s"] / res["copy_mb_s"]
         shutil.rmtree(work / "s3fetch")
@@ -183,7 +197,7 @@ def bench_switch(work: Path, pkg: dict[str, Any]) -> dict[str, Any]:
 
     http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
     kw = dict(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, exit_timeout_secs=1)
-    srv = TritonServer(models, log_path=work / "triton1.log", **kw).start()  # type: ignore[arg-type]
+    srv = TritonServer(models, log_path=work / "triton1.log", **kw).start()
     agent = Agent(mpath, models, srv.http_url, poll_interval=0.05, resync_interval=3600)
     stop = threading.Event()
     manifest(1, [1])
@@ -204,7 +218,10 @@ def bench_switch(work: Path, pkg: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             manifest(2, [1, 2])  # latest: 1 -> v2 wanted
             while True:
-                v1_gone = requests.get(f"{srv.http_url}/v2/models/big/versions/1/ready", timeout=5).status_code != 200
+                v1_gone = (
+                    requests.get(f"{srv.http_url}/v2/models/big/versions/1/ready", timeout=5).status_code
+                    != 200
+                )
                 if v1_gone and agent.ready()[0] and agent.status()["generation"] == 2:
                     break
                 if time.perf_counter() - t0 > 300:
@@ -220,9 +237,13 @@ def bench_switch(work: Path, pkg: dict[str, Any]) -> dict[str, Any]:
             time.sleep(1.0)
             t0 = time.perf_counter()
             srv.stop()
-            srv2 = TritonServer(models, log_path=work / "triton2.log", load_models=["big"], startup_timeout=300, **kw)  # type: ignore[arg-type]
+            srv2 = TritonServer(
+                models, log_path=work / "triton2.log", load_models=["big"], startup_timeout=300, **kw
+            )
             srv2.start()
-            while requests.get(f"{srv2.http_url}/v2/models/big/versions/2/ready", timeout=5).status_code != 200:
+            while (
+                requests.get(f"{srv2.http_url}/v2/models/big/versions/2/ready", timeout=5).status_code != 200
+            ):
                 time.sleep(0.02)
             res["restart_seconds"] = time.perf_counter() - t0
             time.sleep(1.0)
@@ -245,16 +266,27 @@ def bench_throughput(work: Path, device: str, seconds: float, concurrency: int) 
     torch.manual_seed(0)
     dim = 512
     model = torch.nn.Sequential(
-        torch.nn.Linear(dim, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, dim)
+        torch.nn.Linear(dim, 2048),
+        torch.nn.ReLU(),
+        torch.nn.Linear(2048, 2048),
+        torch.nn.ReLU(),
+        torch.nn.Linear(2048, dim),
     ).eval()
     kind = "KIND_GPU" if device == "cuda" else "KIND_CPU"
     repo = work / "tp"
-    on = BatchingOptions(max_batch_size=concurrency, dynamic_batching=True, max_queue_delay_microseconds=2000, instance_kind=kind)
+    on = BatchingOptions(
+        max_batch_size=concurrency,
+        dynamic_batching=True,
+        max_queue_delay_microseconds=2000,
+        instance_kind=kind,
+    )
     off = BatchingOptions(max_batch_size=concurrency, dynamic_batching=False, instance_kind=kind)
     package_torch(model, repo, "mlp_batching", example_inputs=torch.randn(1, dim), batching=on)
     package_torch(model, repo, "mlp_single", example_inputs=torch.randn(1, dim), batching=off)
     res: dict[str, Any] = {"device": device, "concurrency": concurrency, "seconds_per_run": seconds}
-    with TritonServer(repo, load_models=["mlp_batching", "mlp_single"], log_path=work / "tp.log", startup_timeout=300) as srv:
+    with TritonServer(
+        repo, load_models=["mlp_batching", "mlp_single"], log_path=work / "tp.log", startup_timeout=300
+    ) as srv:
         x = np.random.default_rng(0).standard_normal((1, dim)).astype(np.float32)
 
         def run(name: str) -> tuple[float, float]:
@@ -305,7 +337,9 @@ def bench_throughput(work: Path, device: str, seconds: float, concurrency: int) 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the throughput models run")
+    ap.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where the throughput models run"
+    )
     ap.add_argument("--only", choices=["package", "fetch", "switch", "throughput"], action="append")
     ap.add_argument("--seconds", type=float, default=8.0, help="measurement window per throughput run")
     ap.add_argument("--concurrency", type=int, default=16)

@@ -264,3 +264,34 @@ def test_init_mode_fills_repository_and_renders_config(tmp_path: Path, v1: Any, 
     vs = {v["version"]: v for v in agent2.status()["models"][0]["versions"]}
     assert vs[3]["state"] == "Failed" and vs[3]["reason"] == "DigestMismatch"
     assert "served-name version 3" in (agent2.status()["lastError"] or "")
+
+
+def test_init_single_file_onnx_source_gets_config_from_manifest(tmp_path: Path) -> None:
+    """A bare artifact (no packaging metadata): named model.onnx in the version folder, and the
+    config comes from the manifest's format, inputs/outputs and batching."""
+    from modeldeploy_runtime.config import load_config
+    from modeldeploy_runtime.onnx_io import OnnxTensor, encode_io_only
+
+    art = tmp_path / "exported-resnet.onnx"
+    art.write_bytes(
+        encode_io_only([OnnxTensor("x", "TYPE_FP32", [-1, 4])], [OnnxTensor("y", "TYPE_FP32", [-1, 2])])
+    )
+    digest = hashlib.sha256(art.read_bytes()).hexdigest()
+    manifest = tmp_path / "manifest.json"
+    m = ModelManifest.model_validate({"generation": 1, "models": [{
+        "name": "resnet", "format": "onnx", "maxBatchSize": 8,
+        "dynamicBatching": {"preferredBatchSizes": [4, 8], "maxQueueDelayMicroseconds": 50},
+        "inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [4]}],
+        "outputs": [{"name": "y", "dataType": "TYPE_FP32", "dims": [2]}],
+        "versions": [{"version": 3, "source": f"file://{art}", "sha256": digest}],
+    }]})  # fmt: skip
+    manifest.write_text(m.to_json())
+    assert Agent(manifest, tmp_path / "models", "http://127.0.0.1:9").run_init() == 0
+    assert (tmp_path / "models" / "resnet" / "3" / "model.onnx").read_bytes() == art.read_bytes()
+    cfg = load_config(tmp_path / "models" / "resnet" / "config.pbtxt")
+    assert cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 8
+    assert cfg.dynamic_batching is not None and cfg.dynamic_batching.preferred_batch_size == [4, 8]
+    assert [(t.name, t.dims) for t in cfg.inputs] == [("x", [4])]
+    from modeldeploy_runtime.lint import errors, lint_repository
+
+    assert errors(lint_repository(tmp_path / "models")) == []
