@@ -54,6 +54,10 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 DEFAULT_PVC_ROOT = "/mnt/pvc"
 
 
+#: Google Cloud Storage's S3-interoperable endpoint, used for gs:// unless an endpoint is given.
+GCS_XML_ENDPOINT = "https://storage.googleapis.com"
+
+
 class FetchError(RuntimeError):
     """A version could not be fetched; ``reason`` is a short CamelCase code for status."""
 
@@ -93,11 +97,13 @@ class Credentials:
                 return p.read_text().strip() or None
         return None
 
-    def s3_client(self) -> Any:
+    def s3_client(self, default_endpoint: str | None = None) -> Any:
         import boto3
         from botocore.config import Config
 
-        endpoint = self.spec.endpoint or self.get("AWS_ENDPOINT_URL") or self.get("S3_ENDPOINT")
+        endpoint = (
+            self.spec.endpoint or self.get("AWS_ENDPOINT_URL") or self.get("S3_ENDPOINT") or default_endpoint
+        )
         region = self.spec.region or self.get("AWS_REGION") or self.get("AWS_DEFAULT_REGION") or "us-east-1"
         kwargs: dict[str, Any] = {
             "region_name": region,
@@ -171,14 +177,17 @@ class _LocalSource(_Source):
 
 
 class _S3Source(_Source):
-    def __init__(self, uri: str, creds: Credentials) -> None:
+    """s3:// (AWS or any S3-compatible store) and gs:// (Google Cloud Storage through its
+    S3-interoperable XML API with HMAC keys given as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)."""
+
+    def __init__(self, uri: str, creds: Credentials, default_endpoint: str | None = None) -> None:
         super().__init__(uri)
         u = urlparse(uri)
         self.bucket = u.netloc
         self.key = unquote(u.path.lstrip("/"))
         if not self.bucket:
-            raise FetchError(f"{uri}: no bucket in s3:// URL", "InvalidSource")
-        self.client = creds.s3_client()
+            raise FetchError(f"{uri}: no bucket in {u.scheme}:// URL", "InvalidSource")
+        self.client = creds.s3_client(default_endpoint)
         self._files: list[str] | None = None
 
     def _err(self, exc: Exception, what: str) -> FetchError:
@@ -387,10 +396,12 @@ class Fetcher:
             return _LocalSource(uri, self.pvc_root / u.netloc / rel)
         if scheme == "s3":
             return _S3Source(uri, Credentials(creds, self.environ))
+        if scheme == "gs":
+            return _S3Source(uri, Credentials(creds, self.environ), default_endpoint=GCS_XML_ENDPOINT)
         if scheme in ("http", "https"):
             return _HttpSource(uri, self.retries, self.timeout)
         raise FetchError(
-            f"{uri}: unsupported source scheme {scheme!r} (file, pvc, s3, http, https)", "InvalidSource"
+            f"{uri}: unsupported source scheme {scheme!r} (file, pvc, s3, gs, http, https)", "InvalidSource"
         )
 
     @staticmethod

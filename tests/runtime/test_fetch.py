@@ -118,6 +118,26 @@ def test_s3_folder_file_and_errors(
     assert not (tmp_path / "m2" / "clf" / "1").exists()
 
 
+def test_gs_source_uses_the_s3_interoperable_api(
+    tmp_path: Path, v1: Any, s3: Any, bucket: str, s3_server: S3Server
+) -> None:
+    """gs:// goes through GCS's XML API (S3-compatible, HMAC keys): by default to
+    storage.googleapis.com, here to the loopback S3 server given as the endpoint."""
+    from modeldeploy_runtime.fetch import GCS_XML_ENDPOINT, Credentials
+
+    assert Credentials(ManifestCredentials(), environ={}).s3_client(GCS_XML_ENDPOINT).meta.endpoint_url == (
+        GCS_XML_ENDPOINT
+    )
+    upload_folder(s3, bucket, "clf/1", v1.version_dir)
+    env = {"AWS_ACCESS_KEY_ID": s3_server.key_id, "AWS_SECRET_ACCESS_KEY": s3_server.secret}
+    creds = ManifestCredentials(endpoint=s3_server.endpoint)
+    res = Fetcher(tmp_path / "models", environ=env).fetch("clf", 1, f"gs://{bucket}/clf/1", v1.digest, creds)
+    assert res.digest == v1.digest and (tmp_path / "models" / "clf" / "1" / "model.py").is_file()
+    with pytest.raises(FetchError) as exc:
+        Fetcher(tmp_path / "m2", environ=env).fetch("clf", 1, "gs:///clf/1", None, creds)
+    assert exc.value.reason == "InvalidSource" and "no bucket in gs://" in str(exc.value)
+
+
 def test_s3_credentials_from_mounted_secret_files(
     tmp_path: Path, v1: Any, s3: Any, bucket: str, s3_server: S3Server
 ) -> None:
