@@ -255,10 +255,10 @@ def config_from_message(msg: Message) -> tuple[ModelConfig, list[str]]:
         cfg.dynamic_batching = DynamicBatching(pref, delay)
         if mbs == 0:
             problems.append("dynamic_batching: requires max_batch_size > 0")
-        for p in pref:
-            if p <= 0 or (mbs and p > mbs):
+        for size in pref:
+            if size <= 0 or (mbs and size > mbs):
                 problems.append(
-                    f"dynamic_batching.preferred_batch_size: {p} outside 1..max_batch_size ({mbs})"
+                    f"dynamic_batching.preferred_batch_size: {size} outside 1..max_batch_size ({mbs})"
                 )
     for i, g in enumerate(msg.get("instance_group", [])):
         if not isinstance(g, dict):
