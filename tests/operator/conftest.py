@@ -2,112 +2,20 @@
 
 The operator runs exactly as in production (``python -m modeldeploy.cli operator run``) against the
 local control plane, watching only the ``mdop-*`` namespaces these tests create (so it never touches
-objects of other tests sharing a cluster), with a short resync interval so that timers fire often.
+objects of other tests sharing a cluster), with a short resync interval so that the resync fires often.
+Helpers live in ``opsupport.py``.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
-NS_PREFIX = "mdop-"
-RESYNC_SECONDS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OperatorProcess:
-    """`mdctl operator run` in a subprocess; start/stop/restart, metrics scraping."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path, resync: float = RESYNC_SECONDS) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.resync = resync
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = free_port()
-        self.health_port = free_port()
-        self.starts = 0
-
-    @property
-    def log_file(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
-
-    def start(self) -> None:
-        assert self.proc is None, "already running"
-        self.starts += 1
-        cmd = [
-            sys.executable, "-m", "modeldeploy.cli", "operator", "run",
-            "--namespace", f"{NS_PREFIX}*",
-            "--resync-seconds", str(self.resync),
-            "--metrics-port", str(self.metrics_port),
-            "--health-port", str(self.health_port),
-            "--bind-address", "127.0.0.1",
-            "--log-format", "json",
-        ]  # fmt: skip
-        with self.log_file.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"operator not healthy within 60s:\n{self.log_tail()}")
-
-    def stop(self) -> int:
-        if self.proc is None:
-            return 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(timeout=10)
-        self.proc = None
-        return rc
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def metrics(self) -> dict[str, float]:
-        """Sample name with labels -> value, from /metrics."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
-
-    def metric(self, prefix: str) -> float:
-        return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
+from opsupport import CRD_FILE, NS_PREFIX, OperatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -161,34 +69,3 @@ def ns(cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def audit_writes(
-    cluster: Any, since_line: int, namespace: str, user: str | None = None
-) -> list[dict[str, Any]]:
-    """Write requests in ``namespace`` logged by the API server after line ``since_line``."""
-    out = []
-    with Path(cluster.audit_log).open() as f:
-        for i, line in enumerate(f):
-            if i < since_line:
-                continue
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            ref = ev.get("objectRef") or {}
-            if ref.get("namespace") != namespace:
-                continue
-            if user and (ev.get("user") or {}).get("username") != user:
-                continue
-            out.append(ev)
-    return out
-
-
-def audit_lines(cluster: Any) -> int:
-    with Path(cluster.audit_log).open() as f:
-        return sum(1 for _ in f)
-
-
-def yaml_doc(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(doc)

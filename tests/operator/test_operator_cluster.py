@@ -14,8 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import RESYNC_SECONDS, OperatorProcess, audit_lines, audit_writes
-from opsupport import load_case, wait_for
+from opsupport import RESYNC_SECONDS, OperatorProcess, audit_lines, audit_writes, load_case, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
