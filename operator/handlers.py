@@ -101,6 +101,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
             prefix="modeldeploy.io", key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING
+        if config.namespaces and not any(set(ns) & set("*?[]!,") for ns in config.namespaces):
+            # Exact namespaces: no cluster-wide namespace/CRD scanning, which would need RBAC to
+            # list namespaces (the chart grants none) and cost ~30 s of forbidden retries at start.
+            settings.scanning.disabled = True
         settings.execution.max_workers = 16
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330

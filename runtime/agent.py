@@ -429,6 +429,23 @@ class Agent:
             missing.append("manifest change not applied yet")
         return not missing, missing
 
+    def failed(self) -> list[dict[str, Any]]:
+        """Wanted versions whose fetch or load failed, with the reason (no secrets: fetch and load
+        errors name the source and the cause only). The operator reads this from the readiness
+        probe's output (the kubelet's Unhealthy event) to report ModelLoadFailed."""
+        with self.lock:
+            manifest = self.manifest
+            states = {m: dict(vs) for m, vs in self.states.items()}
+        if manifest is None:
+            return []
+        out = []
+        for m in manifest.models:
+            for v in m.wanted_versions():
+                st = states.get(m.name, {}).get(v)
+                if st is not None and st.state == "Failed":
+                    out.append({"model": m.name, "version": v, "reason": st.reason, "message": st.message})
+        return out
+
     def serving(self) -> tuple[bool, list[str]]:
         """Every model has at least one READY version (old or new)."""
         with self.lock:
@@ -525,7 +542,10 @@ class Agent:
                     self._send(200, {"alive": True})
                 elif path == "/ready":
                     ok, missing = agent.ready()
-                    self._send(200 if ok else 503, {"ready": ok, "waitingFor": missing})
+                    body: dict[str, Any] = {"ready": ok, "waitingFor": missing}
+                    if not ok:
+                        body["failed"] = agent.failed()
+                    self._send(200 if ok else 503, body)
                 elif path == "/serving":
                     ok, missing = agent.serving()
                     self._send(200 if ok else 503, {"serving": ok, "waitingFor": missing})

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from modeldeploy.api import v1alpha1 as api
 from pydantic import BaseModel
+
+from modeldeploy.api import v1alpha1 as api
 
 CRD_FILENAME = f"{api.GROUP}_{api.PLURAL}.yaml"
 HEADER = (

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal
 
-from modeldeploy import __version__
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -36,6 +35,8 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
+
+from modeldeploy import __version__
 
 GROUP = "modeldeploy.io"
 VERSION = "v1alpha1"
@@ -1227,7 +1228,10 @@ class Condition(_Base):
         min_length=1,
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
-        description="Condition type: Ready, ModelsReady, Progressing or Degraded.",
+        description=(
+            "Condition type: Ready, ModelsReady, Progressing, Degraded; and, for kstatus (Flux), "
+            "Reconciling or Stalled while True."
+        ),
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     observedGeneration: int | None = Field(

@@ -117,6 +117,25 @@ def _agent_versions(
     return agg
 
 
+def kstatus_conditions(
+    ready: dict[str, Any], degraded: dict[str, Any], generation: int, previous: dict[str, Any], now: str
+) -> list[dict[str, Any]]:
+    """``Reconciling`` / ``Stalled`` for kstatus (Flux, kpt, cli-utils), which reads only those two
+    (plus observedGeneration). "Abnormal-true" conditions: present only while True.
+
+    * Stalled: not Ready and Degraded, i.e. it will not get better without a change (InsufficientGPU,
+      ImagePullBackOff, CrashLoopBackOff, ModelLoadFailed, ProgressDeadlineExceeded, InvalidSpec, ...).
+    * Reconciling: not Ready and not stalled (rolling out, versions loading, scaling up).
+    """
+    if ready["status"] == "True":
+        return []
+    if degraded["status"] == "True":
+        return [
+            _condition("Stalled", True, degraded["reason"], degraded["message"], generation, previous, now)
+        ]
+    return [_condition("Reconciling", True, ready["reason"], ready["message"], generation, previous, now)]
+
+
 def compute_status(
     md: ModelDeployment,
     deployment: dict[str, Any] | None,
@@ -273,7 +292,13 @@ def compute_status(
 
     status: dict[str, Any] = {
         "observedGeneration": gen,
-        "conditions": [ready, models_ready, progressing, degraded],
+        "conditions": [
+            ready,
+            models_ready,
+            progressing,
+            degraded,
+            *kstatus_conditions(ready, degraded, gen, prev_conds, now),
+        ],
         "replicas": ro.replicas,
         "readyReplicas": ro.ready,
         "updatedReplicas": ro.updated,
@@ -298,11 +323,14 @@ def invalid_status(
     prev_conds = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
     out = dict(previous or {})
     out["observedGeneration"] = gen
+    ready = _condition("Ready", False, "InvalidSpec", message, gen, prev_conds, now)
+    degraded = _condition("Degraded", True, "InvalidSpec", message, gen, prev_conds, now)
     out["conditions"] = [
-        _condition("Ready", False, "InvalidSpec", message, gen, prev_conds, now),
+        ready,
         _condition("ModelsReady", False, "InvalidSpec", message, gen, prev_conds, now),
         _condition("Progressing", False, "InvalidSpec", message, gen, prev_conds, now),
-        _condition("Degraded", True, "InvalidSpec", message, gen, prev_conds, now),
+        degraded,
+        *kstatus_conditions(ready, degraded, gen, prev_conds, now),
     ]
     return out
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from modeldeploy.api import v1alpha1 as api
 
 from .catalogue import REPO, example_paths, load_example, load_invalid_cases, valid_paths

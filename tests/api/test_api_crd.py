@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from modeldeploy.api import crd as crdgen
 from modeldeploy.api import v1alpha1 as api
 

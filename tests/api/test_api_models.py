@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from modeldeploy.api import v1alpha1 as api
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentSpec, SpecError
 

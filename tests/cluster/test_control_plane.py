@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from modeldeploy.cluster.local import ClusterState, LocalCluster, _pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]

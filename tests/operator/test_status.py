@@ -155,3 +155,36 @@ def test_invalid_status_and_patch() -> None:
     assert "podLabels" in c["Ready"]["message"] and st["observedGeneration"] == 4
     assert status_patch({"a": 1, "b": 2}, {"a": 1, "c": 3}) == {"c": 3, "b": None}
     assert status_patch({"a": 1}, {"a": 1}) is None
+
+
+def kstatus(st: dict[str, Any]) -> str:
+    """What sigs.k8s.io/cli-utils kstatus (Flux's health checks) computes for a custom resource:
+    it reads only observedGeneration and the Reconciling / Stalled conditions."""
+    c = conds(st)
+    if st.get("observedGeneration") != 1:
+        return "InProgress"
+    if c.get("Stalled", {}).get("status") == "True":
+        return "Failed"
+    if c.get("Reconciling", {}).get("status") == "True":
+        return "InProgress"
+    return "Current"
+
+
+def test_kstatus_conditions_follow_ready_and_degraded() -> None:
+    ready = compute_status(md(), deployment(1), [running_pod()], None, now=T0)
+    assert "Reconciling" not in conds(ready) and "Stalled" not in conds(ready)
+    assert kstatus(ready) == "Current"
+
+    rolling = compute_status(md(), deployment(2, updated=1, available=1), [running_pod()], None, now=T0)
+    assert conds(rolling)["Reconciling"]["status"] == "True" and "Stalled" not in conds(rolling)
+    assert kstatus(rolling) == "InProgress"
+
+    d = Diagnosis("InsufficientGPU", "pod x: not enough GPUs")
+    stuck = compute_status(md("gpu"), deployment(2, available=0), [], d, previous=rolling, now=T1)
+    s = conds(stuck)["Stalled"]
+    assert (s["status"], s["reason"], s["message"]) == ("True", "InsufficientGPU", "pod x: not enough GPUs")
+    assert "Reconciling" not in conds(stuck) and kstatus(stuck) == "Failed"
+    ModelDeploymentStatus.model_validate(stuck)
+
+    invalid = invalid_status({"metadata": {"generation": 1}}, "spec.x: bad", previous=ready, now=T1)
+    assert conds(invalid)["Stalled"]["reason"] == "InvalidSpec" and kstatus(invalid) == "Failed"

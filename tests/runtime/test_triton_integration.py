@@ -126,7 +126,13 @@ def _model(name: str, versions: list[tuple[int, str, str | None]], **extra: Any)
 
 
 def test_in_place_version_switch_from_s3_without_failed_requests(
-    tmp_path: Path, start_triton: Any, s3: Any, bucket: str, s3_env: dict[str, str], s3_server: Any
+    tmp_path: Path,
+    start_triton: Any,
+    s3: Any,
+    bucket: str,
+    s3_env: dict[str, str],
+    s3_server: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Test 2 (+3): v1 serving; manifest -> v2 fetched from S3, loaded, v1 unloaded with zero failed
     requests; then a corrupt v3 fails with the reason while v2 keeps serving."""
@@ -182,10 +188,25 @@ def test_in_place_version_switch_from_s3_without_failed_requests(
         r = requests.post(f"{srv.http_url}/v2/models/clf/infer", json={"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}, timeout=10)  # fmt: skip
         assert r.status_code == 200 and r.json()["outputs"][0]["data"][0] == 2.0
         assert not (models / "clf" / "3").exists()
-        assert requests.get(f"http://127.0.0.1:{http.server_address[1]}/ready", timeout=5).status_code == 503
+        ready = requests.get(f"http://127.0.0.1:{http.server_address[1]}/ready", timeout=5)
+        assert ready.status_code == 503
+        assert [(f["model"], f["version"], f["reason"]) for f in ready.json()["failed"]] == [
+            ("clf", 3, "DigestMismatch")
+        ]
         assert (
             requests.get(f"http://127.0.0.1:{http.server_address[1]}/serving", timeout=5).status_code == 200
         )
+        # The readiness exec probe's output (what the kubelet puts in the Unhealthy event) is what the
+        # operator parses to report ModelLoadFailed: check the two ends of that contract together.
+        from modeldeploy.reconcile.diagnose import parse_agent_failures
+        from modeldeploy_runtime.cli import main as runtime_main
+
+        capsys.readouterr()
+        assert runtime_main(["health", "--url", f"http://127.0.0.1:{http.server_address[1]}/ready"]) == 1
+        probe_output = capsys.readouterr().err
+        failures = parse_agent_failures(f"Readiness probe failed: {probe_output}")
+        assert list(failures) == [("clf", 3)] and "DigestMismatch" in failures[("clf", 3)]
+        assert s3_server.secret not in probe_output
     finally:
         stop.set()
         th.join(30)
