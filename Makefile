@@ -1,4 +1,7 @@
 # modeldeploy developer entry points. Every target sets up what it needs (hack/setup.sh is idempotent).
+# operator/ is a folder at the repository root: `python -m ...` from here would put it on sys.path
+# before the standard library's `operator` module. PYTHONSAFEPATH (Python >= 3.11) stops that.
+export PYTHONSAFEPATH := 1
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 

@@ -22,6 +22,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Subprocesses run `python -m modeldeploy...`; with the repository root as their working directory
+# its operator/ folder would shadow the standard library's operator module. Python >= 3.11 honours
+# PYTHONSAFEPATH and leaves the working directory off sys.path.
+os.environ["PYTHONSAFEPATH"] = "1"
+
 
 def shared_dir() -> Path:
     env = os.environ.get("MODELDEPLOY_SHARED")

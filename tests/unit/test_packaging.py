@@ -53,3 +53,26 @@ def test_runtime_does_not_depend_on_operator_libraries() -> None:
             if s.startswith(("import ", "from ")):
                 mod = s.split()[1]
                 assert mod.split(".")[0] not in {"kopf", "kubernetes", "modeldeploy"}, f"{path}: {s}"
+
+
+def test_python_dash_m_from_the_repo_root_keeps_the_stdlib_operator() -> None:
+    """`python -m` puts the working directory first on sys.path; from the repository root that is
+    operator/. The entry points (Makefile, .ci/run, hack/setup.sh, tests) set PYTHONSAFEPATH."""
+    import os
+    import subprocess
+    import sys
+
+    for f in ("Makefile", ".ci/run", "hack/setup.sh", "tests/conftest.py", "hack/demo.py"):
+        assert "PYTHONSAFEPATH" in (REPO / f).read_text(), f
+    code = "import operator, sys; print(operator.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+    unsafe = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    # Without site (-S) nothing imports operator early, so the folder wins: the hazard is real.
+    assert unsafe.stdout.strip() == str(REPO / "operator" / "__init__.py")
+    env["PYTHONSAFEPATH"] = "1"
+    safe = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert safe.returncode == 0 and safe.stdout.strip() == stdlib_operator.__file__
