@@ -205,7 +205,11 @@ def _restore_crd(cluster: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def scenario(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+def scenario(
+    cluster: Any, shared_crds: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scenario]:
+    # shared_crds: the KEDA / prometheus-operator CRDs, whose kinds the chart's RBAC covers (can-i
+    # answers "no" for a resource type the API server does not know).
     tmp = tmp_path_factory.mktemp("chart-cluster")
     s = Scenario(
         cluster=cluster,
@@ -404,6 +408,19 @@ def test_argocd_health_degraded_from_operator_status(scenario: Scenario) -> None
     assert argocd_health(obj) == {"status": "Degraded", "message": cond["message"]}
     s.assert_no_forbidden()
     s.kubectl("delete", "md", "too-big", "-n", s.models_ns, "--wait=true", timeout=120)
+    # Its children go by (background) garbage collection: wait, so later tests see a settled namespace.
+    _wait(
+        lambda: (
+            not [
+                o
+                for kind in ("deployments", "pods")
+                for o in s.get(kind, "-n", s.models_ns)["items"]
+                if o["metadata"]["name"].startswith("too-big")
+            ]
+        ),
+        120,
+        "the children of too-big to be garbage-collected",
+    )
 
 
 def _triton_state(s: Scenario) -> dict[str, Any]:
