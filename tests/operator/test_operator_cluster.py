@@ -247,6 +247,76 @@ def test_insufficient_gpu_is_diagnosed_within_seconds(
     print(f"InsufficientGPU diagnosed after {took:.1f}s")
 
 
+def test_model_load_failure_from_the_agent_readiness_probe(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    """ModelLoadFailed end to end through the API server. KWOK runs no kubelet probes, so the test
+    does what the kubelet does when the agent's exec readiness probe fails: it marks the agent
+    container not ready and records an ``Unhealthy`` Event whose message is the probe's output (the
+    format the real agent prints is checked against the same parser in tests/runtime)."""
+    apply(cluster, md_doc("cpu", ns))
+    wait_ready(cluster, ns, "cpu-model")
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    assert len(pods) == 1
+    pod = pods[0]
+    statuses = []
+    for cs in pod["status"]["containerStatuses"]:
+        statuses.append({**cs, "ready": False} if cs["name"] == "agent" else cs)
+    conditions = [
+        {**c, "status": "False", "reason": "ContainersNotReady"}
+        if c["type"] in ("Ready", "ContainersReady")
+        else c
+        for c in pod["status"]["conditions"]
+    ]
+    cluster.kubectl(
+        "patch", "pod", pod["metadata"]["name"], "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"containerStatuses": statuses, "conditions": conditions}}),
+    )  # fmt: skip
+    body = {
+        "ready": False,
+        "waitingFor": ["simple/2"],
+        "failed": [
+            {"model": "simple", "version": 2, "reason": "DigestMismatch",
+             "message": "model.onnx: sha256 1111 does not match the manifest (expected 2222)"},
+        ],
+    }  # fmt: skip
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{pod['metadata']['name']}.unhealthy", "namespace": ns},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": ns,
+            "name": pod["metadata"]["name"],
+            "uid": pod["metadata"]["uid"],
+            "fieldPath": "spec.containers{agent}",
+        },
+        "reason": "Unhealthy",
+        "type": "Warning",
+        "message": "Readiness probe failed: unhealthy: http://127.0.0.1:8080/ready: HTTP 503 "
+        + json.dumps(body),
+        "source": {"component": "kubelet", "host": pod["spec"]["nodeName"]},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(event))
+
+    def load_failed() -> dict[str, Any] | None:
+        md = get(cluster, "md", ns, "cpu-model")
+        return md if cond(md, "Ready").get("reason") == "ModelLoadFailed" else None
+
+    md = wait_for(load_failed, 60, "Ready=False reason ModelLoadFailed")
+    ready = cond(md, "Ready")
+    assert ready["status"] == "False" and "simple version 2" in ready["message"]
+    assert "DigestMismatch" in ready["message"]
+    assert cond(md, "Degraded")["status"] == "True" and cond(md, "Stalled")["reason"] == "ModelLoadFailed"
+    versions = {v["version"]: v for v in md["status"]["models"][0]["versions"]}
+    assert versions[2]["state"] == "Failed" and "DigestMismatch" in versions[2]["message"]
+
+
 def test_drift_is_repaired_and_foreign_fields_are_kept(
     cluster: Any, operator: OperatorProcess, ns: str
 ) -> None:
