@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -166,7 +167,8 @@ class Scenario:
     def assert_no_forbidden(self) -> None:
         for op in self.operators:
             text = op.text()
-            bad = [ln for ln in text.splitlines() if "403" in ln or "forbidden" in ln.lower()]
+            # "403" as a word: a bare substring test also matched ephemeral ports such as :40365.
+            bad = [ln for ln in text.splitlines() if re.search(r"\b403\b|forbidden", ln, re.IGNORECASE)]
             assert not bad, "the operator hit RBAC denials:\n" + "\n".join(bad[:20])
         assert not self.audit_denials(), f"403s for {self.sa_user}: {self.audit_denials()}"
 
