@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
+    # The operator subprocess runs `python -m`: keep the repo root (operator/ would shadow the
+    # standard library module) off its sys.path.
+    os.environ["PYTHONSAFEPATH"] = "1"
     from modeldeploy.cluster.local import LocalCluster
     from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube
 
