@@ -161,7 +161,10 @@ def main() -> int:
         op_log = work / "operator.log"
         cmd = [sys.executable, "-m", "modeldeploy.cli", "operator", "run", "--namespace", NS_MODELS,
                "--log-format", "text", "--metrics-port", str(free_port()), "--health-port", str(health_port),
-               "--bind-address", "127.0.0.1"]  # fmt: skip
+               "--bind-address", "127.0.0.1",
+               # KWOK has no kubelet whose ConfigMap volume sync the operator must wait out; the
+               # demo's agent reads the manifest straight from the cluster.
+               "--manifest-sync-seconds", "5"]  # fmt: skip
         with op_log.open("wb") as fh:
             procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env))
         wait_for(

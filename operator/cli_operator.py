@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         help="level-based resync interval per ModelDeployment (drift repair)",
     )
     run.add_argument(
+        "--manifest-sync-seconds",
+        type=float,
+        default=90.0,
+        help="after an in-place version change, how long pods may take to see the new manifest "
+        "(kubelet ConfigMap volume sync) before their readiness counts for the new versions (0: off)",
+    )
+    run.add_argument(
         "--query-agents",
         action="store_true",
         help="read each pod's runtime agent /status over the pod IP for per-version states (real clusters)",
@@ -70,7 +77,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     config = OperatorConfig(
-        resync_seconds=args.resync_seconds, query_agents=args.query_agents, namespaces=list(args.namespace)
+        resync_seconds=args.resync_seconds,
+        query_agents=args.query_agents,
+        namespaces=list(args.namespace),
+        manifest_sync_seconds=args.manifest_sync_seconds,
     )
     registry = kopf.OperatorRegistry()
     register_handlers(registry, config)

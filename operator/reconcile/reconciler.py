@@ -4,6 +4,7 @@ compute and (only when it changed) write the status. Blocking; called from kopf'
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -75,6 +76,10 @@ class OperatorConfig:
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
     namespaces: list[str] = field(default_factory=list)
+    #: In-place rollouts: pods see a changed manifest only after the kubelet syncs the ConfigMap
+    #: volume (up to about a minute), so for this long after a change their readiness does not yet
+    #: prove the new versions are served. 0 disables the window.
+    manifest_sync_seconds: float = 90.0
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -82,6 +87,7 @@ class OperatorConfig:
             resync_seconds=float(os.environ.get("MODELDEPLOY_RESYNC_SECONDS", "30")),
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "") in ("1", "true", "yes"),
+            manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
         )
 
 
@@ -89,6 +95,27 @@ class OperatorConfig:
 class Outcome:
     changes: list[str] = field(default_factory=list)
     status_written: bool = False
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """An RFC 3339 timestamp from the API (``2026-01-01T00:00:00Z``), or None."""
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def manager_write_time(obj: dict[str, Any] | None, manager: str) -> dt.datetime | None:
+    """When ``manager`` last changed ``obj`` (its managedFields entry, main resource only)."""
+    times = [
+        parse_time(mf.get("time"))
+        for mf in (obj or {}).get("metadata", {}).get("managedFields") or []
+        if mf.get("manager") == manager and not mf.get("subresource")
+    ]
+    found = [t for t in times if t is not None]
+    return max(found) if found else None
 
 
 def owned_by(obj: dict[str, Any], uid: str) -> bool:
@@ -341,6 +368,7 @@ class Reconciler:
             events = self.kube.list(EVENT, ns, field_selector="involvedObject.kind=Pod,reason=Unhealthy")
         diag = diagnose(dep, pods, events, _gpu_request(md))
         agents = self._query_agents(pods) if self.config.query_agents else None
+        propagating = self._manifest_propagating(md, pods) if dep and agents is None else None
         current = body.get("status") or {}
         new = compute_status(
             md,
@@ -351,6 +379,7 @@ class Reconciler:
             previous=current,
             agents=agents,
             manifest_generation=None,
+            propagating=propagating,
         )
         conds = {c["type"]: c["status"] for c in new["conditions"]}
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
@@ -361,6 +390,26 @@ class Reconciler:
         metrics.STATUS_WRITES.inc()
         self._transition_events(body, current, new, diag)
         return True
+
+    def _manifest_propagating(self, md: ModelDeployment, pods: list[dict[str, Any]]) -> str | None:
+        """Why pod readiness does not yet prove the new versions after an in-place manifest change,
+        or None. The change time is our field manager's last write to the manifest ConfigMap (we
+        write it only when its content changes); pods started after it read the new manifest."""
+        window = self.config.manifest_sync_seconds
+        if window <= 0 or md.spec.rollout.strategy != "inPlace":
+            return None
+        cm = self.kube.get(CONFIGMAP, md.namespace, configmap_name(md))
+        changed = manager_write_time(cm, FIELD_MANAGER)
+        if changed is None:
+            return None
+        age = (dt.datetime.now(dt.UTC) - changed).total_seconds()
+        started = [parse_time((p.get("status") or {}).get("startTime")) for p in pods]
+        if age >= window or not any(t is not None and t < changed for t in started):
+            return None
+        return (
+            f"the model manifest changed {age:.0f}s ago; pods started before that serve the new versions "
+            f"only once the kubelet has synced the ConfigMap volume (allowing {window:.0f}s)"
+        )
 
     def _notes(self, md: ModelDeployment) -> list[Any]:
         opts = RenderOptions(crds=self.crds())

@@ -147,7 +147,11 @@ def compute_status(
     now: str | None = None,
     agents: AgentReport | None = None,
     manifest_generation: int | None = None,
+    propagating: str | None = None,
 ) -> dict[str, Any]:
+    """``propagating``: why pod readiness does not yet prove the versions of a just-changed manifest
+    (in-place rollouts, see Reconciler._manifest_propagating). While set, versions that were not
+    Ready before are Loading, and Ready/Progressing say the rollout is still under way."""
     now = now or now_rfc3339()
     notes = notes or []
     gen = md.generation
@@ -162,6 +166,12 @@ def compute_status(
     ]
     failed = diagnosis.failed_versions if diagnosis else {}
     agent_states = _agent_versions(agents, manifest_generation)
+    was_ready = {
+        (m.get("name"), v.get("version"))
+        for m in (previous or {}).get("models") or []
+        for v in m.get("versions") or []
+        if v.get("state") == "Ready"
+    }
 
     # ---- per model / version
     models_out: list[dict[str, Any]] = []
@@ -191,6 +201,8 @@ def compute_status(
                     entry["reason"] = "RollingOut"
             elif ro.want == 0:
                 entry = {"version": v, "state": "Pending", "reason": "ScaledToZero", "message": "no replicas"}
+            elif ro.complete and propagating and key not in was_ready:
+                entry = {"version": v, "state": "Loading", "reason": "ManifestPropagating", "message": ""}
             elif ro.complete:
                 entry = {
                     "version": v,
@@ -238,6 +250,8 @@ def compute_status(
     else:
         if diagnosis:
             reason, msg = diagnosis.reason, diagnosis.message
+        elif propagating and ro.complete:
+            reason, msg = "VersionsPropagating", propagating
         elif not ro.exists:
             reason, msg = "DeploymentMissing", f"deployment {md.name} does not exist yet"
         else:
@@ -261,6 +275,10 @@ def compute_status(
     if diagnosis and diagnosis.reason == "ProgressDeadlineExceeded":
         progressing = _condition(
             "Progressing", False, "ProgressDeadlineExceeded", diagnosis.message, gen, prev_conds, now
+        )
+    elif ro.complete and propagating and not all_ready:
+        progressing = _condition(
+            "Progressing", True, "VersionsPropagating", propagating, gen, prev_conds, now
         )
     elif ro.complete:
         progressing = _condition("Progressing", False, "Complete", "rollout complete", gen, prev_conds, now)

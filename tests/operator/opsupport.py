@@ -49,6 +49,8 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 NS_PREFIX = "mdop-"
 RESYNC_SECONDS = 5
+#: KWOK has no kubelet volume sync to wait for; short, so the window's end is seen within the tests.
+MANIFEST_SYNC_SECONDS = 6
 
 
 def free_port() -> int:
@@ -80,6 +82,7 @@ class OperatorProcess:
             sys.executable, "-m", "modeldeploy.cli", "operator", "run",
             "--namespace", f"{NS_PREFIX}*",
             "--resync-seconds", str(self.resync),
+            "--manifest-sync-seconds", str(MANIFEST_SYNC_SECONDS),
             "--metrics-port", str(self.metrics_port),
             "--health-port", str(self.health_port),
             "--bind-address", "127.0.0.1",

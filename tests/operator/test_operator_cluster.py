@@ -360,6 +360,18 @@ def test_in_place_version_change_does_not_roll_pods(cluster: Any, operator: Oper
         return [1, 2] if pol.get("all") else None
 
     wait_for(manifest_versions, 20, "manifest with both versions")
+
+    def propagating() -> dict[str, Any] | None:
+        md = get(cluster, "md", ns, "cpu-model")
+        return md if cond(md, "Ready").get("reason") == "VersionsPropagating" else None
+
+    # The pods are still Ready on the old manifest: not Ready until the kubelet-sync window passed.
+    md = wait_for(propagating, 20, "Ready=False reason VersionsPropagating")
+    assert cond(md, "Progressing")["status"] == "True" and cond(md, "Reconciling")["status"] == "True"
+    assert {v["version"]: v["state"] for v in md["status"]["models"][0]["versions"]} == {
+        1: "Loading",
+        2: "Ready",
+    }
     md = wait_ready(cluster, ns, "cpu-model")
     after = get(cluster, "deploy", ns, "cpu-model")
     assert after["metadata"]["generation"] == before["metadata"]["generation"]  # type: ignore[index]

@@ -188,3 +188,28 @@ def test_kstatus_conditions_follow_ready_and_degraded() -> None:
 
     invalid = invalid_status({"metadata": {"generation": 1}}, "spec.x: bad", previous=ready, now=T1)
     assert conds(invalid)["Stalled"]["reason"] == "InvalidSpec" and kstatus(invalid) == "Failed"
+
+
+def test_in_place_manifest_change_is_not_ready_until_it_has_propagated() -> None:
+    """Right after an in-place version change the pods are still Ready on the old manifest: the new
+    version is Loading and the ModelDeployment is Progressing, not Ready, until the window passes."""
+    one = md()
+    before = compute_status(one, deployment(1), [running_pod()], None, now=T0)
+    assert conds(before)["Ready"]["status"] == "True"
+    model = load_case("cpu")["spec"]["models"][0]
+    both = md(models=[{**model, "versionPolicy": {"all": True}}])
+    why = "the model manifest changed 3s ago; ..."
+    st = compute_status(both, deployment(1), [running_pod()], None, previous=before, now=T1, propagating=why)
+    c = conds(st)
+    assert (c["Ready"]["status"], c["Ready"]["reason"], c["Ready"]["message"]) == (
+        "False",
+        "VersionsPropagating",
+        why,
+    )
+    assert (c["Progressing"]["status"], c["Progressing"]["reason"]) == ("True", "VersionsPropagating")
+    assert c["Reconciling"]["status"] == "True" and "Stalled" not in c
+    states = {v["version"]: (v["state"], v["reason"]) for v in st["models"][0]["versions"]}
+    assert states == {1: ("Loading", "ManifestPropagating"), 2: ("Ready", "Loaded")}
+    done = compute_status(both, deployment(1), [running_pod()], None, previous=st, now=T1)
+    assert conds(done)["Ready"]["status"] == "True" and done["servedVersions"] == "simple:1,2"
+    ModelDeploymentStatus.model_validate(st)
