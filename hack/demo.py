@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +53,6 @@ def step(msg: str) -> None:
 
 def info(msg: str) -> None:
     print(f"    {msg}", flush=True)
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"demo: timed out after {timeout:.0f}s waiting for {what}")
 
 
 def http_json(url: str) -> tuple[int, Any]:
@@ -116,7 +105,7 @@ def main() -> int:
     import torch
     import tritonclient.http as triton_http
 
-    from modeldeploy.cluster.local import LocalCluster, free_port
+    from modeldeploy.cluster.local import LocalCluster, free_port, wait_for
     from modeldeploy_runtime.package import BatchingOptions, package_torch
     from modeldeploy_runtime.triton import TritonServer
 
@@ -269,6 +258,8 @@ def main() -> int:
         if args.keep:
             info(f'cluster kept: eval "$(mdctl cluster env --name demo)"; kubectl get md -A; files in {work}')
         return 0
+    except TimeoutError as exc:
+        raise SystemExit(f"demo: {exc}") from None
     finally:
         for p in procs:
             p.terminate()

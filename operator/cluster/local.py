@@ -83,6 +83,19 @@ def find_bin(name: str, build: bool = False) -> Path:
     return path
 
 
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Poll ``cond`` until it returns something truthy and return that; raise TimeoutError naming
+    ``what`` and the last value otherwise. Shared by the cluster start-up, the demo and the tests."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -460,17 +473,20 @@ class LocalCluster:
             return "(no log)"
 
     def _wait(self, cond: Callable[[], bool], timeout: float, what: str, component: str) -> None:
-        deadline = time.monotonic() + timeout
         st = ClusterState.load(self.state_file)
-        while time.monotonic() < deadline:
+
+        def done_or_crashed() -> bool:
             if cond():
-                return
-            if st:
-                for comp, pid in st.pids.items():
-                    if not _pid_alive(pid):
-                        raise ClusterError(f"{comp} exited while waiting for {what}:\n{self._log_tail(comp)}")
-            time.sleep(0.25)
-        raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}:\n{self._log_tail(component)}")
+                return True
+            for comp, pid in (st.pids if st else {}).items():
+                if not _pid_alive(pid):
+                    raise ClusterError(f"{comp} exited while waiting for {what}:\n{self._log_tail(comp)}")
+            return False
+
+        try:
+            wait_for(done_or_crashed, timeout, what, interval=0.25)
+        except TimeoutError as exc:
+            raise ClusterError(f"{exc}:\n{self._log_tail(component)}") from None
 
     def _wait_port(self, port: int, component: str) -> None:
         def ok() -> bool:
@@ -545,15 +561,22 @@ class LocalCluster:
             "--v=1",
         ]
 
-    def _kcm_args(self, p: dict[str, int]) -> list[str]:
-        kc = self.dir / "kube-controller-manager.kubeconfig"
+    def _component_args(self, component: str, port: int, cert_dir: str) -> list[str]:
+        """Flags shared by kube-controller-manager and kube-scheduler: their client certificate
+        kubeconfig (also for delegated authn/authz) and a loopback-only secure port."""
+        kc = self.dir / f"{component}.kubeconfig"
         return [
             f"--kubeconfig={kc}",
             f"--authentication-kubeconfig={kc}",
             f"--authorization-kubeconfig={kc}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={p['kcm']}",
-            f"--cert-dir={self.dir / 'kcm-certs'}",
+            f"--secure-port={port}",
+            f"--cert-dir={self.dir / cert_dir}",
+        ]
+
+    def _kcm_args(self, p: dict[str, int]) -> list[str]:
+        return [
+            *self._component_args("kube-controller-manager", p["kcm"], "kcm-certs"),
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             f"--root-ca-file={self.pki / 'ca.crt'}",
             "--use-service-account-credentials=true",
@@ -564,14 +587,8 @@ class LocalCluster:
         ]
 
     def _scheduler_args(self, p: dict[str, int]) -> list[str]:
-        kc = self.dir / "kube-scheduler.kubeconfig"
         return [
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={p['scheduler']}",
-            f"--cert-dir={self.dir / 'scheduler-certs'}",
+            *self._component_args("kube-scheduler", p["scheduler"], "scheduler-certs"),
             "--leader-elect=false",
             "--v=1",
         ]

@@ -19,13 +19,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from modeldeploy.cluster.local import wait_for
 
 from ._helm import CHART, REPO
 from .health_lua import argocd_health
@@ -38,17 +40,6 @@ CRD_NAME = "modeldeployments.modeldeploy.io"
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 EXAMPLE = REPO / "examples" / "cpu-minimal.yaml"
 READY_TIMEOUT = 180.0
-
-
-def _wait(cond: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -138,7 +129,7 @@ class Scenario:
             except OSError:
                 return False
 
-        _wait(healthy, 60, "the operator's /healthz")
+        wait_for(healthy, 60, "the operator's /healthz")
         return op
 
     def audit_denials(self) -> list[str]:
@@ -361,7 +352,7 @@ def test_operator_reconciles_to_ready_as_the_serviceaccount(scenario: Scenario) 
         s.statuses.append(obj)
         return _ready(obj)
 
-    _wait(ready, READY_TIMEOUT, "ModelDeployment add-sub Ready=True", interval=0.5)
+    wait_for(ready, READY_TIMEOUT, "ModelDeployment add-sub Ready=True", interval=0.5)
     s.assert_no_forbidden()
     # The operator's pods were admitted in the restricted namespace.
     pods = s.get("pods", "-n", s.models_ns)["items"]
@@ -405,13 +396,13 @@ def test_argocd_health_degraded_from_operator_status(scenario: Scenario) -> None
         conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
         return obj if conds.get("Degraded", {}).get("status") == "True" else None
 
-    obj = _wait(degraded, READY_TIMEOUT, "ModelDeployment too-big Degraded=True")
+    obj = wait_for(degraded, READY_TIMEOUT, "ModelDeployment too-big Degraded=True")
     cond = next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
     assert argocd_health(obj) == {"status": "Degraded", "message": cond["message"]}
     s.assert_no_forbidden()
     s.kubectl("delete", "md", "too-big", "-n", s.models_ns, "--wait=true", timeout=120)
     # Its children go by (background) garbage collection: wait, so later tests see a settled namespace.
-    _wait(
+    wait_for(
         lambda: (
             not [
                 o

@@ -7,15 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from modeldeploy.cluster.local import ClusterState, LocalCluster, _pid_alive
+from modeldeploy.cluster.local import ClusterState, LocalCluster, _pid_alive, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -27,17 +25,6 @@ RESTRICTED_CTX = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}; last={last!r}")
 
 
 def get_json(cluster: Any, *args: str) -> Any:
