@@ -191,7 +191,7 @@ class Agent:
             platform, backend, _ = FORMAT_DEFAULTS[model.format]
             cfg = ModelConfig(name=model.name, platform=platform, backend=backend)
             if (
-                model.format == "pytorch"
+                model.format in ("pytorch", "onnx")
                 and versions
                 and (self.repository / model.name / str(max(versions)) / "model.py").is_file()
             ):

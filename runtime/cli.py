@@ -74,6 +74,13 @@ def cmd_package(args: argparse.Namespace) -> int:
         else:
             fmt = "torchscript"
     name = args.name or Path(src.split(":")[0]).stem.replace("model", "") or "model"
+    allowed = {"torchscript": ("python", "libtorch"), "module": ("python", "libtorch"),
+               "onnx": ("onnxruntime", "python"), "python": ("python",)}.get(fmt, ())  # fmt: skip
+    if args.backend is not None and args.backend not in allowed:
+        print(f"error: --backend {args.backend} does not apply to {fmt} models (use one of: {', '.join(allowed)})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    backend: Any = args.backend or (allowed[0] if allowed else None)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
         if fmt in ("torchscript", "module"):
@@ -101,13 +108,14 @@ def cmd_package(args: argparse.Namespace) -> int:
                 obj = getattr(importlib.import_module(mod_name), attr)
                 model = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
             res = package_torch(
-                model, args.repository, name, example_inputs=example, version=args.version, backend=args.backend,
+                model, args.repository, name, example_inputs=example, version=args.version, backend=backend,
                 batching=_batching(args), method=args.export, progress=progress,
             )  # fmt: skip
         elif fmt == "onnx":
             res = package_onnx(
-                src, args.repository, name, version=args.version, batching=_batching(args), progress=progress
-            )
+                src, args.repository, name, version=args.version, backend=backend,
+                batching=_batching(args), progress=progress,
+            )  # fmt: skip
         elif fmt == "python":
             res = package_python(
                 src, args.repository, name, inputs=args.input or [], outputs=args.output or [],
@@ -263,8 +271,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("-n", "--name", help="model name (default: from the file name)")
     p.add_argument("-v", "--version", type=int, help="version number (default: next free)")
     p.add_argument("--format", default="auto", choices=["auto", "torchscript", "module", "onnx", "python"])
-    p.add_argument("--backend", default="python", choices=["python", "libtorch"],
-                   help="torch: python-backend wrapper (runs on any Triton with the python backend) or pytorch_libtorch")  # fmt: skip
+    p.add_argument("--backend", choices=["python", "libtorch", "onnxruntime"],
+                   help="python: a python-backend wrapper that runs the TorchScript/ONNX file on any Triton with the "
+                        "python backend (default for torch); libtorch: pytorch_libtorch (torch only); onnxruntime: "
+                        "onnxruntime_onnx (default for ONNX)")  # fmt: skip
     p.add_argument(
         "--export", default="trace", choices=["trace", "script"], help="torch export method for nn.Modules"
     )

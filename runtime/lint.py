@@ -232,9 +232,11 @@ def lint_version(vdir: Path, cfg: ModelConfig | None, cfg_path: Path) -> list[Is
             art = meta.get("artifact")
             if art and not (vdir / art).is_file():
                 issues.append(Issue(str(vdir / art), f"missing: {PACKAGE_META} says the model is {art}"))
-            elif art and art.endswith(".pt"):
-                if cfg is not None and cfg.artifact != "model.pt":
+            elif art and cfg is not None and cfg.artifact != art:  # e.g. the python-backend wrapper
+                if art.endswith(".pt"):
                     _check_torchscript(vdir / art, issues)
+                elif art.endswith(".onnx"):
+                    _check_onnx(vdir / art, cfg, cfg_path, issues)
             if cfg is not None and mcfg.io_signature() != cfg.io_signature():
                 diffs = []
                 if mcfg.max_batch_size != cfg.max_batch_size:

@@ -49,8 +49,11 @@ from modeldeploy_runtime.digest import (
 from modeldeploy_runtime.manifest import TRITON_NAME_RE
 
 PACKAGE_META = "modeldeploy.json"
-TORCH_WRAPPER = Path(__file__).with_name("torch_python_model.py")
+#: The python-backend model (copied as ``model.py``) that serves model.pt / model.onnx on a Triton
+#: with only the python backend.
+PYTHON_WRAPPER = Path(__file__).with_name("python_backend_wrapper.py")
 TorchBackend = Literal["python", "libtorch"]
+OnnxBackend = Literal["onnxruntime", "python"]
 
 
 class PackageError(ValueError):
@@ -410,7 +413,7 @@ def _package_torch(
         torch.jit.save(scripted, str(tmp / "model.pt"))
         known = {"model.pt": sha256_file(tmp / "model.pt", progress)}
         if backend == "python":
-            shutil.copyfile(TORCH_WRAPPER, tmp / "model.py")
+            shutil.copyfile(PYTHON_WRAPPER, tmp / "model.py")
         meta = _meta(
             "pytorch",
             cfg,
@@ -430,11 +433,14 @@ def package_onnx(
     name: str,
     *,
     version: int | None = None,
+    backend: OnnxBackend = "onnxruntime",
     batching: BatchingOptions | None = None,
     progress: bool = False,
 ) -> PackageResult:
-    """Package an ONNX file (``onnxruntime_onnx``); inputs/outputs are read from the graph. With
-    max_batch_size > 0 the first dimension of every tensor must be the (dynamic) batch."""
+    """Package an ONNX file; inputs/outputs are read from the graph. With max_batch_size > 0 the
+    first dimension of every tensor must be the (dynamic) batch. ``backend="onnxruntime"`` writes
+    an ``onnxruntime_onnx`` model; ``"python"`` adds the python-backend wrapper (model.py), which
+    runs the file through onnxruntime inside Triton's python backend."""
     from modeldeploy_runtime.onnx_io import OnnxParseError, read_io
 
     t0 = time.monotonic()
@@ -447,7 +453,12 @@ def package_onnx(
     except OnnxParseError as exc:
         raise PackageError(str(exc)) from exc
     batching = batching or BatchingOptions()
-    cfg = ModelConfig(name=name, platform="onnxruntime_onnx")
+    if backend == "onnxruntime":
+        cfg = ModelConfig(name=name, platform="onnxruntime_onnx")
+    elif backend == "python":
+        cfg = ModelConfig(name=name, backend="python")
+    else:
+        raise PackageError(f"{src}: unknown backend {backend!r} (onnxruntime or python)")
     batching.apply(cfg)
 
     def spec(t: Any) -> TensorSpec:
@@ -471,6 +482,8 @@ def package_onnx(
 
         with open(src, "rb") as fi, open(tmp / "model.onnx", "wb") as fo:
             digest, _ = copy_hashing(fi, fo, src.stat().st_size, f"copy {src.name}", progress)
+        if backend == "python":
+            shutil.copyfile(PYTHON_WRAPPER, tmp / "model.py")
         meta = _meta("onnx", cfg, "model.onnx")
         return _finish(tmp, repository, cfg, version, meta, {"model.onnx": digest}, t0, progress)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -315,3 +316,31 @@ def test_init_single_file_onnx_source_gets_config_from_manifest(tmp_path: Path) 
     from modeldeploy_runtime.lint import errors, lint_repository
 
     assert errors(lint_repository(tmp_path / "models")) == []
+
+
+def test_init_onnx_folder_with_wrapper_gets_python_backend(tmp_path: Path) -> None:
+    """A version folder holding model.onnx plus the python-backend wrapper as model.py, but no
+    packaging metadata: the agent writes a python-backend config (not onnxruntime_onnx), so the
+    model runs on a Triton with only the python backend."""
+    from modeldeploy_runtime.config import load_config
+    from modeldeploy_runtime.onnx_io import OnnxTensor, encode_io_only
+    from modeldeploy_runtime.package import PYTHON_WRAPPER
+
+    src = tmp_path / "export"
+    src.mkdir()
+    (src / "model.onnx").write_bytes(
+        encode_io_only([OnnxTensor("x", "TYPE_FP32", [-1, 4])], [OnnxTensor("y", "TYPE_FP32", [-1, 2])])
+    )
+    shutil.copyfile(PYTHON_WRAPPER, src / "model.py")
+    manifest = tmp_path / "manifest.json"
+    m = ModelManifest.model_validate({"generation": 1, "models": [{
+        "name": "clf", "format": "onnx", "maxBatchSize": 4,
+        "inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [4]}],
+        "outputs": [{"name": "y", "dataType": "TYPE_FP32", "dims": [2]}],
+        "versions": [{"version": 1, "source": f"file://{src}"}],
+    }]})  # fmt: skip
+    manifest.write_text(m.to_json())
+    assert Agent(manifest, tmp_path / "models", "http://127.0.0.1:9").run_init() == 0
+    cfg = load_config(tmp_path / "models" / "clf" / "config.pbtxt")
+    assert (cfg.backend, cfg.platform) == ("python", "")
+    assert (tmp_path / "models" / "clf" / "1" / "model.onnx").is_file()

@@ -39,6 +39,7 @@ def good_repo(tmp_path_factory: pytest.TempPathFactory, mlp: Any) -> Path:
         encode_io_only([OnnxTensor("x", "TYPE_FP32", [-1, 4])], [OnnxTensor("y", "TYPE_FP32", [-1, 2])])
     )
     package_onnx(onnx, repo, "onnx", batching=BatchingOptions(max_batch_size=4))
+    package_onnx(onnx, repo, "onnxpy", backend="python", batching=BatchingOptions(max_batch_size=4))
     return repo
 
 
@@ -69,6 +70,8 @@ CASES: list[tuple[str, Breaker, str, str]] = [
     ("python-syntax", lambda r: _rewrite_py(r / "py" / "1" / "model.py", "class TritonPythonModel(:\n"), "py/1/model.py:1", "syntax error"),
     ("python-no-class", lambda r: _rewrite_py(r / "py" / "1" / "model.py", "x = 1\n"), "py/1/model.py", "TritonPythonModel"),
     ("onnx-input-renamed", lambda r: _edit(r / "onnx" / "config.pbtxt", 'name: "x"', 'name: "input"'), "onnx/config.pbtxt", "not a graph input"),
+    ("wrapped-onnx-not-onnx", lambda r: _rewrite_py(r / "onnxpy" / "1" / "model.onnx", "not a protobuf"), "onnxpy/1/model.onnx", "ONNX"),
+    ("wrapped-onnx-input-renamed", lambda r: _edit(r / "onnxpy" / "config.pbtxt", 'name: "x"', 'name: "input"'), "onnxpy/config.pbtxt", "not a graph input"),
     ("policy-missing-version", lambda r: _append(r / "mlp" / "config.pbtxt", "version_policy { specific { versions: [ 1, 7 ] } }\n"), "mlp/config.pbtxt", "version 7"),
     ("empty-artifact", lambda r: _rewrite_py(r / "py" / "1" / "model.py", ""), "py/1/model.py", "empty file"),
 ]  # fmt: skip

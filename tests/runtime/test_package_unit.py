@@ -182,6 +182,30 @@ def test_onnx_reader_and_packaging(tmp_path: Path) -> None:
         package_onnx(junk, tmp_path / "repo", "junk")
 
 
+def test_package_onnx_with_python_backend_wrapper(tmp_path: Path) -> None:
+    """backend="python": model.onnx plus the wrapper as model.py, a python-backend config with the
+    graph's inputs/outputs, and packaging metadata naming model.onnx as the artifact."""
+    from modeldeploy_runtime.package import PYTHON_WRAPPER
+
+    f = tmp_path / "clf.onnx"
+    f.write_bytes(
+        encode_io_only([OnnxTensor("x", "TYPE_FP32", [-1, 4])], [OnnxTensor("y", "TYPE_INT64", [-1])])
+    )
+    res = package_onnx(f, tmp_path / "repo", "clf", backend="python")
+    cfg = load_config(tmp_path / "repo" / "clf" / "config.pbtxt")
+    assert (cfg.backend, cfg.platform) == ("python", "")
+    assert [(t.name, t.data_type, t.dims) for t in cfg.inputs + cfg.outputs] == [
+        ("x", "TYPE_FP32", [4]),
+        ("y", "TYPE_INT64", [1]),
+    ]
+    assert (res.version_dir / "model.py").read_bytes() == PYTHON_WRAPPER.read_bytes()
+    meta = json.loads((res.version_dir / "modeldeploy.json").read_text())
+    assert (meta["format"], meta["artifact"]) == ("onnx", "model.onnx")
+    verify_folder(res.version_dir)  # model.py and model.onnx are both in manifest.sha256
+    with pytest.raises(PackageError, match=r"clf\.onnx: unknown backend 'libtorch'"):
+        package_onnx(f, tmp_path / "repo", "clf2", backend="libtorch")  # type: ignore[arg-type]
+
+
 def test_package_python_model_with_artifacts(tmp_path: Path) -> None:
     src = tmp_path / "model.py"
     src.write_text("class TritonPythonModel:\n    def execute(self, requests):\n        return []\n")
@@ -230,3 +254,15 @@ def test_mdctl_package_cli(tmp_path: Path, mlp: Any, capsys: pytest.CaptureFixtu
         main(["package", str(ts), "-r", str(tmp_path / "repo"), "-n", "mlp", "--example-shape", "1,9"]) == 1
     )
     assert "forward() failed" in capsys.readouterr().err
+    onnx = tmp_path / "clf.onnx"
+    onnx.write_bytes(
+        encode_io_only([OnnxTensor("x", "TYPE_FP32", [-1, 4])], [OnnxTensor("y", "TYPE_FP32", [-1, 2])])
+    )
+    assert main(["package", str(onnx), "-r", str(tmp_path / "repo"), "--backend", "libtorch"]) == 2
+    assert "--backend libtorch does not apply to onnx models" in capsys.readouterr().err
+    assert main(["package", str(onnx), "-r", str(tmp_path / "repo"), "--backend", "python", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "clf"
+    assert load_config(tmp_path / "repo" / "clf" / "config.pbtxt").backend == "python"
+    assert main(["package", str(onnx), "-r", str(tmp_path / "repo"), "-n", "clf_native", "--json"]) == 0
+    capsys.readouterr()
+    assert load_config(tmp_path / "repo" / "clf_native" / "config.pbtxt").platform == "onnxruntime_onnx"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ import pytest
 import requests
 
 from modeldeploy_runtime.agent import Agent
-from modeldeploy_runtime.package import BatchingOptions, package_torch
+from modeldeploy_runtime.lint import errors, lint_repository
+from modeldeploy_runtime.package import BatchingOptions, package_onnx, package_torch
 
 from .conftest import Hammer, make_const_model, upload_folder, write_manifest
 
@@ -93,6 +95,54 @@ def test_packaged_torch_models_match_torch_over_http_and_grpc(
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     stats = hc.get_inference_statistics("mlp")["model_stats"][0]
     assert int(stats["execution_count"]) < int(stats["inference_count"]), stats  # batches were merged
+    hc.close()
+    gc.close()
+
+
+def test_packaged_onnx_model_matches_torch_on_real_triton(
+    tmp_path: Path, start_triton: Any, mlp: Any
+) -> None:
+    """An ONNX file (exported from the torch MLP) packaged with the python-backend wrapper runs
+    through onnxruntime inside the real Triton and answers like torch over HTTP and gRPC, batched
+    requests included; the same file packaged for onnxruntime_onnx lints clean."""
+    import torch
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    onnx_file = tmp_path / "mlp.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(
+            mlp, (torch.randn(1, 8),), str(onnx_file), input_names=["features"], output_names=["scores"],
+            dynamic_axes={"features": {0: "batch"}, "scores": {0: "batch"}}, dynamo=False,
+        )  # fmt: skip
+    repo = tmp_path / "repo"
+    opts = BatchingOptions(max_batch_size=16, max_queue_delay_microseconds=20000, instance_kind="KIND_CPU")
+    res = package_onnx(onnx_file, repo, "mlp_onnx", backend="python", batching=opts)
+    assert sorted(res.files) == ["manifest.sha256", "model.onnx", "model.py", "modeldeploy.json"]
+    package_onnx(onnx_file, tmp_path / "native", "mlp_onnx", batching=opts)
+    assert errors(lint_repository(repo)) == [] and errors(lint_repository(tmp_path / "native")) == []
+    srv = start_triton(repo, load_models=["mlp_onnx"])
+    hc = httpclient.InferenceServerClient(srv.http_address, concurrency=8)
+    gc = grpcclient.InferenceServerClient(srv.grpc_address)
+    cfg = hc.get_model_config("mlp_onnx")
+    assert cfg["backend"] == "python" and [t["name"] for t in cfg["input"]] == ["features"]
+    x = np.random.default_rng(3).standard_normal((6, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = mlp(torch.from_numpy(x)).numpy()
+    hi = httpclient.InferInput("features", list(x.shape), "FP32")
+    hi.set_data_from_numpy(x)
+    np.testing.assert_allclose(hc.infer("mlp_onnx", [hi]).as_numpy("scores"), want, rtol=1e-4, atol=1e-5)
+    gi = grpcclient.InferInput("features", list(x.shape), "FP32")
+    gi.set_data_from_numpy(x)
+    np.testing.assert_allclose(gc.infer("mlp_onnx", [gi]).as_numpy("scores"), want, rtol=1e-4, atol=1e-5)
+    pending = []
+    for row in x:
+        i = httpclient.InferInput("features", [1, 8], "FP32")
+        i.set_data_from_numpy(row[None])
+        pending.append(hc.async_infer("mlp_onnx", [i]))
+    got = np.concatenate([p.get_result().as_numpy("scores") for p in pending])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     hc.close()
     gc.close()
 
