@@ -14,6 +14,7 @@ scheduler, KWOK) started by modeldeploy.cluster.local — the same code as `mdct
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +30,20 @@ os.environ["PYTHONSAFEPATH"] = "1"
 
 
 def shared_dir() -> Path:
+    """The project's shared material: $MODELDEPLOY_SHARED, else ``shared/`` beside this checkout,
+    else beside the checkout it was cloned from (a clean clone made elsewhere, e.g. for CI)."""
     env = os.environ.get("MODELDEPLOY_SHARED")
-    return Path(env) if env else REPO.parent / "shared"
+    if env:
+        return Path(env)
+    candidates = [REPO.parent / "shared"]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    origin = origin.removeprefix("file://")
+    if origin.startswith("/"):  # cloned from a local path (not a URL or host:path)
+        candidates.append(Path(origin).resolve().parent / "shared")
+    return next((c for c in candidates if (c / "crds").is_dir()), candidates[0])
 
 
 @pytest.fixture(scope="session")
