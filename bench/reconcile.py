@@ -23,7 +23,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,12 +35,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 BENCH_UA = "modeldeploy-bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def md_body(ns: str, i: int) -> dict[str, Any]:
@@ -132,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONSAFEPATH"] = "1"
     from modeldeploy.cluster.local import LocalCluster
     from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube
+    from modeldeploy_runtime.ports import free_ports
 
     own = args.kubeconfig is None
     if own:
@@ -152,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=60s"
         )
         cluster.kubectl("create", "namespace", ns)
-        health, metrics_port = free_port(), free_port()
+        health, metrics_port = free_ports(2)
         cmd = [
             sys.executable, "-m", "modeldeploy.cli", "operator", "run", "--namespace", ns,
             "--resync-seconds", str(args.resync_seconds), "--metrics-port", str(metrics_port),

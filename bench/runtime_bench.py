@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -31,12 +30,6 @@ from typing import Any
 import numpy as np
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def big_model(seed: int) -> Any:
@@ -97,7 +90,9 @@ def bench_fetch(work: Path, pkg: dict[str, Any]) -> dict[str, Any]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    from modeldeploy_runtime.ports import free_port
+
+    port = free_port()
     srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     srv.start()
     try:
@@ -180,6 +175,7 @@ def bench_switch(work: Path, pkg: dict[str, Any]) -> dict[str, Any]:
 
     from modeldeploy_runtime.agent import Agent
     from modeldeploy_runtime.manifest import ModelManifest
+    from modeldeploy_runtime.ports import free_ports
     from modeldeploy_runtime.triton import TritonServer
 
     models = work / "models"
@@ -195,7 +191,7 @@ def bench_switch(work: Path, pkg: dict[str, Any]) -> dict[str, Any]:
         tmp.write_text(m.to_json())
         tmp.replace(mpath)
 
-    http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
+    http_port, grpc_port, metrics_port = free_ports(3)
     kw = dict(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, exit_timeout_secs=1)
     srv = TritonServer(models, log_path=work / "triton1.log", **kw).start()
     agent = Agent(mpath, models, srv.http_url, poll_interval=0.05, resync_interval=3600)

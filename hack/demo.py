@@ -105,8 +105,9 @@ def main() -> int:
     import torch
     import tritonclient.http as triton_http
 
-    from modeldeploy.cluster.local import LocalCluster, free_port, wait_for
+    from modeldeploy.cluster.local import LocalCluster, wait_for
     from modeldeploy_runtime.package import BatchingOptions, package_torch
+    from modeldeploy_runtime.ports import free_port, free_ports
     from modeldeploy_runtime.triton import TritonServer
 
     work = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
@@ -145,11 +146,11 @@ def main() -> int:
         sa_name = next(s["metadata"]["name"] for s in sa if s["metadata"]["name"] != "default")
         token = cluster.kubectl("create", "token", sa_name, "-n", NS_SYSTEM, "--duration=2h").stdout.strip()
         kubeconfig = cluster.kubeconfig_for_token(token, work / "operator.kubeconfig")
-        health_port = free_port()
+        health_port, metrics_port = free_ports(2)
         env = dict(os.environ, KUBECONFIG=str(kubeconfig), PYTHONUNBUFFERED="1")
         op_log = work / "operator.log"
         cmd = [sys.executable, "-m", "modeldeploy.cli", "operator", "run", "--namespace", NS_MODELS,
-               "--log-format", "text", "--metrics-port", str(free_port()), "--health-port", str(health_port),
+               "--log-format", "text", "--metrics-port", str(metrics_port), "--health-port", str(health_port),
                "--bind-address", "127.0.0.1",
                # KWOK has no kubelet whose ConfigMap volume sync the operator must wait out; the
                # demo's agent reads the manifest straight from the cluster.

@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -37,6 +36,8 @@ from types import TracebackType
 from typing import Literal
 
 import requests
+
+from modeldeploy_runtime.ports import free_ports
 
 PYTRITON_DIST = "nvidia-pytriton"
 ModelControlMode = Literal["none", "poll", "explicit"]
@@ -188,12 +189,6 @@ def triton_env(
     return env
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 class TritonServer:
     """tritonserver on a model repository, as a context manager.
 
@@ -227,9 +222,10 @@ class TritonServer:
         self.model_control_mode = model_control_mode
         self.load_models = list(load_models)
         self.host = host
-        self.http_port = http_port or free_port(host)
-        self.grpc_port = grpc_port or free_port(host)
-        self.metrics_port = metrics_port or free_port(host)
+        spare = iter(free_ports(3, host))  # distinct, for the ports not given
+        self.http_port = http_port or next(spare)
+        self.grpc_port = grpc_port or next(spare)
+        self.metrics_port = metrics_port or next(spare)
         self.strict_readiness = strict_readiness
         self._own_log = log_path is None
         self.log_path = (

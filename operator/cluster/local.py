@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from modeldeploy_runtime.ports import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-bins.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
@@ -94,12 +96,6 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
             return last
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -386,7 +382,8 @@ class LocalCluster:
         t1 = time.monotonic()
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         self._write_pki()
-        ports = {n: free_port() for n in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
+        names = ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         server = f"https://127.0.0.1:{ports['apiserver']}"
         st = ClusterState(
             name=self.name,

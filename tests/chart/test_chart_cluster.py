@@ -95,7 +95,7 @@ class Scenario:
         return str(self.cluster.helm(*args, timeout=300).stdout)
 
     def start_operator(self) -> Operator:
-        from modeldeploy.cluster.local import free_port
+        from modeldeploy_runtime.ports import free_ports
 
         token = self.kubectl(
             "create", "token", FULLNAME, "-n", self.system_ns, "--duration=3600s"
@@ -107,10 +107,10 @@ class Scenario:
         env |= {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
         log = self.tmp / f"operator-{n}.log"
         mdctl = Path(sys.executable).parent / "mdctl"
-        health = free_port()
+        health, metrics = free_ports(2)
         cmd = [
             str(mdctl), "operator", "run", "--namespace", self.models_ns, "--log-format", "text",
-            "--metrics-port", str(free_port()), "--health-port", str(health), "--bind-address", "127.0.0.1",
+            "--metrics-port", str(metrics), "--health-port", str(health), "--bind-address", "127.0.0.1",
         ]  # fmt: skip
         with log.open("w") as fh:
             proc = subprocess.Popen(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from modeldeploy_runtime.ports import free_ports
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
@@ -53,12 +54,6 @@ RESYNC_SECONDS = 5
 MANIFEST_SYNC_SECONDS = 6
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class OperatorProcess:
     """`mdctl operator run` in a subprocess; start/stop/restart, metrics scraping."""
 
@@ -67,8 +62,7 @@ class OperatorProcess:
         self.log_dir = log_dir
         self.resync = resync
         self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = free_port()
-        self.health_port = free_port()
+        self.metrics_port, self.health_port = free_ports(2)
         self.starts = 0
 
     @property

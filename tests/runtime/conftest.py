@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,12 +16,7 @@ import pytest
 
 from modeldeploy_runtime.config import TensorSpec
 from modeldeploy_runtime.manifest import ModelManifest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from modeldeploy_runtime.ports import free_port
 
 
 # ------------------------------------------------------------------------------------------------ S3

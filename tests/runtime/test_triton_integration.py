@@ -372,7 +372,7 @@ def test_agent_cli_init_then_sidecar_survives_triton_restart(tmp_path: Path, sta
     import subprocess
     import sys
 
-    from .conftest import free_port
+    from modeldeploy_runtime.ports import free_port, free_ports
 
     build = tmp_path / "build"
     v1 = make_const_model(build, "m", 1, 1.0)
@@ -389,7 +389,7 @@ def test_agent_cli_init_then_sidecar_survives_triton_restart(tmp_path: Path, sta
     )
     assert init.returncode == 0, init.stderr
     assert (models / "m" / "1" / "model.py").is_file() and (models / "m" / "config.pbtxt").is_file()
-    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
     srv = start_triton(models, **ports)
     port = free_port()
     side = subprocess.Popen(
