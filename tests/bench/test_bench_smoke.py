@@ -1,0 +1,66 @@
+"""The benchmarks under bench/ keep working: each runs here with tiny sizes and must print
+well-formed figures. No timing is asserted (these machines are noisy): only that the figures are
+there and plausible, so a benchmark cannot rot unnoticed between the runs whose figures we report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MODELDEPLOY_TEST_KUBECONFIG"}
+    env["PYTHONSAFEPATH"] = "1"
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return proc
+
+
+@pytest.mark.triton
+def test_runtime_bench_throughput_prints_its_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    proc = _run(
+        ["bench/runtime_bench.py", "--only", "throughput", "--seconds", "1", "--concurrency", "4",
+         "--json", str(out)],
+        timeout=600,
+    )  # fmt: skip
+    t = json.loads(out.read_text())["throughput"]
+    assert t["device"] == "cpu" and t["concurrency"] == 4
+    assert t["on_rps"] > 0 and t["off_rps"] > 0
+    assert t["on_vs_off"] == pytest.approx(t["on_rps"] / t["off_rps"])
+    assert "dynamic batching on" in proc.stdout and "-> ratio" in proc.stdout
+
+
+@pytest.mark.cluster
+def test_reconcile_bench_on_its_own_cluster() -> None:
+    proc = _run(
+        [
+            "bench/reconcile.py",
+            "--n",
+            "3",
+            "--quiet-seconds",
+            "3",
+            "--resync-seconds",
+            "5",
+            "--timeout",
+            "240",
+        ],
+        timeout=600,
+    )
+    result = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert result["n"] == 3 and result["ready"] == 3
+    assert result["apply_to_ready_p99_s"] >= result["apply_to_ready_p50_s"] > 0
+    assert result["operator_writes_per_md_until_ready"] > 0  # read from the API server's audit log
+    assert result["operator_writes_in_quiet_period"] == 0
+    assert result["operator_peak_rss_mib"] > 0
