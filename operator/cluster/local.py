@@ -136,12 +136,18 @@ class NodePool:
     gpu_product: str = "NVIDIA-H100-80GB-HBM3"
     cpu: str = "64"
     memory: str = "512Gi"
+    #: Pod CIDR per node, formatted with the node index ``i``, e.g. ``"127.77.{i}.0/24"``: KWOK gives
+    #: the node's pods addresses from it (default: kwok's ``--cidr``). A loopback range makes the
+    #: fake pods' IPs reachable from this machine, so real processes can stand in for their containers.
+    pod_cidr: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
 
     def nodes(self) -> list[dict[str, Any]]:
         out = []
         for i in range(self.count):
             name = f"{self.prefix}-{i}"
-            labels = {
+            labels = self.labels | {
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
@@ -149,7 +155,10 @@ class NodePool:
                 "node.kubernetes.io/instance-type": "kwok-gpu" if self.gpus else "kwok-cpu",
             }
             capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110", "ephemeral-storage": "1Ti"}
-            taints = []
+            taints = [dict(t) for t in self.taints]
+            spec: dict[str, Any] = {}
+            if self.pod_cidr:
+                spec["podCIDR"] = self.pod_cidr.format(i=i)
             if self.gpus:
                 labels |= {
                     "nvidia.com/gpu.present": "true",
@@ -167,7 +176,7 @@ class NodePool:
                         "labels": labels,
                         "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
                     },
-                    "spec": {"taints": taints} if taints else {},
+                    "spec": spec | ({"taints": taints} if taints else {}),
                     "status": {
                         "capacity": capacity,
                         "allocatable": capacity,
@@ -407,15 +416,7 @@ class LocalCluster:
             st.pids["kube-scheduler"] = self._spawn("kube-scheduler", self._scheduler_args(ports))
             st.pids["kwok"] = self._spawn("kwok", self._kwok_args(ports))
             st.save(self.state_file)
-            nodes = [n for pool in self.pools for n in pool.nodes()]
-            self.kubectl(
-                "apply",
-                "--server-side",
-                "--field-manager=modeldeploy-cluster",
-                "-f",
-                "-",
-                input=yaml.safe_dump_all(nodes),
-            )
+            self.add_nodes(*self.pools, wait=False)
             self._wait(self._nodes_ready, 90, "all nodes Ready", "kwok")
             self._wait(
                 self._default_sa_exists, 90, "ServiceAccount default/default", "kube-controller-manager"
@@ -493,21 +494,35 @@ class LocalCluster:
 
         self._wait(ok, 30, f"{component} on port {port}", component)
 
-    def _nodes_ready(self) -> bool:
+    def add_nodes(self, *pools: NodePool, wait: bool = True) -> list[str]:
+        """Create (server-side apply) the KWOK nodes of ``pools``; with ``wait``, until all are Ready.
+        Returns their names. The cluster's own pools are created by :meth:`up`."""
+        nodes = [n for pool in pools for n in pool.nodes()]
+        self.kubectl(
+            "apply", "--server-side", "--field-manager=modeldeploy-cluster", "-f", "-",
+            input=yaml.safe_dump_all(nodes),
+        )  # fmt: skip
+        names = [n["metadata"]["name"] for n in nodes]
+        if wait:
+            wait_for(lambda: self._nodes_ready(names), 90, f"nodes {', '.join(names)} Ready")
+        return names
+
+    def _nodes_ready(self, names: list[str] | None = None) -> bool:
         out = self.kubectl("get", "nodes", "-o", "json", check=False)
         if out.returncode != 0:
             return False
         items = json.loads(out.stdout)["items"]
-        want = sum(p.count for p in self.pools)
+        want = set(names) if names is not None else None
         ready = [
             n
             for n in items
-            if any(
+            if (want is None or n["metadata"]["name"] in want)
+            and any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in n.get("status", {}).get("conditions", [])
             )
         ]
-        return len(ready) >= want
+        return len(ready) >= (len(want) if want is not None else sum(p.count for p in self.pools))
 
     def _default_sa_exists(self) -> bool:
         return self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0

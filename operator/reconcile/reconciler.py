@@ -367,7 +367,11 @@ class Reconciler:
         if needs_events(pods):
             events = self.kube.list(EVENT, ns, field_selector="involvedObject.kind=Pod,reason=Unhealthy")
         diag = diagnose(dep, pods, events, _gpu_request(md))
-        agents = self._query_agents(pods) if self.config.query_agents else None
+        agents = manifest_generation = None
+        if self.config.query_agents:
+            agents = self._query_agents(pods)
+            live = _manifest_models(self.kube.get(CONFIGMAP, ns, configmap_name(md)))
+            manifest_generation = live[1] if live else None
         propagating = self._manifest_propagating(md, pods) if dep and agents is None else None
         current = body.get("status") or {}
         new = compute_status(
@@ -378,7 +382,7 @@ class Reconciler:
             notes=notes,
             previous=current,
             agents=agents,
-            manifest_generation=None,
+            manifest_generation=manifest_generation,
             propagating=propagating,
         )
         conds = {c["type"]: c["status"] for c in new["conditions"]}
@@ -420,6 +424,7 @@ class Reconciler:
         return list(opts.notes)
 
     def _query_agents(self, pods: list[dict[str, Any]]) -> AgentReport:
+        """Each running pod's agent ``/status`` (on the container port named ``agent``)."""
         import requests
 
         report = AgentReport()
@@ -427,8 +432,18 @@ class Reconciler:
             ip = (p.get("status") or {}).get("podIP")
             if not ip or (p.get("status") or {}).get("phase") != "Running":
                 continue
+            port = next(
+                (
+                    cp["containerPort"]
+                    for c in (p.get("spec") or {}).get("containers") or []
+                    for cp in c.get("ports") or []
+                    if cp.get("name") == "agent"
+                ),
+                AGENT_PORT,
+            )
             try:
-                r = requests.get(f"http://{ip}:{AGENT_PORT}/status", timeout=2)
+                r = requests.get(f"http://{ip}:{port}/status", timeout=(1, 2))
+                r.raise_for_status()
                 report.pods[p["metadata"]["name"]] = r.json()
             except Exception as exc:  # agent not up yet
                 log.debug("agent /status of %s: %s", p["metadata"]["name"], exc)

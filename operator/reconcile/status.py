@@ -97,19 +97,31 @@ def _condition(
 def _agent_versions(
     report: AgentReport | None, manifest_generation: int | None
 ) -> dict[tuple[str, int], dict[str, Any]] | None:
-    """Aggregate agent reports: (model, version) -> {state, reason, message, ready}."""
+    """Aggregate agent reports: (model, version) -> {state, reason, message, ready, stale}.
+
+    The worst state over the pods wins (Failed, then anything not Ready); ``ready`` counts the pods
+    serving the version. ``stale`` names a pod whose agent still runs a manifest older than
+    ``manifest_generation`` (the kubelet has not synced the ConfigMap volume yet), so its report
+    cannot prove the versions of the newer manifest."""
     if report is None or not report.pods:
         return None
     agg: dict[tuple[str, int], dict[str, Any]] = {}
     for pod, doc in sorted(report.pods.items()):
-        stale = manifest_generation is not None and int(doc.get("generation") or 0) < manifest_generation
+        generation = int(doc.get("generation") or 0)
+        stale = manifest_generation is not None and generation < manifest_generation
         for m in doc.get("models") or []:
             for v in m.get("versions") or []:
                 key = (str(m.get("name")), int(v.get("version")))
-                state = "Loading" if stale else str(v.get("state") or "Pending")
-                cur = agg.setdefault(key, {"state": state, "reason": "", "message": "", "ready": 0})
+                state = str(v.get("state") or "Pending")
+                cur = agg.setdefault(
+                    key, {"state": state, "reason": "", "message": "", "ready": 0, "stale": ""}
+                )
                 if state == "Ready":
                     cur["ready"] += 1
+                if stale and not cur["stale"]:
+                    cur["stale"] = (
+                        f"pod {pod} still runs manifest generation {generation} < {manifest_generation}"
+                    )
                 if state == "Failed" or (state != "Ready" and cur["state"] == "Ready"):
                     cur["state"] = state
                     cur["reason"] = str(v.get("reason") or "")
@@ -182,13 +194,21 @@ def compute_status(
         versions: list[dict[str, Any]] = []
         ready_versions: list[str] = []
         for v in m.declared_versions():
+            key = (m.name, v)
             if v not in desired:
-                versions.append(
-                    {"version": v, "state": "Unloaded", "reason": "NotInVersionPolicy", "message": ""}
-                )
+                a = (agent_states or {}).get(key)
+                if a is not None and a["state"] == "Ready":
+                    # the agents keep serving it, e.g. while the version that replaces it fails to load
+                    versions.append({"version": v, "state": "Ready", "reason": "StillServing",
+                                     "message": "no longer wanted; served until the wanted versions are Ready",
+                                     "readyReplicas": a["ready"]})  # fmt: skip
+                    ready_versions.append(str(v))
+                else:
+                    versions.append(
+                        {"version": v, "state": "Unloaded", "reason": "NotInVersionPolicy", "message": ""}
+                    )
                 continue
             expected += 1
-            key = (m.name, v)
             entry: dict[str, Any]
             if key in failed:
                 entry = {"version": v, "state": "Failed", "reason": "ModelLoadFailed", "message": failed[key]}
@@ -199,6 +219,11 @@ def compute_status(
                 if a["state"] == "Ready" and not ro.complete:
                     entry["state"] = "Loading"
                     entry["reason"] = "RollingOut"
+                elif a["state"] == "Ready" and a["stale"] and key not in was_ready:
+                    entry.update(state="Loading", reason="ManifestPropagating", message=a["stale"])
+            elif agent_states is not None and ro.want > 0:
+                entry = {"version": v, "state": "Loading", "reason": "AgentPending",
+                         "message": "no agent reports this version yet"}  # fmt: skip
             elif ro.want == 0:
                 entry = {"version": v, "state": "Pending", "reason": "ScaledToZero", "message": "no replicas"}
             elif ro.complete and propagating and key not in was_ready:
@@ -224,7 +249,13 @@ def compute_status(
             served.append(f"{m.name}:{','.join(ready_versions)}")
         models_out.append({"name": m.name, "versions": versions})
 
-    model_failed = any(v["state"] == "Failed" for m in models_out for v in m["versions"])
+    failures = [
+        f"{m['name']} version {v['version']}: {v['reason']}: {v['message']}".rstrip(": ")
+        for m in models_out
+        for v in m["versions"]
+        if v["state"] == "Failed"
+    ]
+    model_failed = bool(failures)
     all_ready = expected > 0 and ready_count == expected
 
     # ---- conditions
@@ -250,6 +281,13 @@ def compute_status(
     else:
         if diagnosis:
             reason, msg = diagnosis.reason, diagnosis.message
+        elif model_failed:
+            reason, msg = "ModelLoadFailed", "; ".join(failures)
+        elif agent_states is not None and ro.complete:
+            reason, msg = (
+                "VersionsLoading",
+                f"{ready_count}/{expected} versions ready (reported by the agents)",
+            )
         elif propagating and ro.complete:
             reason, msg = "VersionsPropagating", propagating
         elif not ro.exists:
@@ -261,7 +299,7 @@ def compute_status(
         if model_failed:
             mr_reason, mr_msg = (
                 "ModelLoadFailed",
-                diagnosis.message if diagnosis else "a model version failed to load",
+                diagnosis.message if diagnosis else "; ".join(failures),
             )
         elif diagnosis and not running:
             mr_reason, mr_msg = diagnosis.reason, diagnosis.message
@@ -280,6 +318,11 @@ def compute_status(
         progressing = _condition(
             "Progressing", True, "VersionsPropagating", propagating, gen, prev_conds, now
         )
+    elif ro.complete and agent_states is not None and not all_ready and not model_failed:
+        progressing = _condition(
+            "Progressing", True, "VersionsLoading", f"{ready_count}/{expected} versions ready",
+            gen, prev_conds, now,
+        )  # fmt: skip
     elif ro.complete:
         progressing = _condition("Progressing", False, "Complete", "rollout complete", gen, prev_conds, now)
     else:
@@ -295,6 +338,8 @@ def compute_status(
 
     if diagnosis:
         degraded = _condition("Degraded", True, diagnosis.reason, diagnosis.message, gen, prev_conds, now)
+    elif model_failed:
+        degraded = _condition("Degraded", True, "ModelLoadFailed", "; ".join(failures), gen, prev_conds, now)
     elif degraded_notes:
         degraded = _condition(
             "Degraded",

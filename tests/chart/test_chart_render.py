@@ -168,6 +168,7 @@ def test_all_values_render_every_option(tmp_path: Path) -> None:
         "--log-format=text",
         "--metrics-port=9090",
         "--health-port=9091",
+        "--query-agents",
         *opts["operator"]["extraArgs"],
     ]
     env = _env(c)

@@ -57,10 +57,21 @@ MANIFEST_SYNC_SECONDS = 6
 class OperatorProcess:
     """`mdctl operator run` in a subprocess; start/stop/restart, metrics scraping."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, resync: float = RESYNC_SECONDS) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        resync: float = RESYNC_SECONDS,
+        namespace: str = f"{NS_PREFIX}*",
+        extra_args: tuple[str, ...] = (),
+        manifest_sync_seconds: float = MANIFEST_SYNC_SECONDS,
+    ) -> None:
         self.env = env
         self.log_dir = log_dir
         self.resync = resync
+        self.namespace = namespace
+        self.extra_args = extra_args
+        self.manifest_sync_seconds = manifest_sync_seconds
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port, self.health_port = free_ports(2)
         self.starts = 0
@@ -74,13 +85,14 @@ class OperatorProcess:
         self.starts += 1
         cmd = [
             sys.executable, "-m", "modeldeploy.cli", "operator", "run",
-            "--namespace", f"{NS_PREFIX}*",
+            "--namespace", self.namespace,
             "--resync-seconds", str(self.resync),
-            "--manifest-sync-seconds", str(MANIFEST_SYNC_SECONDS),
+            "--manifest-sync-seconds", str(self.manifest_sync_seconds),
             "--metrics-port", str(self.metrics_port),
             "--health-port", str(self.health_port),
             "--bind-address", "127.0.0.1",
             "--log-format", "json",
+            *self.extra_args,
         ]  # fmt: skip
         with self.log_file.open("wb") as log:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)

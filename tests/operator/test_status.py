@@ -213,3 +213,62 @@ def test_in_place_manifest_change_is_not_ready_until_it_has_propagated() -> None
     done = compute_status(both, deployment(1), [running_pod()], None, previous=st, now=T1)
     assert conds(done)["Ready"]["status"] == "True" and done["servedVersions"] == "simple:1,2"
     ModelDeploymentStatus.model_validate(st)
+
+
+def agent_doc(generation: int, *versions: tuple[int, str, str, str]) -> dict[str, Any]:
+    """An agent's /status document: versions as (version, state, reason, message)."""
+    vs = [{"version": v, "state": s, "reason": r, "message": m} for v, s, r, m in versions]
+    return {"ready": False, "generation": generation, "models": [{"name": "simple", "versions": vs}]}
+
+
+def test_agent_reports_drive_version_states_and_conditions() -> None:
+    """With --query-agents the agents' /status is the truth about versions: a version no agent
+    serves yet is Loading, a failed one makes the ModelDeployment Degraded with the agent's reason
+    while the version it replaces keeps serving, and a report from an agent still on an older
+    manifest proves nothing new."""
+    from modeldeploy.reconcile.status import AgentReport
+
+    spec = md()  # versions 1 and 2, versionPolicy latest: 1 -> only 2 is wanted
+    pods = [running_pod()]
+
+    def status(*versions: tuple[int, str, str, str], gen: int = 3, previous: Any = None) -> dict[str, Any]:
+        report = AgentReport(pods={"p": agent_doc(gen, *versions)})
+        st = compute_status(spec, deployment(1), pods, None, previous=previous, now=T0, agents=report,
+                            manifest_generation=3)  # fmt: skip
+        ModelDeploymentStatus.model_validate(st)
+        return st
+
+    def states(st: dict[str, Any]) -> dict[int, tuple[str, str]]:
+        return {v["version"]: (v["state"], v["reason"]) for v in st["models"][0]["versions"]}
+
+    ok = status((2, "Ready", "", ""))
+    assert conds(ok)["Ready"]["status"] == "True" and ok["servedVersions"] == "simple:2"
+    assert states(ok) == {1: ("Unloaded", "NotInVersionPolicy"), 2: ("Ready", "")}
+
+    loading = status((1, "Ready", "", ""), (2, "Loading", "", ""))
+    c = conds(loading)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "VersionsLoading")
+    assert (c["Progressing"]["status"], c["Progressing"]["reason"]) == ("True", "VersionsLoading")
+    assert states(loading) == {1: ("Ready", "StillServing"), 2: ("Loading", "")}
+    assert loading["servedVersions"] == "simple:1" and loading["versionsReady"] == "0/1"
+
+    bad = status((1, "Ready", "", ""), (2, "Failed", "DigestMismatch", "sha256 abc != def"))
+    c = conds(bad)
+    want = "simple version 2: DigestMismatch: pod p: sha256 abc != def"
+    assert (c["Ready"]["status"], c["Ready"]["reason"], c["Ready"]["message"]) == (
+        "False",
+        "ModelLoadFailed",
+        want,
+    )
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "ModelLoadFailed")
+    assert c["ModelsReady"]["reason"] == "ModelLoadFailed" and c["Stalled"]["status"] == "True"
+    assert bad["servedVersions"] == "simple:1"  # the previous version keeps serving, and says so
+
+    assert states(status()) == {1: ("Unloaded", "NotInVersionPolicy"), 2: ("Loading", "AgentPending")}
+
+    stale = status((2, "Ready", "", ""), gen=2)
+    assert states(stale)[2] == ("Loading", "ManifestPropagating")
+    assert "generation 2 < 3" in stale["models"][0]["versions"][1]["message"]
+    assert conds(stale)["Ready"]["status"] == "False"
+    # a version that was Ready before the manifest changed stays Ready while the agent catches up
+    assert conds(status((2, "Ready", "", ""), gen=2, previous=ok))["Ready"]["status"] == "True"

@@ -1,0 +1,280 @@
+"""``mdctl operator run --query-agents`` against real agents and a real Triton.
+
+KWOK's pods have no containers, and their IPs usually lead nowhere. Here the test adds a KWOK node
+whose pod CIDR is a loopback range (127.77.x.0/24; all of 127/8 is loopback on Linux). The pod the
+operator creates therefore gets an address this machine owns. The real runtime agent is bound to that
+address, on the port named ``agent`` in the pod spec, and drives a real tritonserver. The operator
+queries the agent exactly as it would in a cluster. The ModelDeployment's status then follows
+what Triton really serves:
+  * v1 Ready;
+  * v2 loading, then Ready with v1 unloaded;
+  * a v3 with a wrong sha256 Failed, with the agent's reason, while v2 keeps serving.
+The operator runs with a manifest-sync window far longer than the test, so Ready can only come from
+the agent's reports, never from the window running out.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opsupport import OperatorProcess, wait_for
+
+from modeldeploy.cluster.local import NodePool
+from modeldeploy_runtime.config import TensorSpec
+from modeldeploy_runtime.package import package_python
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.triton]
+
+NS_PREFIX = "mdqa-"  # not matched by the session operator's mdop-* namespaces
+TAINT = {"key": "modeldeploy.io/loopback-test", "value": "true", "effect": "NoSchedule"}
+
+SCALE_MODEL = """
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        with open(os.path.join(folder, "factor.txt")) as f:
+            self.factor = np.float32(f.read())
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * self.factor).astype(np.float32))]))
+        return out
+"""
+
+
+@pytest.fixture
+def loopback_node(cluster: Any) -> Iterator[str]:
+    """A KWOK node whose pods get loopback addresses; tainted so that no other test's pod lands on it."""
+    octet = 10 + uuid.uuid4().int % 200
+    pool = NodePool(
+        prefix=f"mdqa-loopback-{octet}", count=1, cpu="8", memory="32Gi",
+        pod_cidr=f"127.77.{octet}.0/24", taints=[TAINT],
+    )  # fmt: skip
+    (name,) = cluster.add_nodes(pool)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def qa_ns(cluster: Any) -> Iterator[str]:
+    name = f"{NS_PREFIX}{uuid.uuid4().hex[:6]}"
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def agent_operator(
+    cluster: Any, modeldeploy_crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    env = cluster.env()
+    op = OperatorProcess(
+        env, tmp_path_factory.mktemp("operator-qa"), namespace=f"{NS_PREFIX}*",
+        extra_args=("--query-agents",), manifest_sync_seconds=3600,
+    )  # fmt: skip
+    op.start()
+    try:
+        yield op
+    finally:
+        rc = op.stop()
+        assert rc == 0, f"operator did not stop cleanly (exit {rc}):\n{op.log_tail()}"
+
+
+def _package(store: Path, version: int, factor: float) -> None:
+    src = store / f"build-{version}"
+    src.mkdir(parents=True)
+    (src / "model.py").write_text(SCALE_MODEL)
+    (src / "factor.txt").write_text(str(factor))
+    package_python(
+        src / "model.py", store, "scale", version=version, artifacts=[src / "factor.txt"],
+        inputs=[TensorSpec("X", "TYPE_FP32", [4])], outputs=[TensorSpec("Y", "TYPE_FP32", [4])],
+    )  # fmt: skip
+
+
+def _md(ns: str, node: str, store: Path, versions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "scale", "namespace": ns},
+        "spec": {
+            "models": [
+                {
+                    "name": "scale",
+                    "format": "python",
+                    "source": f"file://{store}/scale",
+                    "versions": versions,
+                    "versionPolicy": {"latest": 1},
+                    "maxBatchSize": 8,
+                }
+            ],
+            "replicas": 1,
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+            "rollout": {"strategy": "inPlace"},
+            "scheduling": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "tolerations": [{"operator": "Equal", **TAINT}],
+            },
+        },
+    }
+
+
+def _status(cluster: Any, ns: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "md", "scale", "-n", ns, "-o", "json").stdout
+    return dict(json.loads(out).get("status") or {})
+
+
+def _cond(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
+
+
+def _states(st: dict[str, Any]) -> dict[int, tuple[str, str]]:
+    models = st.get("models") or [{}]
+    return {v["version"]: (v["state"], v.get("reason", "")) for v in models[0].get("versions") or []}
+
+
+def test_status_follows_the_real_agents(
+    cluster: Any,
+    agent_operator: OperatorProcess,
+    loopback_node: str,
+    qa_ns: str,
+    tmp_path: Path,
+) -> None:
+    import requests
+
+    from modeldeploy_runtime.agent import Agent
+    from modeldeploy_runtime.triton import TritonServer
+
+    store = tmp_path / "store"
+    _package(store, 1, 1.0)
+    _package(store, 2, 2.0)
+    apply = lambda doc: cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))  # noqa: E731
+    apply(_md(qa_ns, loopback_node, store, [{"version": 1}]))
+
+    def pod() -> dict[str, Any] | None:
+        items = json.loads(cluster.kubectl("get", "pods", "-n", qa_ns, "-o", "json").stdout)["items"]
+        running = [
+            p for p in items if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"
+        ]
+        return running[0] if running else None
+
+    p = wait_for(pod, 90, "the pod Running with an IP")
+    ip = p["status"]["podIP"]
+    assert ip.startswith("127.77."), ip
+    port = next(
+        cp["containerPort"]
+        for c in p["spec"]["containers"]
+        for cp in c.get("ports") or []
+        if cp["name"] == "agent"
+    )
+
+    # The agent runs on the manifest the operator rendered, copied into a file as the kubelet would.
+    manifest = tmp_path / "manifest.json"
+
+    def sync_manifest() -> int:
+        cm = json.loads(cluster.kubectl("get", "cm", "scale-models", "-n", qa_ns, "-o", "json").stdout)
+        text = cm["data"]["manifest.json"]
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(manifest)
+        return int(json.loads(text)["generation"])
+
+    sync_manifest()
+    repo = tmp_path / "models"
+    agent = Agent(manifest, repo, "http://127.0.0.1:9", poll_interval=0.3)
+    assert agent.run_init() == 0
+    srv = TritonServer(repo, model_control_mode="explicit", log_path=tmp_path / "triton.log").start()
+    agent = Agent(manifest, repo, srv.http_url, poll_interval=0.3)
+    stop = threading.Event()
+    server, _ = agent.serve_in_thread(ip, port)
+    loop = threading.Thread(target=agent.run_sidecar, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        assert requests.get(f"http://{ip}:{port}/status", timeout=5).status_code == 200
+
+        def status_when(pred: Any) -> dict[str, Any] | None:
+            st = _status(cluster, qa_ns)
+            return st if pred(st) else None
+
+        def agent_ready(version: int) -> bool:
+            return any(
+                v["version"] == version and v["state"] == "Ready"
+                for m in requests.get(f"http://{ip}:{port}/status", timeout=5).json()["models"]
+                for v in m["versions"]
+            )
+
+        wait_for(lambda: agent_ready(1), 120, "the agent to load v1 into Triton")
+        # The agent reports Ready with an empty reason; pod readiness alone would say "Loaded".
+        st = wait_for(
+            lambda: status_when(lambda s: _states(s).get(1) == ("Ready", "") and s.get("servedVersions") == "scale:1"),
+            60, "Ready serving scale:1, as reported by the agent",
+        )  # fmt: skip
+        assert _cond(st, "Ready")["status"] == "True" and st["models"][0]["versions"][0]["readyReplicas"] == 1
+
+        # v2 in place: the operator rewrites the manifest; until the agent has it, v2 is not Ready
+        apply(_md(qa_ns, loopback_node, store, [{"version": 1}, {"version": 2}]))
+        st = wait_for(
+            lambda: status_when(lambda s: _states(s).get(2, ("",))[0] == "Loading"),
+            60, "v2 Loading while the agent still runs the old manifest",
+        )  # fmt: skip
+        assert _cond(st, "Ready")["status"] == "False"
+        assert _states(st)[1] == ("Ready", "StillServing") and st["servedVersions"] == "scale:1"
+        t0 = time.monotonic()
+        assert sync_manifest() >= 2  # what the kubelet does within its sync period
+        st = wait_for(
+            lambda: status_when(lambda s: _cond(s, "Ready").get("status") == "True" and s.get("servedVersions") == "scale:2"),
+            90, "Ready serving only scale:2",
+        )  # fmt: skip
+        assert _states(st) == {1: ("Unloaded", "NotInVersionPolicy"), 2: ("Ready", "")}
+        took = time.monotonic() - t0
+        assert took < 600, took  # long before the 3600 s manifest-sync window could have ended
+
+        # a v3 whose artifact does not match its sha256: v3 Failed with the reason, v2 keeps serving
+        bad = [
+            {"version": 1},
+            {"version": 2},
+            {"version": 3, "source": f"file://{store}/scale/2", "sha256": "0" * 64},
+        ]
+        apply(_md(qa_ns, loopback_node, store, bad))
+        wait_for(lambda: sync_manifest() >= 3 or None, 60, "the manifest with v3")
+        st = wait_for(
+            lambda: status_when(lambda s: _cond(s, "Degraded").get("status") == "True"),
+            90, "Degraded after v3 fails",
+        )  # fmt: skip
+        assert _states(st)[3][0] == "Failed" and _states(st)[3][1] == "DigestMismatch", _states(st)
+        assert (_cond(st, "Ready")["status"], _cond(st, "Ready")["reason"]) == ("False", "ModelLoadFailed")
+        assert "scale version 3: DigestMismatch" in _cond(st, "Degraded")["message"]
+        assert _states(st)[2] == ("Ready", "StillServing") and st["servedVersions"] == "scale:2"
+        x = [[1.0, 2.0, 3.0, 4.0]]
+        body = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": x}]}
+        r = requests.post(f"{srv.http_url}/v2/models/scale/infer", json=body, timeout=30)
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [2.0, 4.0, 6.0, 8.0]  # v2 serves
+    finally:
+        stop.set()
+        server.shutdown()
+        loop.join(30)
+        srv.stop()
