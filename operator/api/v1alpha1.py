@@ -1020,19 +1020,31 @@ class AutoscalingSpec(_Base):
 # spec.rollout, spec.monitoring, spec.runtime
 # --------------------------------------------------------------------------------------------------
 class ReadinessGate(_Base):
-    """Gate on a new model version: the old version keeps serving until the new one is Ready."""
+    """Gate on a new model version: the old version keeps serving until the new one is Ready.
+
+    With ``inPlace`` the agent enforces the gate itself: Triton keeps the old version until the new
+    one is READY and keeps it when the new one fails to load; the two settings below apply to the
+    Deployment of ``rolling`` rollouts."""
 
     timeoutSeconds: int = Field(
         default=600,
         ge=10,
         le=86400,
-        description="How long the new version may take to become Ready before the rollout is marked failed (the old version keeps serving).",
+        description=(
+            "rolling: how long new pods may take to become Ready before the rollout is marked failed "
+            "(ProgressDeadlineExceeded; the old pods keep serving). inPlace: not used; a load that "
+            "fails is reported at once and the old version keeps serving."
+        ),
     )
     minReadySeconds: int = Field(
         default=0,
         ge=0,
         le=3600,
-        description="How long the new version must stay Ready before the old one is unloaded.",
+        description=(
+            "rolling: how long a new pod must stay Ready before it counts as available and old pods "
+            "are removed (Deployment minReadySeconds). inPlace: not used; the agent unloads the old "
+            "version as soon as the new one is READY."
+        ),
     )
 
 
