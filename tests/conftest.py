@@ -31,7 +31,8 @@ os.environ["PYTHONSAFEPATH"] = "1"
 
 def shared_dir() -> Path:
     """The project's shared material: $MODELDEPLOY_SHARED, else ``shared/`` beside this checkout,
-    else beside the checkout it was cloned from (a clean clone made elsewhere, e.g. for CI)."""
+    else beside the checkout it was cloned from (a clean clone made elsewhere, e.g. for CI), else
+    beside any folder above this checkout."""
     env = os.environ.get("MODELDEPLOY_SHARED")
     if env:
         return Path(env)
@@ -43,6 +44,7 @@ def shared_dir() -> Path:
     origin = origin.removeprefix("file://")
     if origin.startswith("/"):  # cloned from a local path (not a URL or host:path)
         candidates.append(Path(origin).resolve().parent / "shared")
+    candidates += [p / "shared" for p in REPO.parents[1:]]
     return next((c for c in candidates if (c / "crds").is_dir()), candidates[0])
 
 
