@@ -1023,8 +1023,9 @@ class ReadinessGate(_Base):
     """Gate on a new model version: the old version keeps serving until the new one is Ready.
 
     With ``inPlace`` the agent enforces the gate itself: Triton keeps the old version until the new
-    one is READY and keeps it when the new one fails to load; the two settings below apply to the
-    Deployment of ``rolling`` rollouts."""
+    one is READY and keeps it when the new one fails to load. The settings below shape the
+    Deployment of ``rolling`` rollouts; ``timeoutSeconds`` also bounds in-place loads that the
+    operator watches through the agents (``--query-agents``)."""
 
     timeoutSeconds: int = Field(
         default=600,
@@ -1032,8 +1033,10 @@ class ReadinessGate(_Base):
         le=86400,
         description=(
             "rolling: how long new pods may take to become Ready before the rollout is marked failed "
-            "(ProgressDeadlineExceeded; the old pods keep serving). inPlace: not used; a load that "
-            "fails is reported at once and the old version keeps serving."
+            "(ProgressDeadlineExceeded; the old pods keep serving). inPlace: a load that fails is "
+            "reported at once; with the operator's --query-agents, a wanted version that is still not "
+            "Ready this long after the model manifest changed is marked Failed (LoadTimeout). The old "
+            "version keeps serving either way."
         ),
     )
     minReadySeconds: int = Field(

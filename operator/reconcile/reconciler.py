@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -367,11 +368,15 @@ class Reconciler:
         if needs_events(pods):
             events = self.kube.list(EVENT, ns, field_selector="involvedObject.kind=Pod,reason=Unhealthy")
         diag = diagnose(dep, pods, events, _gpu_request(md))
-        agents = manifest_generation = None
+        agents = manifest_generation = manifest_age = None
         if self.config.query_agents:
             agents = self._query_agents(pods)
-            live = _manifest_models(self.kube.get(CONFIGMAP, ns, configmap_name(md)))
+            cm = self.kube.get(CONFIGMAP, ns, configmap_name(md))
+            live = _manifest_models(cm)
             manifest_generation = live[1] if live else None
+            changed = manager_write_time(cm, FIELD_MANAGER)
+            if changed is not None:
+                manifest_age = (dt.datetime.now(dt.UTC) - changed).total_seconds()
         propagating = self._manifest_propagating(md, pods) if dep and agents is None else None
         current = body.get("status") or {}
         new = compute_status(
@@ -383,6 +388,7 @@ class Reconciler:
             previous=current,
             agents=agents,
             manifest_generation=manifest_generation,
+            manifest_age=manifest_age,
             propagating=propagating,
         )
         conds = {c["type"]: c["status"] for c in new["conditions"]}
@@ -424,10 +430,11 @@ class Reconciler:
         return list(opts.notes)
 
     def _query_agents(self, pods: list[dict[str, Any]]) -> AgentReport:
-        """Each running pod's agent ``/status`` (on the container port named ``agent``)."""
+        """Each running pod's agent ``/status`` (on the container port named ``agent``), asked in
+        parallel, so that unreachable agents cost one timeout per pass rather than one per pod."""
         import requests
 
-        report = AgentReport()
+        urls: dict[str, str] = {}
         for p in pods:
             ip = (p.get("status") or {}).get("podIP")
             if not ip or (p.get("status") or {}).get("phase") != "Running":
@@ -441,12 +448,23 @@ class Reconciler:
                 ),
                 AGENT_PORT,
             )
+            urls[p["metadata"]["name"]] = f"http://{ip}:{port}/status"
+
+        def ask(url: str) -> dict[str, Any] | None:
             try:
-                r = requests.get(f"http://{ip}:{port}/status", timeout=(1, 2))
+                r = requests.get(url, timeout=(1, 2))
                 r.raise_for_status()
-                report.pods[p["metadata"]["name"]] = r.json()
+                return dict(r.json())
             except Exception as exc:  # agent not up yet
-                log.debug("agent /status of %s: %s", p["metadata"]["name"], exc)
+                log.debug("agent %s: %s", url, exc)
+                return None
+
+        report = AgentReport()
+        if urls:
+            with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
+                for name, doc in zip(urls, pool.map(ask, urls.values()), strict=True):
+                    if doc is not None:
+                        report.pods[name] = doc
         return report
 
     def _write_invalid(self, body: dict[str, Any], message: str) -> None:

@@ -114,7 +114,7 @@ def _agent_versions(
                 key = (str(m.get("name")), int(v.get("version")))
                 state = str(v.get("state") or "Pending")
                 cur = agg.setdefault(
-                    key, {"state": state, "reason": "", "message": "", "ready": 0, "stale": ""}
+                    key, {"state": "Ready", "reason": "", "message": "", "ready": 0, "stale": ""}
                 )
                 if state == "Ready":
                     cur["ready"] += 1
@@ -122,7 +122,7 @@ def _agent_versions(
                     cur["stale"] = (
                         f"pod {pod} still runs manifest generation {generation} < {manifest_generation}"
                     )
-                if state == "Failed" or (state != "Ready" and cur["state"] == "Ready"):
+                if state != "Ready" and (state == "Failed" or cur["state"] != "Failed"):
                     cur["state"] = state
                     cur["reason"] = str(v.get("reason") or "")
                     cur["message"] = f"pod {pod}: {v.get('message') or ''}".strip()
@@ -160,8 +160,13 @@ def compute_status(
     agents: AgentReport | None = None,
     manifest_generation: int | None = None,
     propagating: str | None = None,
+    manifest_age: float | None = None,
 ) -> dict[str, Any]:
-    """``propagating``: why pod readiness does not yet prove the versions of a just-changed manifest
+    """``manifest_age``: seconds since the model manifest last changed; with agent reports and an
+    ``inPlace`` rollout, a wanted version still not Ready after ``rollout.readinessGate.timeoutSeconds``
+    is Failed (LoadTimeout), so a load that hangs ends in Degraded instead of loading forever.
+
+    ``propagating``: why pod readiness does not yet prove the versions of a just-changed manifest
     (in-place rollouts, see Reconciler._manifest_propagating). While set, versions that were not
     Ready before are Loading, and Ready/Progressing say the rollout is still under way."""
     now = now or now_rfc3339()
@@ -178,6 +183,10 @@ def compute_status(
     ]
     failed = diagnosis.failed_versions if diagnosis else {}
     agent_states = _agent_versions(agents, manifest_generation)
+    gate = spec.rollout.readinessGate
+    load_overdue = (
+        spec.rollout.strategy == "inPlace" and manifest_age is not None and manifest_age > gate.timeoutSeconds
+    )
     was_ready = {
         (m.get("name"), v.get("version"))
         for m in (previous or {}).get("models") or []
@@ -241,6 +250,16 @@ def compute_status(
             else:
                 reason = diagnosis.reason if diagnosis else "PodsPending"
                 entry = {"version": v, "state": "Pending", "reason": reason, "message": ""}
+            if (
+                load_overdue
+                and agent_states is not None
+                and ro.complete
+                and entry["state"] in ("Loading", "Pending")
+            ):
+                entry = {"version": v, "state": "Failed", "reason": "LoadTimeout",
+                         "message": f"not Ready {manifest_age:.0f}s after the model manifest changed "
+                                    f"(rollout.readinessGate.timeoutSeconds: {gate.timeoutSeconds}); "
+                                    f"last: {entry['reason']} {entry['message']}".strip()}  # fmt: skip
             if entry["state"] == "Ready":
                 ready_count += 1
                 ready_versions.append(str(v))

@@ -272,3 +272,32 @@ def test_agent_reports_drive_version_states_and_conditions() -> None:
     assert conds(stale)["Ready"]["status"] == "False"
     # a version that was Ready before the manifest changed stays Ready while the agent catches up
     assert conds(status((2, "Ready", "", ""), gen=2, previous=ok))["Ready"]["status"] == "True"
+
+
+def test_in_place_load_that_outlasts_the_readiness_gate_timeout_fails() -> None:
+    """rollout.readinessGate.timeoutSeconds bounds an in-place load watched through the agents: a
+    wanted version still Loading that long after the manifest changed is Failed (LoadTimeout) and the
+    ModelDeployment Degraded, while the version it replaces keeps serving; before the deadline, and
+    for rolling rollouts, it is just Loading."""
+    from modeldeploy.reconcile.status import AgentReport
+
+    report = AgentReport(pods={"p": agent_doc(3, (1, "Ready", "", ""), (2, "Loading", "Loading", "loading"))})
+
+    def status(age: float, strategy: str = "inPlace") -> dict[str, Any]:
+        spec = md(rollout={"strategy": strategy, "readinessGate": {"timeoutSeconds": 60}})
+        st = compute_status(spec, deployment(1), [running_pod()], None, now=T0, agents=report,
+                            manifest_generation=3, manifest_age=age)  # fmt: skip
+        ModelDeploymentStatus.model_validate(st)
+        return st
+
+    early = status(59)
+    assert early["models"][0]["versions"][1]["state"] == "Loading"
+    assert conds(early)["Degraded"]["status"] == "False"
+    late = status(61)
+    v2 = late["models"][0]["versions"][1]
+    assert (v2["state"], v2["reason"]) == ("Failed", "LoadTimeout")
+    assert "timeoutSeconds: 60" in v2["message"] and "last: Loading pod p: loading" in v2["message"]
+    c = conds(late)
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "ModelLoadFailed")
+    assert c["Ready"]["reason"] == "ModelLoadFailed" and late["servedVersions"] == "simple:1"
+    assert status(61, "rolling")["models"][0]["versions"][1]["state"] == "Loading"
