@@ -8,18 +8,19 @@ scheduler, KWOK) started by modeldeploy.cluster.local — the same code as `mdct
   ``mdctl cluster up`` once, then ``export MODELDEPLOY_TEST_KUBECONFIG=$(mdctl cluster kubeconfig)``).
 * ``namespace`` (function): a fresh namespace name, deleted afterwards.
 * ``k8s_api`` (session): an admin ``kubernetes.client.ApiClient``.
-* ``shared_crds`` (session): installs the unmodified KEDA / prometheus-operator CRDs from ../shared/crds.
+* ``shared_crds`` (session): installs the unmodified KEDA / prometheus-operator CRDs from
+  ../shared/crds (or their copy in tests/fixtures/upstream-crds when no shared/ folder is found).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sharedpaths import upstream_crd_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,25 +28,6 @@ REPO = Path(__file__).resolve().parent.parent
 # its operator/ folder would shadow the standard library's operator module. Python >= 3.11 honours
 # PYTHONSAFEPATH and leaves the working directory off sys.path.
 os.environ["PYTHONSAFEPATH"] = "1"
-
-
-def shared_dir() -> Path:
-    """The project's shared material: $MODELDEPLOY_SHARED, else ``shared/`` beside this checkout,
-    else beside the checkout it was cloned from (a clean clone made elsewhere, e.g. for CI), else
-    beside any folder above this checkout."""
-    env = os.environ.get("MODELDEPLOY_SHARED")
-    if env:
-        return Path(env)
-    candidates = [REPO.parent / "shared"]
-    origin = subprocess.run(
-        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
-    origin = origin.removeprefix("file://")
-    if origin.startswith("/"):  # cloned from a local path (not a URL or host:path)
-        candidates.append(Path(origin).resolve().parent / "shared")
-    candidates += [p / "shared" for p in REPO.parents[1:]]
-    return next((c for c in candidates if (c / "crds").is_dir()), candidates[0])
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +69,7 @@ def namespace(cluster, request) -> Iterator[str]:  # type: ignore[no-untyped-def
 
 @pytest.fixture(scope="session")
 def shared_crds(cluster) -> list[str]:  # type: ignore[no-untyped-def]
-    crd_dir = shared_dir() / "crds"
+    crd_dir = upstream_crd_dir()
     files = sorted(crd_dir.glob("*.yaml"))
     assert files, f"no CRDs found in {crd_dir}"
     for f in files:
