@@ -39,13 +39,8 @@ def operator(
     env = cluster.env()
     env.pop("MODELDEPLOY_TRITON_IMAGE", None)
     env.pop("MODELDEPLOY_RUNTIME_IMAGE", None)
-    op = OperatorProcess(env, tmp_path_factory.mktemp("operator"))
-    op.start()
-    try:
+    with OperatorProcess(env, tmp_path_factory.mktemp("operator")).running() as op:
         yield op
-    finally:
-        rc = op.stop()
-        assert rc == 0, f"operator did not stop cleanly (exit {rc}):\n{op.log_tail()}"
 
 
 @pytest.fixture

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,6 +109,16 @@ class OperatorProcess:
                 pass
             time.sleep(0.3)
         raise AssertionError(f"operator not healthy within 60s:\n{self.log_tail()}")
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[OperatorProcess]:
+        """Start; on exit stop, and fail unless the operator exited cleanly."""
+        self.start()
+        try:
+            yield self
+        finally:
+            rc = self.stop()
+            assert rc == 0, f"operator did not stop cleanly (exit {rc}):\n{self.log_tail()}"
 
     def stop(self) -> int:
         if self.proc is None:

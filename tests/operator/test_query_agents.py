@@ -92,17 +92,12 @@ def qa_ns(cluster: Any) -> Iterator[str]:
 def agent_operator(
     cluster: Any, modeldeploy_crd: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    env = cluster.env()
     op = OperatorProcess(
-        env, tmp_path_factory.mktemp("operator-qa"), namespace=f"{NS_PREFIX}*",
+        cluster.env(), tmp_path_factory.mktemp("operator-qa"), namespace=f"{NS_PREFIX}*",
         extra_args=("--query-agents",), manifest_sync_seconds=3600,
     )  # fmt: skip
-    op.start()
-    try:
+    with op.running():
         yield op
-    finally:
-        rc = op.stop()
-        assert rc == 0, f"operator did not stop cleanly (exit {rc}):\n{op.log_tail()}"
 
 
 def _package(store: Path, version: int, factor: float) -> None:
