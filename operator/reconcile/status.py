@@ -255,6 +255,7 @@ def compute_status(
                 and agent_states is not None
                 and ro.complete
                 and entry["state"] in ("Loading", "Pending")
+                and key not in was_ready  # a blip (say, an agent restart) of a serving version is no timeout
             ):
                 entry = {"version": v, "state": "Failed", "reason": "LoadTimeout",
                          "message": f"not Ready {manifest_age:.0f}s after the model manifest changed "

@@ -301,3 +301,23 @@ def test_in_place_load_that_outlasts_the_readiness_gate_timeout_fails() -> None:
     assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "ModelLoadFailed")
     assert c["Ready"]["reason"] == "ModelLoadFailed" and late["servedVersions"] == "simple:1"
     assert status(61, "rolling")["models"][0]["versions"][1]["state"] == "Loading"
+
+
+def test_load_timeout_does_not_fire_for_a_version_that_was_serving() -> None:
+    """A version Ready in the previous status that an agent briefly reports as Pending (say, after
+    the agent restarted) is Loading, not a LoadTimeout, however old the manifest is."""
+    from modeldeploy.reconcile.status import AgentReport
+
+    spec = md(rollout={"strategy": "inPlace", "readinessGate": {"timeoutSeconds": 60}})
+
+    def status(state: str, previous: Any = None) -> dict[str, Any]:
+        report = AgentReport(pods={"p": agent_doc(3, (2, state, "", ""))})
+        return compute_status(spec, deployment(1), [running_pod()], None, now=T0, agents=report,
+                              manifest_generation=3, manifest_age=86400, previous=previous)  # fmt: skip
+
+    serving = status("Ready")
+    assert conds(serving)["Ready"]["status"] == "True"
+    blip = status("Pending", previous=serving)
+    assert blip["models"][0]["versions"][1]["state"] == "Pending"
+    assert conds(blip)["Degraded"]["status"] == "False"
+    assert status("Pending")["models"][0]["versions"][1]["reason"] == "LoadTimeout"
