@@ -51,8 +51,10 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 NS_PREFIX = "mdop-"
 RESYNC_SECONDS = 5
-#: KWOK has no kubelet volume sync to wait for; short, so the window's end is seen within the tests.
-MANIFEST_SYNC_SECONDS = 6
+#: KWOK has no kubelet volume sync to wait for; short, so the window's end is seen within the tests,
+#: but long enough that a test polling with kubectl on a busy 2-core machine still sees the window
+#: itself (6 s was missed once in a clean-clone CI run).
+MANIFEST_SYNC_SECONDS = 15
 
 
 class OperatorProcess:
