@@ -17,6 +17,7 @@ torch is imported lazily (only :func:`package_torch` needs it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -25,7 +26,7 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -202,10 +203,18 @@ def _same_content(a: Path, b: Path) -> bool:
     return True
 
 
-def _tmp_version(repository: Path, name: str) -> Path:
+@contextlib.contextmanager
+def _staging(repository: Path, name: str) -> Iterator[Path]:
+    """A temporary folder inside the model folder to build a version in (``_finish`` moves it into
+    place); removed afterwards unless it was moved, also when packaging fails."""
     model_dir = repository / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".packaging-", dir=model_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=".packaging-", dir=model_dir))
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _meta(fmt: str, cfg: ModelConfig, artifact: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -408,8 +417,7 @@ def _package_torch(
         raise PackageError(f"{what}: unknown backend {backend!r} (python or libtorch)")
     model_dir = repository / name
     version = version or next_version(model_dir)
-    tmp = _tmp_version(repository, name)
-    try:
+    with _staging(repository, name) as tmp:
         torch.jit.save(scripted, str(tmp / "model.pt"))
         known = {"model.pt": sha256_file(tmp / "model.pt", progress)}
         if backend == "python":
@@ -421,9 +429,6 @@ def _package_torch(
             {"torch": torch.__version__, "export": method if scripted is not eager else "torchscript"},
         )
         return _finish(tmp, repository, cfg, version, meta, known, t0, progress)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- onnx
@@ -476,8 +481,7 @@ def package_onnx(
     cfg.outputs = [spec(t) for t in outs]
     repository = Path(repository)
     version = version or next_version(repository / name)
-    tmp = _tmp_version(repository, name)
-    try:
+    with _staging(repository, name) as tmp:
         from modeldeploy_runtime.digest import copy_hashing
 
         with open(src, "rb") as fi, open(tmp / "model.onnx", "wb") as fo:
@@ -486,9 +490,6 @@ def package_onnx(
             shutil.copyfile(PYTHON_WRAPPER, tmp / "model.py")
         meta = _meta("onnx", cfg, "model.onnx")
         return _finish(tmp, repository, cfg, version, meta, {"model.onnx": digest}, t0, progress)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------------------- python
@@ -527,8 +528,7 @@ def package_python(
     batching.apply(cfg)
     repository = Path(repository)
     version = version or next_version(repository / name)
-    tmp = _tmp_version(repository, name)
-    try:
+    with _staging(repository, name) as tmp:
         shutil.copyfile(src, tmp / "model.py")
         for a in artifacts:
             ap = Path(a)
@@ -542,9 +542,6 @@ def package_python(
                 shutil.copyfile(ap, tmp / ap.name)
         meta = _meta("python", cfg, "model.py")
         return _finish(tmp, repository, cfg, version, meta, {}, t0, progress)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_package_meta(version_dir: Path) -> dict[str, Any] | None:
