@@ -109,6 +109,21 @@ def _factory_default(value: Any) -> Any:
     return _strip_none(value)
 
 
+def _overlay(target: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node``'s keys (a field's description, extras) over the schema it refers to or wraps
+    (``$ref``, ``Optional[X]``). The target's description (a class docstring) is appended to the
+    field's, so kubectl explain shows both; CEL rules of both are kept."""
+    merged = {**target, **node}
+    if node.get("description") and target.get("description"):
+        if target["description"] not in node["description"]:
+            merged["description"] = f"{node['description'].rstrip()} {target['description']}"
+    if "x-kubernetes-validations" in target and "x-kubernetes-validations" in node:
+        merged["x-kubernetes-validations"] = (
+            target["x-kubernetes-validations"] + node["x-kubernetes-validations"]
+        )
+    return merged
+
+
 class _Converter:
     def __init__(self, schema: dict[str, Any], registry: dict[str, type[BaseModel]]) -> None:
         self.defs: dict[str, Any] = schema.get("$defs", {})
@@ -131,17 +146,7 @@ class _Converter:
         if "$ref" in node:
             name = self.ref_name(node.pop("$ref"))
             target = self.convert(self.defs[name], path, self.registry.get(name))
-            # sibling keys (the field's description, extras) win over the referenced class's; the
-            # class docstring is appended to the field's description so kubectl explain shows both
-            merged = {**target, **node}
-            if node.get("description") and target.get("description"):
-                if target["description"] not in node["description"]:
-                    merged["description"] = f"{node['description'].rstrip()} {target['description']}"
-            if "x-kubernetes-validations" in target and "x-kubernetes-validations" in node:
-                merged["x-kubernetes-validations"] = (
-                    target["x-kubernetes-validations"] + node["x-kubernetes-validations"]
-                )
-            return self.convert_siblings(merged, path)
+            return self.convert_siblings(_overlay(target, node), path)
         # 2. Optional[X] -> X; int-or-string handled by WithJsonSchema in the models
         if "anyOf" in node:
             options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
@@ -152,16 +157,7 @@ class _Converter:
                     f"{path}: unions other than Optional[X] cannot be expressed structurally "
                     "(use an int-or-string type or separate fields)"
                 )
-            inner = self.convert(options[0], path)
-            merged = {**inner, **node}
-            if node.get("description") and inner.get("description"):
-                if inner["description"] not in node["description"]:
-                    merged["description"] = f"{node['description'].rstrip()} {inner['description']}"
-            if "x-kubernetes-validations" in inner and "x-kubernetes-validations" in node:
-                merged["x-kubernetes-validations"] = (
-                    inner["x-kubernetes-validations"] + node["x-kubernetes-validations"]
-                )
-            return self.convert_siblings(merged, path)
+            return self.convert_siblings(_overlay(self.convert(options[0], path), node), path)
         if "oneOf" in node or "not" in node:
             raise SchemaError(f"{path}: oneOf/not are not supported")
         return self.convert_siblings(node, path, cls)
