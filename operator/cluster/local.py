@@ -40,6 +40,9 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 SERVICE_CIDR = "10.96.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+#: openssl arguments for a new unencrypted EC P-256 key (the CA and every leaf certificate).
+NEW_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+CERT_DAYS = "3650"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
 Log = Callable[[str], None]
@@ -634,61 +637,21 @@ class LocalCluster:
             lines.append(f"subjectAltName={sans}")
         ext.write_text("\n".join(lines) + "\n")
         self._openssl(
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            subject,
+            "req", "-new", *NEW_EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject
         )
         self._openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "3650",
-            "-extfile",
-            ext.name,
-        )
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", CERT_DAYS, "-extfile", ext.name,
+        )  # fmt: skip
 
     def _write_pki(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
         self._openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "3650",
-            "-subj",
-            f"/CN=modeldeploy-local-ca-{self.name}",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        )
+            "req", "-x509", *NEW_EC_KEY, "-keyout", "ca.key", "-out", "ca.crt", "-days", CERT_DAYS,
+            "-subj", f"/CN=modeldeploy-local-ca-{self.name}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        )  # fmt: skip
         sans = (
             "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
             "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
