@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,13 +149,23 @@ def test_packaged_onnx_model_matches_torch_on_real_triton(
     gc.close()
 
 
-def _agent_env(tmp_path: Path, srv_url: str) -> tuple[Agent, Path, threading.Event, threading.Thread, Any]:
+@contextlib.contextmanager
+def _agent_env(tmp_path: Path, srv_url: str) -> Iterator[tuple[Agent, Path, Any, Callable[[], None]]]:
+    """A sidecar agent with its HTTP server on a free port: (agent, manifest path, server, start).
+    ``start()`` starts the sidecar loop (once the test has written the manifest); on exit the loop
+    and the server stop."""
     manifest = tmp_path / "manifest.json"
     agent = Agent(manifest, tmp_path / "models", srv_url, poll_interval=0.1, resync_interval=2.0)
     stop = threading.Event()
     http, _ = agent.serve_in_thread("127.0.0.1", 0)
     th = threading.Thread(target=agent.run_sidecar, args=(stop,), daemon=True)
-    return agent, manifest, stop, th, http
+    try:
+        yield agent, manifest, http, th.start
+    finally:
+        stop.set()
+        if th.is_alive():
+            th.join(30)
+        http.shutdown()
 
 
 def _wait(cond: Any, timeout: float, what: str) -> float:
@@ -196,11 +208,10 @@ def test_in_place_version_switch_from_s3_without_failed_requests(
     models = tmp_path / "models"
     models.mkdir()
     srv = start_triton(models)
-    agent, mpath, stop, th, http = _agent_env(tmp_path, srv.http_url)
-    src = {r.version: (r.version, f"s3://{bucket}/clf/{r.version}", r.digest) for r in (v1, v2, v3)}
-    write_manifest(mpath, {"generation": 1, "models": [_model("clf", [src[1]])]})
-    th.start()
-    try:
+    with _agent_env(tmp_path, srv.http_url) as (agent, mpath, http, start):
+        src = {r.version: (r.version, f"s3://{bucket}/clf/{r.version}", r.digest) for r in (v1, v2, v3)}
+        write_manifest(mpath, {"generation": 1, "models": [_model("clf", [src[1]])]})
+        start()
         _wait(lambda: agent.ready()[0], 120, "v1 ready")
         with Hammer(srv.http_url, "clf", threads=4) as h:
             time.sleep(0.5)
@@ -257,10 +268,6 @@ def test_in_place_version_switch_from_s3_without_failed_requests(
         failures = parse_agent_failures(f"Readiness probe failed: {probe_output}")
         assert list(failures) == [("clf", 3)] and "DigestMismatch" in failures[("clf", 3)]
         assert s3_server.secret not in probe_output
-    finally:
-        stop.set()
-        th.join(30)
-        http.shutdown()
 
 
 def test_load_failure_keeps_previous_version(tmp_path: Path, start_triton: Any) -> None:
@@ -271,11 +278,10 @@ def test_load_failure_keeps_previous_version(tmp_path: Path, start_triton: Any) 
     models = tmp_path / "models"
     models.mkdir()
     srv = start_triton(models)
-    agent, mpath, stop, th, http = _agent_env(tmp_path, srv.http_url)
-    m1 = _model("m", [(1, f"file://{v1.version_dir}", v1.digest)])
-    write_manifest(mpath, {"generation": 1, "models": [m1]})
-    th.start()
-    try:
+    with _agent_env(tmp_path, srv.http_url) as (agent, mpath, _http, start):
+        m1 = _model("m", [(1, f"file://{v1.version_dir}", v1.digest)])
+        write_manifest(mpath, {"generation": 1, "models": [m1]})
+        start()
         _wait(lambda: agent.ready()[0], 60, "v1 ready")
         with Hammer(srv.http_url, "m", threads=2) as h:
             m2 = _model(
@@ -292,10 +298,6 @@ def test_load_failure_keeps_previous_version(tmp_path: Path, start_triton: Any) 
         vs = {v["version"]: v for v in agent.status()["models"][0]["versions"]}
         assert vs[2]["reason"] == "LoadFailed" and "broken model v2" in vs[2]["message"]
         assert requests.get(f"{srv.http_url}/v2/models/m/versions/1/ready", timeout=5).status_code == 200
-    finally:
-        stop.set()
-        th.join(30)
-        http.shutdown()
 
 
 def test_version_policy_latest_two_keeps_two_newest(tmp_path: Path, start_triton: Any) -> None:
@@ -305,11 +307,12 @@ def test_version_policy_latest_two_keeps_two_newest(tmp_path: Path, start_triton
     models = tmp_path / "models"
     models.mkdir()
     srv = start_triton(models)
-    agent, mpath, stop, th, http = _agent_env(tmp_path, srv.http_url)
-    vers = [(r.version, f"file://{r.version_dir}", r.digest) for r in rs]
-    write_manifest(mpath, {"generation": 1, "models": [_model("p", vers[:2], versionPolicy={"latest": 2})]})
-    th.start()
-    try:
+    with _agent_env(tmp_path, srv.http_url) as (agent, mpath, _http, start):
+        vers = [(r.version, f"file://{r.version_dir}", r.digest) for r in rs]
+        write_manifest(
+            mpath, {"generation": 1, "models": [_model("p", vers[:2], versionPolicy={"latest": 2})]}
+        )
+        start()
         _wait(lambda: agent.ready()[0], 60, "v1+v2 ready")
         write_manifest(mpath, {"generation": 2, "models": [_model("p", vers, versionPolicy={"latest": 2})]})
         _wait(lambda: agent.ready()[0] and agent.status()["generation"] == 2, 60, "v2+v3 ready")
@@ -323,10 +326,6 @@ def test_version_policy_latest_two_keeps_two_newest(tmp_path: Path, start_triton
             r = requests.post(f"{srv.http_url}/v2/models/p/versions/{v}/infer", json={"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}, timeout=10)  # fmt: skip
             assert r.json()["outputs"][0]["data"][0] == float(v)
         assert requests.get(f"{srv.http_url}/v2/models/p/versions/1/ready", timeout=5).status_code != 200
-    finally:
-        stop.set()
-        th.join(30)
-        http.shutdown()
 
 
 def test_readiness_false_while_loading_true_after(tmp_path: Path, start_triton: Any) -> None:
@@ -336,14 +335,14 @@ def test_readiness_false_while_loading_true_after(tmp_path: Path, start_triton: 
     models = tmp_path / "models"
     models.mkdir()
     srv = start_triton(models)
-    agent, mpath, stop, th, http = _agent_env(tmp_path, srv.http_url)
-    ready_url = f"http://127.0.0.1:{http.server_address[1]}/ready"
-    write_manifest(
-        mpath, {"generation": 1, "models": [_model("slow", [(1, f"file://{slow.version_dir}", slow.digest)])]}
-    )
-    assert requests.get(ready_url, timeout=5).status_code == 503  # nothing loaded yet
-    th.start()
-    try:
+    with _agent_env(tmp_path, srv.http_url) as (agent, mpath, http, start):
+        ready_url = f"http://127.0.0.1:{http.server_address[1]}/ready"
+        write_manifest(
+            mpath,
+            {"generation": 1, "models": [_model("slow", [(1, f"file://{slow.version_dir}", slow.digest)])]},
+        )
+        assert requests.get(ready_url, timeout=5).status_code == 503  # nothing loaded yet
+        start()
         _wait(
             lambda: any(v["state"] == "Loading" for m in agent.status()["models"] for v in m["versions"]),
             30,
@@ -357,10 +356,6 @@ def test_readiness_false_while_loading_true_after(tmp_path: Path, start_triton: 
 
         assert main(["health", "--url", ready_url]) == 0
         assert main(["health", "--url", ready_url.replace("/ready", "/nope")]) == 1
-    finally:
-        stop.set()
-        th.join(30)
-        http.shutdown()
 
 
 def test_agent_cli_init_then_sidecar_survives_triton_restart(tmp_path: Path, start_triton: Any) -> None:
