@@ -59,12 +59,8 @@ def k8s_api(cluster):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def namespace(cluster, request) -> Iterator[str]:  # type: ignore[no-untyped-def]
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", name)
-    try:
+    with cluster.scratch_namespace(f"{base}-{uuid.uuid4().hex[:5]}") as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -496,6 +496,19 @@ class LocalCluster:
                 return s.connect_ex(("127.0.0.1", port)) == 0
 
         self._wait(ok, 30, f"{component} on port {port}", component)
+
+    @contextlib.contextmanager
+    def scratch_namespace(self, name: str, labels: dict[str, str] | None = None) -> Iterator[str]:
+        """A namespace for the length of a test: created (with ``labels``), then deleted without
+        waiting for its contents to go."""
+        meta: dict[str, Any] = {"name": name} | ({"labels": labels} if labels else {})
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+        )
+        try:
+            yield name
+        finally:
+            self.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
     def add_nodes(self, *pools: NodePool, wait: bool = True) -> list[str]:
         """Create (server-side apply) the KWOK nodes of ``pools``; with ``wait``, until all are Ready.

@@ -43,12 +43,8 @@ def crd_installed(cluster: Any) -> str:
 
 @pytest.fixture(scope="module")
 def api_ns(cluster: Any, crd_installed: str) -> Iterator[str]:
-    name = f"api-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", name)
-    try:
+    with cluster.scratch_namespace(f"api-{uuid.uuid4().hex[:6]}") as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def kubectl_apply(

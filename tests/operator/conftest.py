@@ -8,7 +8,6 @@ Helpers live in ``opsupport.py``.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,19 +47,9 @@ def ns(cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace watched by the test operator, enforcing PodSecurity ``restricted``."""
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())
     name = f"{NS_PREFIX}{base.removeprefix('test-')[:30].strip('-')}-{uuid.uuid4().hex[:5]}"
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-            },
-        },
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
     }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
-    try:
+    with cluster.scratch_namespace(name, labels):
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -76,16 +76,8 @@ def loopback_node(cluster: Any) -> Iterator[str]:
 @pytest.fixture
 def qa_ns(cluster: Any) -> Iterator[str]:
     name = f"{NS_PREFIX}{uuid.uuid4().hex[:6]}"
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
-    try:
+    with cluster.scratch_namespace(name, {"pod-security.kubernetes.io/enforce": "restricted"}):
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture
