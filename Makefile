@@ -1,7 +1,4 @@
 # modeldeploy developer entry points. Every target sets up what it needs (hack/setup.sh is idempotent).
-# operator/ is a folder at the repository root: `python -m ...` from here would put it on sys.path
-# before the standard library's `operator` module. PYTHONSAFEPATH (Python >= 3.11) stops that.
-export PYTHONSAFEPATH := 1
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
@@ -28,14 +25,14 @@ integration: setup
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	hack/typecheck.sh
+	.venv/bin/mypy
 
 fmt:
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
 typecheck:
-	hack/typecheck.sh
+	.venv/bin/mypy
 
 crd:
 	.venv/bin/mdctl crd --write

@@ -120,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
     args = ap.parse_args(argv)
 
-    # The operator subprocess runs `python -m`: keep the repo root (operator/ would shadow the
-    # standard library module) off its sys.path.
-    os.environ["PYTHONSAFEPATH"] = "1"
     from modeldeploy.cluster.local import LocalCluster
     from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube
     from modeldeploy_runtime.ports import free_ports

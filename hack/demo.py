@@ -34,10 +34,6 @@ from typing import Any
 
 import yaml
 
-# Children run `python -m ...`: keep the repository root (and its operator/ folder, which would
-# shadow the standard library's operator module) off their sys.path.
-os.environ["PYTHONSAFEPATH"] = "1"
-
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "modeldeploy"
 NS_SYSTEM = "modeldeploy-system"

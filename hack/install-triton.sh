@@ -41,8 +41,7 @@ else
   fi
 fi
 
-# Prints the tritonserver path when the pinned version is installed (run outside the repo root so
-# that the repo's operator/ folder can never shadow the standard library module).
+# Prints the tritonserver path when the pinned version is installed.
 installed_binary() {
   (cd / && "$py" - "$PYTRITON_VERSION" <<'EOF'
 import sys

@@ -7,9 +7,6 @@
 # Each step is skipped quickly when already done.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# Never let the repository root (with its operator/ folder) shadow the standard library's operator
-# module when `python -m pip` runs from here.
-export PYTHONSAFEPATH=1
 t0=$(date +%s)
 say() { echo "[setup] $(( $(date +%s) - t0 ))s: $*" >&2; }
 

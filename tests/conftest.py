@@ -24,11 +24,6 @@ from sharedpaths import upstream_crd_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Subprocesses run `python -m modeldeploy...`; with the repository root as their working directory
-# its operator/ folder would shadow the standard library's operator module. Python >= 3.11 honours
-# PYTHONSAFEPATH and leaves the working directory off sys.path.
-os.environ["PYTHONSAFEPATH"] = "1"
-
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
@@ -74,7 +69,16 @@ def shared_crds(cluster) -> list[str]:  # type: ignore[no-untyped-def]
         "scaledobjects.keda.sh",
         "servicemonitors.monitoring.coreos.com",
         "podmonitors.monitoring.coreos.com",
+        "httpscaledobjects.http.keda.sh",
     ]
     for n in names:
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{n}", "--timeout=60s")
     return names
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`cluster` and `triton` tests need real components: they are integration tests by definition,
+    so `-m "not integration"` (make unit) never starts a control plane or a tritonserver."""
+    for item in items:
+        if item.get_closest_marker("cluster") or item.get_closest_marker("triton"):
+            item.add_marker(pytest.mark.integration)

@@ -33,7 +33,7 @@ def shared_dir() -> Path:
 
 
 #: An unmodified copy of ../shared/crds, used when no shared/ folder can be found (a clone made far
-#: from the workplace); tests/unit/test_upstream_crds.py keeps it identical to the shared one.
+#: from the workplace); tests/repo/test_upstream_crds.py keeps it identical to the shared one.
 VENDORED_CRDS = REPO / "tests" / "fixtures" / "upstream-crds"
 
 

@@ -19,7 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "MODELDEPLOY_TEST_KUBECONFIG"}
-    env["PYTHONSAFEPATH"] = "1"
     proc = subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env
     )

@@ -3,13 +3,15 @@ restricted pod security, and the values schema (no cluster needed; the pinned he
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+import modeldeploy_runtime
 
 from ._helm import ALL_VALUES, CHART, KUBE_VERSION, REPO, find, helm, one, render, rules_table, template_args
 
@@ -52,11 +54,12 @@ def test_lint(values_files: tuple[Path, ...]) -> None:
     assert "0 chart(s) failed" in out.stdout
 
 
-def test_chart_versions_follow_pyproject() -> None:
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+def test_chart_versions_follow_the_package() -> None:
+    version = modeldeploy_runtime.__version__
+    assert importlib.metadata.version("modeldeploy") == version, "reinstall: the metadata is stale"
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert chart["appVersion"] == version, "Chart.yaml appVersion must equal pyproject's version"
-    assert chart["version"] == version, "Chart.yaml version must equal pyproject's version"
+    assert chart["appVersion"] == version, "Chart.yaml appVersion must equal the package version"
+    assert chart["version"] == version, "Chart.yaml version must equal the package version"
 
 
 def test_defaults_render_expected_objects() -> None:

@@ -122,9 +122,12 @@ def test_entrypoint_user_and_copies(image: str) -> None:
             for src in srcs:
                 assert (REPO / src).exists(), f"docker/{image}.Dockerfile copies {src}, which does not exist"
                 assert f"!{src}" in ignore, f"{src} is excluded by docker/{image}.Dockerfile.dockerignore"
-    # the package folders the wheel is built from (setuptools package-dir)
-    copied = {a.split()[0].rstrip("/") for op, a in ins if op == "COPY" and not a.startswith("--from")}
-    assert set(PYPROJECT["tool"]["setuptools"]["package-dir"].values()) <= copied
+    # the source folders the wheel is built from (setuptools packages.find) and the license file
+    copied = {
+        s.rstrip("/") for op, a in ins if op == "COPY" and not a.startswith("--from") for s in a.split()[:-1]
+    }
+    assert set(PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"]) <= copied
+    assert set(PROJECT["license-files"]) <= copied
 
 
 # ------------------------------------------------------------------ dependency closure vs imports
@@ -163,7 +166,7 @@ def _requirement_closure(extras: set[str]) -> set[str]:
 
 #: Files of the package folders that never run in the image: they are copied into a Triton model
 #: repository and run inside Triton's python backend stub, with its own environment.
-NOT_IN_IMAGE = {"runtime/python_backend_wrapper.py"}
+NOT_IN_IMAGE = {"runtime/modeldeploy_runtime/python_backend_wrapper.py"}
 
 
 def _module_level_imports(folder: Path) -> set[str]:
@@ -200,7 +203,7 @@ def _module_to_dists() -> Mapping[str, list[str]]:
 def test_image_dependencies_cover_module_level_imports(image: str) -> None:
     extras, _, folder = IMAGES[image]
     closure = _requirement_closure(extras)
-    own = set(PYPROJECT["tool"]["setuptools"]["package-dir"])
+    own = {"modeldeploy", "modeldeploy_runtime"}
     missing = {}
     for mod in sorted(_module_level_imports(REPO / folder)):
         if mod in sys.stdlib_module_names or mod in own or mod == "__future__":

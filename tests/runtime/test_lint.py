@@ -115,10 +115,6 @@ def test_lint_catches(case: tuple[str, Breaker, str, str], good_repo: Path, tmp_
     assert all(str(repo) in e.path for e in errs)
 
 
-def test_lint_at_least_ten_distinct_breakages() -> None:
-    assert len({c[0] for c in CASES}) >= 10
-
-
 def test_lint_cli_exit_codes(good_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from modeldeploy_runtime.cli import main
 

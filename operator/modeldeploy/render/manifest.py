@@ -7,7 +7,7 @@ Triton's loaded versions match it. Versions change here, not in the pod template
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelSpec
 from modeldeploy.render.common import (
@@ -28,6 +28,13 @@ from modeldeploy_runtime.manifest import (
     ManifestVersionPolicy,
     ModelManifest,
 )
+
+#: The API's instance-group kinds as Triton's config names them.
+INSTANCE_KIND: dict[str, Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO"]] = {
+    "GPU": "KIND_GPU",
+    "CPU": "KIND_CPU",
+    "AUTO": "KIND_AUTO",
+}
 
 
 def credentials_mount_path(secret_name: str) -> str:
@@ -66,7 +73,7 @@ def _model(m: ModelSpec) -> ManifestModel:
             else None
         ),
         instanceGroups=[
-            ManifestInstanceGroup(count=g.count, kind=f"KIND_{g.kind}") for g in (m.instanceGroups or [])
+            ManifestInstanceGroup(count=g.count, kind=INSTANCE_KIND[g.kind]) for g in (m.instanceGroups or [])
         ],
         inputs=[ManifestTensor(name=t.name, dataType=t.dataType, dims=list(t.dims)) for t in m.inputs or []],
         outputs=[

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,7 +13,15 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
-    p = sub.add_parser("cluster", help="local Kubernetes control plane (etcd, kube-apiserver, KWOK nodes)")
+    p = sub.add_parser(
+        "cluster",
+        help="local Kubernetes control plane (etcd, kube-apiserver, KWOK nodes); needs a source checkout",
+        description=(
+            "A real local Kubernetes control plane for demos and tests. Its pinned binaries are built "
+            "by hack/build-bins.sh of a modeldeploy source checkout: the one this package is installed "
+            "from (pip install -e .), or $MODELDEPLOY_CHECKOUT. An installed wheel alone cannot build them."
+        ),
+    )
     csub = p.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
 
     up = csub.add_parser("up", help="build the pinned binaries if needed and start the cluster")
@@ -23,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     up.add_argument("--gpus-per-node", type=int, default=8, help="nvidia.com/gpu per GPU node (default 8)")
     up.add_argument("--cpu-nodes", type=int, default=1, help="CPU-only KWOK nodes (default 1)")
     up.add_argument("--gpu-product", default="NVIDIA-H100-80GB-HBM3", help="nvidia.com/gpu.product label")
-    up.set_defaults(func=_up)
+    up.set_defaults(func=run_cluster_command, cluster_func=_up)
 
     for action, helptext, fn in (
         ("down", "stop every process of the cluster and delete its data", _down),
@@ -33,12 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     ):
         sp = csub.add_parser(action, help=helptext)
         _name(sp)
-        sp.set_defaults(func=fn)
+        sp.set_defaults(func=run_cluster_command, cluster_func=fn)
 
     b = csub.add_parser(
         "build", help="build the pinned binaries (etcd, kube-*, kubectl, kwok, helm) and print their folder"
     )
-    b.set_defaults(func=_build)
+    b.set_defaults(func=run_cluster_command, cluster_func=_build)
 
 
 def _name(p: argparse.ArgumentParser) -> None:
@@ -57,6 +66,17 @@ def _cluster(args: argparse.Namespace) -> LocalCluster:
         gpus_per_node=args.gpus_per_node,
         gpu_product=args.gpu_product,
     )
+
+
+def run_cluster_command(args: argparse.Namespace) -> int:
+    """Every `mdctl cluster` action: a ClusterError is one clear line on stderr and exit code 2."""
+    from modeldeploy.cluster.local import ClusterError
+
+    try:
+        return int(args.cluster_func(args) or 0)
+    except ClusterError as e:
+        print(f"mdctl cluster: {e}", file=sys.stderr)
+        return 2
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -34,8 +34,9 @@ import yaml
 
 from modeldeploy_runtime.ports import free_ports
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "hack" / "build-bins.sh"
+#: Where the binaries' build script lives in a source checkout (the package cannot carry it: it
+#: builds the Go modules pinned in hack/tools/k8s/ and hack/versions.env).
+BUILD_SCRIPT_REL = Path("hack") / "build-bins.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
 SERVICE_CIDR = "10.96.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -61,16 +62,30 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def build_script() -> Path:
+    """hack/build-bins.sh of a modeldeploy source checkout: $MODELDEPLOY_CHECKOUT, else the checkout
+    this package is imported from (an editable install). An installed wheel has no checkout."""
+    env = os.environ.get("MODELDEPLOY_CHECKOUT")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[3])  # operator/modeldeploy/cluster/local.py
+    for root in candidates:
+        if (root / BUILD_SCRIPT_REL).is_file():
+            return root / BUILD_SCRIPT_REL
+    looked = ", ".join(str(c / BUILD_SCRIPT_REL) for c in candidates)
+    raise ClusterError(
+        f"mdctl cluster builds the pinned control-plane binaries with {BUILD_SCRIPT_REL} from a "
+        f"modeldeploy source checkout, and none was found (looked for {looked}). Install from a "
+        "checkout (pip install -e .) or set MODELDEPLOY_CHECKOUT to one."
+    )
+
+
 def bin_dir(build: bool = True, log: Log = _stderr) -> Path:
     """The folder holding the pinned binaries; builds them first (with progress) if asked."""
-    if not BUILD_SCRIPT.exists():
-        raise ClusterError(f"{BUILD_SCRIPT} not found: run from a modeldeploy checkout")
+    script = build_script()
     if not build:
-        out = subprocess.run(["bash", str(BUILD_SCRIPT), "--dir"], capture_output=True, text=True, check=True)
+        out = subprocess.run(["bash", str(script), "--dir"], capture_output=True, text=True, check=True)
         return Path(out.stdout.strip().splitlines()[-1])
-    proc = subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None and proc.stdout is not None
     for line in proc.stderr:
         log(line.rstrip())

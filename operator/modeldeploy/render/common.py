@@ -172,7 +172,7 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
     """Stamp ``obj`` with the hash of its own body (annotation ``modeldeploy.io/applied-hash``)."""
-    body = json.loads(json.dumps(obj))
+    body: dict[str, Any] = json.loads(json.dumps(obj))
     body.setdefault("metadata", {}).setdefault("annotations", {}).pop(APPLIED_HASH_ANNOTATION, None)
     h = stable_hash(body)
     body["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = h
