@@ -9,14 +9,20 @@ model manifest written by the operator.
   load is reported and the served ones stay.
 * HTTP: ``/healthz`` (alive), ``/ready`` (200 only when every version the manifest expects is READY
   in Triton, checked live with ``/v2/models/<m>/versions/<v>/ready``), ``/serving`` (200 when every
-  model has at least one READY version: usable as pod readiness during in-place switches) and
-  ``/status`` (JSON per model/version state and the last error).
+  model has at least one READY version: the pod's readiness probe, so a pod stays in its Service
+  while a new version loads or after it failed), ``/status`` (:class:`~modeldeploy_runtime.agentapi.AgentStatus`:
+  per model/version state, reason, message, the served versions and the manifest generation: the
+  exact-versions truth the operator reads) and ``PUT /manifest`` (the operator pushes a newer
+  manifest, authenticated with a bearer token; see :meth:`Agent.accept_push`).
+* The mounted ConfigMap stays the source of truth a restarted pod reads; between it and a pushed
+  manifest the agent takes whichever has the higher generation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -24,24 +30,30 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import requests
 
+from modeldeploy_runtime.agentapi import (
+    MANIFEST_PATH,
+    READY_PATH,
+    SERVING_PATH,
+    STATUS_PATH,
+    AgentStatus,
+    ManifestPush,
+    ModelReport,
+    PushReply,
+    VersionReport,
+)
 from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, VersionPolicy
 from modeldeploy_runtime.fetch import TMP_DIR, Fetcher, FetchError
-from modeldeploy_runtime.manifest import ManifestModel, ModelManifest
+from modeldeploy_runtime.manifest import FORMATS, ManifestModel, ModelManifest
 from modeldeploy_runtime.package import PACKAGE_META
 
 log = logging.getLogger("modeldeploy.runtime.agent")
 
-FORMAT_DEFAULTS: dict[str, tuple[str, str, str]] = {  # format -> (platform, backend, artifact)
-    "pytorch": ("pytorch_libtorch", "", "model.pt"),
-    "onnx": ("onnxruntime_onnx", "", "model.onnx"),
-    "python": ("", "python", "model.py"),
-    "tensorrt": ("tensorrt_plan", "", "model.plan"),
-}
 FETCH_RETRY_BASE = 5.0
+MAX_PUSH_BYTES = 4 * 1024 * 1024
 FETCH_RETRY_MAX = 300.0
 
 
@@ -52,8 +64,10 @@ class VersionStatus:
     reason: str = ""
     message: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "state": self.state, "reason": self.reason, "message": self.message}
+    def report(self) -> VersionReport:
+        return VersionReport.model_validate(
+            {"version": self.version, "state": self.state, "reason": self.reason, "message": self.message}
+        )
 
 
 class TritonAPI:
@@ -137,6 +151,7 @@ class Agent:
         fetcher: Fetcher | None = None,
         poll_interval: float = 1.0,
         resync_interval: float = 5.0,
+        push_token: str | None = None,
     ) -> None:
         self.manifest_path = Path(manifest_path)
         self.repository = Path(repository)
@@ -153,6 +168,11 @@ class Agent:
         self._failed_loads: dict[tuple[str, int], str] = {}  # (model, version) -> source@sha of a failed load
         self._fetch_retry: dict[tuple[str, int], tuple[float, float]] = {}  # -> (next attempt, delay)
         self.switch_log: list[dict[str, Any]] = []  # timings of version switches (for tests/bench)
+        self.push_token = push_token or None
+        self._pushed: tuple[ModelManifest, str] | None = None  # newest manifest pushed by the operator
+        self._wake = threading.Event()  # set by a push: sync now rather than at the next poll
+        self.manifest_source: Literal["file", "push", ""] = ""
+        self.applied_generation = 0
 
     # ------------------------------------------------------------------------------------ manifest
     def read_manifest(self) -> tuple[ModelManifest, str]:
@@ -188,8 +208,8 @@ class Agent:
                     cfg = ModelConfig.from_dict(json.loads(meta.read_text())["config"])
                     break
         if cfg is None:
-            platform, backend, _ = FORMAT_DEFAULTS[model.format]
-            cfg = ModelConfig(name=model.name, platform=platform, backend=backend)
+            fmt = FORMATS[model.format]
+            cfg = ModelConfig(name=model.name, platform=fmt.platform, backend=fmt.backend)
             if (
                 model.format in ("pytorch", "onnx")
                 and versions
@@ -236,7 +256,7 @@ class Agent:
         """Fetch the wanted versions; returns those present and verified."""
         ok: list[int] = []
         by_num = {v.version: v for v in model.versions}
-        artifact = FORMAT_DEFAULTS[model.format][2]
+        artifact = FORMATS[model.format].artifact
         for num in model.wanted_versions():
             mv = by_num[num]
             key = (model.name, num)
@@ -404,6 +424,7 @@ class Agent:
                 self._error(f"{model.name}: sync failed: {exc.__class__.__name__}: {exc}")
         with self.lock:
             self.applied_hash = manifest_hash
+            self.applied_generation = manifest.generation
             healthy = all(
                 self.states.get(m.name, {}).get(v, VersionStatus(v)).state == "Ready"
                 for m in manifest.models
@@ -431,8 +452,8 @@ class Agent:
 
     def failed(self) -> list[dict[str, Any]]:
         """Wanted versions whose fetch or load failed, with the reason (no secrets: fetch and load
-        errors name the source and the cause only). The operator reads this from the readiness
-        probe's output (the kubelet's Unhealthy event) to report ModelLoadFailed."""
+        errors name the source and the cause only), for the ``/ready`` body (read by humans; the
+        operator reads the typed ``/status``)."""
         with self.lock:
             manifest = self.manifest
             states = {m: dict(vs) for m, vs in self.states.items()}
@@ -460,23 +481,95 @@ class Agent:
         missing = [m.name for m in manifest.models if m.name not in ready]
         return not missing, missing
 
-    def status(self) -> dict[str, Any]:
-        ok, _ = self.ready()
+    def _served(self) -> dict[str, list[int]] | None:
+        """model -> versions Triton reports READY now, or None when Triton cannot be asked."""
+        try:
+            index = self.triton.index()
+        except requests.RequestException:
+            return None
+        out: dict[str, list[int]] = {}
+        for e in index:
+            if e.get("state") == "READY" and str(e.get("version", "")).isdigit():
+                out.setdefault(str(e.get("name")), []).append(int(e["version"]))
+        return {k: sorted(v) for k, v in out.items()}
+
+    def status(self) -> AgentStatus:
+        """The typed report the operator reads (one Triton index call, no per-version requests)."""
+        served = self._served()
         with self.lock:
             manifest = self.manifest
-            models = []
+            current = manifest is not None and self.applied_hash == self.manifest_hash
+            models: list[ModelReport] = []
+            all_wanted_served = True
             for m in manifest.models if manifest else []:
                 st = self.states.get(m.name, {})
-                versions = []
-                for v in sorted(set(m.wanted_versions()) | set(st)):
-                    versions.append((st.get(v) or VersionStatus(v)).to_dict())
-                models.append({"name": m.name, "versions": versions})
-            return {
-                "ready": ok,
-                "generation": manifest.generation if manifest else 0,
-                "models": models,
-                "lastError": self.last_error,
-            }
+                wanted = m.wanted_versions()
+                now = (served or {}).get(m.name, [])
+                all_wanted_served = all_wanted_served and set(wanted) <= set(now)
+                versions = [(st.get(v) or VersionStatus(v)).report() for v in sorted(set(wanted) | set(st))]
+                models.append(ModelReport(name=m.name, versions=versions, served=now))
+            return AgentStatus(
+                ready=current and served is not None and all_wanted_served,
+                serving=manifest is not None and served is not None and all(m.served for m in models),
+                generation=manifest.generation if manifest else 0,
+                appliedGeneration=self.applied_generation,
+                manifestSource=self.manifest_source,
+                models=models,
+                lastError=self.last_error,
+            )
+
+    # ------------------------------------------------------------------------------------- push
+    def known_generation(self) -> int:
+        with self.lock:
+            gens = [self.manifest.generation if self.manifest else 0]
+            if self._pushed is not None:
+                gens.append(self._pushed[0].generation)
+            return max(gens)
+
+    def check_token(self, authorization: str | None) -> int:
+        """HTTP status for a push's ``Authorization`` header: 0 when it may proceed, 401 without a
+        bearer token, 403 with a wrong one or when this agent has no token (pushing is off)."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return 401
+        given = authorization[len("Bearer ") :].strip()
+        if not self.push_token or not hmac.compare_digest(given.encode(), self.push_token.encode()):
+            return 403
+        return 0
+
+    def accept_push(self, push: ManifestPush) -> tuple[int, PushReply]:
+        """Take a manifest from the operator unless it is older than the one the agent has (409).
+        The same generation again is accepted without change (the operator may push twice)."""
+        m = push.manifest
+        with self.lock:
+            have = self.known_generation()
+            if m.generation < have:
+                return 409, PushReply(
+                    accepted=False, generation=have, message=f"generation {m.generation} is older than {have}"
+                )
+            if m.generation == have and self.manifest is not None:
+                return 200, PushReply(accepted=True, generation=have, message="already at this generation")
+            self._pushed = (m, hashlib.sha256(m.to_json().encode()).hexdigest())
+        log.info("manifest generation %d pushed by the operator", m.generation)
+        self._wake.set()
+        return 200, PushReply(accepted=True, generation=m.generation, message="accepted")
+
+    def _newest(
+        self, from_file: tuple[ModelManifest, str] | None
+    ) -> tuple[ModelManifest, str, Literal["file", "push"]] | None:
+        """The manifest to work on: the pushed one while its generation is higher than the file's."""
+        with self.lock:
+            pushed = self._pushed
+            if (
+                pushed is not None
+                and from_file is not None
+                and from_file[0].generation >= pushed[0].generation
+            ):
+                self._pushed = pushed = None  # the kubelet caught up: the file is the truth again
+        if pushed is not None:
+            return pushed[0], pushed[1], "push"
+        if from_file is not None:
+            return from_file[0], from_file[1], "file"
+        return None
 
     # ----------------------------------------------------------------------------------- run loops
     def run_init(self) -> int:
@@ -506,19 +599,25 @@ class Agent:
         self.wait_for_triton(stop)
         last_sync = 0.0
         while not stop.is_set():
+            from_file: tuple[ModelManifest, str] | None = None
             try:
-                manifest, digest = self.read_manifest()
+                from_file = self.read_manifest()
             except (OSError, ValueError) as exc:
                 self._error(str(exc))
-                stop.wait(self.poll_interval)
-                continue
-            due = time.monotonic() - last_sync >= self.resync_interval
-            if digest != self.applied_hash or due:
-                if digest != self.applied_hash:
-                    log.info("manifest generation %d (%s)", manifest.generation, digest[:12])
-                self.sync(manifest, digest)
-                last_sync = time.monotonic()
-            stop.wait(self.poll_interval)
+            picked = self._newest(from_file)
+            if picked is not None:
+                manifest, digest, source = picked
+                due = time.monotonic() - last_sync >= self.resync_interval
+                if digest != self.applied_hash or due:
+                    if digest != self.applied_hash:
+                        log.info(
+                            "manifest generation %d (%s, from %s)", manifest.generation, digest[:12], source
+                        )
+                    self.manifest_source = source
+                    self.sync(manifest, digest)
+                    last_sync = time.monotonic()
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
 
     # ------------------------------------------------------------------------------------- http
     def make_server(self, host: str = "0.0.0.0", port: int = 8080) -> ThreadingHTTPServer:
@@ -540,19 +639,48 @@ class Agent:
                 path = self.path.split("?")[0]
                 if path == "/healthz":
                     self._send(200, {"alive": True})
-                elif path == "/ready":
+                elif path == READY_PATH:
                     ok, missing = agent.ready()
                     body: dict[str, Any] = {"ready": ok, "waitingFor": missing}
                     if not ok:
                         body["failed"] = agent.failed()
                     self._send(200 if ok else 503, body)
-                elif path == "/serving":
+                elif path == SERVING_PATH:
                     ok, missing = agent.serving()
                     self._send(200 if ok else 503, {"serving": ok, "waitingFor": missing})
-                elif path == "/status":
-                    self._send(200, agent.status())
+                elif path == STATUS_PATH:
+                    self._send(200, agent.status().model_dump(mode="json"))
                 else:
                     self._send(404, {"error": f"no such endpoint {path}"})
+
+            def do_PUT(self) -> None:
+                if self.path.split("?")[0] != MANIFEST_PATH:
+                    self._send(404, {"error": f"no such endpoint {self.path}"})
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length) if 0 < length <= MAX_PUSH_BYTES else b""
+                denied = agent.check_token(self.headers.get("Authorization"))
+                if denied:
+                    why = "bearer token required" if denied == 401 else "wrong token"
+                    self._send(
+                        denied,
+                        PushReply(
+                            accepted=False, generation=agent.known_generation(), message=why
+                        ).model_dump(),
+                    )
+                    return
+                try:
+                    push = ManifestPush.model_validate_json(data)
+                except ValueError as exc:
+                    reply = PushReply(
+                        accepted=False,
+                        generation=agent.known_generation(),
+                        message=f"invalid push: {exc}"[:2000],
+                    )
+                    self._send(400, reply.model_dump())
+                    return
+                code, reply = agent.accept_push(push)
+                self._send(code, reply.model_dump())
 
         srv = ThreadingHTTPServer((host, port), Handler)
         srv.daemon_threads = True

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -175,6 +176,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from modeldeploy_runtime.agent import Agent
+    from modeldeploy_runtime.agentapi import TOKEN_ENV
 
     _setup_logging(args.log_format)
     agent = Agent(
@@ -183,6 +185,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         args.triton_url,
         poll_interval=args.poll_interval,
         resync_interval=args.resync_interval,
+        # from a Secret (secretKeyRef); unset: PUT /manifest answers 403 and only the file counts
+        push_token=os.environ.get(TOKEN_ENV),
     )
     if args.mode == "init":
         return agent.run_init()

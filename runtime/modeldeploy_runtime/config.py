@@ -108,12 +108,14 @@ class VersionPolicy:
         return cls(kind="specific", versions=sorted(versions))
 
     def select(self, available: list[int]) -> list[int]:
-        nums = sorted(available)
-        if self.kind == "all":
-            return nums
-        if self.kind == "specific":
-            return sorted(set(self.versions) & set(nums))
-        return nums[-self.num_versions :] if self.num_versions > 0 else []
+        from modeldeploy_runtime.manifest import select_versions
+
+        return select_versions(
+            available,
+            latest=self.num_versions,
+            all=self.kind == "all",
+            specific=self.versions if self.kind == "specific" else None,
+        )
 
 
 @dataclass

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +22,47 @@ MANIFEST_API_VERSION = "modeldeploy.io/v1alpha1"
 MANIFEST_KIND = "ModelManifest"
 
 ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt"]
+
+
+@dataclass(frozen=True)
+class FormatDefaults:
+    """How Triton runs a model format: config.pbtxt ``platform``/``backend``, the backend's name
+    and the artifact file Triton looks for in a version folder."""
+
+    platform: str
+    backend: str
+    backend_name: str
+    artifact: str
+
+
+#: The one format -> Triton backend table (the operator's API and the agent both use it).
+FORMATS: dict[str, FormatDefaults] = {
+    "pytorch": FormatDefaults("pytorch_libtorch", "", "pytorch", "model.pt"),
+    "onnx": FormatDefaults("onnxruntime_onnx", "", "onnxruntime", "model.onnx"),
+    "python": FormatDefaults("", "python", "python", "model.py"),
+    "tensorrt": FormatDefaults("tensorrt_plan", "", "tensorrt", "model.plan"),
+}
+
+
+def select_versions(
+    available: Iterable[int],
+    *,
+    latest: int | None = None,
+    all: bool | None = None,
+    specific: Iterable[int] | None = None,
+) -> list[int]:
+    """The versions Triton serves out of ``available`` under a version policy (Triton's semantics:
+    ``all``; else ``specific`` (those that exist); else the ``latest`` n, default 1). The one
+    implementation: the operator's API, the manifest and config.pbtxt policies call it."""
+    nums = sorted(set(available))
+    if all:
+        return nums
+    if specific is not None:
+        return sorted(set(specific) & set(nums))
+    n = 1 if latest is None else latest
+    return nums[-n:] if n > 0 else []
+
+
 TRITON_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 
@@ -99,14 +142,10 @@ class ManifestModel(_Base):
 
     def wanted_versions(self) -> list[int]:
         """The versions Triton must serve, per the version policy (Triton's semantics)."""
-        nums = sorted(v.version for v in self.versions)
         p = self.versionPolicy
-        if p.all:
-            return nums
-        if p.specific is not None:
-            return sorted(set(p.specific) & set(nums))
-        n = p.latest or 1
-        return nums[-n:]
+        return select_versions(
+            (v.version for v in self.versions), latest=p.latest, all=p.all, specific=p.specific
+        )
 
 
 class ModelManifest(_Base):

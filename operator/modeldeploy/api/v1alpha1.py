@@ -37,6 +37,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
 from modeldeploy import __version__
+from modeldeploy_runtime.manifest import FORMATS, ModelFormat, select_versions
 
 GROUP = "modeldeploy.io"
 VERSION = "v1alpha1"
@@ -70,25 +71,10 @@ NAME_MESSAGE = (
 #: Label prefix reserved for the operator's own labels (selectors).
 RESERVED_LABEL_PREFIX = "modeldeploy.io/"
 
-ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt"]
 VersionState = Literal["Pending", "Loading", "Ready", "Failed", "Unloaded"]
 ConditionType = Literal["Ready", "ModelsReady", "Progressing", "Degraded"]
 CONDITION_TYPES: tuple[str, ...] = ("Ready", "ModelsReady", "Progressing", "Degraded")
 
-#: Triton backend / platform per format (config.pbtxt ``backend`` or ``platform``).
-FORMAT_BACKEND: dict[str, str] = {
-    "pytorch": "pytorch",
-    "onnx": "onnxruntime",
-    "python": "python",
-    "tensorrt": "tensorrt",
-}
-#: Default artifact file name inside a version folder, per format.
-FORMAT_FILENAME: dict[str, str] = {
-    "pytorch": "model.pt",
-    "onnx": "model.onnx",
-    "python": "model.py",
-    "tensorrt": "model.plan",
-}
 
 # --------------------------------------------------------------------------------------------------
 # Regular expressions (RE2- and Rust-regex-compatible: no look-around, no backreferences)
@@ -549,13 +535,8 @@ class ModelSpec(_Base):
 
     def desired_versions(self) -> list[int]:
         """The versions Triton must serve under the version policy (Triton's semantics)."""
-        nums = self.declared_versions()
         p = self.versionPolicy
-        if p.all:
-            return nums
-        if p.specific is not None:
-            return sorted(set(p.specific) & set(nums))
-        return nums[-(p.latest or 1) :]
+        return select_versions(self.declared_versions(), latest=p.latest, all=p.all, specific=p.specific)
 
     def version_source(self, version: int) -> str:
         """The effective source URI of one declared version."""
@@ -568,7 +549,7 @@ class ModelSpec(_Base):
         raise KeyError(f"model {self.name}: version {version} is not declared")
 
     def backend(self) -> str:
-        return FORMAT_BACKEND[self.format]
+        return FORMATS[self.format].backend_name
 
 
 # --------------------------------------------------------------------------------------------------

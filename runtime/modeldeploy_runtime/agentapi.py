@@ -1,0 +1,83 @@
+"""The typed contract between the runtime agent and the operator.
+
+The agent produces these documents (``GET /status``, the reply to ``PUT /manifest``); the operator
+parses them with the same models. Nothing here carries a secret: the push token travels only in the
+``Authorization`` header, and reasons/messages name sources and causes, never credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modeldeploy_runtime.manifest import ModelManifest
+
+#: The agent's endpoints.
+STATUS_PATH = "/status"
+SERVING_PATH = "/serving"
+READY_PATH = "/ready"
+MANIFEST_PATH = "/manifest"
+#: Environment variable holding the push token (from a Secret via ``secretKeyRef``).
+TOKEN_ENV = "MODELDEPLOY_AGENT_TOKEN"
+#: Key of the token in the per-ModelDeployment Secret the operator creates.
+TOKEN_KEY = "token"
+
+AgentVersionState = Literal["Pending", "Loading", "Ready", "Failed", "Unloaded"]
+
+
+class _Doc(BaseModel):
+    # extra="ignore": an older operator can read a newer agent's report (fields only get added).
+    model_config = ConfigDict(extra="ignore")
+
+
+class VersionReport(_Doc):
+    version: int = Field(ge=1)
+    state: AgentVersionState = "Pending"
+    #: Machine-readable cause, e.g. DigestMismatch, FetchFailed, ModelLoadFailed, NotWanted.
+    reason: str = ""
+    message: str = ""
+
+
+class ModelReport(_Doc):
+    name: str
+    #: The wanted versions plus those the agent still tracks (for instance Unloaded ones).
+    versions: list[VersionReport] = Field(default_factory=list)
+    #: Versions Triton reports READY right now (old or new).
+    served: list[int] = Field(default_factory=list)
+
+
+class AgentStatus(_Doc):
+    """``GET /status``."""
+
+    #: Every wanted version of every model is READY and the newest manifest is applied.
+    ready: bool = False
+    #: Every model has some READY version (what the pod's readiness probe checks).
+    serving: bool = False
+    #: Generation of the manifest the agent works on (the ModelDeployment generation it was rendered from).
+    generation: int = 0
+    #: Generation of the manifest last fully applied (every model synced once).
+    appliedGeneration: int = 0
+    #: Where the manifest came from: "file" (the mounted ConfigMap) or "push" (the operator).
+    manifestSource: Literal["file", "push", ""] = ""
+    models: list[ModelReport] = Field(default_factory=list)
+    lastError: str | None = None
+
+    def failed(self) -> list[tuple[str, VersionReport]]:
+        return [(m.name, v) for m in self.models for v in m.versions if v.state == "Failed"]
+
+
+class ManifestPush(_Doc):
+    """``PUT /manifest`` body (with ``Authorization: Bearer <token>``)."""
+
+    manifest: ModelManifest
+
+
+class PushReply(_Doc):
+    """Reply to ``PUT /manifest``: 200 accepted (or already had it), 400 invalid body, 401 no token,
+    403 wrong token (or pushing not configured), 409 older than the manifest the agent has."""
+
+    accepted: bool
+    #: The generation the agent works on after this request.
+    generation: int
+    message: str = ""
