@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.executable, "-m", "modeldeploy.cli", "operator", "run", "--namespace", ns,
             "--resync-seconds", str(args.resync_seconds), "--metrics-port", str(metrics_port),
             "--health-port", str(health), "--bind-address", "127.0.0.1", "--log-format", "json",
+            "--no-query-agents",  # KWOK pods: their IPs lead nowhere
         ]  # fmt: skip
         with log.open("wb") as f:
             op = subprocess.Popen(cmd, env=cluster.env(), stdout=f, stderr=subprocess.STDOUT)

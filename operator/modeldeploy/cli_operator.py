@@ -42,8 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     )
     run.add_argument(
         "--query-agents",
-        action="store_true",
-        help="read each pod's runtime agent /status over the pod IP for per-version states (real clusters)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="talk to each pod's runtime agent over the pod IP: read its /status for the per-version "
+        "truth in the status and push changed manifests to it (default: on; --no-query-agents when "
+        "the operator cannot reach pod IPs)",
     )
     run.set_defaults(func=_run)
 

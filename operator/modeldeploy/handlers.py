@@ -12,7 +12,11 @@ children go by owner-reference garbage collection.
 Usable with ``mdctl operator run`` (which calls :func:`register` on a fresh registry) and with
 ``kopf run -m modeldeploy.handlers`` (module import registers into kopf's default registry, with
 settings from the environment: KUBECONFIG, MODELDEPLOY_RESYNC_SECONDS, MODELDEPLOY_NAMESPACES (comma
-separated, globs allowed; must match kopf's --namespace), MODELDEPLOY_QUERY_AGENTS).
+separated, globs allowed; must match kopf's --namespace), MODELDEPLOY_QUERY_AGENTS (default true)).
+
+Talking to the agents (reading /status, pushing manifests) is blocking HTTP with short timeouts: it
+runs in the reconcile's thread (kopf runs sync handlers in its executor, never on the event loop), in
+the status refresher's threads, and, for pushes, on the reconciler's own push pool.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class State:
         self.refresher = StatusRefresher(
             self.reconciler.refresh_status, debounce=self.config.status_debounce_seconds
         ).start()
+        self.reconciler.pusher.done = self.refresher.mark  # a push round done: re-read the agents
         reconciler = self.reconciler
 
         def resync(body: dict[str, Any]) -> None:
@@ -85,6 +90,8 @@ class State:
         self.resync = ResyncLoop(kube, resync, self.config.resync_seconds, self.config.namespaces).start()
 
     def stop(self) -> None:
+        if self.reconciler:
+            self.reconciler.pusher.stop()
         if self.refresher:
             self.refresher.stop()
         if self.resync:

@@ -27,7 +27,8 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("autoscaling", "horizontalpodautoscalers"): RW,
     ("policy", "poddisruptionbudgets"): RW,
     ("", "pods"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch", "list"},  # list: kubelet Unhealthy events -> ModelLoadFailed
+    ("", "secrets"): {"get", "create"},  # the agents' push token (<name>-agent-token)
+    ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
@@ -105,6 +106,7 @@ def test_operator_deployment_defaults() -> None:
         "--log-format=json",
         "--metrics-port=8080",
         "--health-port=8081",
+        "--query-agents",  # the default: status from the agents, manifests pushed
     ]
     env = _env(c)
     assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "ghcr.io/modeldeploy/runtime:0.1.0"
@@ -171,7 +173,7 @@ def test_all_values_render_every_option(tmp_path: Path) -> None:
         "--log-format=text",
         "--metrics-port=9090",
         "--health-port=9091",
-        "--query-agents",
+        "--no-query-agents",  # all-values turns it off (operator cannot reach pod IPs)
         *opts["operator"]["extraArgs"],
     ]
     env = _env(c)
@@ -244,14 +246,17 @@ def test_rbac_integrations_only_when_enabled(
 
 
 @pytest.mark.parametrize("values_files", [(), (ALL_VALUES,)], ids=["defaults", "all-values"])
-def test_rbac_has_no_wildcards_and_no_secrets(values_files: tuple[Path, ...]) -> None:
+def test_rbac_has_no_wildcards_and_reads_no_secrets_in_bulk(values_files: tuple[Path, ...]) -> None:
     objs = render(files=values_files)
     rules = [r for o in objs if o["kind"] in ("Role", "ClusterRole") for r in o["rules"]]
     assert rules
     for r in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in r[field], f"wildcard in {field}: {r}"
-        assert "secrets" not in r["resources"], r
+        # Secrets: only get/create of the agents' push token it creates; never list/watch/update.
+        assert "secrets" not in r["resources"] or (
+            r["resources"] == ["secrets"] and set(r["verbs"]) == {"get", "create"}
+        ), r
         assert not {"escalate", "bind", "impersonate", "update"} & set(r["verbs"]) or r["resources"] == [
             "modeldeployments/finalizers"
         ], r

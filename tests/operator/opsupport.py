@@ -68,6 +68,7 @@ class OperatorProcess:
         namespace: str = f"{NS_PREFIX}*",
         extra_args: tuple[str, ...] = (),
         manifest_sync_seconds: float = MANIFEST_SYNC_SECONDS,
+        query_agents: bool = False,
     ) -> None:
         self.env = env
         self.log_dir = log_dir
@@ -75,6 +76,8 @@ class OperatorProcess:
         self.namespace = namespace
         self.extra_args = extra_args
         self.manifest_sync_seconds = manifest_sync_seconds
+        # Off unless a test runs real agents: KWOK pods' IPs lead nowhere (the default is on).
+        self.query_agents = query_agents
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port, self.health_port = free_ports(2)
         self.starts = 0
@@ -95,6 +98,7 @@ class OperatorProcess:
             "--health-port", str(self.health_port),
             "--bind-address", "127.0.0.1",
             "--log-format", "json",
+            "--query-agents" if self.query_agents else "--no-query-agents",
             *self.extra_args,
         ]  # fmt: skip
         with self.log_file.open("wb") as log:

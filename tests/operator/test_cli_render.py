@@ -67,6 +67,8 @@ def test_operator_run_flags() -> None:
     assert args.namespace == ["a", "b"] and args.log_format == "json" and args.resync_seconds == 5
     args = build_parser().parse_args(["operator", "run", "--all-namespaces"])
     assert args.all_namespaces and args.metrics_port == 8080 and args.health_port == 8081
+    assert args.query_agents is True  # the default: status from the agents, manifests pushed
+    assert build_parser().parse_args(["operator", "run", "--no-query-agents"]).query_agents is False
     with pytest.raises(SystemExit):
         build_parser().parse_args(["operator", "run", "-A", "-n", "x"])
 

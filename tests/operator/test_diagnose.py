@@ -1,11 +1,10 @@
-"""Diagnosis of common failures from pods, events and the Deployment."""
+"""Diagnosis of common failures from pods and the Deployment."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from modeldeploy.reconcile.diagnose import diagnose, needs_events, parse_agent_failures
+from modeldeploy.reconcile.diagnose import diagnose
 
 
 def pod(
@@ -26,15 +25,6 @@ def pod(
     return {"metadata": {"name": name}, "status": status}
 
 
-def unhealthy(pod_name: str, output: str, when: str = "2026-01-01T00:00:10Z") -> dict[str, Any]:
-    return {
-        "reason": "Unhealthy",
-        "involvedObject": {"kind": "Pod", "name": pod_name, "fieldPath": "spec.containers{agent}"},
-        "message": f"Readiness probe failed: {output}",
-        "lastTimestamp": when,
-    }
-
-
 AGENT_NOT_READY = [{"name": "triton", "ready": True}, {"name": "agent", "ready": False}]
 
 
@@ -43,7 +33,6 @@ def test_insufficient_gpu_from_pod_scheduled() -> None:
     d = diagnose(
         None,
         [pod(scheduled={"status": "False", "reason": "Unschedulable", "message": msg}, phase="Pending")],
-        [],
         "16 nvidia.com/gpu",
     )
     assert d is not None and d.reason == "InsufficientGPU"
@@ -52,13 +41,13 @@ def test_insufficient_gpu_from_pod_scheduled() -> None:
 
 def test_mig_shortage_is_insufficient_gpu_too() -> None:
     msg = "0/2 nodes are available: 2 Insufficient nvidia.com/mig-1g.10gb."
-    d = diagnose(None, [pod(scheduled={"status": "False", "reason": "Unschedulable", "message": msg})], [])
+    d = diagnose(None, [pod(scheduled={"status": "False", "reason": "Unschedulable", "message": msg})])
     assert d is not None and d.reason == "InsufficientGPU"
 
 
 def test_other_scheduling_failures_are_unschedulable() -> None:
     msg = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
-    d = diagnose(None, [pod(scheduled={"status": "False", "reason": "Unschedulable", "message": msg})], [])
+    d = diagnose(None, [pod(scheduled={"status": "False", "reason": "Unschedulable", "message": msg})])
     assert d is not None and d.reason == "Unschedulable" and "node affinity" in d.message
 
 
@@ -70,7 +59,7 @@ def test_image_pull_backoff_in_init_container() -> None:
             "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}},
         }
     ]
-    d = diagnose(None, [pod(init=init, phase="Pending")], [])
+    d = diagnose(None, [pod(init=init, phase="Pending")])
     assert d is not None and d.reason == "ImagePullBackOff"
     assert "fetch-models" in d.message and "ghcr.io/x/runtime:bad" in d.message
 
@@ -83,7 +72,7 @@ def test_crash_loop_names_the_container_and_exit_code() -> None:
             "lastState": {"terminated": {"exitCode": 139, "reason": "Error"}},
         }
     ]
-    d = diagnose(None, [pod(containers=cs)], [])
+    d = diagnose(None, [pod(containers=cs)])
     assert d is not None and d.reason == "CrashLoopBackOff"
     assert "triton" in d.message and "139" in d.message
 
@@ -102,89 +91,16 @@ def test_progress_deadline_exceeded() -> None:
             ]
         },
     }
-    d = diagnose(dep, [], [])
+    d = diagnose(dep, [])
     assert d is not None and d.reason == "ProgressDeadlineExceeded" and "timed out" in d.message
 
 
-def test_model_load_failed_from_the_agent_probe_event_json_status() -> None:
-    out = "unhealthy: http://127.0.0.1:8080/ready: HTTP 503 " + json.dumps(
-        {
-            "ready": False,
-            "models": [
-                {
-                    "name": "resnet",
-                    "versions": [
-                        {"version": 1, "state": "Ready"},
-                        {
-                            "version": 2,
-                            "state": "Failed",
-                            "reason": "LoadFailed",
-                            "message": "unexpected EOF in model.pt",
-                        },
-                    ],
-                }
-            ],
-        }
-    )
-    d = diagnose(None, [pod(containers=AGENT_NOT_READY)], [unhealthy("m-1", out)])
-    assert d is not None and d.reason == "ModelLoadFailed"
-    assert d.failed_versions == {("resnet", 2): "LoadFailed: unexpected EOF in model.pt"}
-    assert "resnet version 2" in d.message
-
-
-def test_model_load_failed_from_a_failed_list_or_text() -> None:
-    body = json.dumps(
-        {
-            "ready": False,
-            "waitingFor": ["bert/3"],
-            "failed": [
-                {"model": "bert", "version": 3, "reason": "FetchFailed", "message": "s3://b/bert/3: 403"}
-            ],
-        }
-    )
-    assert parse_agent_failures(f"unhealthy: HTTP 503 {body}") == {
-        ("bert", 3): "FetchFailed: s3://b/bert/3: 403"
-    }
-    text = "model bert version 3: Failed: LoadFailed: out of memory\nmodel gpt version 1: Loading"
-    assert list(parse_agent_failures(text)) == [("bert", 3)]
-
-
-def test_loading_is_not_a_failure() -> None:
-    out = 'unhealthy: http://127.0.0.1:8080/ready: HTTP 503 {"ready": false, "waitingFor": ["resnet/2"]}'
-    assert parse_agent_failures(out) == {}
-    assert diagnose(None, [pod(containers=AGENT_NOT_READY)], [unhealthy("m-1", out)]) is None
-
-
-def test_stale_events_of_ready_pods_are_ignored() -> None:
-    out = json.dumps(
-        {"models": [{"name": "r", "versions": [{"version": 1, "state": "Failed", "message": "x"}]}]}
-    )
-    ready = [{"name": "triton", "ready": True}, {"name": "agent", "ready": True}]
-    assert diagnose(None, [pod(containers=ready)], [unhealthy("m-1", out)]) is None
-    assert not needs_events([pod(containers=ready)])
-    assert needs_events([pod(containers=AGENT_NOT_READY)])
-
-
-def test_latest_event_wins_and_model_failure_outranks_scheduling() -> None:
-    old = json.dumps(
-        {"models": [{"name": "r", "versions": [{"version": 1, "state": "Failed", "message": "old"}]}]}
-    )
-    new = json.dumps(
-        {"models": [{"name": "r", "versions": [{"version": 1, "state": "Failed", "message": "new"}]}]}
-    )
-    pending = pod(
-        "m-2",
-        scheduled={"status": "False", "reason": "Unschedulable", "message": "Insufficient nvidia.com/gpu"},
-    )
-    d = diagnose(
-        None,
-        [pod(containers=AGENT_NOT_READY), pending],
-        [unhealthy("m-1", new, "2026-01-01T00:00:20Z"), unhealthy("m-1", old, "2026-01-01T00:00:10Z")],
-    )
-    assert d is not None and d.reason == "ModelLoadFailed"
-    assert d.failed_versions[("r", 1)] == "new"
+def test_an_agent_not_ready_is_no_pod_problem() -> None:
+    """A version that fails to load is reported by the agents' /status (status.py), not diagnosed
+    from pods: a pod whose agent is not ready (not serving yet) is just not ready."""
+    assert diagnose(None, [pod(containers=AGENT_NOT_READY)]) is None
 
 
 def test_healthy_pods_have_no_diagnosis() -> None:
     ready = [{"name": "triton", "ready": True, "state": {"running": {}}}, {"name": "agent", "ready": True}]
-    assert diagnose({"metadata": {"name": "m"}, "status": {}}, [pod(containers=ready)], []) is None
+    assert diagnose({"metadata": {"name": "m"}, "status": {}}, [pod(containers=ready)]) is None

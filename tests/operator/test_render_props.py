@@ -106,12 +106,15 @@ def test_triton_args_and_agent_probe_follow_the_contract() -> None:
         "--grpc-port=9001",
         "--metrics-port=9002",
     ]
-    assert agent["readinessProbe"]["exec"]["command"] == [
-        "modeldeploy-runtime",
-        "health",
-        "--url",
-        "http://127.0.0.1:8080/ready",
-    ]
+    # readiness means serving (some READY version of every model), not "every wanted version"
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/serving", "port": "agent"}
+    # the push token by reference only, from the Secret the operator owns
+    (env,) = agent["env"]
+    assert env == {
+        "name": "MODELDEPLOY_AGENT_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": f"{md.name}-agent-token", "key": "token"}},
+    }
+    assert "env" not in pod["initContainers"][0]
     assert "--triton-url" in agent["args"] and "http://127.0.0.1:9000" in agent["args"]
     assert pod["initContainers"][0]["args"][:3] == ["agent", "--mode", "init"]
 

@@ -10,6 +10,7 @@ from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus
 from modeldeploy.reconcile.diagnose import Diagnosis
 from modeldeploy.reconcile.status import compute_status, invalid_status, status_patch
 from modeldeploy.render.common import Note
+from modeldeploy_runtime.agentapi import AgentStatus
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -108,15 +109,25 @@ def test_diagnosis_goes_into_ready_and_degraded() -> None:
     assert st["models"][0]["versions"][0]["reason"] == "InsufficientGPU"
 
 
-def test_model_load_failed_marks_the_version_failed() -> None:
-    d = Diagnosis(
-        "ModelLoadFailed", "pod p: simple version 2: LoadFailed: bad", {("simple", 2): "LoadFailed: bad"}
+def test_model_load_failed_comes_from_the_agents_while_pods_stay_ready() -> None:
+    """Readiness means serving: the pod (and the Deployment) stay Ready on the old version, the
+    agents' typed report says which version failed and why."""
+    from modeldeploy.reconcile.status import AgentReport
+
+    report = AgentReport(pods={"p": agent_doc(3, (1, "Ready", "", ""), (2, "Failed", "LoadFailed", "bad"))})
+    st = compute_status(
+        md(), deployment(1), [running_pod()], None, now=T0, agents=report, manifest_generation=3
     )
-    st = compute_status(md(), deployment(1, available=0), [running_pod()], d, now=T0)
-    v = st["models"][0]["versions"][1]
-    assert (v["state"], v["reason"], v["message"]) == ("Failed", "ModelLoadFailed", "LoadFailed: bad")
+    v1, v2 = st["models"][0]["versions"]
+    assert (v2["state"], v2["reason"], v2["message"]) == ("Failed", "LoadFailed", "pod p: bad")
+    assert (v1["state"], v1["reason"]) == ("Ready", "StillServing")
     c = conds(st)
     assert c["ModelsReady"]["reason"] == "ModelLoadFailed" and c["Ready"]["reason"] == "ModelLoadFailed"
+    assert (
+        c["Degraded"]["status"] == "True"
+        and "simple version 2: LoadFailed: pod p: bad" in c["Degraded"]["message"]
+    )
+    assert st["readyReplicas"] == 1 and st["servedVersions"] == "simple:1"
 
 
 def test_progress_deadline_stops_progressing() -> None:
@@ -215,10 +226,17 @@ def test_in_place_manifest_change_is_not_ready_until_it_has_propagated() -> None
     ModelDeploymentStatus.model_validate(st)
 
 
-def agent_doc(generation: int, *versions: tuple[int, str, str, str]) -> dict[str, Any]:
-    """An agent's /status document: versions as (version, state, reason, message)."""
+def agent_doc(generation: int, *versions: tuple[int, str, str, str]) -> AgentStatus:
+    """An agent's typed /status: versions as (version, state, reason, message), manifest
+    ``generation`` applied."""
     vs = [{"version": v, "state": s, "reason": r, "message": m} for v, s, r, m in versions]
-    return {"ready": False, "generation": generation, "models": [{"name": "simple", "versions": vs}]}
+    return AgentStatus.model_validate(
+        {
+            "generation": generation,
+            "appliedGeneration": generation,
+            "models": [{"name": "simple", "versions": vs}],
+        }
+    )
 
 
 def test_agent_reports_drive_version_states_and_conditions() -> None:

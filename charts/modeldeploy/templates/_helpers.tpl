@@ -110,11 +110,15 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Events: posted on transitions; listed (kubelet "Unhealthy" events of the runtime agent's readiness
-# probe) to report why a model version failed to load.
+# Secrets: only the per-ModelDeployment "<name>-agent-token" the operator creates (and reads back)
+# to authenticate manifest pushes to the runtime agents. No list/watch: no other Secret is read.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+# Events: posted on transitions.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch", "list"]
+  verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -1,22 +1,18 @@
 """Why is a ModelDeployment not Ready? Pure functions over the live Deployment, pods and events.
 
-Reasons (most specific first): ``ModelLoadFailed`` (the runtime agent's exec readiness probe output,
-found in the kubelet's ``Unhealthy`` events), ``CrashLoopBackOff``, ``ImagePullBackOff``,
+Reasons (most specific first): ``CrashLoopBackOff``, ``ImagePullBackOff``,
 ``CreateContainerConfigError``, ``InsufficientGPU`` / ``Unschedulable`` (the pods' ``PodScheduled``
-condition), ``ProgressDeadlineExceeded`` (the Deployment's ``Progressing`` condition).
+condition), ``ProgressDeadlineExceeded`` (the Deployment's ``Progressing`` condition). A model version that
+fails to load is not a pod problem (the pod keeps serving the previous version and stays Ready): the
+agents report it on ``/status`` and status.py turns it into ``ModelLoadFailed``/``LoadTimeout``.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from modeldeploy.render.deployment import AGENT_CONTAINER
-
 FAILURE_REASONS = (
-    "ModelLoadFailed",
     "CrashLoopBackOff",
     "ImagePullBackOff",
     "CreateContainerConfigError",
@@ -28,19 +24,11 @@ _PRIORITY = {r: i for i, r in enumerate(FAILURE_REASONS)}
 _IMAGE_PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 MAX_MESSAGE = 1000
 
-#: ``model <name> version <n>`` (also ``model=<name> version=<n>``, quotes optional).
-_MODEL_VERSION = re.compile(
-    r"model[\s:=]+['\"]?(?P<model>[A-Za-z0-9][A-Za-z0-9_.-]*?)['\"]?[\s,:]+version[\s:=]+(?P<version>\d+)",
-    re.IGNORECASE,
-)
-
 
 @dataclass
 class Diagnosis:
     reason: str
     message: str
-    #: (model, version) -> message, for ModelLoadFailed
-    failed_versions: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
 def _clip(msg: str) -> str:
@@ -48,97 +36,8 @@ def _clip(msg: str) -> str:
     return msg if len(msg) <= MAX_MESSAGE else msg[: MAX_MESSAGE - 3] + "..."
 
 
-def parse_agent_failures(output: str) -> dict[tuple[str, int], str]:
-    """Failed model versions named in the output of ``modeldeploy-runtime health``.
-
-    Understands the agent's ``/status`` JSON (versions with ``state: Failed``) and text lines such as
-    ``model resnet version 2: Failed: ModelLoadFailed: <message>``."""
-    failed: dict[tuple[str, int], str] = {}
-    start = output.find("{")
-    if start >= 0:
-        try:
-            doc = json.loads(output[start:])
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict):
-            # /ready-style body: {"ready": false, "failed": [{"model", "version", "reason", "message"}]}
-            for f in doc.get("failed") or []:
-                if isinstance(f, dict) and (f.get("model") or f.get("name")) and f.get("version") is not None:
-                    msg = ": ".join(str(x) for x in (f.get("reason"), f.get("message")) if x)
-                    failed[(str(f.get("model") or f.get("name")), int(f["version"]))] = _clip(
-                        msg or "load failed"
-                    )
-            # /status-style body: {"models": [{"name", "versions": [{"version", "state", ...}]}]}
-            for m in doc.get("models") or []:
-                for v in m.get("versions") or []:
-                    if v.get("state") == "Failed":
-                        msg = ": ".join(x for x in (v.get("reason"), v.get("message")) if x)
-                        failed[(str(m.get("name")), int(v.get("version")))] = _clip(msg or "load failed")
-            if failed:
-                return failed
-    for line in output.splitlines():
-        if "fail" not in line.lower():
-            continue
-        for match in _MODEL_VERSION.finditer(line):
-            failed[(match.group("model"), int(match.group("version")))] = _clip(line.strip())
-    return failed
-
-
 def _pod_name(pod: dict[str, Any]) -> str:
     return str(pod.get("metadata", {}).get("name", ""))
-
-
-def _container_ready(pod: dict[str, Any], container: str) -> bool | None:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") == container:
-            return bool(cs.get("ready"))
-    return None
-
-
-def _event_time(ev: dict[str, Any]) -> str:
-    series = ev.get("series") or {}
-    return str(
-        series.get("lastObservedTime")
-        or ev.get("lastTimestamp")
-        or ev.get("eventTime")
-        or ev.get("firstTimestamp")
-        or ""
-    )
-
-
-def model_load_failures(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> Diagnosis | None:
-    """ModelLoadFailed from Unhealthy events of the agent's readiness probe on pods not ready now."""
-    not_ready = {_pod_name(p) for p in pods if _container_ready(p, AGENT_CONTAINER) is False}
-    if not not_ready:
-        return None
-    latest: dict[str, dict[str, Any]] = {}
-    for ev in events:
-        obj = ev.get("involvedObject") or ev.get("regarding") or {}
-        name = obj.get("name")
-        if ev.get("reason") != "Unhealthy" or name not in not_ready:
-            continue
-        if AGENT_CONTAINER not in str(obj.get("fieldPath", AGENT_CONTAINER)):
-            continue
-        msg = str(ev.get("message") or ev.get("note") or "")
-        if "readiness probe" not in msg.lower():
-            continue
-        if name not in latest or _event_time(ev) >= _event_time(latest[name]):
-            latest[name] = ev
-    failed: dict[tuple[str, int], str] = {}
-    pods_failing: list[str] = []
-    for name, ev in sorted(latest.items()):
-        found = parse_agent_failures(str(ev.get("message") or ev.get("note") or ""))
-        if found:
-            pods_failing.append(name)
-            failed.update(found)
-    if not failed:
-        return None
-    parts = [f"{m} version {v}: {msg}" for (m, v), msg in sorted(failed.items())]
-    return Diagnosis(
-        "ModelLoadFailed",
-        _clip(f"pod {pods_failing[0]}: " + "; ".join(parts)),
-        failed_versions=failed,
-    )
 
 
 def pod_problems(pods: list[dict[str, Any]], gpu_resource: str | None = None) -> list[Diagnosis]:
@@ -212,14 +111,10 @@ def deployment_problem(deployment: dict[str, Any] | None) -> Diagnosis | None:
 def diagnose(
     deployment: dict[str, Any] | None,
     pods: list[dict[str, Any]],
-    events: list[dict[str, Any]],
     gpu_resource: str | None = None,
 ) -> Diagnosis | None:
     """The most specific failure, or None when nothing is wrong (or it is just progressing)."""
     found: list[Diagnosis] = []
-    mlf = model_load_failures(pods, events)
-    if mlf:
-        found.append(mlf)
     found.extend(pod_problems(pods, gpu_resource))
     dp = deployment_problem(deployment)
     if dp:
@@ -230,12 +125,5 @@ def diagnose(
     best = found[0]
     others = [d for d in found[1:] if d.reason == best.reason]
     if others:
-        best = Diagnosis(
-            best.reason, _clip(f"{best.message} (and {len(others)} more pod(s))"), best.failed_versions
-        )
+        best = Diagnosis(best.reason, _clip(f"{best.message} (and {len(others)} more pod(s))"))
     return best
-
-
-def needs_events(pods: list[dict[str, Any]]) -> bool:
-    """Events are only read when some pod's agent is running but not ready (saves API calls)."""
-    return any(_container_ready(p, AGENT_CONTAINER) is False for p in pods)

@@ -12,14 +12,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy import metrics
-from modeldeploy.api.v1alpha1 import AGENT_PORT, API_VERSION, KIND, ModelDeployment, SpecError
-from modeldeploy.reconcile.diagnose import Diagnosis, diagnose, needs_events
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
+from modeldeploy.reconcile import agents
+from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
 from modeldeploy.reconcile.diff import in_effect
 from modeldeploy.reconcile.kube import (
     BY_KIND,
@@ -70,8 +70,9 @@ class ApplyRejected(Exception):
 @dataclass
 class OperatorConfig:
     resync_seconds: float = 30.0
-    #: Query each pod's runtime agent /status over the pod IP (real clusters only; off by default).
-    query_agents: bool = False
+    #: Talk to each pod's runtime agent over the pod IP: read its /status (the per-version truth in
+    #: the status) and push changed manifests to it (reconcile/agents.py). Needs pod IPs reachable.
+    query_agents: bool = True
     status_debounce_seconds: float = 0.3
     post_events: bool = True
     crd_cache_seconds: float = 30.0
@@ -87,7 +88,7 @@ class OperatorConfig:
         return cls(
             resync_seconds=float(os.environ.get("MODELDEPLOY_RESYNC_SECONDS", "30")),
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
-            query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "") in ("1", "true", "yes"),
+            query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
         )
 
@@ -145,6 +146,9 @@ class Reconciler:
         #: per ModelDeployment: the generation whose spec was found invalid
         self._invalid: dict[str, int] = {}
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
+        #: per ModelDeployment: the agents' push token (read from / created as its Secret)
+        self._tokens: dict[str, str] = {}
+        self.pusher = agents.Pusher()
 
     # ------------------------------------------------------------- helpers
     @contextmanager
@@ -173,6 +177,7 @@ class Reconciler:
         key = f"{namespace}/{name}"
         self._absent.pop(key, None)
         self._invalid.pop(key, None)
+        self._tokens.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -243,6 +248,8 @@ class Reconciler:
             self._write_invalid(body, str(exc))
             raise InvalidSpec(str(exc)) from None
 
+        if full or key not in self._tokens:
+            self._tokens[key] = agents.ensure_token(self.kube, md)  # before pods reference it
         live_dep: dict[str, Any] | None = None
         created_dep = False
         scaled: tuple[Any, Any] | None = None
@@ -304,6 +311,7 @@ class Reconciler:
                         scaled = (old_r, new_r)
             if kind == "ConfigMap" and prev is not None and gen == md.generation and live is not None:
                 self._event(body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}")
+                self._push_manifest(md, desired, key)
 
         if created_dep:
             self._event(
@@ -315,6 +323,15 @@ class Reconciler:
             md_body=None, ns=ns, name=name, notes=opts.notes, live_dep=live_dep
         )
         return outcome
+
+    def _push_manifest(self, md: ModelDeployment, configmap: dict[str, Any], key: str) -> None:
+        """In place: hand the changed manifest to the running agents now (in the background)
+        rather than waiting for the kubelet to sync the ConfigMap volume."""
+        if not self.config.query_agents or md.spec.rollout.strategy != "inPlace":
+            return
+        pods = self.kube.list(POD, md.namespace, label_selector=selector_string(md))
+        manifest = ModelManifest.from_json(configmap["data"][MANIFEST_KEY])
+        self.pusher.submit(md, pods, manifest, self._tokens[key])
 
     def _hand_over_replicas(self, live: dict[str, Any]) -> None:
         """Autoscaling was switched on: before our applied body drops ``spec.replicas`` (which would
@@ -364,20 +381,18 @@ class Reconciler:
             notes = self._notes(md)
         dep = live_dep or self.kube.get(DEPLOYMENT, ns, name)
         pods = self.kube.list(POD, ns, label_selector=selector_string(md)) if dep else []
-        events: list[dict[str, Any]] = []
-        if needs_events(pods):
-            events = self.kube.list(EVENT, ns, field_selector="involvedObject.kind=Pod,reason=Unhealthy")
-        diag = diagnose(dep, pods, events, _gpu_request(md))
-        agents = manifest_generation = manifest_age = None
+        diag = diagnose(dep, pods, _gpu_request(md))
+        reports = manifest_generation = manifest_age = None
         if self.config.query_agents:
-            agents = self._query_agents(pods)
+            reports = AgentReport(pods=agents.query(pods))
             cm = self.kube.get(CONFIGMAP, ns, configmap_name(md))
             live = _manifest_models(cm)
             manifest_generation = live[1] if live else None
             changed = manager_write_time(cm, FIELD_MANAGER)
             if changed is not None:
                 manifest_age = (dt.datetime.now(dt.UTC) - changed).total_seconds()
-        propagating = self._manifest_propagating(md, pods) if dep and agents is None else None
+        # Without agent reports pod readiness (serving) cannot prove new versions: the window applies.
+        propagating = self._manifest_propagating(md, pods) if dep and not (reports and reports.pods) else None
         current = body.get("status") or {}
         new = compute_status(
             md,
@@ -386,7 +401,7 @@ class Reconciler:
             diag,
             notes=notes,
             previous=current,
-            agents=agents,
+            agents=reports,
             manifest_generation=manifest_generation,
             manifest_age=manifest_age,
             propagating=propagating,
@@ -428,44 +443,6 @@ class Reconciler:
         except RenderError:
             return []
         return list(opts.notes)
-
-    def _query_agents(self, pods: list[dict[str, Any]]) -> AgentReport:
-        """Each running pod's agent ``/status`` (on the container port named ``agent``), asked in
-        parallel, so that unreachable agents cost one timeout per pass rather than one per pod."""
-        import requests
-
-        urls: dict[str, str] = {}
-        for p in pods:
-            ip = (p.get("status") or {}).get("podIP")
-            if not ip or (p.get("status") or {}).get("phase") != "Running":
-                continue
-            port = next(
-                (
-                    cp["containerPort"]
-                    for c in (p.get("spec") or {}).get("containers") or []
-                    for cp in c.get("ports") or []
-                    if cp.get("name") == "agent"
-                ),
-                AGENT_PORT,
-            )
-            urls[p["metadata"]["name"]] = f"http://{ip}:{port}/status"
-
-        def ask(url: str) -> dict[str, Any] | None:
-            try:
-                r = requests.get(url, timeout=(1, 2))
-                r.raise_for_status()
-                return dict(r.json())
-            except Exception as exc:  # agent not up yet
-                log.debug("agent %s: %s", url, exc)
-                return None
-
-        report = AgentReport()
-        if urls:
-            with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
-                for name, doc in zip(urls, pool.map(ask, urls.values()), strict=True):
-                    if doc is not None:
-                        report.pods[name] = doc
-        return report
 
     def _write_invalid(self, body: dict[str, Any], message: str) -> None:
         current = body.get("status") or {}

@@ -16,6 +16,7 @@ from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.reconcile.diagnose import Diagnosis
 from modeldeploy.render.common import Note, selector_string
 from modeldeploy.render.service import endpoints
+from modeldeploy_runtime.agentapi import AgentStatus
 
 
 def now_rfc3339() -> str:
@@ -24,10 +25,10 @@ def now_rfc3339() -> str:
 
 @dataclass
 class AgentReport:
-    """Optional: per-pod agent /status documents (only when agent queries are enabled)."""
+    """Optional: per-pod agent ``/status`` reports (when the operator queries the agents)."""
 
-    #: pod name -> /status JSON
-    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: pod name -> the agent's typed /status
+    pods: dict[str, AgentStatus] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,12 +108,12 @@ def _agent_versions(
         return None
     agg: dict[tuple[str, int], dict[str, Any]] = {}
     for pod, doc in sorted(report.pods.items()):
-        generation = int(doc.get("generation") or 0)
+        generation = doc.appliedGeneration
         stale = manifest_generation is not None and generation < manifest_generation
-        for m in doc.get("models") or []:
-            for v in m.get("versions") or []:
-                key = (str(m.get("name")), int(v.get("version")))
-                state = str(v.get("state") or "Pending")
+        for m in doc.models:
+            for v in m.versions:
+                key = (m.name, v.version)
+                state = v.state
                 cur = agg.setdefault(
                     key, {"state": "Ready", "reason": "", "message": "", "ready": 0, "stale": ""}
                 )
@@ -124,8 +125,8 @@ def _agent_versions(
                     )
                 if state != "Ready" and (state == "Failed" or cur["state"] != "Failed"):
                     cur["state"] = state
-                    cur["reason"] = str(v.get("reason") or "")
-                    cur["message"] = f"pod {pod}: {v.get('message') or ''}".strip()
+                    cur["reason"] = v.reason
+                    cur["message"] = f"pod {pod}: {v.message}".strip()
     return agg
 
 
@@ -181,7 +182,6 @@ def compute_status(
         for p in pods
         if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
     ]
-    failed = diagnosis.failed_versions if diagnosis else {}
     agent_states = _agent_versions(agents, manifest_generation)
     gate = spec.rollout.readinessGate
     load_overdue = (
@@ -219,9 +219,7 @@ def compute_status(
                 continue
             expected += 1
             entry: dict[str, Any]
-            if key in failed:
-                entry = {"version": v, "state": "Failed", "reason": "ModelLoadFailed", "message": failed[key]}
-            elif agent_states is not None and key in agent_states:
+            if agent_states is not None and key in agent_states:
                 a = agent_states[key]
                 entry = {"version": v, "state": a["state"], "reason": a["reason"], "message": a["message"]}
                 entry["readyReplicas"] = a["ready"]

@@ -18,11 +18,13 @@ from modeldeploy.render.common import (
     MANIFEST_MOUNT_DIR,
     MODEL_REPOSITORY,
     RenderOptions,
+    agent_token_secret_name,
     configmap_name,
     metadata,
     selector_labels,
 )
 from modeldeploy.render.manifest import build_manifest, credentials_mount_path, manifest_content_hash
+from modeldeploy_runtime.agentapi import SERVING_PATH, TOKEN_ENV, TOKEN_KEY
 from modeldeploy_runtime.manifest import MANIFEST_KEY
 
 TRITON_CONTAINER = "triton"
@@ -31,7 +33,6 @@ FETCH_CONTAINER = "fetch-models"
 RUN_AS_USER = 1000
 #: Where pvc://<claim>/<path> sources are mounted for the agent (the runtime's MODELDEPLOY_PVC_ROOT default).
 PVC_ROOT = "/mnt/pvc"
-AGENT_HEALTH_COMMAND = ["modeldeploy-runtime", "health", "--url", f"http://127.0.0.1:{AGENT_PORT}/ready"]
 DEFAULT_AGENT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
@@ -272,14 +273,22 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
-        # An exec probe: its output (naming the failing model/version) lands in the kubelet's
-        # Unhealthy event, which the operator reads to diagnose ModelLoadFailed.
+        # Readiness means serving: some READY version of every model (old or new), so a version
+        # that loads or fails to load never takes the pod out of its Service. Which versions are
+        # served exactly is the operator's to report (it reads the agents' /status).
         "readinessProbe": {
-            "exec": {"command": list(AGENT_HEALTH_COMMAND)},
+            "httpGet": {"path": SERVING_PATH, "port": "agent"},
             "periodSeconds": 5,
             "timeoutSeconds": 5,
             "failureThreshold": 1,
         },
+        # The token the operator pushes manifests with (PUT /manifest), by reference only.
+        "env": [
+            {
+                "name": TOKEN_ENV,
+                "valueFrom": {"secretKeyRef": {"name": agent_token_secret_name(md), "key": TOKEN_KEY}},
+            }
+        ],
         "volumeMounts": _agent_mounts(md),
         "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
     }

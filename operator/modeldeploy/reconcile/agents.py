@@ -1,0 +1,165 @@
+"""The operator talking to the runtime agents of a ModelDeployment's pods (over the pod IPs).
+
+* :func:`ensure_token`: the Secret ``<name>-agent-token`` (created once, owned by the
+  ModelDeployment) holding the token the agents accept manifest pushes with. The pods get it by
+  ``secretKeyRef``; the operator reads it back from the Secret object, never from a pod spec.
+* :func:`query`: every running pod's ``GET /status``, parsed into the typed
+  :class:`~modeldeploy_runtime.agentapi.AgentStatus` (the same model the agent produces).
+* :class:`Pusher`: ``PUT /manifest`` to every running pod right after a changed manifest was
+  applied, in parallel on a small thread pool of its own, so neither kopf's event loop nor the
+  reconcile waits for the agents; when the pushes are done the owner's status is refreshed.
+
+All blocking (HTTP with short timeouts); called from kopf's threaded sync handlers and the status
+refresher's threads, never from a coroutine.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import AGENT_PORT, ModelDeployment
+from modeldeploy.reconcile.kube import Kube, KubeError, Resource
+from modeldeploy.render.common import agent_token_secret_name, metadata
+from modeldeploy_runtime.agentapi import (
+    MANIFEST_PATH,
+    STATUS_PATH,
+    TOKEN_KEY,
+    AgentStatus,
+    ManifestPush,
+    PushReply,
+)
+from modeldeploy_runtime.manifest import ModelManifest
+
+log = logging.getLogger("modeldeploy.agents")
+
+SECRET = Resource("", "v1", "secrets", "Secret")
+#: (connect, read) seconds: an unreachable agent costs one short timeout per pass.
+TIMEOUT = (1.0, 2.0)
+MAX_WORKERS = 16
+
+
+def agent_urls(pods: list[dict[str, Any]], path: str) -> dict[str, str]:
+    """pod name -> ``http://<podIP>:<agent port><path>`` for running pods with an IP."""
+    urls: dict[str, str] = {}
+    for p in pods:
+        st = p.get("status") or {}
+        if not st.get("podIP") or st.get("phase") != "Running" or p["metadata"].get("deletionTimestamp"):
+            continue
+        port = next(
+            (
+                cp["containerPort"]
+                for c in (p.get("spec") or {}).get("containers") or []
+                for cp in c.get("ports") or []
+                if cp.get("name") == "agent"
+            ),
+            AGENT_PORT,
+        )
+        urls[p["metadata"]["name"]] = f"http://{st['podIP']}:{port}{path}"
+    return urls
+
+
+def _parallel(urls: dict[str, str], call: Callable[[str], Any]) -> dict[str, Any]:
+    if not urls:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(urls))) as pool:
+        return dict(zip(urls, pool.map(call, urls.values()), strict=True))
+
+
+def query(pods: list[dict[str, Any]]) -> dict[str, AgentStatus]:
+    """Each running pod's agent ``/status``, asked in parallel; pods whose agent does not answer
+    (not up yet, unreachable) are left out."""
+    import requests
+
+    def ask(url: str) -> AgentStatus | None:
+        try:
+            r = requests.get(url, timeout=TIMEOUT)
+            r.raise_for_status()
+            return AgentStatus.model_validate_json(r.content)
+        except Exception as exc:  # not up yet, unreachable, or not an agent
+            log.debug("agent %s: %s", url, exc)
+            return None
+
+    return {k: v for k, v in _parallel(agent_urls(pods, STATUS_PATH), ask).items() if v is not None}
+
+
+def push(pods: list[dict[str, Any]], manifest: ModelManifest, token: str) -> dict[str, str]:
+    """``PUT /manifest`` to each running pod's agent, in parallel: pod -> outcome (``accepted``,
+    ``refused 409: ...``, ``unreachable: ...``)."""
+    import requests
+
+    body = ManifestPush(manifest=manifest).model_dump_json(exclude_none=True)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def put(url: str) -> str:
+        try:
+            r = requests.put(url, data=body, headers=headers, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            return f"unreachable: {exc.__class__.__name__}"
+        try:
+            reply = PushReply.model_validate_json(r.content)
+            msg = reply.message
+        except ValueError:
+            msg = r.text[:200]
+        return "accepted" if r.status_code == 200 else f"refused {r.status_code}: {msg}"
+
+    return _parallel(agent_urls(pods, MANIFEST_PATH), put)
+
+
+def ensure_token(kube: Kube, md: ModelDeployment) -> str:
+    """The push token from ``<name>-agent-token``, creating the Secret (owned by the
+    ModelDeployment, so it goes with it) when it does not exist yet."""
+    name = agent_token_secret_name(md)
+    live = kube.get(SECRET, md.namespace, name)
+    if live is None:
+        token = secrets.token_urlsafe(32)
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": metadata(md, name, component="agent-token"),  # owned by the ModelDeployment
+            "type": "Opaque",
+            "stringData": {TOKEN_KEY: token},
+        }
+        try:
+            kube.create(SECRET, md.namespace, secret)
+            return token
+        except KubeError as exc:
+            if exc.status != 409:  # 409: created concurrently: read it below
+                raise
+            live = kube.get(SECRET, md.namespace, name)
+    data = ((live or {}).get("data") or {}).get(TOKEN_KEY)
+    if not data:
+        raise KubeError(422, "GET", f"secrets/{name}", f"secret {name} has no key {TOKEN_KEY!r}")
+    return base64.b64decode(data).decode()
+
+
+class Pusher:
+    """Pushes manifests off the reconcile thread; ``done(namespace, name)`` runs after each push
+    round (the handlers wire it to the status refresher)."""
+
+    def __init__(self, done: Callable[[str, str], object] | None = None, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-push")
+        self.done = done
+
+    def submit(
+        self, md: ModelDeployment, pods: list[dict[str, Any]], manifest: ModelManifest, token: str
+    ) -> None:
+        self._pool.submit(self._run, md.namespace, md.name, pods, manifest, token)
+
+    def _run(
+        self, ns: str, name: str, pods: list[dict[str, Any]], manifest: ModelManifest, token: str
+    ) -> None:
+        try:
+            outcome = push(pods, manifest, token)
+            log.info("%s/%s: pushed manifest generation %d: %s", ns, name, manifest.generation, outcome)
+        except Exception as exc:
+            log.warning("%s/%s: manifest push failed: %s", ns, name, exc)
+        if self.done is not None:
+            self.done(ns, name)
+
+    def stop(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
