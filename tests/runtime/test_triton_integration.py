@@ -194,7 +194,6 @@ def test_in_place_version_switch_from_s3_without_failed_requests(
     bucket: str,
     s3_env: dict[str, str],
     s3_server: Any,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Test 2 (+3): v1 serving; manifest -> v2 fetched from S3, loaded, v1 unloaded with zero failed
     requests; then a corrupt v3 fails with the reason while v2 keeps serving."""
@@ -217,7 +216,9 @@ def test_in_place_version_switch_from_s3_without_failed_requests(
             time.sleep(0.5)
             t0 = time.monotonic()
             write_manifest(mpath, {"generation": 2, "models": [_model("clf", [src[1], src[2]])]})
-            _wait(lambda: agent.ready()[0] and agent.status()["generation"] == 2, 120, "v2 ready")
+            _wait(
+                lambda: agent.ready()[0] and agent.status().model_dump()["generation"] == 2, 120, "v2 ready"
+            )
             _wait(
                 lambda: not requests.get(f"{srv.http_url}/v2/models/clf/versions/1/ready", timeout=5).ok,
                 30,
@@ -237,7 +238,7 @@ def test_in_place_version_switch_from_s3_without_failed_requests(
         write_manifest(mpath, {"generation": 3, "models": [_model("clf", [src[1], src[2], src[3]])]})
 
         def v3_failed() -> bool:
-            vs = {v["version"]: v for v in agent.status()["models"][0]["versions"]}
+            vs = {v["version"]: v for v in agent.status().model_dump()["models"][0]["versions"]}
             return 3 in vs and vs[3]["state"] == "Failed"
 
         _wait(v3_failed, 60, "v3 failed")
@@ -257,17 +258,12 @@ def test_in_place_version_switch_from_s3_without_failed_requests(
         assert (
             requests.get(f"http://127.0.0.1:{http.server_address[1]}/serving", timeout=5).status_code == 200
         )
-        # The readiness exec probe's output (what the kubelet puts in the Unhealthy event) is what the
-        # operator parses to report ModelLoadFailed: check the two ends of that contract together.
-        from modeldeploy.reconcile.diagnose import parse_agent_failures
-        from modeldeploy_runtime.cli import main as runtime_main
+        # The operator parses /status with the same typed model the agent produced it with.
+        from modeldeploy_runtime.agentapi import AgentStatus
 
-        capsys.readouterr()
-        assert runtime_main(["health", "--url", f"http://127.0.0.1:{http.server_address[1]}/ready"]) == 1
-        probe_output = capsys.readouterr().err
-        failures = parse_agent_failures(f"Readiness probe failed: {probe_output}")
-        assert list(failures) == [("clf", 3)] and "DigestMismatch" in failures[("clf", 3)]
-        assert s3_server.secret not in probe_output
+        typed = AgentStatus.model_validate(st)
+        assert [(m, v.version, v.reason) for m, v in typed.failed()] == [("clf", 3, "DigestMismatch")]
+        assert typed.serving and not typed.ready and typed.models[0].served == [2]
 
 
 def test_load_failure_keeps_previous_version(tmp_path: Path, start_triton: Any) -> None:
@@ -289,13 +285,15 @@ def test_load_failure_keeps_previous_version(tmp_path: Path, start_triton: Any) 
             )
             write_manifest(mpath, {"generation": 2, "models": [m2]})
             _wait(
-                lambda: any(v["state"] == "Failed" for v in agent.status()["models"][0]["versions"]),
+                lambda: any(
+                    v["state"] == "Failed" for v in agent.status().model_dump()["models"][0]["versions"]
+                ),
                 60,
                 "v2 failed",
             )
             time.sleep(1.0)
         assert not h.failures, h.failures[:5]
-        vs = {v["version"]: v for v in agent.status()["models"][0]["versions"]}
+        vs = {v["version"]: v for v in agent.status().model_dump()["models"][0]["versions"]}
         assert vs[2]["reason"] == "LoadFailed" and "broken model v2" in vs[2]["message"]
         assert requests.get(f"{srv.http_url}/v2/models/m/versions/1/ready", timeout=5).status_code == 200
 
@@ -315,7 +313,7 @@ def test_version_policy_latest_two_keeps_two_newest(tmp_path: Path, start_triton
         start()
         _wait(lambda: agent.ready()[0], 60, "v1+v2 ready")
         write_manifest(mpath, {"generation": 2, "models": [_model("p", vers, versionPolicy={"latest": 2})]})
-        _wait(lambda: agent.ready()[0] and agent.status()["generation"] == 2, 60, "v2+v3 ready")
+        _wait(lambda: agent.ready()[0] and agent.status().model_dump()["generation"] == 2, 60, "v2+v3 ready")
 
         def loaded() -> list[int]:
             idx = requests.post(f"{srv.http_url}/v2/repository/index", json={}, timeout=5).json()
@@ -344,7 +342,9 @@ def test_readiness_false_while_loading_true_after(tmp_path: Path, start_triton: 
         assert requests.get(ready_url, timeout=5).status_code == 503  # nothing loaded yet
         start()
         _wait(
-            lambda: any(v["state"] == "Loading" for m in agent.status()["models"] for v in m["versions"]),
+            lambda: any(
+                v["state"] == "Loading" for m in agent.status().model_dump()["models"] for v in m["versions"]
+            ),
             30,
             "Loading",
         )
