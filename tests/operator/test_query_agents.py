@@ -11,6 +11,10 @@ what Triton really serves:
   * a v3 with a wrong sha256 Failed, with the agent's reason, while v2 keeps serving.
 The operator runs with a manifest-sync window far longer than the test, so Ready can only come from
 the agent's reports, never from the window running out.
+
+The first test's agent has no push token (pushes are refused, 403): the manifest reaches it only
+through the file, as after a kubelet ConfigMap sync. The second runs three pods whose agents get the
+token from the operator's Secret and never see a file update: every change reaches them by push.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def agent_operator(
 ) -> Iterator[OperatorProcess]:
     op = OperatorProcess(
         cluster.env(), tmp_path_factory.mktemp("operator-qa"), namespace=f"{NS_PREFIX}*",
-        extra_args=("--query-agents",), manifest_sync_seconds=3600,
+        query_agents=True, manifest_sync_seconds=3600,
     )  # fmt: skip
     with op.running():
         yield op
@@ -103,7 +107,7 @@ def _package(store: Path, version: int, factor: float) -> None:
     )  # fmt: skip
 
 
-def _md(ns: str, node: str, store: Path, versions: list[dict[str, Any]]) -> dict[str, Any]:
+def _md(ns: str, node: str, store: Path, versions: list[dict[str, Any]], replicas: int = 1) -> dict[str, Any]:
     return {
         "apiVersion": "modeldeploy.io/v1alpha1",
         "kind": "ModelDeployment",
@@ -119,7 +123,7 @@ def _md(ns: str, node: str, store: Path, versions: list[dict[str, Any]]) -> dict
                     "maxBatchSize": 8,
                 }
             ],
-            "replicas": 1,
+            "replicas": replicas,
             "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
             "rollout": {"strategy": "inPlace"},
             "scheduling": {
@@ -265,3 +269,142 @@ def test_status_follows_the_real_agents(
         server.shutdown()
         loop.join(30)
         srv.stop()
+
+
+def _pods(cluster: Any, ns: str) -> list[dict[str, Any]]:
+    items = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    return [
+        p for p in items if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"
+    ]
+
+
+class _Watch:
+    """While a version changes: every pod's rendered readiness probe performed as the kubelet
+    would (every 0.5 s), and inference hammered on every pod's Triton. Counts failures."""
+
+    def __init__(self, pods: list[dict[str, Any]], tritons: list[str]) -> None:
+        self.pods, self.tritons = pods, tritons
+        self.stop = threading.Event()
+        self.probes = 0
+        self.probe_failures: list[str] = []
+        self.answers: dict[float, int] = {}
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._probe, daemon=True)] + [
+            threading.Thread(target=self._infer, args=(u,), daemon=True) for u in tritons
+        ]
+
+    def _probe(self) -> None:
+        from modeldeploy.cluster.podagents import probe_passes
+
+        while not self.stop.is_set():
+            for p in self.pods:
+                ok = probe_passes(p)
+                with self.lock:
+                    self.probes += 1
+                    if not ok:
+                        self.probe_failures.append(f"{p['metadata']['name']} at {time.time():.1f}")
+            self.stop.wait(0.5)
+
+    def _infer(self, url: str) -> None:
+        import requests
+
+        s = requests.Session()
+        body = {
+            "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [[1.0, 1.0, 1.0, 1.0]]}]
+        }
+        while not self.stop.is_set():
+            try:
+                r = s.post(f"{url}/v2/models/scale/infer", json=body, timeout=30)
+                with self.lock:
+                    if r.status_code == 200:
+                        v = float(r.json()["outputs"][0]["data"][0])
+                        self.answers[v] = self.answers.get(v, 0) + 1
+                    else:
+                        self.failures.append(f"{url}: HTTP {r.status_code} {r.text[:200]}")
+            except Exception as exc:
+                with self.lock:
+                    self.failures.append(f"{url}: {exc.__class__.__name__}: {exc}")
+            self.stop.wait(0.02)
+
+    def __enter__(self) -> _Watch:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+@pytest.mark.slow
+def test_a_bad_version_in_place_costs_no_availability(
+    cluster: Any,
+    agent_operator: OperatorProcess,
+    loopback_node: str,
+    qa_ns: str,
+    tmp_path: Path,
+) -> None:
+    """Three pods, each with its own real agent and its own real tritonserver (nothing shared, so
+    each pod's readiness is that pod's own Triton). v1 serves; a v2 whose sha256 is wrong is pushed
+    by the operator: each pod's rendered readiness probe, performed as the kubelet would, keeps
+    passing; inference on every pod keeps answering (0 failed requests) with v1; the status says
+    Degraded/ModelLoadFailed naming version 2 and the agent's reason. A good v3 then recovers to
+    Ready on every pod. The agents' manifest files are never updated after start: only the push
+    can have delivered v2 and v3."""
+    from modeldeploy.cluster.podagents import PodAgents
+
+    store = tmp_path / "store"
+    for v, f in ((1, 1.0), (2, 2.0), (3, 3.0)):
+        _package(store, v, f)
+    apply = lambda doc: cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))  # noqa: E731
+    apply(_md(qa_ns, loopback_node, store, [{"version": 1}], replicas=3))
+    pods = wait_for(
+        lambda: (lambda ps: ps if len(ps) == 3 else None)(_pods(cluster, qa_ns)), 120, "3 pods Running"
+    )
+    assert all(p["status"]["podIP"].startswith("127.77.") for p in pods)
+
+    def status_when(pred: Any) -> dict[str, Any] | None:
+        st = _status(cluster, qa_ns)
+        return st if pred(st) else None
+
+    with PodAgents(cluster, qa_ns, "scale", tmp_path / "pods") as agents:
+        agents.start(pods)
+        wait_for(
+            lambda: status_when(lambda s: _cond(s, "Ready").get("status") == "True" and s.get("servedVersions") == "scale:1"),
+            240, "Ready serving scale:1 on 3 pods",
+        )  # fmt: skip
+        with _Watch(pods, [p.triton.http_url for p in agents.pods]) as watch:
+            bad = [{"version": 1}, {"version": 2, "source": f"file://{store}/scale/2", "sha256": "0" * 64}]
+            apply(_md(qa_ns, loopback_node, store, bad, replicas=3))
+            st = wait_for(
+                lambda: status_when(lambda s: _cond(s, "Degraded").get("status") == "True"),
+                120, "Degraded after v2 fails on the agents",
+            )  # fmt: skip
+            degraded = _cond(st, "Degraded")
+            assert degraded["reason"] == "ModelLoadFailed", degraded
+            assert "scale version 2: DigestMismatch" in degraded["message"], degraded
+            assert _states(st)[2][0] == "Failed" and _states(st)[1] == ("Ready", "StillServing")
+            assert st["servedVersions"] == "scale:1" and st["readyReplicas"] == 3
+            assert all(p.agent.manifest_source == "push" for p in agents.pods)
+            # a while longer on the failed version (longer than the probe's period x failureThreshold,
+            # 5 s x 1): the pods must stay in their Service throughout
+            n0 = watch.probes
+            wait_for(lambda: watch.probes >= n0 + 36 or None, 120, "12 more probe rounds on the failed v2")
+
+            good = [{"version": 1}, {"version": 3}]
+            apply(_md(qa_ns, loopback_node, store, good, replicas=3))
+            st = wait_for(
+                lambda: status_when(lambda s: _cond(s, "Ready").get("status") == "True" and s.get("servedVersions") == "scale:3"),
+                240, "Ready serving scale:3 after the good version",
+            )  # fmt: skip
+            assert _cond(st, "Degraded")["status"] == "False"
+            wait_for(lambda: watch.answers.get(3.0), 60, "inference answered by v3")
+        assert watch.probes > 0 and not watch.probe_failures, watch.probe_failures[:5]
+        assert not watch.failures, watch.failures[:5]
+        assert watch.answers.get(1.0, 0) > 0 and watch.answers.get(3.0, 0) > 0, watch.answers
+        assert 2.0 not in watch.answers
+        print(
+            f"\n{watch.probes} probes passed, {sum(watch.answers.values())} requests, 0 failed: {watch.answers}"
+        )

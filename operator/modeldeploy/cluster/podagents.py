@@ -1,0 +1,162 @@
+"""Real runtime agents and tritonservers standing in for the containers of KWOK pods.
+
+KWOK pods run nothing. On a KWOK node whose pod CIDR is a loopback range (``NodePool(pod_cidr=
+"127.77.N.0/24")``), a pod's IP is an address of this machine, so a real agent can listen on
+``<podIP>:<agent port>`` exactly where the operator (and a kubelet's httpGet probe) will look for it.
+:class:`PodAgents` does per pod what the pod's containers would do: the init agent fills a model
+repository from the manifest the operator rendered (read from the ConfigMap, as the kubelet mounts
+it), a tritonserver serves it, and the sidecar agent (with the push token from the operator's
+Secret, as ``secretKeyRef`` would give it) keeps Triton in line with the manifest.
+
+The manifest file is written once, at start: it then stands for a kubelet that has not synced the
+ConfigMap volume yet, so only a push can bring a newer manifest (``sync_manifests()`` plays the
+kubelet's sync when a caller wants it). Used by the integration tests and bench/push_bench.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modeldeploy.cluster.local import LocalCluster
+
+
+@dataclass
+class PodAgent:
+    pod: str
+    ip: str
+    port: int
+    workdir: Path
+    agent: Any = None  # modeldeploy_runtime.agent.Agent
+    triton: Any = None  # modeldeploy_runtime.triton.TritonServer
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    http: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.workdir / "manifest.json"
+
+
+def agent_port(pod: dict[str, Any]) -> int:
+    return next(
+        int(cp["containerPort"])
+        for c in pod["spec"]["containers"]
+        for cp in c.get("ports") or []
+        if cp.get("name") == "agent"
+    )
+
+
+def probe_passes(pod: dict[str, Any], container: str = "agent") -> bool:
+    """Perform the container's rendered readiness probe the way the kubelet does (httpGet: GET
+    ``scheme://host:port/path`` with the probe's timeout, success on 200-399, no redirects
+    followed across hosts); the probe must be an httpGet probe."""
+    import requests
+
+    c = next(c for c in pod["spec"]["containers"] if c["name"] == container)
+    probe = c["readinessProbe"]
+    get = probe["httpGet"]
+    port = get["port"]
+    if isinstance(port, str):
+        port = next(cp["containerPort"] for cp in c.get("ports") or [] if cp.get("name") == port)
+    host = get.get("host") or pod["status"]["podIP"]
+    url = f"{get.get('scheme', 'HTTP').lower()}://{host}:{port}{get['path']}"
+    try:
+        r = requests.get(url, timeout=probe.get("timeoutSeconds", 1), allow_redirects=False)
+    except requests.RequestException:
+        return False
+    return 200 <= r.status_code < 400
+
+
+class PodAgents:
+    """Agents + tritonservers for the running pods of one ModelDeployment (see the module doc)."""
+
+    def __init__(self, cluster: LocalCluster, namespace: str, name: str, workdir: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = name
+        self.workdir = workdir
+        self.pods: list[PodAgent] = []
+
+    def _get(self, kind: str, name: str) -> dict[str, Any]:
+        out = self.cluster.kubectl("get", kind, name, "-n", self.namespace, "-o", "json").stdout
+        return dict(json.loads(out))
+
+    def token(self) -> str:
+        data = self._get("secret", f"{self.name}-agent-token")["data"]["token"]
+        return base64.b64decode(data).decode()
+
+    def manifest_text(self) -> str:
+        return str(self._get("configmap", f"{self.name}-models")["data"]["manifest.json"])
+
+    def sync_manifests(self) -> None:
+        """What the kubelet does when it syncs the ConfigMap volume."""
+        text = self.manifest_text()
+        for p in self.pods:
+            tmp = p.manifest_path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(p.manifest_path)
+
+    def start(self, pods: list[dict[str, Any]], poll_interval: float = 0.3) -> list[PodAgent]:
+        token, text = self.token(), self.manifest_text()
+        new = [
+            PodAgent(
+                p["metadata"]["name"],
+                p["status"]["podIP"],
+                agent_port(p),
+                self.workdir / p["metadata"]["name"],
+            )
+            for p in pods
+        ]
+        with ThreadPoolExecutor(max_workers=max(1, len(new))) as pool:
+            list(pool.map(lambda pa: self._start_one(pa, text, token, poll_interval), new))
+        self.pods.extend(new)
+        return new
+
+    def _start_one(self, pa: PodAgent, manifest: str, token: str, poll_interval: float) -> None:
+        from modeldeploy_runtime.agent import Agent
+        from modeldeploy_runtime.triton import TritonServer
+
+        pa.workdir.mkdir(parents=True, exist_ok=True)
+        pa.manifest_path.write_text(manifest)
+        repo = pa.workdir / "models"
+        init = Agent(pa.manifest_path, repo, "http://127.0.0.1:9")
+        if init.run_init() != 0:
+            raise RuntimeError(f"pod {pa.pod}: init agent failed: {init.last_error}")
+        pa.triton = TritonServer(
+            repo, model_control_mode="explicit", log_path=pa.workdir / "triton.log"
+        ).start()
+        pa.agent = Agent(
+            pa.manifest_path, repo, pa.triton.http_url, poll_interval=poll_interval, push_token=token
+        )
+        pa.http, th = pa.agent.serve_in_thread(pa.ip, pa.port)
+        loop = threading.Thread(target=pa.agent.run_sidecar, args=(pa.stop,), daemon=True)
+        loop.start()
+        pa.threads = [th, loop]
+
+    def stop(self) -> None:
+        for p in self.pods:
+            p.stop.set()
+            if p.http is not None:
+                p.http.shutdown()
+        for p in self.pods:
+            for t in p.threads:
+                t.join(30)
+            if p.triton is not None:
+                p.triton.stop()
+        self.pods = []
+
+    def __enter__(self) -> PodAgents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
