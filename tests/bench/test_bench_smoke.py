@@ -63,3 +63,15 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     assert result["operator_writes_per_md_until_ready"] > 0  # read from the API server's audit log
     assert result["operator_writes_in_quiet_period"] == 0
     assert result["operator_peak_rss_mib"] > 0
+
+
+@pytest.mark.cluster
+@pytest.mark.triton
+def test_push_bench_on_its_own_cluster(tmp_path: Path) -> None:
+    out = tmp_path / "push.json"
+    proc = _run(["bench/push_bench.py", "--agents", "1", "--rounds", "1", "--json", str(out)], timeout=900)
+    result = json.loads(out.read_text())
+    assert result["agents"] == 1 and result["rounds"] == 1
+    (took,) = result["spec_change_to_all_serving_s"]
+    assert 0 < took < 120 and result["median_s"] == result["max_s"] == took
+    assert "manifest from ['push']" in proc.stdout

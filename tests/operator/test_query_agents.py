@@ -31,35 +31,11 @@ import pytest
 from opsupport import OperatorProcess, wait_for
 
 from modeldeploy.cluster.local import NodePool
-from modeldeploy_runtime.config import TensorSpec
-from modeldeploy_runtime.package import package_python
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.triton]
 
 NS_PREFIX = "mdqa-"  # not matched by the session operator's mdop-* namespaces
 TAINT = {"key": "modeldeploy.io/loopback-test", "value": "true", "effect": "NoSchedule"}
-
-SCALE_MODEL = """
-import json
-import os
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        folder = os.path.join(args["model_repository"], args["model_version"])
-        with open(os.path.join(folder, "factor.txt")) as f:
-            self.factor = np.float32(f.read())
-
-    def execute(self, requests):
-        out = []
-        for r in requests:
-            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * self.factor).astype(np.float32))]))
-        return out
-"""
 
 
 @pytest.fixture
@@ -97,14 +73,9 @@ def agent_operator(
 
 
 def _package(store: Path, version: int, factor: float) -> None:
-    src = store / f"build-{version}"
-    src.mkdir(parents=True)
-    (src / "model.py").write_text(SCALE_MODEL)
-    (src / "factor.txt").write_text(str(factor))
-    package_python(
-        src / "model.py", store, "scale", version=version, artifacts=[src / "factor.txt"],
-        inputs=[TensorSpec("X", "TYPE_FP32", [4])], outputs=[TensorSpec("Y", "TYPE_FP32", [4])],
-    )  # fmt: skip
+    from modeldeploy.cluster.podagents import package_scale
+
+    package_scale(store, version, factor)
 
 
 def _md(ns: str, node: str, store: Path, versions: list[dict[str, Any]], replicas: int = 1) -> dict[str, Any]:

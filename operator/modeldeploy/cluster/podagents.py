@@ -25,6 +25,44 @@ from typing import Any
 
 from modeldeploy.cluster.local import LocalCluster
 
+#: A tiny python-backend model: Y = X * the factor in the version folder's factor.txt (so a reply
+#: says which version answered).
+SCALE_MODEL = """
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        with open(os.path.join(folder, "factor.txt")) as f:
+            self.factor = np.float32(f.read())
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * self.factor).astype(np.float32))]))
+        return out
+"""
+
+
+def package_scale(store: Path, version: int, factor: float, name: str = "scale") -> None:
+    """Package :data:`SCALE_MODEL` as ``<store>/<name>/<version>`` (input X, output Y: FP32 [4])."""
+    from modeldeploy_runtime.config import TensorSpec
+    from modeldeploy_runtime.package import package_python
+
+    src = store / f"build-{name}-{version}"
+    src.mkdir(parents=True)
+    (src / "model.py").write_text(SCALE_MODEL)
+    (src / "factor.txt").write_text(str(factor))
+    package_python(
+        src / "model.py", store, name, version=version, artifacts=[src / "factor.txt"],
+        inputs=[TensorSpec("X", "TYPE_FP32", [4])], outputs=[TensorSpec("Y", "TYPE_FP32", [4])],
+    )  # fmt: skip
+
 
 @dataclass
 class PodAgent:
