@@ -116,7 +116,10 @@ def prepare_backends(install: TritonInstall | None = None, dest: Path | None = N
     pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
     dest = dest or _default_cache() / f"{install.version}-py{pyver}"
     marker = dest / ".complete"
-    if marker.is_file() and marker.read_text() == str(install.root):
+    # resolved: worktrees whose .venv is a symlink to one shared venv share one cache entry
+    # (comparing unresolved paths made them replace it under each other's running servers)
+    root = str(install.root.resolve())
+    if marker.is_file() and marker.read_text() == root:
         return dest
     stub = install.stub_for(pyver)
     tmp = Path(tempfile.mkdtemp(prefix=".backends-", dir=dest.parent if dest.parent.exists() else None))
@@ -128,11 +131,16 @@ def prepare_backends(install: TritonInstall | None = None, dest: Path | None = N
         py.mkdir(exist_ok=True)
         shutil.copy2(stub, py / "triton_python_backend_stub")
         (py / "triton_python_backend_stub").chmod(0o755)
-        (tmp / ".complete").write_text(str(install.root))
+        (tmp / ".complete").write_text(root)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            # another process prepared it concurrently: use theirs if it is complete
+            if not (marker.is_file() and marker.read_text() == root):
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -145,7 +145,10 @@ class PodAgents:
             tmp.replace(p.manifest_path)
 
     def start(self, pods: list[dict[str, Any]], poll_interval: float = 0.3) -> list[PodAgent]:
+        from modeldeploy_runtime.triton import prepare_backends
+
         token, text = self.token(), self.manifest_text()
+        prepare_backends()  # once, before the servers start in parallel
         new = [
             PodAgent(
                 p["metadata"]["name"],
