@@ -37,30 +37,9 @@ TAINT = {"key": "modeldeploy.io/push-bench", "value": "true", "effect": "NoSched
 
 
 def md_body(ns: str, node: str, store: Path, latest: int, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "scale", "namespace": ns},
-        "spec": {
-            "models": [
-                {
-                    "name": "scale",
-                    "format": "python",
-                    "source": f"file://{store}/scale",
-                    "versions": [{"version": v} for v in range(1, latest + 1)],
-                    "versionPolicy": {"latest": 1},
-                    "maxBatchSize": 8,
-                }
-            ],
-            "replicas": replicas,
-            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-            "rollout": {"strategy": "inPlace"},
-            "scheduling": {
-                "nodeSelector": {"kubernetes.io/hostname": node},
-                "tolerations": [{"operator": "Equal", **TAINT}],
-            },
-        },
-    }
+    from modeldeploy.cluster.podagents import scale_deployment
+
+    return scale_deployment(ns, node, store, [{"version": v} for v in range(1, latest + 1)], replicas, TAINT)
 
 
 def wait(cond: Any, timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -79,30 +79,9 @@ def _package(store: Path, version: int, factor: float) -> None:
 
 
 def _md(ns: str, node: str, store: Path, versions: list[dict[str, Any]], replicas: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "scale", "namespace": ns},
-        "spec": {
-            "models": [
-                {
-                    "name": "scale",
-                    "format": "python",
-                    "source": f"file://{store}/scale",
-                    "versions": versions,
-                    "versionPolicy": {"latest": 1},
-                    "maxBatchSize": 8,
-                }
-            ],
-            "replicas": replicas,
-            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-            "rollout": {"strategy": "inPlace"},
-            "scheduling": {
-                "nodeSelector": {"kubernetes.io/hostname": node},
-                "tolerations": [{"operator": "Equal", **TAINT}],
-            },
-        },
-    }
+    from modeldeploy.cluster.podagents import scale_deployment
+
+    return scale_deployment(ns, node, store, versions, replicas, TAINT)
 
 
 def _status(cluster: Any, ns: str) -> dict[str, Any]:
@@ -256,6 +235,7 @@ class _Watch:
     def __init__(self, pods: list[dict[str, Any]], tritons: list[str]) -> None:
         self.pods, self.tritons = pods, tritons
         self.stop = threading.Event()
+        self.phase = "v1"
         self.probes = 0
         self.probe_failures: list[str] = []
         self.answers: dict[float, int] = {}
@@ -270,11 +250,11 @@ class _Watch:
 
         while not self.stop.is_set():
             for p in self.pods:
-                ok = probe_passes(p)
+                ok, what = probe_passes(p)
                 with self.lock:
                     self.probes += 1
                     if not ok:
-                        self.probe_failures.append(f"{p['metadata']['name']} at {time.time():.1f}")
+                        self.probe_failures.append(f"{p['metadata']['name']} [{self.phase}]: {what}")
             self.stop.wait(0.5)
 
     def _infer(self, url: str) -> None:
@@ -348,6 +328,7 @@ def test_a_bad_version_in_place_costs_no_availability(
         )  # fmt: skip
         with _Watch(pods, [p.triton.http_url for p in agents.pods]) as watch:
             bad = [{"version": 1}, {"version": 2, "source": f"file://{store}/scale/2", "sha256": "0" * 64}]
+            watch.phase = "v1 -> bad v2"
             apply(_md(qa_ns, loopback_node, store, bad, replicas=3))
             st = wait_for(
                 lambda: status_when(lambda s: _cond(s, "Degraded").get("status") == "True"),
@@ -364,6 +345,7 @@ def test_a_bad_version_in_place_costs_no_availability(
             n0 = watch.probes
             wait_for(lambda: watch.probes >= n0 + 36 or None, 120, "12 more probe rounds on the failed v2")
 
+            watch.phase = "v2 failed -> v3"
             good = [{"version": 1}, {"version": 3}]
             apply(_md(qa_ns, loopback_node, store, good, replicas=3))
             st = wait_for(

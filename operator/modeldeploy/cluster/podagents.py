@@ -64,6 +64,42 @@ def package_scale(store: Path, version: int, factor: float, name: str = "scale")
     )  # fmt: skip
 
 
+def scale_deployment(
+    namespace: str,
+    node: str,
+    store: Path,
+    versions: list[dict[str, Any]],
+    replicas: int,
+    taint: dict[str, str],
+) -> dict[str, Any]:
+    """A ModelDeployment of the packaged ``scale`` model (``versionPolicy latest: 1``, in place),
+    pinned to one (tainted) KWOK node."""
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "scale", "namespace": namespace},
+        "spec": {
+            "models": [
+                {
+                    "name": "scale",
+                    "format": "python",
+                    "source": f"file://{store}/scale",
+                    "versions": versions,
+                    "versionPolicy": {"latest": 1},
+                    "maxBatchSize": 8,
+                }
+            ],
+            "replicas": replicas,
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+            "rollout": {"strategy": "inPlace"},
+            "scheduling": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "tolerations": [{"operator": "Equal", **taint}],
+            },
+        },
+    }
+
+
 @dataclass
 class PodAgent:
     pod: str
@@ -94,10 +130,10 @@ def agent_port(pod: dict[str, Any]) -> int:
     )
 
 
-def probe_passes(pod: dict[str, Any], container: str = "agent") -> bool:
+def probe_passes(pod: dict[str, Any], container: str = "agent") -> tuple[bool, str]:
     """Perform the container's rendered readiness probe the way the kubelet does (httpGet: GET
-    ``scheme://host:port/path`` with the probe's timeout, success on 200-399, no redirects
-    followed across hosts); the probe must be an httpGet probe."""
+    ``scheme://host:port/path`` with the probe's timeout, success on 200-399, redirects not
+    followed); the probe must be an httpGet probe. Returns (passed, what happened)."""
     import requests
 
     c = next(c for c in pod["spec"]["containers"] if c["name"] == container)
@@ -110,9 +146,9 @@ def probe_passes(pod: dict[str, Any], container: str = "agent") -> bool:
     url = f"{get.get('scheme', 'HTTP').lower()}://{host}:{port}{get['path']}"
     try:
         r = requests.get(url, timeout=probe.get("timeoutSeconds", 1), allow_redirects=False)
-    except requests.RequestException:
-        return False
-    return 200 <= r.status_code < 400
+    except requests.RequestException as exc:
+        return False, f"{url}: {exc.__class__.__name__}: {exc}"
+    return 200 <= r.status_code < 400, f"{url}: HTTP {r.status_code} {r.text.strip()[:300]}"
 
 
 class PodAgents:
