@@ -320,11 +320,24 @@ def test_a_bad_version_in_place_costs_no_availability(
         st = _status(cluster, qa_ns)
         return st if pred(st) else None
 
+    # The push token: in a Secret the operator owns, referenced (never copied) by the pod spec.
+    secret = json.loads(
+        cluster.kubectl("get", "secret", "scale-agent-token", "-n", qa_ns, "-o", "json").stdout
+    )
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("ModelDeployment", "scale", True)
     with PodAgents(cluster, qa_ns, "scale", tmp_path / "pods") as agents:
+        token = agents.token()
+        assert token and all(token not in json.dumps(p) for p in pods)
+        deployment = cluster.kubectl("get", "deploy", "scale", "-n", qa_ns, "-o", "json").stdout
+        assert token not in deployment and "scale-agent-token" in deployment
         agents.start(pods)
+        # As reported by the 3 agents (reason "" and readyReplicas from them); KWOK marks the pods
+        # Ready at once, so pod readiness alone would say "Loaded" before any agent serves.
         wait_for(
-            lambda: status_when(lambda s: _cond(s, "Ready").get("status") == "True" and s.get("servedVersions") == "scale:1"),
-            240, "Ready serving scale:1 on 3 pods",
+            lambda: status_when(lambda s: _cond(s, "Ready").get("status") == "True" and s.get("servedVersions") == "scale:1"
+                                and _states(s).get(1) == ("Ready", "") and s["models"][0]["versions"][0].get("readyReplicas") == 3),
+            240, "Ready serving scale:1 on 3 agents",
         )  # fmt: skip
         with _Watch(pods, [p.triton.http_url for p in agents.pods]) as watch:
             bad = [{"version": 1}, {"version": 2, "source": f"file://{store}/scale/2", "sha256": "0" * 64}]
