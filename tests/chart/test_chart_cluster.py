@@ -111,6 +111,7 @@ class Scenario:
         cmd = [
             str(mdctl), "operator", "run", "--namespace", self.models_ns, "--log-format", "text",
             "--metrics-port", str(metrics), "--health-port", str(health), "--bind-address", "127.0.0.1",
+            "--no-query-agents",  # KWOK pods: their IPs lead nowhere
         ]  # fmt: skip
         with log.open("w") as fh:
             proc = subprocess.Popen(
@@ -302,9 +303,15 @@ def test_serviceaccount_is_least_privileged(scenario: Scenario) -> None:
         ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("create", "scaledobjects.keda.sh", m),  # integrations, enabled by default
         ("patch", "servicemonitors.monitoring.coreos.com", m),
+        ("create", "secrets", m),  # the agents' push token Secret it creates per ModelDeployment
+        ("get", "secrets", m),  # ...and reads back
     ]
     denied = [
-        ("get", "secrets", m),
+        ("list", "secrets", m),
+        ("watch", "secrets", m),
+        ("update", "secrets", m),
+        ("delete", "secrets", m),
+        ("get", "secrets", sys_ns),
         ("list", "secrets", sys_ns),
         ("get", "secrets", "kube-system"),
         ("list", "secrets", None),
