@@ -633,7 +633,10 @@ class Agent:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout)
+                    log.debug("http: client went away before the reply to %s", self.path)
 
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]

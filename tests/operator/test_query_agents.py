@@ -367,6 +367,16 @@ def test_a_bad_version_in_place_costs_no_availability(
             )  # fmt: skip
             assert _cond(st, "Degraded")["status"] == "False"
             wait_for(lambda: watch.answers.get(3.0), 60, "inference answered by v3")
+        # The agents on the pod IPs take no manifest older than theirs, and none without the token.
+        from modeldeploy.reconcile.agents import push
+        from modeldeploy_runtime.manifest import ModelManifest
+
+        current = ModelManifest.from_json(agents.manifest_text())
+        older = current.model_copy(update={"generation": current.generation - 1})
+        newer = current.model_copy(update={"generation": current.generation + 1})
+        assert {v.split(":")[0] for v in push(pods, older, token).values()} == {"refused 409"}
+        assert {v.split(":")[0] for v in push(pods, newer, "not-the-token").values()} == {"refused 403"}
+        assert all(p.agent.known_generation() == current.generation for p in agents.pods)
         assert watch.probes > 0 and not watch.probe_failures, watch.probe_failures[:5]
         assert not watch.failures, watch.failures[:5]
         assert watch.answers.get(1.0, 0) > 0 and watch.answers.get(3.0, 0) > 0, watch.answers
