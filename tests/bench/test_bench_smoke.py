@@ -74,4 +74,6 @@ def test_push_bench_on_its_own_cluster(tmp_path: Path) -> None:
     assert result["agents"] == 1 and result["rounds"] == 1
     (took,) = result["spec_change_to_all_serving_s"]
     assert 0 < took < 120 and result["median_s"] == result["max_s"] == took
+    (delivered,) = result["spec_change_to_manifest_at_all_agents_s"]
+    assert 0 < delivered <= took
     assert "manifest from ['push']" in proc.stdout
