@@ -52,6 +52,14 @@ def wait(cond: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def crd_established(cluster: Any) -> bool:
+    out = cluster.kubectl("get", "crd", "modeldeployments.modeldeploy.io", "-o", "json", check=False)
+    if out.returncode != 0:
+        return False
+    conds = json.loads(out.stdout).get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+
 def start_operator(cluster: Any, ns: str, log: Path) -> subprocess.Popen[bytes]:
     from modeldeploy_runtime.ports import free_ports
 
@@ -175,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     op: subprocess.Popen[bytes] | None = None
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=60s"
-        )
+        wait(lambda: crd_established(cluster), 120, "the ModelDeployment CRD Established", 0.5)
         cluster.kubectl("create", "namespace", ns)
         op = start_operator(cluster, ns, work / "operator.log")
         result = measure(args, cluster, ns, work)
