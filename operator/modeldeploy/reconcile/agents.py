@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import AGENT_PORT, ModelDeployment
-from modeldeploy.reconcile.kube import Kube, KubeError, Resource
+from modeldeploy.reconcile.kube import SECRET, Kube, KubeError
 from modeldeploy.render.common import agent_token_secret_name, metadata
 from modeldeploy_runtime.agentapi import (
     MANIFEST_PATH,
@@ -37,7 +37,6 @@ from modeldeploy_runtime.manifest import ModelManifest
 
 log = logging.getLogger("modeldeploy.agents")
 
-SECRET = Resource("", "v1", "secrets", "Secret")
 #: (connect, read) seconds: an unreachable agent costs one short timeout per pass.
 TIMEOUT = (1.0, 2.0)
 MAX_WORKERS = 16

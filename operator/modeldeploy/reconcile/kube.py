@@ -45,6 +45,7 @@ class Resource:
 
 MODELDEPLOYMENT = Resource(GROUP, VERSION, PLURAL, "ModelDeployment")
 CONFIGMAP = Resource("", "v1", "configmaps", "ConfigMap")
+SECRET = Resource("", "v1", "secrets", "Secret")
 SERVICE = Resource("", "v1", "services", "Service")
 POD = Resource("", "v1", "pods", "Pod")
 EVENT = Resource("", "v1", "events", "Event")
