@@ -29,6 +29,7 @@ from typing import Any
 import requests
 
 from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, VersionPolicy
+from modeldeploy_runtime.control import control_headers
 from modeldeploy_runtime.fetch import TMP_DIR, Fetcher, FetchError
 from modeldeploy_runtime.manifest import ManifestModel, ModelManifest
 from modeldeploy_runtime.package import PACKAGE_META
@@ -59,11 +60,16 @@ class VersionStatus:
 class TritonAPI:
     """The few Triton HTTP/REST calls the agent needs (KServe v2 + repository extension)."""
 
-    def __init__(self, url: str, timeout: float = 5.0, load_timeout: float = 600.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 5.0, load_timeout: float = 600.0, control_key: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.load_timeout = load_timeout
         self.session = requests.Session()
+        # Triton's restricted model-control API (modeldeploy_runtime.control): every call carries the
+        # key; the open categories ignore it.
+        self.session.headers.update(control_headers(control_key))
 
     def live(self) -> bool:
         try:
@@ -137,10 +143,11 @@ class Agent:
         fetcher: Fetcher | None = None,
         poll_interval: float = 1.0,
         resync_interval: float = 5.0,
+        control_key: str | None = None,
     ) -> None:
         self.manifest_path = Path(manifest_path)
         self.repository = Path(repository)
-        self.triton = TritonAPI(triton_url)
+        self.triton = TritonAPI(triton_url, control_key=control_key)
         self.fetcher = fetcher or Fetcher(self.repository)
         self.poll_interval = poll_interval
         self.resync_interval = resync_interval

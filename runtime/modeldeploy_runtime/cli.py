@@ -175,6 +175,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from modeldeploy_runtime.agent import Agent
+    from modeldeploy_runtime.control import control_key_from_env
 
     _setup_logging(args.log_format)
     agent = Agent(
@@ -183,6 +184,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         args.triton_url,
         poll_interval=args.poll_interval,
         resync_interval=args.resync_interval,
+        control_key=control_key_from_env(),  # $MODELDEPLOY_CONTROL_KEY (secretKeyRef in a pod)
     )
     if args.mode == "init":
         return agent.run_init()

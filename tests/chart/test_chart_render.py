@@ -23,6 +23,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("modeldeploy.io", "modeldeployments/finalizers"): {"update"},
     ("", "configmaps"): RW,
     ("", "services"): RW,
+    ("", "secrets"): {"create"},  # the control-key Secret: created once, never read
     ("apps", "deployments"): RW,
     ("autoscaling", "horizontalpodautoscalers"): RW,
     ("policy", "poddisruptionbudgets"): RW,
@@ -244,14 +245,15 @@ def test_rbac_integrations_only_when_enabled(
 
 
 @pytest.mark.parametrize("values_files", [(), (ALL_VALUES,)], ids=["defaults", "all-values"])
-def test_rbac_has_no_wildcards_and_no_secrets(values_files: tuple[Path, ...]) -> None:
+def test_rbac_has_no_wildcards_and_cannot_read_secrets(values_files: tuple[Path, ...]) -> None:
     objs = render(files=values_files)
     rules = [r for o in objs if o["kind"] in ("Role", "ClusterRole") for r in o["rules"]]
     assert rules
     for r in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in r[field], f"wildcard in {field}: {r}"
-        assert "secrets" not in r["resources"], r
+        if "secrets" in r["resources"]:  # the control-key Secret: create only, never read
+            assert r["resources"] == ["secrets"] and r["verbs"] == ["create"], r
         assert not {"escalate", "bind", "impersonate", "update"} & set(r["verbs"]) or r["resources"] == [
             "modeldeployments/finalizers"
         ], r

@@ -88,6 +88,10 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The Triton control-key Secret of each ModelDeployment: create only, never read back.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

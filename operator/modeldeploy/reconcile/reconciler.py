@@ -19,6 +19,7 @@ from typing import Any
 
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import AGENT_PORT, API_VERSION, KIND, ModelDeployment, SpecError
+from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose, needs_events
 from modeldeploy.reconcile.diff import in_effect
 from modeldeploy.reconcile.kube import (
@@ -145,6 +146,7 @@ class Reconciler:
         #: per ModelDeployment: the generation whose spec was found invalid
         self._invalid: dict[str, int] = {}
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
+        self.control = ControlSecrets(kube)  # the Triton control-key Secret (created once)
 
     # ------------------------------------------------------------- helpers
     @contextmanager
@@ -242,6 +244,7 @@ class Reconciler:
         except RenderError as exc:
             self._write_invalid(body, str(exc))
             raise InvalidSpec(str(exc)) from None
+        self.control.ensure(md)  # before the Deployment: its pods reference the Secret
 
         live_dep: dict[str, Any] | None = None
         created_dep = False

@@ -23,6 +23,7 @@ from modeldeploy.render.common import (
     selector_labels,
 )
 from modeldeploy.render.manifest import build_manifest, credentials_mount_path, manifest_content_hash
+from modeldeploy.render.secret import control_key_env, triton_control_args
 from modeldeploy_runtime.manifest import MANIFEST_KEY
 
 TRITON_CONTAINER = "triton"
@@ -148,6 +149,7 @@ def triton_args(md: ModelDeployment) -> list[str]:
         f"--http-port={s.ports.http}",
         f"--grpc-port={s.ports.grpc}",
         f"--metrics-port={s.ports.metrics}",
+        *triton_control_args(),  # load/unload only with the agent's key (render/secret.py)
         *(s.args or []),
     ]
 
@@ -242,8 +244,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         ],
         "securityContext": _container_security(),
     }
-    if s.env:
-        triton["env"] = [{"name": e.name, "value": e.value} for e in s.env]
+    triton["env"] = [control_key_env(md), *({"name": e.name, "value": e.value} for e in s.env or [])]
     resources = triton_resources(md)
     if resources:
         triton["resources"] = resources
@@ -265,6 +266,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         **pull_policy,
         "command": ["modeldeploy-runtime"],
         "args": _agent_args(md, "sidecar"),
+        "env": [control_key_env(md)],
         "ports": [{"name": "agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "agent"},
