@@ -33,6 +33,7 @@ from modeldeploy_runtime.control import control_headers
 from modeldeploy_runtime.fetch import TMP_DIR, Fetcher, FetchError
 from modeldeploy_runtime.manifest import ManifestModel, ModelManifest
 from modeldeploy_runtime.package import PACKAGE_META
+from modeldeploy_runtime.provenance import Provenance, SignatureError
 
 log = logging.getLogger("modeldeploy.runtime.agent")
 
@@ -160,6 +161,7 @@ class Agent:
         self._failed_loads: dict[tuple[str, int], str] = {}  # (model, version) -> source@sha of a failed load
         self._fetch_retry: dict[tuple[str, int], tuple[float, float]] = {}  # -> (next attempt, delay)
         self.switch_log: list[dict[str, Any]] = []  # timings of version switches (for tests/bench)
+        self.provenance = Provenance()  # signature checks + digest/signer per version (#15)
 
     # ------------------------------------------------------------------------------------ manifest
     def read_manifest(self) -> tuple[ModelManifest, str]:
@@ -250,6 +252,14 @@ class Agent:
             if self._failed_loads.get(key) == self._key(model, num):
                 continue  # Triton rejected exactly this source/digest: retried when the manifest changes it
             if self.fetcher.is_current(model.name, num, mv.source, mv.sha256):
+                try:
+                    self.provenance.verify_present(
+                        model, num, self._key(model, num), self.repository / model.name / str(num)
+                    )
+                except SignatureError as exc:
+                    self._set(model.name, num, "Failed", exc.reason, str(exc))
+                    self.fetcher.remove_version(model.name, num)
+                    continue
                 ok.append(num)
                 continue
             nxt = self._fetch_retry.get(key)
@@ -260,9 +270,10 @@ class Agent:
                 self._set(model.name, num, "Pending", "Fetching", f"fetching {mv.source}")
             try:
                 res = self.fetcher.fetch(
-                    model.name, num, mv.source, mv.sha256, model.credentials, filename=artifact
-                )
-            except FetchError as exc:
+                    model.name, num, mv.source, mv.sha256, model.credentials, filename=artifact,
+                    check=self.provenance.check(model, num, self._key(model, num)),
+                )  # fmt: skip
+            except (FetchError, SignatureError) as exc:
                 delay = min((nxt[1] * 2) if nxt else FETCH_RETRY_BASE, FETCH_RETRY_MAX)
                 self._fetch_retry[key] = (time.monotonic() + delay, delay)
                 self._set(model.name, num, "Failed", exc.reason, str(exc))
@@ -275,6 +286,7 @@ class Agent:
                 )
                 continue
             self._fetch_retry.pop(key, None)
+            self.provenance.set_digest(model.name, num, res.digest)
             log.info(
                 "fetched %s version %d from %s (%s, %d bytes, %.2fs)",
                 model.name, num, mv.source, "cached" if res.cached else "downloaded", res.bytes, res.seconds,
@@ -476,7 +488,7 @@ class Agent:
                 st = self.states.get(m.name, {})
                 versions = []
                 for v in sorted(set(m.wanted_versions()) | set(st)):
-                    versions.append((st.get(v) or VersionStatus(v)).to_dict())
+                    versions.append({**(st.get(v) or VersionStatus(v)).to_dict(), **self.provenance.of(m.name, v)})
                 models.append({"name": m.name, "versions": versions})
             return {
                 "ready": ok,
