@@ -488,7 +488,9 @@ class Agent:
                 st = self.states.get(m.name, {})
                 versions = []
                 for v in sorted(set(m.wanted_versions()) | set(st)):
-                    versions.append({**(st.get(v) or VersionStatus(v)).to_dict(), **self.provenance.of(m.name, v)})
+                    versions.append(
+                        {**(st.get(v) or VersionStatus(v)).to_dict(), **self.provenance.of(m.name, v)}
+                    )
                 models.append({"name": m.name, "versions": versions})
             return {
                 "ready": ok,

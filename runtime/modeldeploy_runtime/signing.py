@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy_runtime.digest import SIGNATURE_FILE, SOURCE_RECORD
+
 REASON_MISSING = "SignatureMissing"
 REASON_INVALID = "SignatureInvalid"
-__all__ = ["SIGNATURE_FILE", "SignatureError", "VerifyPolicy", "Verified", "sign_folder", "verify_folder"]
+__all__ = ["SIGNATURE_FILE", "SignatureError", "Verified", "VerifyPolicy", "sign_folder", "verify_folder"]
 
 
 class SignatureError(Exception):
@@ -63,7 +64,8 @@ def _hashing(folder: Path) -> Any:
     from model_signing import hashing
 
     ignored = [folder / SIGNATURE_FILE, folder / SOURCE_RECORD, folder / "__pycache__"]
-    return hashing.Config().set_ignored_paths(paths=ignored, ignore_git_paths=True)
+    cfg = hashing.Config()  # type: ignore[no-untyped-call]
+    return cfg.set_ignored_paths(paths=ignored, ignore_git_paths=True)
 
 
 def key_identity(public_key_pem: bytes) -> str:
@@ -89,10 +91,12 @@ def sign_folder(
     from model_signing import signing
 
     folder, private_key = Path(folder), Path(private_key)
-    cfg = signing.Config()
+    cfg = signing.Config()  # type: ignore[no-untyped-call]
     if certificate is not None:
         cfg.use_certificate_signer(
-            private_key=private_key, signing_certificate=Path(certificate), certificate_chain=list(certificate_chain)
+            private_key=private_key,
+            signing_certificate=Path(certificate),
+            certificate_chain=list(certificate_chain),
         )
         ident = cert_identity(Path(certificate).read_bytes())
     else:
@@ -162,7 +166,7 @@ def verify_folder(folder: str | Path, policy: VerifyPolicy) -> Verified | None:
             raise SignatureError(f"{SIGNATURE_FILE}: missing (a signature is required)", REASON_MISSING)
         return None
     t0 = time.monotonic()
-    cfg = verifying.Config()
+    cfg = verifying.Config()  # type: ignore[no-untyped-call]
     if policy.public_key is not None:
         pem = policy.public_key.read_bytes()
         trusted = key_identity(pem)
