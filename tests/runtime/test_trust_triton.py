@@ -127,7 +127,7 @@ def test_agent_without_the_key_is_refused_too(tmp_path: Path, start_triton: Any)
     with agent_env(tmp_path, srv.http_url) as (agent, mpath, start):
         write_manifest(mpath, {"generation": 1, "models": [file_model("m", [(1, v1)])]})
         start()
-        wait(lambda: "restricted" in (agent.last_error or ""), 60, "the agent's refused call")
+        wait(lambda: "403" in (agent.last_error or ""), 60, "the agent's refused call")
         assert not agent.ready()[0]
         assert requests.get(f"{srv.http_url}/v2/models/m/versions/1/ready", timeout=5).status_code != 200
 
