@@ -24,6 +24,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("", "configmaps"): RW,
     ("", "services"): RW,
     ("", "secrets"): {"create"},  # the control-key Secret: created once, never read
+    ("networking.k8s.io", "networkpolicies"): RW,
     ("apps", "deployments"): RW,
     ("autoscaling", "horizontalpodautoscalers"): RW,
     ("policy", "poddisruptionbudgets"): RW,

@@ -57,7 +57,13 @@ log = logging.getLogger("modeldeploy.reconcile")
 KIND_CRD = {"ScaledObject": SCALEDOBJECT_CRD, "ServiceMonitor": SERVICEMONITOR_CRD}
 #: Field manager that holds spec.replicas between us and the autoscaler.
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
-OPTIONAL_KINDS = ("HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor")
+OPTIONAL_KINDS = (
+    "HorizontalPodAutoscaler",
+    "ScaledObject",
+    "PodDisruptionBudget",
+    "ServiceMonitor",
+    "NetworkPolicy",
+)
 
 
 class InvalidSpec(Exception):
@@ -82,6 +88,8 @@ class OperatorConfig:
     #: volume (up to about a minute), so for this long after a change their readiness does not yet
     #: prove the new versions are served. 0 disables the window.
     manifest_sync_seconds: float = 90.0
+    #: Where the operator runs: the NetworkPolicies let only this namespace reach the agent port.
+    operator_namespace: str = "modeldeploy-system"
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -90,6 +98,7 @@ class OperatorConfig:
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "") in ("1", "true", "yes"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
+            operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
         )
 
 
@@ -238,7 +247,7 @@ class Reconciler:
             wanted = [x.model_dump(mode="json") for x in _render_manifest_models(md)]
             if prev[0] == wanted:
                 gen = prev[1]  # the model set did not change: keep its generation (no ConfigMap write)
-        opts = RenderOptions(crds=crds, manifest_generation=gen)
+        opts = RenderOptions(crds=crds, manifest_generation=gen, operator_namespace=self.config.operator_namespace)
         try:
             children = render_children(md, opts)
         except RenderError as exc:

@@ -24,6 +24,7 @@ from modeldeploy.render.common import (
 )
 from modeldeploy.render.manifest import build_manifest, credentials_mount_path, manifest_content_hash
 from modeldeploy.render.secret import control_key_env, triton_control_args
+from modeldeploy.render.verification import verification_mounts, verification_volumes
 from modeldeploy_runtime.manifest import MANIFEST_KEY
 
 TRITON_CONTAINER = "triton"
@@ -137,7 +138,7 @@ def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
         )
     for i, claim in enumerate(_pvc_claims(md)):
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
-    return mounts
+    return mounts + verification_mounts(md)
 
 
 def triton_args(md: ModelDeployment) -> list[str]:
@@ -306,6 +307,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
     for i, claim in enumerate(_pvc_claims(md)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    volumes += verification_volumes(md)
 
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
