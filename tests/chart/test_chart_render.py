@@ -401,7 +401,9 @@ def test_operator_network_policy(tmp_path: Path) -> None:
     assert agents["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "triton"
     (pol,) = [o for o in render(files=(ALL_VALUES,)) if o["kind"] == "NetworkPolicy"]
     (rule,) = pol["spec"]["ingress"]
-    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
     assert rule["ports"] == [{"protocol": "TCP", "port": 9090}]
     api = pol["spec"]["egress"][0]
     assert [b["ipBlock"]["cidr"] for b in api["to"]] == ["10.96.0.1/32", "192.168.0.10/32"]

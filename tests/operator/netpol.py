@@ -95,7 +95,9 @@ def _selects(policy: dict[str, Any], target: Pod) -> bool:
     )
 
 
-def ingress_allowed(policies: list[dict[str, Any]], src: Pod, target: Pod, port: int, protocol: str = "TCP") -> bool:
+def ingress_allowed(
+    policies: list[dict[str, Any]], src: Pod, target: Pod, port: int, protocol: str = "TCP"
+) -> bool:
     selecting = [p for p in policies if _selects(p, target)]
     if not selecting:
         return True

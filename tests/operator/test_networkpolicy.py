@@ -105,7 +105,12 @@ def test_default_policy_same_namespace_operator_agent_no_metrics() -> None:
     prom = Pod("monitoring")
     table = {
         (who, port): ingress_allowed([pol], src, triton, port)
-        for who, src in {"neighbour": neighbour, "stranger": stranger, "operator": operator, "prom": prom}.items()
+        for who, src in {
+            "neighbour": neighbour,
+            "stranger": stranger,
+            "operator": operator,
+            "prom": prom,
+        }.items()
         for port in (8000, 8001, 8002, 8080)
     }
     assert table == {

@@ -247,7 +247,9 @@ class Reconciler:
             wanted = [x.model_dump(mode="json") for x in _render_manifest_models(md)]
             if prev[0] == wanted:
                 gen = prev[1]  # the model set did not change: keep its generation (no ConfigMap write)
-        opts = RenderOptions(crds=crds, manifest_generation=gen, operator_namespace=self.config.operator_namespace)
+        opts = RenderOptions(
+            crds=crds, manifest_generation=gen, operator_namespace=self.config.operator_namespace
+        )
         try:
             children = render_children(md, opts)
         except RenderError as exc:

@@ -44,7 +44,9 @@ def render_networkpolicy(md: ModelDeployment, opts: RenderOptions) -> dict[str, 
     if not np.enabled:
         return None
     ports = md.spec.server.ports
-    inference = [_peer(p) for p in np.inferenceFrom] if np.inferenceFrom is not None else [{"podSelector": {}}]
+    inference = (
+        [_peer(p) for p in np.inferenceFrom] if np.inferenceFrom is not None else [{"podSelector": {}}]
+    )
     ingress: list[dict[str, Any]] = [
         {"from": inference, "ports": _ports(ports.http, ports.grpc)},
         {"from": [_namespace(opts.operator_namespace)], "ports": _ports(AGENT_PORT)},

@@ -13,7 +13,7 @@ VERIFY_MOUNT_ROOT = "/etc/modeldeploy/verify"
 
 
 def _verified(md: ModelDeployment) -> list[tuple[int, ModelSpec, KeyReference]]:
-    out = []
+    out: list[tuple[int, ModelSpec, KeyReference]] = []
     for m in md.spec.models:
         v = m.verification
         if v is not None:
