@@ -1381,6 +1381,16 @@ class VersionStatus(_Base):
     reason: str = Field(default="", max_length=1024, description="CamelCase reason for the state.")
     message: str = Field(default="", max_length=32768, description="Details, e.g. the load error.")
     readyReplicas: int | None = Field(default=None, ge=0, description="Pods serving this version.")
+    digest: str | None = Field(
+        default=None,
+        max_length=80,
+        description="sha256 of the served version's content, as the agents verified it.",
+    )
+    signer: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Identity that signed the served version (verification policy).",
+    )
 
 
 class ModelStatus(_Base):

@@ -33,6 +33,7 @@ from modeldeploy.reconcile.kube import (
     Kube,
     KubeError,
 )
+from modeldeploy.reconcile.provenance import add_provenance
 from modeldeploy.reconcile.status import (
     AgentReport,
     compute_status,
@@ -405,6 +406,7 @@ class Reconciler:
             manifest_age=manifest_age,
             propagating=propagating,
         )
+        add_provenance(new, agents)  # digest + signer of each served version (#15)
         conds = {c["type"]: c["status"] for c in new["conditions"]}
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         patch = status_patch(current, new)
