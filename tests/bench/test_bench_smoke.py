@@ -63,3 +63,12 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     assert result["operator_writes_per_md_until_ready"] > 0  # read from the API server's audit log
     assert result["operator_writes_in_quiet_period"] == 0
     assert result["operator_peak_rss_mib"] > 0
+
+
+def test_verify_bench_prints_its_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "verify.json"
+    proc = _run(["bench/verify_bench.py", "--size-mb", "4", "--repeat", "1", "--json", str(out)], timeout=300)
+    f = json.loads(out.read_text())
+    assert f["size_mb"] == 4 and f["sha256_pass_s"] > 0 and f["signature_verify_s"] > 0
+    assert f["signature_vs_sha256"] == pytest.approx(f["signature_verify_s"] / f["sha256_pass_s"], rel=0.01)
+    assert "-> ratio signature/sha256" in proc.stdout

@@ -242,7 +242,9 @@ def test_signed_models_control_key_and_no_secret_leaks(
         v1 = agent.status()["models"][0]["versions"][0]
         assert v1["signer"] == key_identity(pub_pem), v1
         # kubectl get md -o yaml: what exactly runs, and who signed it
-        st = wait_for(lambda: status_when(lambda s: "signer" in s["models"][0]["versions"][0]), 60, "provenance")
+        st = wait_for(
+            lambda: status_when(lambda s: "signer" in s["models"][0]["versions"][0]), 60, "provenance"
+        )
         assert st["models"][0]["versions"][0]["signer"] == key_identity(pub_pem)
         assert st["models"][0]["versions"][0]["digest"] == v1["digest"] and v1["digest"].startswith("sha256:")
 
