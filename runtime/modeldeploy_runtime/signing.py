@@ -183,7 +183,8 @@ def verify_folder(folder: str | Path, policy: VerifyPolicy) -> Verified | None:
     try:
         cfg.set_hashing_config(_hashing(folder)).verify(folder, sig)
     except Exception as exc:  # model-signing raises ValueError and friends
-        raise SignatureError(_explain(exc)) from None
+        why = _explain(exc)
+        raise SignatureError(why if policy.public_key is not None else f"{signer}: {why}") from None
     files = sum(1 for p in folder.rglob("*") if p.is_file())
     return Verified(signer=trusted, files=files, seconds=time.monotonic() - t0)
 

@@ -145,13 +145,14 @@ def test_rolling_version_change_rolls_the_pods() -> None:
 
 def test_which_children_are_wanted() -> None:
     kinds = lambda md: {k for k, v in render_children(md).items() if v is not None}  # noqa: E731
-    assert kinds(md_of("cpu")) == {"ConfigMap", "Service", "Deployment"}
+    assert kinds(md_of("cpu")) == {"ConfigMap", "Service", "Deployment", "NetworkPolicy"}
     assert kinds(md_of("gpu")) == {
         "ConfigMap",
         "Service",
         "Deployment",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "NetworkPolicy",
     }
     assert "HorizontalPodAutoscaler" in kinds(md_of("hpa")) and "PodDisruptionBudget" in kinds(md_of("hpa"))
     assert "ScaledObject" in kinds(md_of("keda")) and "PodDisruptionBudget" not in kinds(md_of("keda"))
