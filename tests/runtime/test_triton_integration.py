@@ -404,7 +404,8 @@ def test_agent_cli_init_then_sidecar_survives_triton_restart(tmp_path: Path, sta
         _wait(is_ready, 60, "sidecar ready")
         st = requests.get(f"http://127.0.0.1:{port}/status", timeout=5).json()
         assert st == {"ready": True, "generation": 7, "lastError": None,
-                      "models": [{"name": "m", "versions": [{"version": 1, "state": "Ready", "reason": "", "message": ""}]}]}  # fmt: skip
+                      "models": [{"name": "m", "versions": [{"version": 1, "state": "Ready", "reason": "", "message": "",
+                                                              "digest": f"sha256:{v1.digest}"}]}]}  # fmt: skip
         srv.stop()
         _wait(lambda: not is_ready(), 30, "not ready while Triton is down")
         start_triton(models, **ports)
