@@ -36,7 +36,7 @@ class Provenance:
         #: (model, version) -> (fetch key, {"digest": ..., "signer": ...})
         self._seen: dict[tuple[str, int], tuple[str, dict[str, str]]] = {}
 
-    def check(self, model: ManifestModel, num: int, key: str) -> Callable[[Path], object] | None:
+    def check(self, model: ManifestModel, num: int, key: str) -> Callable[[Path], object]:
         """A ``check`` for Fetcher.fetch: raises SignatureError, records the signer on success."""
         policy = policy_of(model)
 

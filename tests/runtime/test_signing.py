@@ -14,6 +14,7 @@ from modeldeploy_runtime.signing import (
     VerifyPolicy,
     key_identity,
     sign_folder,
+    sign_repository,
     verify_folder,
 )
 
@@ -44,9 +45,10 @@ def test_signature_is_not_part_of_the_version_digest(tmp_path: Path) -> None:
     assert _package(tmp_path) == 0
     folder = tmp_path / "repo" / "m" / "1"
     before = version_digest(folder)
-    key, _ = make_key(tmp_path / "k")
-    sign_folder(folder, key)
+    key, pub = make_key(tmp_path / "k")
+    assert sign_repository(tmp_path / "repo", key) == [folder]  # the Python API for a whole repository
     assert write_sha_manifest(folder) == before
+    assert main(["verify", str(tmp_path / "repo"), "--public-key", str(pub)]) == 0
 
 
 @pytest.mark.parametrize(
