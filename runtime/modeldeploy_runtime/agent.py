@@ -46,9 +46,11 @@ from modeldeploy_runtime.agentapi import (
     VersionReport,
 )
 from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, VersionPolicy
+from modeldeploy_runtime.control import control_headers
 from modeldeploy_runtime.fetch import TMP_DIR, Fetcher, FetchError
 from modeldeploy_runtime.manifest import FORMATS, ManifestModel, ModelManifest
 from modeldeploy_runtime.package import PACKAGE_META
+from modeldeploy_runtime.provenance import Provenance, SignatureError
 
 log = logging.getLogger("modeldeploy.runtime.agent")
 
@@ -73,11 +75,16 @@ class VersionStatus:
 class TritonAPI:
     """The few Triton HTTP/REST calls the agent needs (KServe v2 + repository extension)."""
 
-    def __init__(self, url: str, timeout: float = 5.0, load_timeout: float = 600.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 5.0, load_timeout: float = 600.0, control_key: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.load_timeout = load_timeout
         self.session = requests.Session()
+        # Triton's restricted model-control API (modeldeploy_runtime.control): every call carries the
+        # key; the open categories ignore it.
+        self.session.headers.update(control_headers(control_key))
 
     def live(self) -> bool:
         try:
@@ -152,10 +159,11 @@ class Agent:
         poll_interval: float = 1.0,
         resync_interval: float = 5.0,
         push_token: str | None = None,
+        control_key: str | None = None,
     ) -> None:
         self.manifest_path = Path(manifest_path)
         self.repository = Path(repository)
-        self.triton = TritonAPI(triton_url)
+        self.triton = TritonAPI(triton_url, control_key=control_key)
         self.fetcher = fetcher or Fetcher(self.repository)
         self.poll_interval = poll_interval
         self.resync_interval = resync_interval
@@ -173,6 +181,7 @@ class Agent:
         self._wake = threading.Event()  # set by a push: sync now rather than at the next poll
         self.manifest_source: Literal["file", "push", ""] = ""
         self.applied_generation = 0
+        self.provenance = Provenance()  # signature checks + digest/signer per version (#15)
 
     # ------------------------------------------------------------------------------------ manifest
     def read_manifest(self) -> tuple[ModelManifest, str]:
@@ -263,6 +272,14 @@ class Agent:
             if self._failed_loads.get(key) == self._key(model, num):
                 continue  # Triton rejected exactly this source/digest: retried when the manifest changes it
             if self.fetcher.is_current(model.name, num, mv.source, mv.sha256):
+                try:
+                    self.provenance.verify_present(
+                        model, num, self._key(model, num), self.repository / model.name / str(num)
+                    )
+                except SignatureError as exc:
+                    self._set(model.name, num, "Failed", exc.reason, str(exc))
+                    self.fetcher.remove_version(model.name, num)
+                    continue
                 ok.append(num)
                 continue
             nxt = self._fetch_retry.get(key)
@@ -273,9 +290,10 @@ class Agent:
                 self._set(model.name, num, "Pending", "Fetching", f"fetching {mv.source}")
             try:
                 res = self.fetcher.fetch(
-                    model.name, num, mv.source, mv.sha256, model.credentials, filename=artifact
-                )
-            except FetchError as exc:
+                    model.name, num, mv.source, mv.sha256, model.credentials, filename=artifact,
+                    check=self.provenance.check(model, num, self._key(model, num)),
+                )  # fmt: skip
+            except (FetchError, SignatureError) as exc:
                 delay = min((nxt[1] * 2) if nxt else FETCH_RETRY_BASE, FETCH_RETRY_MAX)
                 self._fetch_retry[key] = (time.monotonic() + delay, delay)
                 self._set(model.name, num, "Failed", exc.reason, str(exc))
@@ -288,6 +306,7 @@ class Agent:
                 )
                 continue
             self._fetch_retry.pop(key, None)
+            self.provenance.set_digest(model.name, num, res.digest)
             log.info(
                 "fetched %s version %d from %s (%s, %d bytes, %.2fs)",
                 model.name, num, mv.source, "cached" if res.cached else "downloaded", res.bytes, res.seconds,
@@ -506,7 +525,10 @@ class Agent:
                 wanted = m.wanted_versions()
                 now = (served or {}).get(m.name, [])
                 all_wanted_served = all_wanted_served and set(wanted) <= set(now)
-                versions = [(st.get(v) or VersionStatus(v)).report() for v in sorted(set(wanted) | set(st))]
+                versions = [
+                    (st.get(v) or VersionStatus(v)).report().model_copy(update=self.provenance.of(m.name, v))
+                    for v in sorted(set(wanted) | set(st))
+                ]
                 models.append(ModelReport(name=m.name, versions=versions, served=now))
             return AgentStatus(
                 ready=current and served is not None and all_wanted_served,

@@ -37,6 +37,11 @@ class VersionReport(_Doc):
     #: Machine-readable cause, e.g. DigestMismatch, FetchFailed, ModelLoadFailed, NotWanted.
     reason: str = ""
     message: str = ""
+    #: ``sha256:<hex>`` of the version folder as fetched and verified (absent until known).
+    digest: str | None = None
+    #: Identity of the verified signer (public-key fingerprint or certificate identity), when the
+    #: model's verification policy checked a signature.
+    signer: str | None = None
 
 
 class ModelReport(_Doc):

@@ -128,12 +128,52 @@ def cmd_package(args: argparse.Namespace) -> int:
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    signer = _sign(args, res.version_dir) if args.sign_key else None
     if args.json:
         print(json.dumps({"model": res.model, "version": res.version, "path": str(res.version_dir), "sha256": res.digest,
                           "unchanged": res.unchanged, "seconds": round(res.seconds, 3), "files": res.files}))  # fmt: skip
     else:
         print(res.summary())
+    if signer:
+        print(f"signed {res.version_dir} ({signer})", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _sign(args: argparse.Namespace, folder: Path) -> str:
+    from modeldeploy_runtime.signing import sign_folder
+
+    return sign_folder(
+        folder, args.sign_key, certificate=args.sign_cert, certificate_chain=args.sign_chain or []
+    )
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify a version folder or every version of a repository; exit 1 when one fails."""
+    from modeldeploy_runtime.signing import SignatureError, VerifyPolicy, verify_folder, version_folders
+
+    if not args.public_key and not args.cert_chain:
+        print("error: give --public-key or --cert-chain (with --identity)", file=sys.stderr)
+        return 2
+    policy = VerifyPolicy(
+        public_key=Path(args.public_key) if args.public_key else None,
+        certificate_chain=tuple(Path(c) for c in args.cert_chain or []),
+        identity=args.identity,
+        required=not args.allow_unsigned,
+    )
+    folders = version_folders(args.path)
+    if not folders:
+        print(f"error: {args.path}: no <model>/<version> folders", file=sys.stderr)
+        return 2
+    bad = 0
+    for d in folders:
+        try:
+            res = verify_folder(d, policy)
+        except SignatureError as exc:
+            bad += 1
+            print(f"{d}: {exc.reason}: {exc}")
+            continue
+        print(f"{d}: OK, signed by {res.signer}" if res else f"{d}: unsigned (allowed)")
+    return 1 if bad else 0
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
@@ -177,6 +217,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from modeldeploy_runtime.agent import Agent
     from modeldeploy_runtime.agentapi import TOKEN_ENV
+    from modeldeploy_runtime.control import control_key_from_env
 
     _setup_logging(args.log_format)
     agent = Agent(
@@ -187,6 +228,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         resync_interval=args.resync_interval,
         # from a Secret (secretKeyRef); unset: PUT /manifest answers 403 and only the file counts
         push_token=os.environ.get(TOKEN_ENV),
+        control_key=control_key_from_env(),  # $MODELDEPLOY_CONTROL_KEY (secretKeyRef in a pod)
     )
     if args.mode == "init":
         return agent.run_init()
@@ -304,8 +346,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--instances", type=int, default=1)
     p.add_argument("--instance-kind", default="KIND_AUTO", choices=["KIND_AUTO", "KIND_CPU", "KIND_GPU"])
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--sign-key", help="sign the version folder (OpenSSF model signing) with this PEM private key"
+    )
+    p.add_argument("--sign-cert", help="with --sign-key: the signing certificate (PEM)")
+    p.add_argument("--sign-chain", action="append", help="with --sign-cert: chain certificates (PEM)")
     _progress_flags(p)
     p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("verify", help="verify the model signatures of a version folder or repository")
+    p.add_argument("path", help="a <model>/<version> folder or a repository")
+    p.add_argument("--public-key", help="trusted PEM public key")
+    p.add_argument("--cert-chain", action="append", help="trusted certificate chain (PEM), repeatable")
+    p.add_argument("--identity", help="with --cert-chain: the identity the signer's certificate must carry")
+    p.add_argument("--allow-unsigned", action="store_true", help="unsigned versions pass (required: false)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("lint", help="check a Triton model repository")
     p.add_argument("repository")

@@ -18,6 +18,8 @@ from typing import BinaryIO
 SHA_MANIFEST = "manifest.sha256"
 #: Bookkeeping files the runtime writes next to the artifacts; not part of the digest.
 SOURCE_RECORD = ".modeldeploy-source.json"
+#: The OpenSSF model signature of a version (signing.py): not part of the version's content digest.
+SIGNATURE_FILE = "model.sig"
 CHUNK = 1 << 20
 PROGRESS_MIN_BYTES = 16 << 20
 
@@ -95,7 +97,7 @@ def version_files(folder: Path) -> Iterator[Path]:
         for name in sorted(files):
             p = Path(root, name)
             rel = p.relative_to(folder)
-            if rel.as_posix() in (SHA_MANIFEST, SOURCE_RECORD) or name.endswith(".pyc"):
+            if rel.as_posix() in (SHA_MANIFEST, SOURCE_RECORD, SIGNATURE_FILE) or name.endswith(".pyc"):
                 continue
             yield rel
 

@@ -32,7 +32,7 @@ import tarfile
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -438,9 +438,12 @@ class Fetcher:
         sha256: str | None = None,
         credentials: ManifestCredentials | None = None,
         filename: str | None = None,
+        check: Callable[[Path], object] | None = None,
     ) -> FetchResult:
         """Fetch one version; ``filename`` names a single-file (non-archive) artifact in the
-        version folder (e.g. model.onnx), default: the source's basename."""
+        version folder (e.g. model.onnx), default: the source's basename. ``check`` (e.g. the
+        signature verification) runs on the staged folder before it is published; an exception
+        from it leaves the repository unchanged."""
         t0 = time.monotonic()
         final = self.repository / model / str(version)
         if self.is_current(model, version, source, sha256):
@@ -469,6 +472,8 @@ class Fetcher:
                 "sha256": digest,
                 "fetchedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
+            if check is not None:
+                check(staged)
             (staged / SOURCE_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
             staged.chmod(0o755)
             self._install(staged, final)

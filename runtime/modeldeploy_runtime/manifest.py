@@ -114,6 +114,17 @@ class ManifestCredentials(_Base):
     region: str | None = None
 
 
+class ManifestVerification(_Base):
+    """Signature policy (signing.py): files mounted into the agent, by path; nothing secret."""
+
+    required: bool = True
+    #: PEM public key file
+    publicKeyPath: str | None = None
+    #: PEM certificate files of the trusted chain, and the identity the signer's certificate carries
+    certificateChainPaths: list[str] = Field(default_factory=list)
+    identity: str | None = None
+
+
 class ManifestModel(_Base):
     name: str
     format: ModelFormat
@@ -125,6 +136,7 @@ class ManifestModel(_Base):
     inputs: list[ManifestTensor] = Field(default_factory=list)
     outputs: list[ManifestTensor] = Field(default_factory=list)
     credentials: ManifestCredentials | None = None
+    verification: ManifestVerification | None = None
 
     @field_validator("name")
     @classmethod

@@ -77,3 +77,12 @@ def test_push_bench_on_its_own_cluster(tmp_path: Path) -> None:
     (delivered,) = result["spec_change_to_manifest_at_all_agents_s"]
     assert 0 < delivered <= took
     assert "manifest from ['push']" in proc.stdout
+
+
+def test_verify_bench_prints_its_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "verify.json"
+    proc = _run(["bench/verify_bench.py", "--size-mb", "4", "--repeat", "1", "--json", str(out)], timeout=300)
+    f = json.loads(out.read_text())
+    assert f["size_mb"] == 4 and f["sha256_pass_s"] > 0 and f["signature_verify_s"] > 0
+    assert f["signature_vs_sha256"] == pytest.approx(f["signature_verify_s"] / f["sha256_pass_s"], rel=0.01)
+    assert "-> ratio signature/sha256" in proc.stdout

@@ -23,11 +23,13 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("modeldeploy.io", "modeldeployments/finalizers"): {"update"},
     ("", "configmaps"): RW,
     ("", "services"): RW,
+    ("networking.k8s.io", "networkpolicies"): RW,
     ("apps", "deployments"): RW,
     ("autoscaling", "horizontalpodautoscalers"): RW,
     ("policy", "poddisruptionbudgets"): RW,
     ("", "pods"): {"get", "list", "watch"},
-    ("", "secrets"): {"get", "create"},  # the agents' push token (<name>-agent-token)
+    # the Secrets it creates itself: the agents' push token (read back) and Triton's control key
+    ("", "secrets"): {"get", "create"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
@@ -73,6 +75,7 @@ def test_defaults_render_expected_objects() -> None:
             "ClusterRoleBinding",
             "Deployment",
             "Service",
+            "NetworkPolicy",
             *(["CustomResourceDefinition"] * len(list((REPO / "crds").glob("*.yaml")))),
         ]
     )
@@ -253,7 +256,8 @@ def test_rbac_has_no_wildcards_and_reads_no_secrets_in_bulk(values_files: tuple[
     for r in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in r[field], f"wildcard in {field}: {r}"
-        # Secrets: only get/create of the agents' push token it creates; never list/watch/update.
+        # Secrets: get/create of the Secrets it creates itself (agent push token, Triton control key);
+        # never list/watch/update/delete.
         assert "secrets" not in r["resources"] or (
             r["resources"] == ["secrets"] and set(r["verbs"]) == {"get", "create"}
         ), r
@@ -387,3 +391,26 @@ def test_values_yaml_documents_every_leaf() -> None:
             stack.append((indent, documented))
         prev = s
     assert not undocumented, "undocumented values:\n" + "\n".join(undocumented)
+
+
+def test_operator_network_policy(tmp_path: Path) -> None:
+    """Issue #15: egress to the API server, DNS and the agents' port; ingress only to metrics from
+    the listed namespaces (none by default)."""
+    (pol,) = [o for o in render() if o["kind"] == "NetworkPolicy"]
+    spec = pol["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert not spec.get("ingress")  # no rule: no pod may connect
+    to_ports = {(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule["ports"]}
+    assert to_ports == {("TCP", 443), ("TCP", 6443), ("TCP", 8080), ("UDP", 53), ("TCP", 53)}
+    agents = next(r for r in spec["egress"] if r["ports"] == [{"protocol": "TCP", "port": 8080}])
+    assert agents["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "triton"
+    (pol,) = [o for o in render(files=(ALL_VALUES,)) if o["kind"] == "NetworkPolicy"]
+    (rule,) = pol["spec"]["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9090}]
+    api = pol["spec"]["egress"][0]
+    assert [b["ipBlock"]["cidr"] for b in api["to"]] == ["10.96.0.1/32", "192.168.0.10/32"]
+    off = render(values={"networkPolicy": {"enabled": False}}, tmp=tmp_path)
+    assert not [o for o in off if o["kind"] == "NetworkPolicy"]

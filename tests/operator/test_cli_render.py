@@ -22,6 +22,7 @@ def test_render_prints_every_child(capsys: pytest.CaptureFixture[str]) -> None:
         "Deployment",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "NetworkPolicy",
     ]
 
 

@@ -28,6 +28,7 @@ VARIANTS = [
     ("hpa-cpu", "hpa-cpu", ALL_CRDS),
     ("keda", "keda", ALL_CRDS),
     ("gpu", "gpu-without-prometheus-operator", frozenset({SCALEDOBJECT_CRD})),
+    ("trust", "trust", ALL_CRDS),
 ]
 
 

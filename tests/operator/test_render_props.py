@@ -109,11 +109,11 @@ def test_triton_args_and_agent_probe_follow_the_contract() -> None:
     # readiness means serving (some READY version of every model), not "every wanted version"
     assert agent["readinessProbe"]["httpGet"] == {"path": "/serving", "port": "agent"}
     # the push token by reference only, from the Secret the operator owns
-    (env,) = agent["env"]
-    assert env == {
+    assert {
         "name": "MODELDEPLOY_AGENT_TOKEN",
         "valueFrom": {"secretKeyRef": {"name": f"{md.name}-agent-token", "key": "token"}},
-    }
+    } in agent["env"]
+    assert all("value" not in e for e in agent["env"]), "secrets only by reference"
     assert "env" not in pod["initContainers"][0]
     assert "--triton-url" in agent["args"] and "http://127.0.0.1:9000" in agent["args"]
     assert pod["initContainers"][0]["args"][:3] == ["agent", "--mode", "init"]
@@ -148,13 +148,14 @@ def test_rolling_version_change_rolls_the_pods() -> None:
 
 def test_which_children_are_wanted() -> None:
     kinds = lambda md: {k for k, v in render_children(md).items() if v is not None}  # noqa: E731
-    assert kinds(md_of("cpu")) == {"ConfigMap", "Service", "Deployment"}
+    assert kinds(md_of("cpu")) == {"ConfigMap", "Service", "Deployment", "NetworkPolicy"}
     assert kinds(md_of("gpu")) == {
         "ConfigMap",
         "Service",
         "Deployment",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "NetworkPolicy",
     }
     assert "HorizontalPodAutoscaler" in kinds(md_of("hpa")) and "PodDisruptionBudget" in kinds(md_of("hpa"))
     assert "ScaledObject" in kinds(md_of("keda")) and "PodDisruptionBudget" not in kinds(md_of("keda"))

@@ -273,7 +273,7 @@ def test_init_mode_fills_repository_and_renders_config(tmp_path: Path, v1: Any, 
     assert cfg.version_policy is not None and cfg.version_policy.versions == [1, 2]
     assert [(g.count, g.kind) for g in cfg.instance_groups] == [(2, "KIND_CPU")]
     assert [t.name for t in cfg.inputs] == ["X"]
-    st = agent.status()
+    st = agent.status().model_dump(mode="json")
     assert st["generation"] == 4 and st["ready"] is False  # no Triton behind it
     # a broken source makes init fail with the reason in the status
     bad = m.model_copy(deep=True)
@@ -282,7 +282,7 @@ def test_init_mode_fills_repository_and_renders_config(tmp_path: Path, v1: Any, 
     manifest.write_text(bad.to_json())
     agent2 = Agent(manifest, tmp_path / "models-b", "http://127.0.0.1:9")
     assert agent2.run_init() == 1
-    vs = {v["version"]: v for v in agent2.status()["models"][0]["versions"]}
+    vs = {v["version"]: v for v in agent2.status().model_dump(mode="json")["models"][0]["versions"]}
     assert vs[3]["state"] == "Failed" and vs[3]["reason"] == "DigestMismatch"
     assert "served-name version 3" in (agent2.status()["lastError"] or "")
 

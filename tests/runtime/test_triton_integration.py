@@ -406,7 +406,8 @@ def test_agent_cli_init_then_sidecar_survives_triton_restart(tmp_path: Path, sta
         assert st == {"ready": True, "serving": True, "generation": 7, "appliedGeneration": 7,
                       "manifestSource": "file", "lastError": None,
                       "models": [{"name": "m", "served": [1],
-                                  "versions": [{"version": 1, "state": "Ready", "reason": "", "message": ""}]}]}  # fmt: skip
+                                  "versions": [{"version": 1, "state": "Ready", "reason": "", "message": "",
+                                                "digest": f"sha256:{v1.digest}", "signer": None}]}]}  # fmt: skip
         srv.stop()
         _wait(lambda: not is_ready(), 30, "not ready while Triton is down")
         start_triton(models, **ports)

@@ -88,6 +88,9 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -110,8 +113,9 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Secrets: only the per-ModelDeployment "<name>-agent-token" the operator creates (and reads back)
-# to authenticate manifest pushes to the runtime agents. No list/watch: no other Secret is read.
+# Secrets: only the two per-ModelDeployment Secrets the operator creates itself: "<name>-agent-token"
+# (read back to authenticate manifest pushes to the runtime agents) and "<name>-control-key" (Triton's
+# model-control key, never read back). No list/watch: no other Secret is read.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]

@@ -418,6 +418,65 @@ class Credentials(_Base):
     region: str | None = Field(default=None, max_length=64, description="S3 region.")
 
 
+class KeyReference(_Base):
+    """One key of a ConfigMap or a Secret in the ModelDeployment's namespace (set exactly one of
+    configMapName, secretName): mounted read-only into the model-fetching agent, never read by the
+    operator."""
+
+    __rules__ = (
+        Rule(
+            "has(self.configMapName) != has(self.secretName)",
+            "set exactly one of configMapName or secretName",
+            lambda s: (s.configMapName is None) != (s.secretName is None),
+        ),
+    )
+
+    configMapName: DNSSubdomain | None = Field(default=None, description="ConfigMap holding the key.")
+    secretName: DNSSubdomain | None = Field(default=None, description="Secret holding the key.")
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="The data key (a PEM file)."
+    )
+
+
+class SignatureVerification(_Base):
+    """Signed-model policy (OpenSSF model signing, verified offline by the agent before a version is
+    published into the pod's repository): a trusted public key, or a certificate chain plus the
+    identity the signer's certificate must carry."""
+
+    __rules__ = (
+        Rule(
+            "has(self.publicKey) != has(self.certificateChain)",
+            "verification must set exactly one of publicKey or certificateChain",
+            lambda s: (s.publicKey is None) != (s.certificateChain is None),
+        ),
+        Rule(
+            "!has(self.certificateChain) || has(self.identity)",
+            "verification.identity is required with certificateChain",
+            lambda s: s.certificateChain is None or s.identity is not None,
+            field_path=".identity",
+            reason="FieldValueRequired",
+        ),
+    )
+
+    required: bool = Field(
+        default=True,
+        description=(
+            "true: an unsigned version fails (SignatureMissing); false: unsigned versions are served, "
+            "signed ones must still verify."
+        ),
+    )
+    publicKey: KeyReference | None = Field(default=None, description="Trusted PEM public key (EC).")
+    certificateChain: KeyReference | None = Field(
+        default=None, description="Trusted PEM certificate chain (root last)."
+    )
+    identity: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="With certificateChain: a subject alternative name (or the subject) the signer's certificate carries.",
+    )
+
+
 class ModelSpec(_Base):
     """A model served by the Triton pods of this deployment."""
 
@@ -487,6 +546,10 @@ class ModelSpec(_Base):
     )
     credentials: Credentials | None = Field(
         default=None, description="Secret with credentials for the model's storage."
+    )
+    verification: SignatureVerification | None = Field(
+        default=None,
+        description="Verify each version's model signature before it is served (see SignatureVerification).",
     )
     versions: list[ModelVersion] = Field(
         min_length=1,
@@ -1106,6 +1169,46 @@ def _spec_has_gpu(s: ModelDeploymentSpec) -> bool:
 _HAS_GPU_CEL = "(has(self.resources) && ((has(self.resources.gpu) && self.resources.gpu > 0) || has(self.resources.mig)))"
 
 
+class NetworkPeer(_Base):
+    """Who may connect: pods of a namespace (by name or by labels), optionally only those with
+    podSelector's labels. podSelector alone means pods of the ModelDeployment's own namespace."""
+
+    __rules__ = (
+        Rule(
+            "has(self.namespace) || has(self.namespaceSelector) || has(self.podSelector)",
+            "a peer must set namespace, namespaceSelector or podSelector",
+            lambda s: s.namespace is not None or s.namespaceSelector is not None or s.podSelector is not None,
+        ),
+        Rule(
+            "!(has(self.namespace) && has(self.namespaceSelector))",
+            "set namespace or namespaceSelector, not both",
+            lambda s: s.namespace is None or s.namespaceSelector is None,
+        ),
+    )
+
+    namespace: DNSLabel | None = Field(default=None, description="A namespace, by name.")
+    namespaceSelector: LabelMap | None = Field(
+        default=None, description="Namespaces with these labels ({} means every namespace)."
+    )
+    podSelector: LabelMap | None = Field(default=None, description="Only pods with these labels.")
+
+
+class NetworkPolicySpec(_Base):
+    """The NetworkPolicy of the Triton pods (ingress only; enforced by the cluster's network plugin)."""
+
+    enabled: bool = Field(default=True, description="Render the NetworkPolicy (false: no policy).")
+    inferenceFrom: list[NetworkPeer] | None = Field(
+        default=None,
+        max_length=32,
+        description="Who may reach the inference ports (HTTP, gRPC). Default: every pod of the same namespace.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    monitoringNamespace: DNSLabel | None = Field(
+        default=None,
+        description="Namespace (Prometheus) allowed to scrape the metrics port. Unset: nobody but the node.",
+    )
+
+
 class ModelDeploymentSpec(_Base):
     """Desired state: models served by a set of Triton pods."""
 
@@ -1198,6 +1301,10 @@ class ModelDeploymentSpec(_Base):
     podAnnotations: AnnotationMap | None = Field(default=None, description="Extra annotations on the pods.")
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus monitoring.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="The runtime agent containers.")
+    networkPolicy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec,
+        description="Who may reach the pods' inference, agent and metrics ports (a NetworkPolicy, on by default).",
+    )
 
     # ---- effective values -------------------------------------------------------------------
     def autoscaling_enabled(self) -> bool:
@@ -1255,6 +1362,16 @@ class VersionStatus(_Base):
     reason: str = Field(default="", max_length=1024, description="CamelCase reason for the state.")
     message: str = Field(default="", max_length=32768, description="Details, e.g. the load error.")
     readyReplicas: int | None = Field(default=None, ge=0, description="Pods serving this version.")
+    digest: str | None = Field(
+        default=None,
+        max_length=80,
+        description="sha256 of the served version's content, as the agents verified it.",
+    )
+    signer: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Identity that signed the served version (verification policy).",
+    )
 
 
 class ModelStatus(_Base):

@@ -54,10 +54,11 @@ HPA = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAu
 PDB = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 SCALEDOBJECT = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
 SERVICEMONITOR = Resource("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
+NETWORKPOLICY = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 
 BY_KIND: dict[str, Resource] = {
-    r.kind: r for r in (CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, SCALEDOBJECT, SERVICEMONITOR)
+    r.kind: r for r in (CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, SCALEDOBJECT, SERVICEMONITOR, NETWORKPOLICY)
 }
 
 

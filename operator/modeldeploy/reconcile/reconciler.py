@@ -19,6 +19,7 @@ from typing import Any
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
 from modeldeploy.reconcile import agents
+from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
 from modeldeploy.reconcile.diff import in_effect
 from modeldeploy.reconcile.kube import (
@@ -32,6 +33,7 @@ from modeldeploy.reconcile.kube import (
     Kube,
     KubeError,
 )
+from modeldeploy.reconcile.provenance import add_provenance
 from modeldeploy.reconcile.status import (
     AgentReport,
     compute_status,
@@ -56,7 +58,13 @@ log = logging.getLogger("modeldeploy.reconcile")
 KIND_CRD = {"ScaledObject": SCALEDOBJECT_CRD, "ServiceMonitor": SERVICEMONITOR_CRD}
 #: Field manager that holds spec.replicas between us and the autoscaler.
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
-OPTIONAL_KINDS = ("HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor")
+OPTIONAL_KINDS = (
+    "HorizontalPodAutoscaler",
+    "ScaledObject",
+    "PodDisruptionBudget",
+    "ServiceMonitor",
+    "NetworkPolicy",
+)
 
 
 class InvalidSpec(Exception):
@@ -82,6 +90,8 @@ class OperatorConfig:
     #: volume (up to about a minute), so for this long after a change their readiness does not yet
     #: prove the new versions are served. 0 disables the window.
     manifest_sync_seconds: float = 90.0
+    #: Where the operator runs: the NetworkPolicies let only this namespace reach the agent port.
+    operator_namespace: str = "modeldeploy-system"
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -90,6 +100,7 @@ class OperatorConfig:
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
+            operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
         )
 
 
@@ -149,6 +160,7 @@ class Reconciler:
         #: per ModelDeployment: the agents' push token (read from / created as its Secret)
         self._tokens: dict[str, str] = {}
         self.pusher = agents.Pusher()
+        self.control = ControlSecrets(kube)  # the Triton control-key Secret (created once)
 
     # ------------------------------------------------------------- helpers
     @contextmanager
@@ -241,12 +253,15 @@ class Reconciler:
             wanted = [x.model_dump(mode="json") for x in _render_manifest_models(md)]
             if prev[0] == wanted:
                 gen = prev[1]  # the model set did not change: keep its generation (no ConfigMap write)
-        opts = RenderOptions(crds=crds, manifest_generation=gen)
+        opts = RenderOptions(
+            crds=crds, manifest_generation=gen, operator_namespace=self.config.operator_namespace
+        )
         try:
             children = render_children(md, opts)
         except RenderError as exc:
             self._write_invalid(body, str(exc))
             raise InvalidSpec(str(exc)) from None
+        self.control.ensure(md)  # before the Deployment: its pods reference the Secret
 
         if full or key not in self._tokens:
             self._tokens[key] = agents.ensure_token(self.kube, md)  # before pods reference it
@@ -406,6 +421,7 @@ class Reconciler:
             manifest_age=manifest_age,
             propagating=propagating,
         )
+        add_provenance(new, reports)  # digest + signer of each served version (#15)
         conds = {c["type"]: c["status"] for c in new["conditions"]}
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         patch = status_patch(current, new)

@@ -15,6 +15,7 @@ from modeldeploy.render.deployment import render_deployment
 from modeldeploy.render.hpa import render_hpa
 from modeldeploy.render.keda import render_scaledobject
 from modeldeploy.render.manifest import render_configmap
+from modeldeploy.render.networkpolicy import render_networkpolicy
 from modeldeploy.render.pdb import render_pdb
 from modeldeploy.render.service import render_service
 from modeldeploy.render.servicemonitor import render_servicemonitor
@@ -30,6 +31,7 @@ RENDERERS: dict[str, RenderFn] = {
     "ScaledObject": render_scaledobject,
     "PodDisruptionBudget": render_pdb,
     "ServiceMonitor": render_servicemonitor,
+    "NetworkPolicy": render_networkpolicy,
 }
 CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
 

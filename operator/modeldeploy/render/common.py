@@ -62,6 +62,8 @@ class RenderOptions:
     crds: frozenset[str] | None = None
     #: ``generation`` written into the model manifest (default: the ModelDeployment's generation).
     manifest_generation: int | None = None
+    #: The operator's namespace: the only one whose pods may reach the agent port (NetworkPolicy).
+    operator_namespace: str = "modeldeploy-system"
     #: Extra notes gathered while rendering (e.g. "ServiceMonitor CRD not installed").
     notes: list[Note] = field(default_factory=list, compare=False)
 

@@ -24,6 +24,8 @@ from modeldeploy.render.common import (
     selector_labels,
 )
 from modeldeploy.render.manifest import build_manifest, credentials_mount_path, manifest_content_hash
+from modeldeploy.render.secret import control_key_env, triton_control_args
+from modeldeploy.render.verification import verification_mounts, verification_volumes
 from modeldeploy_runtime.agentapi import SERVING_PATH, TOKEN_ENV, TOKEN_KEY
 from modeldeploy_runtime.manifest import MANIFEST_KEY
 
@@ -137,7 +139,7 @@ def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
         )
     for i, claim in enumerate(_pvc_claims(md)):
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
-    return mounts
+    return mounts + verification_mounts(md)
 
 
 def triton_args(md: ModelDeployment) -> list[str]:
@@ -149,6 +151,7 @@ def triton_args(md: ModelDeployment) -> list[str]:
         f"--http-port={s.ports.http}",
         f"--grpc-port={s.ports.grpc}",
         f"--metrics-port={s.ports.metrics}",
+        *triton_control_args(),  # load/unload only with the agent's key (render/secret.py)
         *(s.args or []),
     ]
 
@@ -243,8 +246,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         ],
         "securityContext": _container_security(),
     }
-    if s.env:
-        triton["env"] = [{"name": e.name, "value": e.value} for e in s.env]
+    triton["env"] = [control_key_env(md), *({"name": e.name, "value": e.value} for e in s.env or [])]
     resources = triton_resources(md)
     if resources:
         triton["resources"] = resources
@@ -282,12 +284,14 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
             "timeoutSeconds": 5,
             "failureThreshold": 1,
         },
-        # The token the operator pushes manifests with (PUT /manifest), by reference only.
+        # The Triton control key (load/unload) and the token the operator pushes manifests with
+        # (PUT /manifest), both by reference only.
         "env": [
+            control_key_env(md),
             {
                 "name": TOKEN_ENV,
                 "valueFrom": {"secretKeyRef": {"name": agent_token_secret_name(md), "key": TOKEN_KEY}},
-            }
+            },
         ],
         "volumeMounts": _agent_mounts(md),
         "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
@@ -313,6 +317,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
     for i, claim in enumerate(_pvc_claims(md)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    volumes += verification_volumes(md)
 
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,

@@ -17,6 +17,7 @@ from modeldeploy.render.common import (
     metadata,
     stable_hash,
 )
+from modeldeploy.render.verification import manifest_verification
 from modeldeploy_runtime.manifest import (
     MANIFEST_KEY,
     ManifestCredentials,
@@ -63,6 +64,7 @@ def _model(m: ModelSpec) -> ManifestModel:
             for v in sorted(m.versions, key=lambda v: v.version)
         ],
         versionPolicy=policy,
+        verification=manifest_verification(m),
         maxBatchSize=m.maxBatchSize,
         dynamicBatching=(
             ManifestDynamicBatching(
