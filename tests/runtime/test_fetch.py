@@ -284,7 +284,7 @@ def test_init_mode_fills_repository_and_renders_config(tmp_path: Path, v1: Any, 
     assert agent2.run_init() == 1
     vs = {v["version"]: v for v in agent2.status().model_dump(mode="json")["models"][0]["versions"]}
     assert vs[3]["state"] == "Failed" and vs[3]["reason"] == "DigestMismatch"
-    assert "served-name version 3" in (agent2.status()["lastError"] or "")
+    assert "served-name version 3" in (agent2.status().lastError or "")
 
 
 def test_init_single_file_onnx_source_gets_config_from_manifest(tmp_path: Path) -> None:
