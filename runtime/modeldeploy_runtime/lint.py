@@ -190,6 +190,32 @@ def lint_model(model_dir: Path) -> list[Issue]:
     return issues
 
 
+def _check_engine_args(path: Path, issues: list[Issue]) -> None:
+    """A vLLM ``model.json``: a JSON object of engine arguments naming the model."""
+    try:
+        args = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        issues.append(Issue(str(path), f"engine arguments are not valid JSON: {exc}"))
+        return
+    if not isinstance(args, dict):
+        issues.append(Issue(str(path), "engine arguments must be a JSON object"))
+    elif not isinstance(args.get("model"), str) or not args["model"]:
+        issues.append(Issue(str(path), "engine arguments: 'model' (the weights' path or name) is missing"))
+
+
+def _check_llm(vdir: Path, meta: dict[str, object], issues: list[Issue]) -> None:
+    """LLM versions: the Hugging Face directory (config, shards of the index, tokenizer) of a
+    transformers model; the engine arguments of a vLLM model."""
+    from modeldeploy_runtime.hf import HF_DIR, check_hf_dir
+
+    if meta.get("format") == "transformers":
+        for problem in check_hf_dir(vdir / HF_DIR):
+            path, _, rest = problem.partition(": ")
+            issues.append(Issue(path, rest))
+    if (vdir / "model.json").is_file():
+        _check_engine_args(vdir / "model.json", issues)
+
+
 def lint_version(vdir: Path, cfg: ModelConfig | None, cfg_path: Path) -> list[Issue]:
     issues: list[Issue] = []
     files = [p for p in vdir.rglob("*") if p.is_file()]
@@ -229,8 +255,9 @@ def lint_version(vdir: Path, cfg: ModelConfig | None, cfg_path: Path) -> list[Is
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             issues.append(Issue(str(meta_path), f"unreadable packaging metadata: {exc}"))
         else:
+            _check_llm(vdir, meta, issues)
             art = meta.get("artifact")
-            if art and not (vdir / art).is_file():
+            if art and not (vdir / art).exists():
                 issues.append(Issue(str(vdir / art), f"missing: {PACKAGE_META} says the model is {art}"))
             elif art and cfg is not None and cfg.artifact != art:  # e.g. the python-backend wrapper
                 if art.endswith(".pt"):
