@@ -58,6 +58,7 @@ DEFAULT_ARTIFACT: dict[str, str] = {
     "tensorrt_plan": "model.plan",
     "tensorrt": "model.plan",
     "python": "model.py",
+    "vllm": "model.json",  # Triton's vLLM backend: the engine arguments
 }
 PLATFORM_BACKEND = {
     "pytorch_libtorch": "pytorch",

@@ -204,16 +204,14 @@ def _check_engine_args(path: Path, issues: list[Issue]) -> None:
 
 
 def _check_llm(vdir: Path, meta: dict[str, object], issues: list[Issue]) -> None:
-    """LLM versions: the Hugging Face directory (config, shards of the index, tokenizer) of a
-    transformers model; the engine arguments of a vLLM model."""
+    """A transformers LLM version: its Hugging Face directory (config, every shard of the
+    safetensors index, tokenizer)."""
     from modeldeploy_runtime.hf import HF_DIR, check_hf_dir
 
     if meta.get("format") == "transformers":
         for problem in check_hf_dir(vdir / HF_DIR):
             path, _, rest = problem.partition(": ")
             issues.append(Issue(path, rest))
-    if (vdir / "model.json").is_file():
-        _check_engine_args(vdir / "model.json", issues)
 
 
 def lint_version(vdir: Path, cfg: ModelConfig | None, cfg_path: Path) -> list[Issue]:
@@ -247,6 +245,8 @@ def lint_version(vdir: Path, cfg: ModelConfig | None, cfg_path: Path) -> list[Is
                 _check_onnx(apath, cfg, cfg_path, issues)
             elif artifact == "model.py":
                 _check_python(apath, issues)
+            elif artifact == "model.json":
+                _check_engine_args(apath, issues)
     meta_path = vdir / PACKAGE_META
     if meta_path.is_file():
         try:

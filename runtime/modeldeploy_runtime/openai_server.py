@@ -288,7 +288,9 @@ class TritonStream:
         try:
             async for response in self.call:
                 if response.error_message:
-                    raise OpenAIError(500, f"generation failed: {response.error_message}", code="generation_failed")
+                    raise OpenAIError(
+                        500, f"generation failed: {response.error_message}", code="generation_failed"
+                    )
                 piece = _piece(InferResult(response.infer_response))
                 yield piece
                 if piece.final:

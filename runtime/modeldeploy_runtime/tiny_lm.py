@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 EOS = "<|endoftext|>"
 CHAT_TEMPLATE = (
@@ -45,17 +46,20 @@ def build_tiny_lm(
     # The alphabet is the characters of the sentences only: every token decodes to whole characters.
     trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=[EOS])
     tok.train_from_iterator(SENTENCES, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS)
+    fast: Any = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call,unused-ignore]
+        tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS
+    )
     fast.chat_template = CHAT_TEMPLATE
     fast.model_max_length = context
     fast.save_pretrained(out)
     torch.manual_seed(seed)
-    eos_id = fast.convert_tokens_to_ids(EOS)
+    eos_id = int(fast.convert_tokens_to_ids(EOS))
     config = GPT2Config(
         vocab_size=len(fast), n_positions=context, n_embd=hidden, n_layer=layers, n_head=4,
         bos_token_id=eos_id, eos_token_id=eos_id, initializer_range=0.2,
     )  # fmt: skip
-    model = GPT2LMHeadModel(config).eval()
+    model: Any = GPT2LMHeadModel(config)
+    model.eval()
     model.generation_config.pad_token_id = eos_id
     model.save_pretrained(out, safe_serialization=True)
     return out

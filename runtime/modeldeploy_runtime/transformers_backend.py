@@ -44,6 +44,14 @@ class SamplingError(ValueError):
     pass
 
 
+def _float(p: dict[str, Any], key: str, default: float) -> float:
+    v = p.get(key)
+    try:
+        return default if v is None else float(v)
+    except (TypeError, ValueError):
+        raise SamplingError(f"{key}: expected a number, got {v!r}") from None
+
+
 def _parse_sampling(raw: str) -> dict[str, Any]:
     try:
         p = json.loads(raw) if raw else {}
@@ -51,22 +59,23 @@ def _parse_sampling(raw: str) -> dict[str, Any]:
         raise SamplingError(f"sampling_parameters: invalid JSON: {exc}") from exc
     if not isinstance(p, dict):
         raise SamplingError("sampling_parameters: expected a JSON object")
-    out = {
-        "max_tokens": int(p.get("max_tokens") or 16),
-        "temperature": float(p.get("temperature", 1.0) if p.get("temperature") is not None else 1.0),
-        "top_p": float(p.get("top_p", 1.0) if p.get("top_p") is not None else 1.0),
+    max_tokens = int(_float(p, "max_tokens", 16))
+    temperature = _float(p, "temperature", 1.0)
+    top_p = _float(p, "top_p", 1.0)
+    stop = p.get("stop") or []
+    if max_tokens < 1:
+        raise SamplingError(f"max_tokens: must be >= 1, got {max_tokens}")
+    if temperature < 0:
+        raise SamplingError(f"temperature: must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise SamplingError(f"top_p: must be in (0, 1], got {top_p}")
+    return {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
         "seed": p.get("seed"),
-        "stop": p.get("stop") or [],
+        "stop": [stop] if isinstance(stop, str) else [str(s) for s in stop],
     }
-    if isinstance(out["stop"], str):
-        out["stop"] = [out["stop"]]
-    if out["max_tokens"] < 1:
-        raise SamplingError(f"max_tokens: must be >= 1, got {out['max_tokens']}")
-    if out["temperature"] < 0:
-        raise SamplingError(f"temperature: must be >= 0, got {out['temperature']}")
-    if not 0 < out["top_p"] <= 1:
-        raise SamplingError(f"top_p: must be in (0, 1], got {out['top_p']}")
-    return out
 
 
 def _optional(request: Any, name: str) -> Any:
@@ -122,7 +131,8 @@ class TritonPythonModel:
         self.device = torch.device(f"cuda:{args.get('model_instance_device_id', '0')}" if gpu else "cpu")
         folder = os.path.join(args["model_repository"], args["model_version"], HF_DIR)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForCausalLM.from_pretrained(folder).to(self.device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(folder)
+        self.model = model.to(self.device).eval()
         self.new_cache_api = "cache" in inspect.signature(self.model.forward).parameters
         self.eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(self.eos if isinstance(self.eos, list) else [] if self.eos is None else [self.eos])
@@ -202,6 +212,7 @@ class TritonPythonModel:
         gen = _Generation(self, ids, params)
         matcher = _StopMatcher(params["stop"])
         sent = ""
+        text = ""
         finish = "length"
         for _ in range(max_new):
             if sender.is_cancelled():
@@ -210,10 +221,10 @@ class TritonPythonModel:
             token = gen.step()
             with self.ipc:
                 self.tokens.increment(1)
+            text = str(self.tokenizer.decode(gen.out, skip_special_tokens=True))
             if token in self.eos_ids:
                 finish = "stop"
                 break
-            text = self.tokenizer.decode(gen.out, skip_special_tokens=True)
             cut = matcher.cut(text)
             if cut is not None:
                 text, finish = text[:cut], "stop"
@@ -222,8 +233,6 @@ class TritonPythonModel:
             if stream and len(ready) > len(sent) and ready.startswith(sent):
                 sender.send(self._response(ready[len(sent) :], n_in, len(gen.out), ""))
                 sent = ready
-        else:
-            text = self.tokenizer.decode(gen.out, skip_special_tokens=True)
         if finish == "cancelled":
             sender.send(flags=FINAL)
             return

@@ -166,7 +166,10 @@ def _requirement_closure(extras: set[str]) -> set[str]:
 
 #: Files of the package folders that never run in the image: they are copied into a Triton model
 #: repository and run inside Triton's python backend stub, with its own environment.
-NOT_IN_IMAGE = {"runtime/modeldeploy_runtime/python_backend_wrapper.py"}
+NOT_IN_IMAGE = {
+    "runtime/modeldeploy_runtime/python_backend_wrapper.py",
+    "runtime/modeldeploy_runtime/transformers_backend.py",
+}
 
 
 def _module_level_imports(folder: Path) -> set[str]:

@@ -77,7 +77,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if old is None:
             os.environ.pop("MODELDEPLOY_MODEL_THREADS", None)
     port = free_port()
-    log = open(root / "openai.log", "wb")  # noqa: SIM115 - closed below
+    log = open(root / "openai.log", "wb")  # closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "modeldeploy_runtime.cli", "openai", "--repository", str(repo),
          "--triton-grpc", srv.grpc_address, "--host", "127.0.0.1", "--port", str(port)],
@@ -162,7 +162,9 @@ def test_streaming_is_incremental_and_equals_the_full_answer(stack: Stack, refer
     client = stack.client()
     chunks: list[str] = []
     finish = None
-    stream = client.completions.create(model=MODEL, prompt="hello world", max_tokens=40, temperature=0, stream=True)
+    stream = client.completions.create(
+        model=MODEL, prompt="hello world", max_tokens=40, temperature=0, stream=True
+    )
     for ev in stream:
         if ev.choices and ev.choices[0].text:
             chunks.append(ev.choices[0].text)
@@ -199,7 +201,13 @@ def test_raw_sse_has_done_and_first_chunk_before_the_last_token(stack: Stack) ->
 
 def test_sampling_is_reproducible_with_a_seed_and_honours_stop(stack: Stack, reference: Any) -> None:
     client = stack.client()
-    kw: dict[str, Any] = {"model": MODEL, "prompt": "hello", "max_tokens": 30, "temperature": 1.5, "top_p": 0.9}
+    kw: dict[str, Any] = {
+        "model": MODEL,
+        "prompt": "hello",
+        "max_tokens": 30,
+        "temperature": 1.5,
+        "top_p": 0.9,
+    }
     a = client.completions.create(seed=7, **kw).choices[0].text
     b = client.completions.create(seed=7, **kw).choices[0].text
     assert a == b
@@ -208,7 +216,9 @@ def test_sampling_is_reproducible_with_a_seed_and_honours_stop(stack: Stack, ref
     greedy, _, _ = reference("hello world", 24)
     assert len(greedy) > 2
     stop = greedy[len(greedy) // 2 : len(greedy) // 2 + 2]
-    res = client.completions.create(model=MODEL, prompt="hello world", max_tokens=24, temperature=0, stop=[stop])
+    res = client.completions.create(
+        model=MODEL, prompt="hello world", max_tokens=24, temperature=0, stop=[stop]
+    )
     assert res.choices[0].text == greedy[: greedy.index(stop)]
     assert res.choices[0].finish_reason == "stop"
 
@@ -219,7 +229,9 @@ def test_sixteen_concurrent_streams_complete_correctly(stack: Stack, reference: 
     wants = {p: reference(p, 16)[0] for p in prompts}
 
     def run(p: str) -> str:
-        stream = stack.client().completions.create(model=MODEL, prompt=p, max_tokens=16, temperature=0, stream=True)
+        stream = stack.client().completions.create(
+            model=MODEL, prompt=p, max_tokens=16, temperature=0, stream=True
+        )
         return "".join(ev.choices[0].text for ev in stream if ev.choices)
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -239,7 +251,9 @@ def test_client_disconnect_stops_the_generation(stack: Stack) -> None:
         lambda: _metric(requests.get(metrics_url, timeout=5).text, "modeldeploy_llm_generations_active") == 0,
         30, "the generation to stop",
     )  # fmt: skip
-    generated = _metric(requests.get(metrics_url, timeout=5).text, "modeldeploy_llm_generated_tokens_total") - before
+    generated = (
+        _metric(requests.get(metrics_url, timeout=5).text, "modeldeploy_llm_generated_tokens_total") - before
+    )
     assert 0 < generated < 1000
     ours = requests.get(stack.url + "/metrics", timeout=5).text
     assert _metric(ours, "modeldeploy_openai_cancelled_total") >= 1
@@ -263,12 +277,16 @@ def test_unknown_model_is_404_model_not_found(stack: Stack) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
         stack.client().completions.create(model="nope", prompt="hi", max_tokens=2)
     assert exc.value.code == "model_not_found"
-    err = _error(requests.post(stack.url + "/v1/chat/completions", json={"model": "nope", "messages": []}, timeout=10), 404)
+    err = _error(
+        requests.post(stack.url + "/v1/chat/completions", json={"model": "nope", "messages": []}, timeout=10),
+        404,
+    )
     assert err["param"] == "model"
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("max_tokens", -1), ("temperature", 5), ("top_p", 0), ("stop", ["a"] * 5), ("seed", "x")]
+    ("field", "value"),
+    [("max_tokens", -1), ("temperature", 5), ("top_p", 0), ("stop", ["a"] * 5), ("seed", "x")],
 )
 def test_bad_parameter_is_400_naming_it(stack: Stack, field: str, value: Any) -> None:
     body = {"model": MODEL, "prompt": "hi", field: value}
