@@ -214,39 +214,42 @@ def _check_llm(vdir: Path, meta: dict[str, object], issues: list[Issue]) -> None
             issues.append(Issue(path, rest))
 
 
+def _check_artifact(vdir: Path, cfg: ModelConfig, cfg_path: Path, issues: list[Issue]) -> None:
+    """The artifact the config's platform/backend needs: present, non-empty, readable."""
+    artifact = cfg.artifact
+    if not artifact:
+        issues.append(
+            Issue(str(cfg_path), f"cannot tell which artifact backend {cfg.backend_name!r} needs", "warning")
+        )
+    else:
+        apath = vdir / artifact
+        if not apath.exists():
+            have = ", ".join(sorted(p.name for p in vdir.iterdir())) or "nothing"
+            issues.append(
+                Issue(
+                    str(apath),
+                    f"missing: {cfg.platform or cfg.backend} needs {artifact} (folder has {have})",
+                )
+            )
+        elif apath.is_file() and apath.stat().st_size == 0:
+            issues.append(Issue(str(apath), "empty file"))
+        elif artifact.endswith(".pt"):
+            _check_torchscript(apath, issues)
+        elif artifact.endswith(".onnx"):
+            _check_onnx(apath, cfg, cfg_path, issues)
+        elif artifact == "model.py":
+            _check_python(apath, issues)
+        elif artifact == "model.json":
+            _check_engine_args(apath, issues)
+
+
 def lint_version(vdir: Path, cfg: ModelConfig | None, cfg_path: Path) -> list[Issue]:
     issues: list[Issue] = []
     files = [p for p in vdir.rglob("*") if p.is_file()]
     if not files:
         return [Issue(str(vdir), "empty version folder")]
     if cfg is not None:
-        artifact = cfg.artifact
-        if not artifact:
-            issues.append(
-                Issue(
-                    str(cfg_path), f"cannot tell which artifact backend {cfg.backend_name!r} needs", "warning"
-                )
-            )
-        else:
-            apath = vdir / artifact
-            if not apath.exists():
-                have = ", ".join(sorted(p.name for p in vdir.iterdir())) or "nothing"
-                issues.append(
-                    Issue(
-                        str(apath),
-                        f"missing: {cfg.platform or cfg.backend} needs {artifact} (folder has {have})",
-                    )
-                )
-            elif apath.is_file() and apath.stat().st_size == 0:
-                issues.append(Issue(str(apath), "empty file"))
-            elif artifact.endswith(".pt"):
-                _check_torchscript(apath, issues)
-            elif artifact.endswith(".onnx"):
-                _check_onnx(apath, cfg, cfg_path, issues)
-            elif artifact == "model.py":
-                _check_python(apath, issues)
-            elif artifact == "model.json":
-                _check_engine_args(apath, issues)
+        _check_artifact(vdir, cfg, cfg_path, issues)
     meta_path = vdir / PACKAGE_META
     if meta_path.is_file():
         try:

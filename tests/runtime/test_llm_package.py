@@ -83,7 +83,7 @@ def test_package_refuses_a_directory_without_tokenizer_or_weights(tiny_hf: Path,
     no_weights = tmp_path / "no-weights"
     shutil.copytree(tiny_hf, no_weights)
     (no_weights / "model.safetensors").unlink()
-    with pytest.raises(PackageError, match="no model.safetensors"):
+    with pytest.raises(PackageError, match=r"no model\.safetensors"):
         package_transformers(no_weights, tmp_path / "repo", "b")
     assert not (tmp_path / "repo" / "a" / "1").exists()
 
