@@ -40,6 +40,10 @@ FORMAT_DEFAULTS: dict[str, tuple[str, str, str]] = {  # format -> (platform, bac
     "onnx": ("onnxruntime_onnx", "", "model.onnx"),
     "python": ("", "python", "model.py"),
     "tensorrt": ("tensorrt_plan", "", "model.plan"),
+    # LLMs (issue #13): the packaged config (modeldeploy.json, decoupled) is used when present
+    "transformers": ("", "python", "model.py"),
+    "vllm": ("", "vllm", "model.json"),
+    "tensorrtllm": ("", "tensorrtllm", "config.pbtxt"),
 }
 FETCH_RETRY_BASE = 5.0
 FETCH_RETRY_MAX = 300.0

@@ -19,7 +19,7 @@ MANIFEST_KEY = "manifest.json"
 MANIFEST_API_VERSION = "modeldeploy.io/v1alpha1"
 MANIFEST_KIND = "ModelManifest"
 
-ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt"]
+ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt", "transformers", "vllm", "tensorrtllm"]
 TRITON_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 

@@ -70,7 +70,14 @@ NAME_MESSAGE = (
 #: Label prefix reserved for the operator's own labels (selectors).
 RESERVED_LABEL_PREFIX = "modeldeploy.io/"
 
-ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt"]
+ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt", "transformers", "vllm", "tensorrtllm"]
+#: Large-language-model formats: decoupled (streaming) Triton models that batch inside their engine,
+#: served with the OpenAI-compatible endpoint (issue #13).
+LLM_FORMATS: tuple[str, ...] = ("transformers", "vllm", "tensorrtllm")
+#: LLM formats whose engine needs GPUs (transformers also runs on CPU).
+GPU_LLM_FORMATS: tuple[str, ...] = ("vllm", "tensorrtllm")
+#: Most GPUs a node offers: a tensor-parallel engine runs in one pod, so on one node.
+MAX_GPUS_PER_NODE = 8
 VersionState = Literal["Pending", "Loading", "Ready", "Failed", "Unloaded"]
 ConditionType = Literal["Ready", "ModelsReady", "Progressing", "Degraded"]
 CONDITION_TYPES: tuple[str, ...] = ("Ready", "ModelsReady", "Progressing", "Degraded")
@@ -81,6 +88,9 @@ FORMAT_BACKEND: dict[str, str] = {
     "onnx": "onnxruntime",
     "python": "python",
     "tensorrt": "tensorrt",
+    "transformers": "python",
+    "vllm": "vllm",
+    "tensorrtllm": "tensorrtllm",
 }
 #: Default artifact file name inside a version folder, per format.
 FORMAT_FILENAME: dict[str, str] = {
@@ -88,6 +98,9 @@ FORMAT_FILENAME: dict[str, str] = {
     "onnx": "model.onnx",
     "python": "model.py",
     "tensorrt": "model.plan",
+    "transformers": "model.py",  # + hf/: the Hugging Face model directory
+    "vllm": "model.json",  # the engine arguments of Triton's vLLM backend
+    "tensorrtllm": "config.pbtxt",  # the prebuilt engine directory comes with its own config
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -432,6 +445,32 @@ class Credentials(_Base):
     region: str | None = Field(default=None, max_length=64, description="S3 region.")
 
 
+_LLM_FORMATS_CEL = "[" + ", ".join(f"'{f}'" for f in LLM_FORMATS) + "]"
+
+
+class LLMSpec(_Base):
+    """Engine settings of a large language model (formats transformers, vllm, tensorrtllm)."""
+
+    tensorParallelSize: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_GPUS_PER_NODE,
+        description=(
+            "GPUs one engine spans (vLLM tensor_parallel_size). Default: every GPU of the pod "
+            "(resources.gpu). Must divide resources.gpu: the pod's GPUs are on one node."
+        ),
+    )
+    gpuMemoryUtilization: float | None = Field(
+        default=None, gt=0, le=1, description="Fraction of each GPU's memory the engine may use (vLLM)."
+    )
+    maxModelLen: int | None = Field(
+        default=None, ge=1, le=10485760, description="Context length in tokens (vLLM max_model_len)."
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = Field(
+        default=None, description="Weights/activations dtype (vLLM dtype). Default: auto."
+    )
+
+
 class ModelSpec(_Base):
     """A model served by the Triton pods of this deployment."""
 
@@ -477,6 +516,29 @@ class ModelSpec(_Base):
                 or max(s.dynamicBatching.preferredBatchSizes) <= s.maxBatchSize
             ),
             field_path=".dynamicBatching.preferredBatchSizes",
+        ),
+        Rule(
+            f"!(self.format in {_LLM_FORMATS_CEL}) || !has(self.dynamicBatching)",
+            "dynamicBatching does not apply to the decoupled LLM formats (transformers, vllm, tensorrtllm): "
+            "their engine batches requests in flight",
+            lambda s: s.format not in LLM_FORMATS or s.dynamicBatching is None,
+            field_path=".dynamicBatching",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "!(self.format in ['transformers', 'vllm']) || !has(self.maxBatchSize) || self.maxBatchSize == 0",
+            "maxBatchSize must be 0 for formats transformers and vllm: a decoupled model takes one request "
+            "at a time and the engine batches tokens itself",
+            lambda s: s.format not in ("transformers", "vllm") or s.maxBatchSize == 0,
+            field_path=".maxBatchSize",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            f"!has(self.llm) || self.format in {_LLM_FORMATS_CEL}",
+            "llm applies only to the formats transformers, vllm and tensorrtllm",
+            lambda s: s.llm is None or s.format in LLM_FORMATS,
+            field_path=".llm",
+            reason="FieldValueForbidden",
         ),
     )
 
@@ -542,6 +604,10 @@ class ModelSpec(_Base):
     parameters: Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=32)] | None = (
         Field(default=None, description="Extra Triton model parameters (config.pbtxt parameters).")
     )
+    llm: LLMSpec | None = Field(
+        default=None,
+        description="Engine settings of a large language model (formats transformers, vllm, tensorrtllm).",
+    )
 
     # ---- effective values -------------------------------------------------------------------
     def declared_versions(self) -> list[int]:
@@ -569,6 +635,15 @@ class ModelSpec(_Base):
 
     def backend(self) -> str:
         return FORMAT_BACKEND[self.format]
+
+    def is_llm(self) -> bool:
+        return self.format in LLM_FORMATS
+
+    def tensor_parallel_size(self, gpus: int) -> int:
+        """The engine's tensor-parallel size: llm.tensorParallelSize, else every GPU of the pod."""
+        if self.llm is not None and self.llm.tensorParallelSize is not None:
+            return self.llm.tensorParallelSize
+        return max(gpus, 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1155,6 +1230,46 @@ class ModelDeploymentSpec(_Base):
             reason="FieldValueRequired",
         ),
         Rule(
+            "!self.models.exists(m, m.format in ['vllm', 'tensorrtllm']) || "
+            "(has(self.resources) && has(self.resources.gpu) && self.resources.gpu > 0) || "
+            "(has(self.resources) && has(self.resources.mig))",
+            "formats vllm and tensorrtllm need a GPU: set resources.gpu > 0 or resources.mig",
+            lambda s: _spec_has_gpu(s) or not any(m.format in GPU_LLM_FORMATS for m in s.models),
+            field_path=".resources",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            "!has(self.resources) || !has(self.resources.mig) || "
+            "!self.models.exists(m, m.format in ['vllm', 'tensorrtllm'] && "
+            "(has(m.llm) && has(m.llm.tensorParallelSize) ? m.llm.tensorParallelSize : self.resources.mig.count) > 1)",
+            "resources.mig is one GPU slice: an engine over several GPUs (tensorParallelSize > 1) needs whole "
+            "GPUs (resources.gpu)",
+            lambda s: (
+                s.resources.mig is None
+                or all(
+                    m.tensor_parallel_size(s.resources.mig.count) <= 1
+                    for m in s.models
+                    if m.format in GPU_LLM_FORMATS
+                )
+            ),
+            field_path=".resources.mig",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "self.models.all(m, !has(m.llm) || !has(m.llm.tensorParallelSize) || m.llm.tensorParallelSize == 1 || "
+            "(has(self.resources) && has(self.resources.gpu) && self.resources.gpu > 0 && "
+            "self.resources.gpu % m.llm.tensorParallelSize == 0))",
+            "models[].llm.tensorParallelSize must divide resources.gpu: a tensor-parallel engine runs on "
+            f"whole GPUs of one pod, so of one node (at most {MAX_GPUS_PER_NODE})",
+            lambda s: all(
+                m.llm.tensorParallelSize == 1
+                or (s.resources.gpu > 0 and s.resources.gpu % m.llm.tensorParallelSize == 0)
+                for m in s.models
+                if m.llm is not None and m.llm.tensorParallelSize is not None
+            ),
+            field_path=".resources.gpu",
+        ),
+        Rule(
             "!has(self.autoscaling) || self.autoscaling.metric.type != 'cpu' || "
             "(has(self.resources) && has(self.resources.requests) && has(self.resources.requests.cpu))",
             "autoscaling on cpu needs resources.requests.cpu",
@@ -1494,6 +1609,7 @@ __all__ = [
     "GPU_RESOURCE",
     "GROUP",
     "KIND",
+    "LLM_FORMATS",
     "PLURAL",
     "SHORT_NAMES",
     "SINGULAR",
@@ -1505,6 +1621,7 @@ __all__ = [
     "DynamicBatching",
     "Endpoints",
     "InstanceGroup",
+    "LLMSpec",
     "MigSpec",
     "ModelDeployment",
     "ModelDeploymentSpec",
