@@ -461,7 +461,10 @@ class LLMSpec(_Base):
         ),
     )
     gpuMemoryUtilization: float | None = Field(
-        default=None, gt=0, le=1, description="Fraction of each GPU's memory the engine may use (vLLM)."
+        default=None,
+        ge=0.01,
+        le=1,
+        description="Fraction of each GPU's memory the engine may use, 0.01 to 1 (vLLM).",
     )
     maxModelLen: int | None = Field(
         default=None, ge=1, le=10485760, description="Context length in tokens (vLLM max_model_len)."
