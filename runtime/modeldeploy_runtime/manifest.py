@@ -71,6 +71,16 @@ class ManifestCredentials(_Base):
     region: str | None = None
 
 
+class ManifestLLM(_Base):
+    """Resolved engine settings of an LLM model (issue #13): the tensor-parallel size is the
+    ModelDeployment's llm.tensorParallelSize or else the pod's GPU count."""
+
+    tensorParallelSize: int = 1
+    gpuMemoryUtilization: float | None = None
+    maxModelLen: int | None = None
+    dtype: str | None = None
+
+
 class ManifestModel(_Base):
     name: str
     format: ModelFormat
@@ -82,6 +92,7 @@ class ManifestModel(_Base):
     inputs: list[ManifestTensor] = Field(default_factory=list)
     outputs: list[ManifestTensor] = Field(default_factory=list)
     credentials: ManifestCredentials | None = None
+    llm: ManifestLLM | None = None
 
     @field_validator("name")
     @classmethod

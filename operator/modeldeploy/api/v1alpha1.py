@@ -15,6 +15,7 @@ Field names are camelCase, exactly as they appear in YAML. Dump with :func:`dump
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -58,6 +59,11 @@ RUNTIME_IMAGE_ENV = "MODELDEPLOY_RUNTIME_IMAGE"
 
 #: Port of the runtime agent (``modeldeploy-runtime agent --port``) in every Triton pod.
 AGENT_PORT = 8080
+#: Port of the OpenAI-compatible endpoint container in pods that serve an LLM (issue #13).
+OPENAI_PORT = 9000
+#: Start-up budget per byte of LLM weights on top of startupTimeoutSeconds: fetching and loading at
+#: 100 MB/s or better (a 140 GB model gets 1400 s more).
+STARTUP_SECONDS_PER_BYTE = 1 / 100e6
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 #: metadata.name: a DNS-1035 label short enough for the derived object names (<name>-models, ...).
@@ -471,6 +477,13 @@ class LLMSpec(_Base):
     )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = Field(
         default=None, description="Weights/activations dtype (vLLM dtype). Default: auto."
+    )
+    weightsSize: Quantity | None = Field(
+        default=None,
+        description=(
+            "Approximate size of the weights, e.g. 140Gi: the pods' start-up budget grows by one second "
+            "per 100 MB on top of server.startupTimeoutSeconds, so a large model is not killed while it loads."
+        ),
     )
 
 
@@ -1273,6 +1286,17 @@ class ModelDeploymentSpec(_Base):
             field_path=".resources.gpu",
         ),
         Rule(
+            f"!self.models.exists(m, m.format in {_LLM_FORMATS_CEL}) || !has(self.server) || "
+            f"!has(self.server.ports) || [self.server.ports.http, self.server.ports.grpc, "
+            f"self.server.ports.metrics].all(p, p != {OPENAI_PORT})",
+            f"server ports must not use {OPENAI_PORT}, the port of the OpenAI-compatible endpoint of LLM pods",
+            lambda s: (
+                not s.serves_llm()
+                or OPENAI_PORT not in (s.server.ports.http, s.server.ports.grpc, s.server.ports.metrics)
+            ),
+            field_path=".server.ports",
+        ),
+        Rule(
             "!has(self.autoscaling) || self.autoscaling.metric.type != 'cpu' || "
             "(has(self.resources) && has(self.resources.requests) && has(self.resources.requests.cpu))",
             "autoscaling on cpu needs resources.requests.cpu",
@@ -1339,6 +1363,20 @@ class ModelDeploymentSpec(_Base):
     # ---- effective values -------------------------------------------------------------------
     def autoscaling_enabled(self) -> bool:
         return self.autoscaling is not None
+
+    def serves_llm(self) -> bool:
+        """Whether the pods run the OpenAI-compatible endpoint (some model has an LLM format)."""
+        return any(m.is_llm() for m in self.models)
+
+    def startup_budget_seconds(self) -> int:
+        """server.startupTimeoutSeconds plus the time to fetch and load the LLM weights declared in
+        models[].llm.weightsSize (STARTUP_SECONDS_PER_BYTE)."""
+        weights = sum(
+            parse_quantity(m.llm.weightsSize)
+            for m in self.models
+            if m.llm is not None and m.llm.weightsSize is not None
+        )
+        return self.server.startupTimeoutSeconds + math.ceil(float(weights) * STARTUP_SECONDS_PER_BYTE)
 
     def desired_versions(self) -> dict[str, list[int]]:
         """Model name -> version numbers Triton must serve."""
@@ -1413,6 +1451,11 @@ class Endpoints(_Base):
         default=None, max_length=2048, description="HTTP/REST URL, e.g. http://x.ns.svc:8000."
     )
     grpc: str | None = Field(default=None, max_length=2048, description="gRPC address, e.g. x.ns.svc:8001.")
+    openai: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="OpenAI-compatible API base URL when an LLM is served, e.g. http://x.ns.svc:9000/v1.",
+    )
 
 
 class ModelDeploymentStatus(_Base):
@@ -1613,6 +1656,7 @@ __all__ = [
     "GROUP",
     "KIND",
     "LLM_FORMATS",
+    "OPENAI_PORT",
     "PLURAL",
     "SHORT_NAMES",
     "SINGULAR",
