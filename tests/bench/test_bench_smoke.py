@@ -63,3 +63,21 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     assert result["operator_writes_per_md_until_ready"] > 0  # read from the API server's audit log
     assert result["operator_writes_in_quiet_period"] == 0
     assert result["operator_peak_rss_mib"] > 0
+
+
+@pytest.mark.triton
+def test_llm_bench_prints_tokens_per_second_and_latencies(tmp_path: Path) -> None:
+    out = tmp_path / "llm.json"
+    proc = _run(
+        ["bench/llm_bench.py", "--seconds", "1", "--max-tokens", "8", "--concurrency", "1",
+         "--concurrency", "4", "--json", str(out)],
+        timeout=600,
+    )  # fmt: skip
+    figures = json.loads(out.read_text())
+    assert [lv["concurrency"] for lv in figures["levels"]] == [1, 4]
+    for lv in figures["levels"]:
+        assert lv["errors"] == 0 and lv["requests"] >= 1
+        assert lv["tokens_per_s"] > 0 and lv["tokens"] >= lv["requests"]
+        assert lv["ttft_p99_ms"] >= lv["ttft_p50_ms"] > 0
+        assert lv["itl_p99_ms"] >= lv["itl_p50_ms"] > 0
+    assert "tokens/s" in proc.stdout and "TTFT p50" in proc.stdout
