@@ -67,3 +67,16 @@ def test_tensor_parallel_size_defaults_to_the_gpu_count(case: str, tp: int) -> N
 def test_openai_port_collision_is_refused() -> None:
     with pytest.raises(SpecError, match="must not use 9000"):
         md_of("llm-transformers", server={"ports": {"http": 9000}})
+
+
+def test_servicemonitor_scrapes_the_openai_endpoint_of_llm_pods() -> None:
+    from modeldeploy.render import RenderOptions
+    from modeldeploy.render.common import SERVICEMONITOR_CRD
+    from modeldeploy.render.servicemonitor import render_servicemonitor
+
+    opts = RenderOptions(crds=frozenset({SERVICEMONITOR_CRD}))
+    llm = render_servicemonitor(md_of("llm-transformers"), opts)
+    plain = render_servicemonitor(md_of("gpu"), opts)
+    assert llm is not None and plain is not None
+    assert [e["port"] for e in llm["spec"]["endpoints"]] == ["metrics", "openai"]
+    assert [e["port"] for e in plain["spec"]["endpoints"]] == ["metrics"]
