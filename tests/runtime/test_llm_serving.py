@@ -68,14 +68,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         [sys.executable, "-m", "modeldeploy.cli", "package", str(hf), "-r", str(repo), "-n", MODEL, "--no-progress"],
         check=True, env=env,
     )  # fmt: skip
-    old = os.environ.get("MODELDEPLOY_MODEL_THREADS")
-    os.environ["MODELDEPLOY_MODEL_THREADS"] = "1"
-    srv = TritonServer(repo, load_models=[MODEL], log_path=root / "tritonserver.log", exit_timeout_secs=1)
-    try:
+    # one torch thread per generation (16 run at once on 2 cores); the server's stubs inherit it
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODELDEPLOY_MODEL_THREADS", "1")
+        srv = TritonServer(repo, load_models=[MODEL], log_path=root / "tritonserver.log", exit_timeout_secs=1)
         srv.start()
-    finally:
-        if old is None:
-            os.environ.pop("MODELDEPLOY_MODEL_THREADS", None)
     port = free_port()
     log = open(root / "openai.log", "wb")  # closed below
     proc = subprocess.Popen(
@@ -86,6 +83,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: _up(url + "/v1/models"), 120, "the OpenAI endpoint", proc)
+        # warm-up: the endpoint loads the tokenizer on the first request of a model
+        warm = {"model": MODEL, "prompt": "hi", "max_tokens": 1}
+        assert requests.post(url + "/v1/completions", json=warm, timeout=120).status_code == 200
         yield Stack(hf, srv, url)
     finally:
         proc.terminate()
