@@ -420,7 +420,8 @@ async def _events(
     gen: Generation, chat: bool, first: Piece | None, rest: AsyncIterator[Piece]
 ) -> AsyncIterator[bytes]:
     """The SSE body: the first piece was awaited before the response started (errors before the
-    first token are plain HTTP errors); a client that goes away cancels the Triton call."""
+    first token are plain HTTP errors, later ones an ``{"error": ...}`` event before ``[DONE]``); a
+    client that goes away cancels the Triton call."""
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     req = gen.req
     done = False
@@ -428,14 +429,20 @@ async def _events(
         if chat:
             yield _sse({**_chunk(rid, req, chat, None, None), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}]})  # fmt: skip
         piece = first
-        while piece is not None:
-            if piece.text:
-                yield _sse(_chunk(rid, req, chat, piece.text, None))
-            if piece.final:
-                break
-            piece = await anext(rest, None)
-            if piece is not None:
-                gen.record(piece)
+        try:
+            while piece is not None:
+                if piece.text:
+                    yield _sse(_chunk(rid, req, chat, piece.text, None))
+                if piece.final:
+                    break
+                piece = await anext(rest, None)
+                if piece is not None:
+                    gen.record(piece)
+        except OpenAIError as exc:  # Triton failed mid-stream: an error event ends the stream
+            done = True
+            yield _sse(exc.body())
+            yield _sse("[DONE]")
+            return
         done = True
         gen.account()
         yield _sse(_chunk(rid, req, chat, None if chat else "", gen.finish_reason()))
