@@ -28,6 +28,8 @@ PROJECT = PYPROJECT["project"]
 IMAGES = {
     "operator": ({"operator"}, "mdctl", "operator"),
     "runtime": (set(), "modeldeploy-runtime", "runtime"),
+    # LLM pods: the agent plus the OpenAI-compatible endpoint (issue #13)
+    "runtime-llm": ({"llm"}, "modeldeploy-runtime", "runtime"),
 }
 NEVER_IN_RUNTIME = {"kopf", "kubernetes"}
 
@@ -219,8 +221,9 @@ def test_image_dependencies_cover_module_level_imports(image: str) -> None:
     assert not missing, f"docker/{image}.Dockerfile: modules imported at module level in {folder}/: {missing}"
 
 
-def test_runtime_image_has_no_kubernetes_stack() -> None:
-    closure = _requirement_closure(IMAGES["runtime"][0])
+@pytest.mark.parametrize("image", ["runtime", "runtime-llm"])
+def test_runtime_image_has_no_kubernetes_stack(image: str) -> None:
+    closure = _requirement_closure(IMAGES[image][0])
     assert not closure & NEVER_IN_RUNTIME, f"the runtime image would install {closure & NEVER_IN_RUNTIME}"
     assert {"kopf", "kubernetes"} <= _requirement_closure(IMAGES["operator"][0])
     imported = _module_level_imports(REPO / "runtime")
