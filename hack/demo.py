@@ -13,7 +13,11 @@
    version READY, and checks Triton's answers against torch;
 6. bumps the model to version 2 in the ModelDeployment (as a GitOps commit would): the operator
    updates the manifest in place (no new pods), the agent loads v2 into the running Triton and
-   unloads v1, and the answers now match v2.
+   unloads v1, and the answers now match v2;
+7. large language model: packages a tiny random-weight GPT-2 built locally (no download) as a
+   `transformers` model, deploys it (the operator renders the OpenAI endpoint next to Triton), runs
+   the agent, Triton and `modeldeploy-runtime openai` on the rendered manifest, and streams a chat
+   completion with the official `openai` client.
 
 Run `python hack/demo.py --keep` to leave the cluster and files behind for a look with kubectl.
 """
@@ -41,6 +45,7 @@ NS_MODELS = "models"
 RELEASE = "modeldeploy"
 MD_NAME = "iris-mlp"
 MODEL = "iris_mlp"
+LLM_NAME = "tiny-lm"
 
 
 def step(msg: str) -> None:
@@ -90,6 +95,104 @@ def model_deployment(store: Path, version: int) -> dict[str, Any]:
             "rollout": {"strategy": "inPlace"},
         },
     }
+
+
+def llm_deployment(store: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": LLM_NAME, "namespace": NS_MODELS},
+        "spec": {
+            "models": [
+                {
+                    "name": LLM_NAME,
+                    "format": "transformers",
+                    "source": f"file://{store}/{LLM_NAME}",
+                    "versions": [{"version": 1}],
+                    "instanceGroups": [{"count": 1, "kind": "CPU"}],
+                }
+            ],
+            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+        },
+    }
+
+
+def llm_step(cluster: Any, work: Path, procs: list[subprocess.Popen[bytes]], servers: list[Any]) -> None:
+    """Step 7: package, deploy and stream from a tiny language model through the OpenAI endpoint."""
+    from openai import OpenAI
+
+    from modeldeploy.cluster.local import wait_for
+    from modeldeploy_runtime.package import package_transformers
+    from modeldeploy_runtime.ports import free_port
+    from modeldeploy_runtime.tiny_lm import build_tiny_lm
+    from modeldeploy_runtime.triton import TritonServer
+
+    step("Large language model: package a tiny random-weight GPT-2 (built locally) as format transformers")
+    store = work / "llm-store"
+    res = package_transformers(build_tiny_lm(work / "tiny-lm-hf"), store, LLM_NAME)
+    info(res.summary())
+
+    step(f"kubectl apply ModelDeployment {NS_MODELS}/{LLM_NAME} (format transformers)")
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(llm_deployment(store)))
+    t0 = time.monotonic()
+    cluster.kubectl("wait", "--for=condition=Ready", f"md/{LLM_NAME}", "-n", NS_MODELS, "--timeout=120s")
+    md = json.loads(cluster.kubectl("get", "md", LLM_NAME, "-n", NS_MODELS, "-o", "json").stdout)
+    info(
+        f"Ready after {time.monotonic() - t0:.1f}s; status.endpoints.openai = {md['status']['endpoints']['openai']}"
+    )
+    pod = json.loads(cluster.kubectl("get", "deploy", LLM_NAME, "-n", NS_MODELS, "-o", "json").stdout)
+    info("pod containers: " + ", ".join(c["name"] for c in pod["spec"]["template"]["spec"]["containers"]))
+
+    step("Real Triton + agent + OpenAI endpoint on the rendered manifest; stream a chat completion")
+    cm = json.loads(cluster.kubectl("get", "cm", f"{LLM_NAME}-models", "-n", NS_MODELS, "-o", "json").stdout)
+    manifest = work / "llm-manifest.json"
+    manifest.write_text(cm["data"]["manifest.json"])
+    repo = work / "llm-models"
+    repo.mkdir()
+    rt = [sys.executable, "-m", "modeldeploy_runtime.cli"]
+    subprocess.run([*rt, "agent", "--mode", "init", "--manifest", str(manifest), "--repository", str(repo),
+                    "--log-format", "text"], check=True)  # fmt: skip
+    triton = TritonServer(repo, model_control_mode="explicit", log_path=work / "llm-triton.log")
+    servers.append(triton)
+    triton.start()
+    agent_port, api_port = free_port(), free_port()
+    with (work / "llm-agent.log").open("wb") as fh:
+        procs.append(subprocess.Popen(
+            [*rt, "agent", "--mode", "sidecar", "--manifest", str(manifest), "--repository", str(repo),
+             "--triton-url", triton.http_url, "--host", "127.0.0.1", "--port", str(agent_port),
+             "--poll-interval", "0.5", "--log-format", "text"],
+            stdout=fh, stderr=subprocess.STDOUT))  # fmt: skip
+    with (work / "llm-openai.log").open("wb") as fh:
+        procs.append(subprocess.Popen(
+            [*rt, "openai", "--repository", str(repo), "--triton-grpc", triton.grpc_address,
+             "--host", "127.0.0.1", "--port", str(api_port)],
+            stdout=fh, stderr=subprocess.STDOUT))  # fmt: skip
+    wait_for(lambda: http_json(f"http://127.0.0.1:{agent_port}/ready")[0] == 200, 180, "agent /ready")
+    wait_for(
+        lambda: http_json(f"http://127.0.0.1:{api_port}/v1/models")[0] == 200, 120, "the OpenAI endpoint"
+    )
+    client = OpenAI(base_url=f"http://127.0.0.1:{api_port}/v1", api_key="unused")
+    info("models: " + ", ".join(m.id for m in client.models.list().data))
+    chunks: list[str] = []
+    t0 = time.monotonic()
+    stream = client.chat.completions.create(
+        model=LLM_NAME,
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            chunks.append(chunk.choices[0].delta.content)
+    info(f"streamed {len(chunks)} chunks in {time.monotonic() - t0:.2f}s: {''.join(chunks)!r}")
+    full = client.chat.completions.create(
+        model=LLM_NAME, messages=[{"role": "user", "content": "hello"}], max_tokens=24, temperature=0
+    )
+    assert full.choices[0].message.content == "".join(chunks), "streamed text differs from the full answer"
+    info(
+        f"chat completion streamed through Triton == non-streaming answer (usage {full.usage.total_tokens} tokens)"
+    )
 
 
 def main() -> int:
@@ -250,6 +353,13 @@ def main() -> int:
         ]
         for c in status.get("conditions", []):
             info(f"{c['type']:<12} {c['status']:<6} {c['reason']:<24} {c.get('message', '')[:80]}")
+
+        llm_servers: list[Any] = []
+        try:
+            llm_step(cluster, work, procs, llm_servers)
+        finally:
+            for srv in llm_servers:
+                srv.stop()
 
         step(f"Done in {time.monotonic() - t_start:.0f}s")
         if args.keep:

@@ -5,6 +5,7 @@
 * ``lint``     check a model repository;
 * ``fetch``    fetch one version from a source into a repository (what the agent does);
 * ``agent``    run the pod agent (``--mode init|sidecar``);
+* ``openai``   serve an OpenAI-compatible API over Triton's LLM models (the ``llm`` extra);
 * ``health``   exec-probe helper: exit 0 when a URL answers 200.
 
 Heavy imports (torch, boto3) happen inside the command functions.
@@ -66,7 +67,9 @@ def cmd_package(args: argparse.Namespace) -> int:
     src = args.source
     fmt = args.format
     if fmt == "auto":
-        if ":" in src and not Path(src).exists():
+        if Path(src).is_dir() and (Path(src) / "config.json").is_file():
+            fmt = "transformers"
+        elif ":" in src and not Path(src).exists():
             fmt = "module"
         elif src.endswith(".onnx"):
             fmt = "onnx"
@@ -75,8 +78,11 @@ def cmd_package(args: argparse.Namespace) -> int:
         else:
             fmt = "torchscript"
     name = args.name or Path(src.split(":")[0]).stem.replace("model", "") or "model"
+    if fmt == "transformers":
+        return _package_transformers(args, name)
     allowed = {"torchscript": ("python", "libtorch"), "module": ("python", "libtorch"),
-               "onnx": ("onnxruntime", "python"), "python": ("python",)}.get(fmt, ())  # fmt: skip
+               "onnx": ("onnxruntime", "python"), "python": ("python",),
+               "transformers": ("python",)}.get(fmt, ())  # fmt: skip
     if args.backend is not None and args.backend not in allowed:
         print(f"error: --backend {args.backend} does not apply to {fmt} models (use one of: {', '.join(allowed)})",
               file=sys.stderr)  # fmt: skip
@@ -176,6 +182,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _package_transformers(args: argparse.Namespace, name: str) -> int:
+    from modeldeploy_runtime.package import PackageError, package_transformers
+
+    kind = "KIND_CPU" if args.instance_kind == "KIND_AUTO" else args.instance_kind
+    try:
+        res = package_transformers(
+            args.source, args.repository, name, version=args.version, instance_count=args.instances,
+            instance_kind=kind, progress=args.progress if args.progress is not None else sys.stderr.isatty(),
+        )  # fmt: skip
+    except PackageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"model": res.model, "version": res.version, "path": str(res.version_dir), "sha256": res.digest,
+                          "unchanged": res.unchanged, "seconds": round(res.seconds, 3), "files": res.files}))  # fmt: skip
+    else:
+        print(res.summary())
+    return 0
+
+
 def cmd_lint(args: argparse.Namespace) -> int:
     from modeldeploy_runtime.lint import errors, lint_repository
 
@@ -252,6 +278,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openai(args: argparse.Namespace) -> int:
+    from modeldeploy_runtime.openai_server import serve
+
+    serve(args.repository, args.triton_grpc, args.host, args.port, args.model or None)
+    return 0
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
@@ -311,12 +344,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     """Add this area's subcommands to mdctl (and to modeldeploy-runtime)."""
     p = sub.add_parser("package", help="package a model as a Triton model-repository entry")
     p.add_argument(
-        "source", help="TorchScript file, ONNX file, model.py, or module:factory returning an nn.Module"
+        "source",
+        help="TorchScript file, ONNX file, model.py, module:factory returning an nn.Module, or a Hugging Face model directory",
     )
     p.add_argument("-r", "--repository", required=True, help="model repository folder")
     p.add_argument("-n", "--name", help="model name (default: from the file name)")
     p.add_argument("-v", "--version", type=int, help="version number (default: next free)")
-    p.add_argument("--format", default="auto", choices=["auto", "torchscript", "module", "onnx", "python"])
+    p.add_argument("--format", default="auto", choices=["auto", "torchscript", "module", "onnx", "python", "transformers"],
+                   help="transformers: a Hugging Face causal-LM directory (config.json, safetensors, tokenizer) served "
+                        "with transformers in Triton's python backend, decoupled, streaming tokens")  # fmt: skip
     p.add_argument("--backend", choices=["python", "libtorch", "onnxruntime"],
                    help="python: a python-backend wrapper that runs the TorchScript/ONNX file on any Triton with the "
                         "python backend (default for torch); libtorch: pytorch_libtorch (torch only); onnxruntime: "
@@ -393,6 +429,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    help="seconds between checks that Triton still serves the wanted versions (e.g. after a restart)")  # fmt: skip
     p.add_argument("--log-format", choices=["json", "text"], default="json")
     p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser(
+        "openai",
+        help="serve an OpenAI-compatible API (/v1/completions, /v1/chat/completions) over Triton's LLMs",
+    )
+    p.add_argument("--repository", default="/models", help="model repository (tokenizers, model list)")
+    p.add_argument("--triton-grpc", default="127.0.0.1:8001", help="Triton's gRPC address (host:port)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--model", action="append", help="serve only these models (repeat; default: every LLM)")
+    p.set_defaults(func=cmd_openai)
 
     p = sub.add_parser("health", help="exit 0 when URL answers HTTP 200 (for exec probes)")
     p.add_argument("--url", default="http://127.0.0.1:8080/ready")

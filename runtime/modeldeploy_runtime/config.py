@@ -58,6 +58,7 @@ DEFAULT_ARTIFACT: dict[str, str] = {
     "tensorrt_plan": "model.plan",
     "tensorrt": "model.plan",
     "python": "model.py",
+    "vllm": "model.json",  # Triton's vLLM backend: the engine arguments
 }
 PLATFORM_BACKEND = {
     "pytorch_libtorch": "pytorch",
@@ -79,6 +80,7 @@ class TensorSpec:
     name: str
     data_type: str
     dims: list[int]
+    optional: bool = False  # the request may omit it (Triton >= 23.03)
 
     @property
     def numpy_dtype(self) -> str:
@@ -131,6 +133,9 @@ class ModelConfig:
     version_policy: VersionPolicy | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     default_model_filename: str = ""
+    #: ``model_transaction_policy { decoupled: true }``: a request may get any number of responses
+    #: (token streaming); such models are served with max_batch_size 0 and no dynamic batching.
+    decoupled: bool = False
 
     @property
     def backend_name(self) -> str:
@@ -228,11 +233,26 @@ def _tensors(msg: Message, key: str, problems: list[str]) -> list[TensorSpec]:
         for d in dims:
             if not isinstance(d, int) or isinstance(d, bool) or d == 0 or d < -1:
                 problems.append(f"{where}dims: invalid dimension {d!r} (must be -1 or > 0)")
-        out.append(TensorSpec(name or "", dt or "", [d for d in dims if isinstance(d, int)]))
+        optional = bool(_one(t, "optional", bool, where, problems))
+        out.append(TensorSpec(name or "", dt or "", [d for d in dims if isinstance(d, int)], optional))
     names = [t.name for t in out if t.name]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{key}: duplicate tensor name {dup!r}")
     return out
+
+
+def _transaction_policy(msg: Message, cfg: ModelConfig, problems: list[str]) -> None:
+    tp = _one(msg, "model_transaction_policy", dict, "", problems)
+    if tp is None:
+        return
+    for key in sorted(set(tp) - {"decoupled"}):
+        problems.append(f"model_transaction_policy.{key}: unknown field")
+    cfg.decoupled = bool(_one(tp, "decoupled", bool, "model_transaction_policy.", problems))
+    if cfg.decoupled and cfg.dynamic_batching is not None:
+        problems.append(
+            "dynamic_batching: a decoupled model (model_transaction_policy.decoupled) streams responses "
+            "per request; dynamic batching does not apply"
+        )
 
 
 def config_from_message(msg: Message) -> tuple[ModelConfig, list[str]]:
@@ -275,6 +295,7 @@ def config_from_message(msg: Message) -> tuple[ModelConfig, list[str]]:
                 f"instance_group[{i}].kind: unknown kind {kind!r} (one of {', '.join(INSTANCE_KINDS)})"
             )
         cfg.instance_groups.append(InstanceGroup(count if count is not None else 1, kind))
+    _transaction_policy(msg, cfg, problems)
     vp = _one(msg, "version_policy", dict, "", problems)
     if vp is not None:
         kinds = [k for k in ("latest", "all", "specific") if k in vp]

@@ -190,37 +190,66 @@ def lint_model(model_dir: Path) -> list[Issue]:
     return issues
 
 
+def _check_engine_args(path: Path, issues: list[Issue]) -> None:
+    """A vLLM ``model.json``: a JSON object of engine arguments naming the model."""
+    try:
+        args = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        issues.append(Issue(str(path), f"engine arguments are not valid JSON: {exc}"))
+        return
+    if not isinstance(args, dict):
+        issues.append(Issue(str(path), "engine arguments must be a JSON object"))
+    elif not isinstance(args.get("model"), str) or not args["model"]:
+        issues.append(Issue(str(path), "engine arguments: 'model' (the weights' path or name) is missing"))
+
+
+def _check_llm(vdir: Path, meta: dict[str, object], issues: list[Issue]) -> None:
+    """A transformers LLM version: its Hugging Face directory (config, every shard of the
+    safetensors index, tokenizer)."""
+    from modeldeploy_runtime.hf import HF_DIR, check_hf_dir
+
+    if meta.get("format") == "transformers":
+        for problem in check_hf_dir(vdir / HF_DIR):
+            path, _, rest = problem.partition(": ")
+            issues.append(Issue(path, rest))
+
+
+def _check_artifact(vdir: Path, cfg: ModelConfig, cfg_path: Path, issues: list[Issue]) -> None:
+    """The artifact the config's platform/backend needs: present, non-empty, readable."""
+    artifact = cfg.artifact
+    if not artifact:
+        issues.append(
+            Issue(str(cfg_path), f"cannot tell which artifact backend {cfg.backend_name!r} needs", "warning")
+        )
+    else:
+        apath = vdir / artifact
+        if not apath.exists():
+            have = ", ".join(sorted(p.name for p in vdir.iterdir())) or "nothing"
+            issues.append(
+                Issue(
+                    str(apath),
+                    f"missing: {cfg.platform or cfg.backend} needs {artifact} (folder has {have})",
+                )
+            )
+        elif apath.is_file() and apath.stat().st_size == 0:
+            issues.append(Issue(str(apath), "empty file"))
+        elif artifact.endswith(".pt"):
+            _check_torchscript(apath, issues)
+        elif artifact.endswith(".onnx"):
+            _check_onnx(apath, cfg, cfg_path, issues)
+        elif artifact == "model.py":
+            _check_python(apath, issues)
+        elif artifact == "model.json":
+            _check_engine_args(apath, issues)
+
+
 def lint_version(vdir: Path, cfg: ModelConfig | None, cfg_path: Path) -> list[Issue]:
     issues: list[Issue] = []
     files = [p for p in vdir.rglob("*") if p.is_file()]
     if not files:
         return [Issue(str(vdir), "empty version folder")]
     if cfg is not None:
-        artifact = cfg.artifact
-        if not artifact:
-            issues.append(
-                Issue(
-                    str(cfg_path), f"cannot tell which artifact backend {cfg.backend_name!r} needs", "warning"
-                )
-            )
-        else:
-            apath = vdir / artifact
-            if not apath.exists():
-                have = ", ".join(sorted(p.name for p in vdir.iterdir())) or "nothing"
-                issues.append(
-                    Issue(
-                        str(apath),
-                        f"missing: {cfg.platform or cfg.backend} needs {artifact} (folder has {have})",
-                    )
-                )
-            elif apath.is_file() and apath.stat().st_size == 0:
-                issues.append(Issue(str(apath), "empty file"))
-            elif artifact.endswith(".pt"):
-                _check_torchscript(apath, issues)
-            elif artifact.endswith(".onnx"):
-                _check_onnx(apath, cfg, cfg_path, issues)
-            elif artifact == "model.py":
-                _check_python(apath, issues)
+        _check_artifact(vdir, cfg, cfg_path, issues)
     meta_path = vdir / PACKAGE_META
     if meta_path.is_file():
         try:
@@ -229,8 +258,9 @@ def lint_version(vdir: Path, cfg: ModelConfig | None, cfg_path: Path) -> list[Is
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             issues.append(Issue(str(meta_path), f"unreadable packaging metadata: {exc}"))
         else:
+            _check_llm(vdir, meta, issues)
             art = meta.get("artifact")
-            if art and not (vdir / art).is_file():
+            if art and not (vdir / art).exists():
                 issues.append(Issue(str(vdir / art), f"missing: {PACKAGE_META} says the model is {art}"))
             elif art and cfg is not None and cfg.artifact != art:  # e.g. the python-backend wrapper
                 if art.endswith(".pt"):

@@ -21,7 +21,7 @@ MANIFEST_KEY = "manifest.json"
 MANIFEST_API_VERSION = "modeldeploy.io/v1alpha1"
 MANIFEST_KIND = "ModelManifest"
 
-ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt"]
+ModelFormat = Literal["pytorch", "onnx", "python", "tensorrt", "transformers", "vllm", "tensorrtllm"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ FORMATS: dict[str, FormatDefaults] = {
     "onnx": FormatDefaults("onnxruntime_onnx", "", "onnxruntime", "model.onnx"),
     "python": FormatDefaults("", "python", "python", "model.py"),
     "tensorrt": FormatDefaults("tensorrt_plan", "", "tensorrt", "model.plan"),
+    # Large language models (decoupled, streaming): the packaged config is used when present.
+    "transformers": FormatDefaults("", "python", "python", "model.py"),  # + hf/: the HF model directory
+    "vllm": FormatDefaults("", "vllm", "vllm", "model.json"),  # the vLLM backend's engine arguments
+    "tensorrtllm": FormatDefaults("", "tensorrtllm", "tensorrtllm", "config.pbtxt"),  # prebuilt engine
 }
 
 
@@ -125,6 +129,16 @@ class ManifestVerification(_Base):
     identity: str | None = None
 
 
+class ManifestLLM(_Base):
+    """Resolved engine settings of an LLM model (issue #13): the tensor-parallel size is the
+    ModelDeployment's llm.tensorParallelSize or else the pod's GPU count."""
+
+    tensorParallelSize: int = 1
+    gpuMemoryUtilization: float | None = None
+    maxModelLen: int | None = None
+    dtype: str | None = None
+
+
 class ManifestModel(_Base):
     name: str
     format: ModelFormat
@@ -137,6 +151,7 @@ class ManifestModel(_Base):
     outputs: list[ManifestTensor] = Field(default_factory=list)
     credentials: ManifestCredentials | None = None
     verification: ManifestVerification | None = None
+    llm: ManifestLLM | None = None
 
     @field_validator("name")
     @classmethod

@@ -53,6 +53,8 @@ PACKAGE_META = "modeldeploy.json"
 #: The python-backend model (copied as ``model.py``) that serves model.pt / model.onnx on a Triton
 #: with only the python backend.
 PYTHON_WRAPPER = Path(__file__).with_name("python_backend_wrapper.py")
+#: The python-backend model (copied as ``model.py``) that serves a Hugging Face causal LM (``hf/``).
+TRANSFORMERS_MODEL = Path(__file__).with_name("transformers_backend.py")
 TorchBackend = Literal["python", "libtorch"]
 OnnxBackend = Literal["onnxruntime", "python"]
 
@@ -544,6 +546,51 @@ def package_python(
         return _finish(tmp, repository, cfg, version, meta, {}, t0, progress)
 
 
+# -------------------------------------------------------------------------------------- transformers
+def package_transformers(
+    model_dir: str | Path,
+    repository: str | Path,
+    name: str,
+    *,
+    version: int | None = None,
+    instance_count: int = 1,
+    instance_kind: str = "KIND_CPU",
+    progress: bool = False,
+) -> PackageResult:
+    """Package a Hugging Face causal-LM directory (config.json, safetensors shards, tokenizer) as a
+    decoupled python-backend model that generates with ``transformers`` and streams token by token.
+
+    Every file is copied into ``<version>/hf/`` while being hashed (1 MiB chunks: a multi-gigabyte
+    shard never sits in memory, and is read once), with a progress bar for large files."""
+    from modeldeploy_runtime.digest import copy_hashing
+    from modeldeploy_runtime.hf import HF_DIR, LLM_INPUTS, LLM_OUTPUTS, check_hf_dir
+
+    t0 = time.monotonic()
+    _check_name(name)
+    src = Path(model_dir)
+    problems = check_hf_dir(src)
+    if problems:
+        raise PackageError(f"{src}: not a servable Hugging Face model directory: " + "; ".join(problems))
+    if instance_count < 1:
+        raise PackageError(f"instance count must be >= 1, got {instance_count}")
+    cfg = ModelConfig(
+        name=name, backend="python", inputs=list(LLM_INPUTS), outputs=list(LLM_OUTPUTS), decoupled=True,
+        instance_groups=[InstanceGroup(instance_count, instance_kind)],
+    )  # fmt: skip
+    repository = Path(repository)
+    version = version or next_version(repository / name)
+    known: dict[str, str] = {}
+    with _staging(repository, name) as tmp:
+        for f in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            rel = f"{HF_DIR}/{f.relative_to(src).as_posix()}"
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            with open(f, "rb") as fi, open(tmp / rel, "wb") as fo:
+                known[rel], _ = copy_hashing(fi, fo, f.stat().st_size, f"copy {f.name}", progress)
+        shutil.copyfile(TRANSFORMERS_MODEL, tmp / "model.py")
+        meta = _meta("transformers", cfg, HF_DIR, {"source": src.name})
+        return _finish(tmp, repository, cfg, version, meta, known, t0, progress)
+
+
 def read_package_meta(version_dir: Path) -> dict[str, Any] | None:
     p = version_dir / PACKAGE_META
     if not p.is_file():
@@ -564,5 +611,6 @@ __all__ = [
     "package_onnx",
     "package_python",
     "package_torch",
+    "package_transformers",
     "read_package_meta",
 ]

@@ -135,7 +135,7 @@ def test_every_rule_is_in_the_crd(schema: dict[str, Any]) -> None:
     models = schema["properties"]["spec"]["properties"]["models"]
     assert models["x-kubernetes-list-type"] == "map" and models["x-kubernetes-list-map-keys"] == ["name"]
     fmt = models["items"]["properties"]["format"]
-    assert fmt["enum"] == ["pytorch", "onnx", "python", "tensorrt"]
+    assert fmt["enum"] == ["pytorch", "onnx", "python", "tensorrt", "transformers", "vllm", "tensorrtllm"]
 
 
 def _apply_defaults(node: dict[str, Any], value: Any) -> Any:

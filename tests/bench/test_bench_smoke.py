@@ -86,3 +86,21 @@ def test_verify_bench_prints_its_ratio(tmp_path: Path) -> None:
     assert f["size_mb"] == 4 and f["sha256_pass_s"] > 0 and f["signature_verify_s"] > 0
     assert f["signature_vs_sha256"] == pytest.approx(f["signature_verify_s"] / f["sha256_pass_s"], rel=0.01)
     assert "-> ratio signature/sha256" in proc.stdout
+
+
+@pytest.mark.triton
+def test_llm_bench_prints_tokens_per_second_and_latencies(tmp_path: Path) -> None:
+    out = tmp_path / "llm.json"
+    proc = _run(
+        ["bench/llm_bench.py", "--seconds", "1", "--max-tokens", "8", "--concurrency", "1",
+         "--concurrency", "4", "--json", str(out)],
+        timeout=600,
+    )  # fmt: skip
+    figures = json.loads(out.read_text())
+    assert [lv["concurrency"] for lv in figures["levels"]] == [1, 4]
+    for lv in figures["levels"]:
+        assert lv["errors"] == 0 and lv["requests"] >= 1
+        assert lv["tokens_per_s"] > 0 and lv["tokens"] >= lv["requests"]
+        assert lv["ttft_p99_ms"] >= lv["ttft_p50_ms"] > 0
+        assert lv["itl_p99_ms"] >= lv["itl_p50_ms"] > 0
+    assert "tokens/s" in proc.stdout and "TTFT p50" in proc.stdout

@@ -28,6 +28,8 @@ PROJECT = PYPROJECT["project"]
 IMAGES = {
     "operator": ({"operator"}, "mdctl", "operator"),
     "runtime": (set(), "modeldeploy-runtime", "runtime"),
+    # LLM pods: the agent plus the OpenAI-compatible endpoint (issue #13)
+    "runtime-llm": ({"llm"}, "modeldeploy-runtime", "runtime"),
 }
 NEVER_IN_RUNTIME = {"kopf", "kubernetes"}
 
@@ -166,7 +168,10 @@ def _requirement_closure(extras: set[str]) -> set[str]:
 
 #: Files of the package folders that never run in the image: they are copied into a Triton model
 #: repository and run inside Triton's python backend stub, with its own environment.
-NOT_IN_IMAGE = {"runtime/modeldeploy_runtime/python_backend_wrapper.py"}
+NOT_IN_IMAGE = {
+    "runtime/modeldeploy_runtime/python_backend_wrapper.py",
+    "runtime/modeldeploy_runtime/transformers_backend.py",
+}
 
 
 def _module_level_imports(folder: Path) -> set[str]:
@@ -216,8 +221,9 @@ def test_image_dependencies_cover_module_level_imports(image: str) -> None:
     assert not missing, f"docker/{image}.Dockerfile: modules imported at module level in {folder}/: {missing}"
 
 
-def test_runtime_image_has_no_kubernetes_stack() -> None:
-    closure = _requirement_closure(IMAGES["runtime"][0])
+@pytest.mark.parametrize("image", ["runtime", "runtime-llm"])
+def test_runtime_image_has_no_kubernetes_stack(image: str) -> None:
+    closure = _requirement_closure(IMAGES[image][0])
     assert not closure & NEVER_IN_RUNTIME, f"the runtime image would install {closure & NEVER_IN_RUNTIME}"
     assert {"kopf", "kubernetes"} <= _requirement_closure(IMAGES["operator"][0])
     imported = _module_level_imports(REPO / "runtime")

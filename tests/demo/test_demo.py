@@ -31,4 +31,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "inference now == torch v2" in out
     assert "pods unchanged by the in-place rollout: True" in out
     assert "Ready        True" in out
+    # issue #13: the tiny LM deployed as format transformers streams through the OpenAI endpoint
+    assert "status.endpoints.openai = http://tiny-lm.models.svc:9000/v1" in out
+    assert "chat completion streamed through Triton == non-streaming answer" in out
     assert not (cache_dir() / "clusters" / "demo").exists(), "the demo left its cluster behind"

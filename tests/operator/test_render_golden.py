@@ -29,6 +29,11 @@ VARIANTS = [
     ("keda", "keda", ALL_CRDS),
     ("gpu", "gpu-without-prometheus-operator", frozenset({SCALEDOBJECT_CRD})),
     ("trust", "trust", ALL_CRDS),
+    ("llm-vllm-tp1", "llm-vllm-tp1", ALL_CRDS),
+    ("llm-vllm-tp2", "llm-vllm-tp2", ALL_CRDS),
+    ("llm-vllm-tp8", "llm-vllm-tp8", ALL_CRDS),
+    ("llm-tensorrtllm", "llm-tensorrtllm", ALL_CRDS),
+    ("llm-transformers", "llm-transformers", ALL_CRDS),
 ]
 
 

@@ -26,7 +26,9 @@ def containers(dep: dict[str, Any]) -> list[dict[str, Any]]:
     return pod["initContainers"] + pod["containers"]
 
 
-@pytest.mark.parametrize("case", ["cpu", "gpu", "mig", "multi-model", "hpa", "keda"])
+@pytest.mark.parametrize(
+    "case", ["cpu", "gpu", "mig", "multi-model", "hpa", "keda", "llm-vllm-tp8", "llm-transformers"]
+)
 def test_pod_is_podsecurity_restricted(case: str) -> None:
     dep = render_deployment(md_of(case))
     pod = dep["spec"]["template"]["spec"]

@@ -113,6 +113,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     for needed in (
         "modeldeploy_runtime/config.pbtxt.j2",
         "modeldeploy_runtime/python_backend_wrapper.py",
+        "modeldeploy_runtime/transformers_backend.py",
         "modeldeploy_runtime/py.typed",
         "modeldeploy/py.typed",
         "modeldeploy/render/__init__.py",

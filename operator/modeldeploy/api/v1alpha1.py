@@ -15,6 +15,7 @@ Field names are camelCase, exactly as they appear in YAML. Dump with :func:`dump
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -59,6 +60,11 @@ RUNTIME_IMAGE_ENV = "MODELDEPLOY_RUNTIME_IMAGE"
 
 #: Port of the runtime agent (``modeldeploy-runtime agent --port``) in every Triton pod.
 AGENT_PORT = 8080
+#: Port of the OpenAI-compatible endpoint container in pods that serve an LLM (issue #13).
+OPENAI_PORT = 9000
+#: Start-up budget per byte of LLM weights on top of startupTimeoutSeconds: fetching and loading at
+#: 100 MB/s or better (a 140 GB model gets 1400 s more).
+STARTUP_SECONDS_PER_BYTE = 1 / 100e6
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 #: metadata.name: a DNS-1035 label short enough for the derived object names (<name>-models, ...).
@@ -71,6 +77,13 @@ NAME_MESSAGE = (
 #: Label prefix reserved for the operator's own labels (selectors).
 RESERVED_LABEL_PREFIX = "modeldeploy.io/"
 
+#: Large-language-model formats: decoupled (streaming) Triton models that batch inside their engine,
+#: served with the OpenAI-compatible endpoint (issue #13).
+LLM_FORMATS: tuple[str, ...] = ("transformers", "vllm", "tensorrtllm")
+#: LLM formats whose engine needs GPUs (transformers also runs on CPU).
+GPU_LLM_FORMATS: tuple[str, ...] = ("vllm", "tensorrtllm")
+#: Most GPUs a node offers: a tensor-parallel engine runs in one pod, so on one node.
+MAX_GPUS_PER_NODE = 8
 VersionState = Literal["Pending", "Loading", "Ready", "Failed", "Unloaded"]
 ConditionType = Literal["Ready", "ModelsReady", "Progressing", "Degraded"]
 CONDITION_TYPES: tuple[str, ...] = ("Ready", "ModelsReady", "Progressing", "Degraded")
@@ -477,6 +490,42 @@ class SignatureVerification(_Base):
     )
 
 
+_LLM_FORMATS_CEL = "[" + ", ".join(f"'{f}'" for f in LLM_FORMATS) + "]"
+
+
+class LLMSpec(_Base):
+    """Engine settings of a large language model (formats transformers, vllm, tensorrtllm)."""
+
+    tensorParallelSize: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_GPUS_PER_NODE,
+        description=(
+            "GPUs one engine spans (vLLM tensor_parallel_size). Default: every GPU of the pod "
+            "(resources.gpu). Must divide resources.gpu: the pod's GPUs are on one node."
+        ),
+    )
+    gpuMemoryUtilization: float | None = Field(
+        default=None,
+        ge=0.01,
+        le=1,
+        description="Fraction of each GPU's memory the engine may use, 0.01 to 1 (vLLM).",
+    )
+    maxModelLen: int | None = Field(
+        default=None, ge=1, le=10485760, description="Context length in tokens (vLLM max_model_len)."
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = Field(
+        default=None, description="Weights/activations dtype (vLLM dtype). Default: auto."
+    )
+    weightsSize: Quantity | None = Field(
+        default=None,
+        description=(
+            "Approximate size of the weights, e.g. 140Gi: the pods' start-up budget grows by one second "
+            "per 100 MB on top of server.startupTimeoutSeconds, so a large model is not killed while it loads."
+        ),
+    )
+
+
 class ModelSpec(_Base):
     """A model served by the Triton pods of this deployment."""
 
@@ -522,6 +571,29 @@ class ModelSpec(_Base):
                 or max(s.dynamicBatching.preferredBatchSizes) <= s.maxBatchSize
             ),
             field_path=".dynamicBatching.preferredBatchSizes",
+        ),
+        Rule(
+            f"!(self.format in {_LLM_FORMATS_CEL}) || !has(self.dynamicBatching)",
+            "dynamicBatching does not apply to the decoupled LLM formats (transformers, vllm, tensorrtllm): "
+            "their engine batches requests in flight",
+            lambda s: s.format not in LLM_FORMATS or s.dynamicBatching is None,
+            field_path=".dynamicBatching",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "!(self.format in ['transformers', 'vllm']) || !has(self.maxBatchSize) || self.maxBatchSize == 0",
+            "maxBatchSize must be 0 for formats transformers and vllm: a decoupled model takes one request "
+            "at a time and the engine batches tokens itself",
+            lambda s: s.format not in ("transformers", "vllm") or s.maxBatchSize == 0,
+            field_path=".maxBatchSize",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            f"!has(self.llm) || self.format in {_LLM_FORMATS_CEL}",
+            "llm applies only to the formats transformers, vllm and tensorrtllm",
+            lambda s: s.llm is None or s.format in LLM_FORMATS,
+            field_path=".llm",
+            reason="FieldValueForbidden",
         ),
     )
 
@@ -591,6 +663,10 @@ class ModelSpec(_Base):
     parameters: Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=32)] | None = (
         Field(default=None, description="Extra Triton model parameters (config.pbtxt parameters).")
     )
+    llm: LLMSpec | None = Field(
+        default=None,
+        description="Engine settings of a large language model (formats transformers, vllm, tensorrtllm).",
+    )
 
     # ---- effective values -------------------------------------------------------------------
     def declared_versions(self) -> list[int]:
@@ -613,6 +689,15 @@ class ModelSpec(_Base):
 
     def backend(self) -> str:
         return FORMATS[self.format].backend_name
+
+    def is_llm(self) -> bool:
+        return self.format in LLM_FORMATS
+
+    def tensor_parallel_size(self, gpus: int) -> int:
+        """The engine's tensor-parallel size: llm.tensorParallelSize, else every GPU of the pod."""
+        if self.llm is not None and self.llm.tensorParallelSize is not None:
+            return self.llm.tensorParallelSize
+        return max(gpus, 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1239,6 +1324,57 @@ class ModelDeploymentSpec(_Base):
             reason="FieldValueRequired",
         ),
         Rule(
+            "!self.models.exists(m, m.format in ['vllm', 'tensorrtllm']) || "
+            "(has(self.resources) && has(self.resources.gpu) && self.resources.gpu > 0) || "
+            "(has(self.resources) && has(self.resources.mig))",
+            "formats vllm and tensorrtllm need a GPU: set resources.gpu > 0 or resources.mig",
+            lambda s: _spec_has_gpu(s) or not any(m.format in GPU_LLM_FORMATS for m in s.models),
+            field_path=".resources",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            "!has(self.resources) || !has(self.resources.mig) || "
+            "!self.models.exists(m, m.format in ['vllm', 'tensorrtllm'] && "
+            "(has(m.llm) && has(m.llm.tensorParallelSize) ? m.llm.tensorParallelSize : self.resources.mig.count) > 1)",
+            "resources.mig is one GPU slice: an engine over several GPUs (tensorParallelSize > 1) needs whole "
+            "GPUs (resources.gpu)",
+            lambda s: (
+                s.resources.mig is None
+                or all(
+                    m.tensor_parallel_size(s.resources.mig.count) <= 1
+                    for m in s.models
+                    if m.format in GPU_LLM_FORMATS
+                )
+            ),
+            field_path=".resources.mig",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            "self.models.all(m, !has(m.llm) || !has(m.llm.tensorParallelSize) || m.llm.tensorParallelSize == 1 || "
+            "(has(self.resources) && has(self.resources.gpu) && self.resources.gpu > 0 && "
+            "self.resources.gpu % m.llm.tensorParallelSize == 0))",
+            "models[].llm.tensorParallelSize must divide resources.gpu: a tensor-parallel engine runs on "
+            f"whole GPUs of one pod, so of one node (at most {MAX_GPUS_PER_NODE})",
+            lambda s: all(
+                m.llm.tensorParallelSize == 1
+                or (s.resources.gpu > 0 and s.resources.gpu % m.llm.tensorParallelSize == 0)
+                for m in s.models
+                if m.llm is not None and m.llm.tensorParallelSize is not None
+            ),
+            field_path=".resources.gpu",
+        ),
+        Rule(
+            f"!self.models.exists(m, m.format in {_LLM_FORMATS_CEL}) || !has(self.server) || "
+            f"!has(self.server.ports) || [self.server.ports.http, self.server.ports.grpc, "
+            f"self.server.ports.metrics].all(p, p != {OPENAI_PORT})",
+            f"server ports must not use {OPENAI_PORT}, the port of the OpenAI-compatible endpoint of LLM pods",
+            lambda s: (
+                not s.serves_llm()
+                or OPENAI_PORT not in (s.server.ports.http, s.server.ports.grpc, s.server.ports.metrics)
+            ),
+            field_path=".server.ports",
+        ),
+        Rule(
             "!has(self.autoscaling) || self.autoscaling.metric.type != 'cpu' || "
             "(has(self.resources) && has(self.resources.requests) && has(self.resources.requests.cpu))",
             "autoscaling on cpu needs resources.requests.cpu",
@@ -1309,6 +1445,20 @@ class ModelDeploymentSpec(_Base):
     # ---- effective values -------------------------------------------------------------------
     def autoscaling_enabled(self) -> bool:
         return self.autoscaling is not None
+
+    def serves_llm(self) -> bool:
+        """Whether the pods run the OpenAI-compatible endpoint (some model has an LLM format)."""
+        return any(m.is_llm() for m in self.models)
+
+    def startup_budget_seconds(self) -> int:
+        """server.startupTimeoutSeconds plus the time to fetch and load the LLM weights declared in
+        models[].llm.weightsSize (STARTUP_SECONDS_PER_BYTE)."""
+        weights = sum(
+            parse_quantity(m.llm.weightsSize)
+            for m in self.models
+            if m.llm is not None and m.llm.weightsSize is not None
+        )
+        return self.server.startupTimeoutSeconds + math.ceil(float(weights) * STARTUP_SECONDS_PER_BYTE)
 
     def desired_versions(self) -> dict[str, list[int]]:
         """Model name -> version numbers Triton must serve."""
@@ -1393,6 +1543,11 @@ class Endpoints(_Base):
         default=None, max_length=2048, description="HTTP/REST URL, e.g. http://x.ns.svc:8000."
     )
     grpc: str | None = Field(default=None, max_length=2048, description="gRPC address, e.g. x.ns.svc:8001.")
+    openai: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="OpenAI-compatible API base URL when an LLM is served, e.g. http://x.ns.svc:9000/v1.",
+    )
 
 
 class ModelDeploymentStatus(_Base):
@@ -1592,6 +1747,8 @@ __all__ = [
     "GPU_RESOURCE",
     "GROUP",
     "KIND",
+    "LLM_FORMATS",
+    "OPENAI_PORT",
     "PLURAL",
     "SHORT_NAMES",
     "SINGULAR",
@@ -1603,6 +1760,7 @@ __all__ = [
     "DynamicBatching",
     "Endpoints",
     "InstanceGroup",
+    "LLMSpec",
     "MigSpec",
     "ModelDeployment",
     "ModelDeploymentSpec",

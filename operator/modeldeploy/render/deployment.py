@@ -10,6 +10,7 @@ from modeldeploy.api.v1alpha1 import (
     AGENT_PORT,
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
+    OPENAI_PORT,
     ComputeResources,
     ModelDeployment,
 )
@@ -32,6 +33,7 @@ from modeldeploy_runtime.manifest import MANIFEST_KEY
 TRITON_CONTAINER = "triton"
 AGENT_CONTAINER = "agent"
 FETCH_CONTAINER = "fetch-models"
+OPENAI_CONTAINER = "openai"
 RUN_AS_USER = 1000
 #: Where pvc://<claim>/<path> sources are mounted for the agent (the runtime's MODELDEPLOY_PVC_ROOT default).
 PVC_ROOT = "/mnt/pvc"
@@ -191,6 +193,50 @@ def _topology_spread(md: ModelDeployment) -> list[dict[str, Any]]:
     return out
 
 
+def _openai_containers(md: ModelDeployment, pull_policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """The OpenAI-compatible endpoint (``modeldeploy-runtime openai``, the runtime image with the
+    ``llm`` extra) in pods serving an LLM: it reads tokenizers from the shared model repository and
+    streams from Triton's gRPC port on loopback. Ready while Triton answers."""
+    spec = md.spec
+    if not spec.serves_llm():
+        return []
+    grpc = spec.server.ports.grpc
+    container: dict[str, Any] = {
+        "name": OPENAI_CONTAINER,
+        "image": spec.runtime.effective_image(),
+        **pull_policy,
+        "command": ["modeldeploy-runtime"],
+        "args": [
+            "openai",
+            "--repository",
+            MODEL_REPOSITORY,
+            "--triton-grpc",
+            f"127.0.0.1:{grpc}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(OPENAI_PORT),
+        ],
+        "env": [{"name": "HF_HOME", "value": "/tmp/hf"}],
+        "ports": [{"name": "openai", "containerPort": OPENAI_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": "openai"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [
+            {"name": "model-repository", "mountPath": MODEL_REPOSITORY, "readOnly": True},
+            {"name": "openai-tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
+    }
+    agent_resources = _agent_resources(md)
+    if agent_resources:
+        container["resources"] = agent_resources
+    return [container]
+
+
 def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any]:
     opts = opts or RenderOptions()
     spec = md.spec
@@ -226,7 +272,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
             "httpGet": {"path": "/v2/health/live", "port": "http"},
             "periodSeconds": startup_period,
             "timeoutSeconds": 5,
-            "failureThreshold": max(1, math.ceil(s.startupTimeoutSeconds / startup_period)),
+            "failureThreshold": max(1, math.ceil(spec.startup_budget_seconds() / startup_period)),
         },
         "livenessProbe": {
             "httpGet": {"path": "/v2/health/live", "port": "http"},
@@ -313,6 +359,8 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         },
         {"name": "agent-tmp", "emptyDir": {}},
     ]
+    if spec.serves_llm():
+        volumes.append({"name": "openai-tmp", "emptyDir": {}})
     for i, secret in enumerate(_credential_secrets(md)):
         volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
     for i, claim in enumerate(_pvc_claims(md)):
@@ -330,7 +378,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "initContainers": [fetch],
-        "containers": [triton, agent],
+        "containers": [triton, agent, *_openai_containers(md, pull_policy)],
         "volumes": volumes,
     }
     if spec.serviceAccountName:
@@ -367,7 +415,7 @@ def render_deployment(md: ModelDeployment, opts: RenderOptions | None = None) ->
         },
         "revisionHistoryLimit": 5,
         "minReadySeconds": gate.minReadySeconds if spec.rollout.strategy == "rolling" else 0,
-        "progressDeadlineSeconds": max(spec.server.startupTimeoutSeconds, gate.timeoutSeconds)
+        "progressDeadlineSeconds": max(spec.startup_budget_seconds(), gate.timeoutSeconds)
         + 60
         + gate.minReadySeconds,
         "template": pod_template(md, opts),

@@ -23,6 +23,7 @@ from modeldeploy_runtime.manifest import (
     ManifestCredentials,
     ManifestDynamicBatching,
     ManifestInstanceGroup,
+    ManifestLLM,
     ManifestModel,
     ManifestTensor,
     ManifestVersion,
@@ -43,7 +44,19 @@ def credentials_mount_path(secret_name: str) -> str:
     return f"{CREDENTIALS_MOUNT_ROOT}/{secret_name}"
 
 
-def _model(m: ModelSpec) -> ManifestModel:
+def _llm(m: ModelSpec, gpus: int) -> ManifestLLM | None:
+    if not m.is_llm():
+        return None
+    e = m.llm
+    return ManifestLLM(
+        tensorParallelSize=m.tensor_parallel_size(gpus),
+        gpuMemoryUtilization=e.gpuMemoryUtilization if e else None,
+        maxModelLen=e.maxModelLen if e else None,
+        dtype=e.dtype if e else None,
+    )
+
+
+def _model(m: ModelSpec, gpus: int = 0) -> ManifestModel:
     policy = ManifestVersionPolicy(
         latest=m.versionPolicy.latest,
         all=m.versionPolicy.all,
@@ -82,6 +95,7 @@ def _model(m: ModelSpec) -> ManifestModel:
             ManifestTensor(name=t.name, dataType=t.dataType, dims=list(t.dims)) for t in m.outputs or []
         ],
         credentials=creds,
+        llm=_llm(m, gpus),
     )
 
 
@@ -89,7 +103,7 @@ def build_manifest(md: ModelDeployment, generation: int | None = None) -> ModelM
     """The resolved models, versions and sources the pods must serve."""
     return ModelManifest(
         generation=md.generation if generation is None else generation,
-        models=[_model(m) for m in md.spec.models],
+        models=[_model(m, md.spec.resources.gpu_count()) for m in md.spec.models],
     )
 
 

@@ -1,10 +1,10 @@
-"""The Service in front of the Triton pods (http, grpc, metrics)."""
+"""The Service in front of the Triton pods (http, grpc, metrics; openai when an LLM is served)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.api.v1alpha1 import OPENAI_PORT, ModelDeployment
 from modeldeploy.render.common import RenderOptions, metadata, selector_labels
 
 
@@ -14,6 +14,19 @@ def service_name(md: ModelDeployment) -> str:
 
 def render_service(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any]:
     ports = md.spec.server.ports
+    llm = (
+        [
+            {
+                "name": "openai",
+                "port": OPENAI_PORT,
+                "targetPort": "openai",
+                "protocol": "TCP",
+                "appProtocol": "http",
+            }
+        ]
+        if md.spec.serves_llm()
+        else []
+    )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -31,6 +44,7 @@ def render_service(md: ModelDeployment, opts: RenderOptions | None = None) -> di
                     "appProtocol": "grpc",
                 },
                 {"name": "metrics", "port": ports.metrics, "targetPort": "metrics", "protocol": "TCP"},
+                *llm,
             ],
         },
     }
@@ -39,4 +53,7 @@ def render_service(md: ModelDeployment, opts: RenderOptions | None = None) -> di
 def endpoints(md: ModelDeployment) -> dict[str, str]:
     host = f"{service_name(md)}.{md.namespace}.svc"
     ports = md.spec.server.ports
-    return {"http": f"http://{host}:{ports.http}", "grpc": f"{host}:{ports.grpc}"}
+    out = {"http": f"http://{host}:{ports.http}", "grpc": f"{host}:{ports.grpc}"}
+    if md.spec.serves_llm():
+        out["openai"] = f"http://{host}:{OPENAI_PORT}/v1"
+    return out

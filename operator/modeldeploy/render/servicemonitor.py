@@ -1,4 +1,5 @@
-"""prometheus-operator ServiceMonitor for Triton's metrics port (when monitoring is on and the CRD exists)."""
+"""prometheus-operator ServiceMonitor for Triton's metrics port, and the OpenAI endpoint's port in LLM
+pods (when monitoring is on and the CRD exists)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def render_servicemonitor(md: ModelDeployment, opts: RenderOptions | None = None
                     )
                 }
             },
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": mon.interval}],
+            "endpoints": [
+                {"port": "metrics", "path": "/metrics", "interval": mon.interval},
+                # LLM pods: the OpenAI endpoint's requests, tokens, TTFT and inter-token latency
+                *(
+                    [{"port": "openai", "path": "/metrics", "interval": mon.interval}]
+                    if md.spec.serves_llm()
+                    else []
+                ),
+            ],
         },
     }

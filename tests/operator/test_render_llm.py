@@ -1,0 +1,82 @@
+"""Issue #13: what LLM deployments render beyond the goldens (OpenAI endpoint container, named
+Service port, status endpoint, start-up budget scaled to the weights, tensor parallelism)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from opsupport import load_case
+
+from modeldeploy.api.v1alpha1 import OPENAI_PORT, ModelDeployment, SpecError
+from modeldeploy.render.deployment import OPENAI_CONTAINER, render_deployment
+from modeldeploy.render.manifest import build_manifest
+from modeldeploy.render.service import endpoints, render_service
+
+
+def md_of(case: str, **spec_changes: Any) -> ModelDeployment:
+    body = load_case(case)
+    body["spec"].update(copy.deepcopy(spec_changes))
+    return ModelDeployment.from_body(body)
+
+
+def _containers(md: ModelDeployment) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in render_deployment(md)["spec"]["template"]["spec"]["containers"]}
+
+
+@pytest.mark.parametrize("case", ["llm-vllm-tp1", "llm-tensorrtllm", "llm-transformers"])
+def test_llm_pods_run_the_openai_endpoint_on_a_named_port(case: str) -> None:
+    md = md_of(case)
+    c = _containers(md)[OPENAI_CONTAINER]
+    grpc = md.spec.server.ports.grpc
+    assert c["args"][:5] == ["openai", "--repository", "/models", "--triton-grpc", f"127.0.0.1:{grpc}"]
+    assert c["ports"] == [{"name": "openai", "containerPort": OPENAI_PORT, "protocol": "TCP"}]
+    assert {"name": "model-repository", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
+    svc_ports = {p["name"]: p for p in render_service(md)["spec"]["ports"]}
+    assert svc_ports["openai"]["targetPort"] == "openai" and svc_ports["openai"]["port"] == OPENAI_PORT
+    assert endpoints(md)["openai"] == f"http://{md.name}.{md.namespace}.svc:{OPENAI_PORT}/v1"
+
+
+def test_non_llm_pods_have_no_openai_endpoint() -> None:
+    md = md_of("gpu")
+    assert OPENAI_CONTAINER not in _containers(md)
+    assert "openai" not in {p["name"] for p in render_service(md)["spec"]["ports"]}
+    assert "openai" not in endpoints(md)
+
+
+def test_startup_budget_grows_with_the_weights() -> None:
+    small = md_of("llm-vllm-tp1")  # 16Gi
+    big = md_of("llm-vllm-tp2")  # 140Gi
+    probe = {m.name: _containers(m)["triton"]["startupProbe"] for m in (small, big)}
+    budget = {k: p["failureThreshold"] * p["periodSeconds"] for k, p in probe.items()}
+    assert budget["llama"] >= 600 + 140 * 2**30 / 100e6 - 10
+    none = md_of("llm-vllm-tp1", models=[{**load_case("llm-vllm-tp1")["spec"]["models"][0], "llm": {}}])
+    p = _containers(none)["triton"]["startupProbe"]
+    assert p["failureThreshold"] * p["periodSeconds"] == 600
+    assert small.spec.startup_budget_seconds() < big.spec.startup_budget_seconds()
+    assert render_deployment(big)["spec"]["progressDeadlineSeconds"] >= big.spec.startup_budget_seconds()
+
+
+@pytest.mark.parametrize(("case", "tp"), [("llm-vllm-tp1", 1), ("llm-vllm-tp2", 2), ("llm-vllm-tp8", 8)])
+def test_tensor_parallel_size_defaults_to_the_gpu_count(case: str, tp: int) -> None:
+    (model,) = build_manifest(md_of(case)).models
+    assert model.llm is not None and model.llm.tensorParallelSize == tp
+
+
+def test_openai_port_collision_is_refused() -> None:
+    with pytest.raises(SpecError, match="must not use 9000"):
+        md_of("llm-transformers", server={"ports": {"http": 9000}})
+
+
+def test_servicemonitor_scrapes_the_openai_endpoint_of_llm_pods() -> None:
+    from modeldeploy.render import RenderOptions
+    from modeldeploy.render.common import SERVICEMONITOR_CRD
+    from modeldeploy.render.servicemonitor import render_servicemonitor
+
+    opts = RenderOptions(crds=frozenset({SERVICEMONITOR_CRD}))
+    llm = render_servicemonitor(md_of("llm-transformers"), opts)
+    plain = render_servicemonitor(md_of("gpu"), opts)
+    assert llm is not None and plain is not None
+    assert [e["port"] for e in llm["spec"]["endpoints"]] == ["metrics", "openai"]
+    assert [e["port"] for e in plain["spec"]["endpoints"]] == ["metrics"]
