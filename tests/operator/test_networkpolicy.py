@@ -11,7 +11,7 @@ import yaml
 from netpol import Pod, ingress_allowed
 from opsupport import load_case
 
-from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.api.v1alpha1 import OPENAI_PORT, ModelDeployment
 from modeldeploy.render import RenderOptions, render_all
 from modeldeploy.render.networkpolicy import render_networkpolicy
 
@@ -163,3 +163,13 @@ def test_rendered_policies_admitted_by_the_api_server(cluster: Any, case: str) -
         live = json.loads(out.stdout)
         assert live["spec"]["ingress"] == pol["spec"]["ingress"]
         assert live["spec"]["podSelector"] == pol["spec"]["podSelector"]
+
+
+def test_llm_pods_open_the_openai_endpoint_to_inference_peers_only() -> None:
+    pol, triton = _rendered("llm-transformers")
+    neighbour, stranger = Pod(triton.namespace, {"app": "chat-ui"}), Pod("elsewhere")
+    assert ingress_allowed([pol], neighbour, triton, OPENAI_PORT)
+    assert not ingress_allowed([pol], stranger, triton, OPENAI_PORT)
+    # a tensor model's pods do not open it
+    cpu_pol, cpu_pod = _rendered("cpu")
+    assert not ingress_allowed([cpu_pol], Pod(cpu_pod.namespace, {}), cpu_pod, OPENAI_PORT)

@@ -1,6 +1,6 @@
 """The NetworkPolicy of a ModelDeployment's Triton pods (ingress only).
 
-* inference ports (HTTP, gRPC): from ``spec.networkPolicy.inferenceFrom`` (default: every pod of
+* inference ports (HTTP, gRPC, and the OpenAI endpoint of LLM pods): from ``spec.networkPolicy.inferenceFrom`` (default: every pod of
   the same namespace);
 * the agent port: only from the operator's namespace (``RenderOptions.operator_namespace``);
 * the metrics port: only from ``spec.networkPolicy.monitoringNamespace`` (unset: no rule).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.api.v1alpha1 import AGENT_PORT, ModelDeployment, NetworkPeer
+from modeldeploy.api.v1alpha1 import AGENT_PORT, OPENAI_PORT, ModelDeployment, NetworkPeer
 from modeldeploy.render.common import RenderOptions, metadata, selector_labels
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -47,12 +47,16 @@ def render_networkpolicy(md: ModelDeployment, opts: RenderOptions) -> dict[str, 
     inference = (
         [_peer(p) for p in np.inferenceFrom] if np.inferenceFrom is not None else [{"podSelector": {}}]
     )
+    # LLM pods also serve the OpenAI-compatible endpoint (its /metrics too) on OPENAI_PORT.
+    openai = (OPENAI_PORT,) if md.spec.serves_llm() else ()
     ingress: list[dict[str, Any]] = [
-        {"from": inference, "ports": _ports(ports.http, ports.grpc)},
+        {"from": inference, "ports": _ports(ports.http, ports.grpc, *openai)},
         {"from": [_namespace(opts.operator_namespace)], "ports": _ports(AGENT_PORT)},
     ]
     if np.monitoringNamespace:
-        ingress.append({"from": [_namespace(np.monitoringNamespace)], "ports": _ports(ports.metrics)})
+        ingress.append(
+            {"from": [_namespace(np.monitoringNamespace)], "ports": _ports(ports.metrics, *openai)}
+        )
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
