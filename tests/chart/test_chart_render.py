@@ -27,6 +27,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("autoscaling", "horizontalpodautoscalers"): RW,
     ("policy", "poddisruptionbudgets"): RW,
     ("", "pods"): {"get", "list", "watch"},
+    ("apps", "replicasets"): {"list"},  # rolling: which revisions' manifest ConfigMaps still have pods
     ("", "events"): {"create", "patch", "list"},  # list: kubelet Unhealthy events -> ModelLoadFailed
     ("events.k8s.io", "events"): {"create", "patch"},
 }

@@ -110,6 +110,10 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# ReplicaSets (read only): which rolling revisions' manifest ConfigMaps still have pods.
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["list"]
 # Events: posted on transitions; listed (kubelet "Unhealthy" events of the runtime agent's readiness
 # probe) to report why a model version failed to load.
 - apiGroups: [""]

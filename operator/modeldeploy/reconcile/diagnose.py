@@ -3,7 +3,9 @@
 Reasons (most specific first): ``ModelLoadFailed`` (the runtime agent's exec readiness probe output,
 found in the kubelet's ``Unhealthy`` events), ``CrashLoopBackOff``, ``ImagePullBackOff``,
 ``CreateContainerConfigError``, ``InsufficientGPU`` / ``Unschedulable`` (the pods' ``PodScheduled``
-condition), ``ProgressDeadlineExceeded`` (the Deployment's ``Progressing`` condition).
+condition), pods that cannot even be created (the Deployment's ``ReplicaFailure`` condition:
+``ServiceAccountNotFound``, ``PriorityClassNotFound``, ``QuotaExceeded``, ``PodCreateForbidden``,
+``FailedCreate``), ``ProgressDeadlineExceeded`` (the Deployment's ``Progressing`` condition).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ FAILURE_REASONS = (
     "CreateContainerConfigError",
     "InsufficientGPU",
     "Unschedulable",
+    "ServiceAccountNotFound",
+    "PriorityClassNotFound",
+    "QuotaExceeded",
+    "PodCreateForbidden",
+    "FailedCreate",
     "ProgressDeadlineExceeded",
 )
 _PRIORITY = {r: i for i, r in enumerate(FAILURE_REASONS)}
@@ -197,9 +204,35 @@ def pod_problems(pods: list[dict[str, Any]], gpu_resource: str | None = None) ->
     return out
 
 
+#: ReplicaFailure messages (the API server's reason for refusing the pod) -> a precise reason.
+_CREATE_FAILURES = (
+    (re.compile(r"service ?account", re.IGNORECASE), "ServiceAccountNotFound"),
+    (re.compile(r"priority ?class", re.IGNORECASE), "PriorityClassNotFound"),
+    (re.compile(r"exceeded quota|quota", re.IGNORECASE), "QuotaExceeded"),
+    (re.compile(r"forbidden", re.IGNORECASE), "PodCreateForbidden"),
+)
+
+
+def replica_failure(deployment: dict[str, Any]) -> Diagnosis | None:
+    """The Deployment's ``ReplicaFailure=True`` (its ReplicaSet cannot create pods: a missing
+    ServiceAccount or PriorityClass, a quota, an admission webhook...), with the API server's message."""
+    for cond in (deployment.get("status") or {}).get("conditions") or []:
+        if cond.get("type") != "ReplicaFailure" or cond.get("status") != "True":
+            continue
+        msg = str(cond.get("message") or cond.get("reason") or "")
+        reason = next((r for rx, r in _CREATE_FAILURES if rx.search(msg)), "FailedCreate")
+        return Diagnosis(
+            reason, _clip(f"deployment {deployment['metadata']['name']} cannot create pods: {msg}")
+        )
+    return None
+
+
 def deployment_problem(deployment: dict[str, Any] | None) -> Diagnosis | None:
     if not deployment:
         return None
+    failure = replica_failure(deployment)
+    if failure:
+        return failure
     for cond in (deployment.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return Diagnosis(

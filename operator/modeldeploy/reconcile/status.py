@@ -49,6 +49,8 @@ class Rollout:
     available: int
     observed: bool
     exists: bool
+    #: the Deployment's progress deadline passed (its Progressing condition's message), or ""
+    deadline_exceeded: str = ""
 
     @property
     def complete(self) -> bool:
@@ -72,6 +74,14 @@ class Rollout:
         spec = deployment.get("spec") or {}
         gen = int(deployment.get("metadata", {}).get("generation") or 0)
         want = spec.get("replicas")
+        deadline = next(
+            (
+                str(c.get("message") or "progress deadline exceeded")
+                for c in st.get("conditions") or []
+                if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+            ),
+            "",
+        )
         return cls(
             want=int(fallback_want if want is None else want),
             replicas=int(st.get("replicas") or 0),
@@ -80,6 +90,7 @@ class Rollout:
             available=int(st.get("availableReplicas") or 0),
             observed=int(st.get("observedGeneration") or 0) >= gen,
             exists=True,
+            deadline_exceeded=deadline,
         )
 
 
@@ -110,6 +121,12 @@ class StatusInputs:
     manifest_age: float | None
     #: (model, version) pairs Ready in the previous status
     was_ready: frozenset[tuple[str, int]]
+
+    @property
+    def old_pods_serving(self) -> bool:
+        """A ``rolling`` rollout under way while pods (of the previous revision) are available."""
+        ro = self.rollout
+        return self.md.spec.rollout.strategy == "rolling" and not ro.complete and ro.available > 0
 
     @property
     def load_overdue(self) -> bool:
@@ -225,6 +242,10 @@ def _unwanted_version(inp: StatusInputs, key: tuple[str, int]) -> dict[str, Any]
         return _entry(key[1], "Ready", "StillServing",
                       "no longer wanted; served until the wanted versions are Ready",
                       readyReplicas=a["ready"])  # fmt: skip
+    if inp.old_pods_serving and key in inp.was_ready:
+        return _entry(key[1], "Ready", "StillServing",
+                      "no longer wanted; the pods of the previous revision serve it until the rollout "
+                      "completes")  # fmt: skip
     return _entry(key[1], "Unloaded", "NotInVersionPolicy")
 
 
@@ -261,7 +282,20 @@ def _wanted_version(inp: StatusInputs, key: tuple[str, int]) -> dict[str, Any]:
         entry = _entry(key[1], "Loading", "AgentPending", "no agent reports this version yet")
     else:
         entry = _from_pods(inp, key)
-    return _load_timeout(inp, key, entry)
+    return _rollout_stalled(inp, key, _load_timeout(inp, key, entry))
+
+
+def _rollout_stalled(inp: StatusInputs, key: tuple[str, int], entry: dict[str, Any]) -> dict[str, Any]:
+    """``rolling``: a new version whose pods did not become Ready by the Deployment's progress
+    deadline is Failed, with the Deployment's and the new pods' account of why."""
+    ro = inp.rollout
+    if not ro.deadline_exceeded or entry["state"] not in ("Loading", "Pending"):
+        return entry
+    if inp.md.spec.rollout.strategy != "rolling" or key in inp.was_ready:
+        return entry
+    why = inp.diagnosis.message if inp.diagnosis else ro.deadline_exceeded
+    return _entry(key[1], "Failed", "ProgressDeadlineExceeded",
+                  f"new pods not Ready within the progress deadline: {why}")  # fmt: skip
 
 
 def _load_timeout(inp: StatusInputs, key: tuple[str, int], entry: dict[str, Any]) -> dict[str, Any]:
@@ -318,8 +352,12 @@ def _fully_ready(inp: StatusInputs, vs: VersionStates) -> bool:
 def _not_ready_why(inp: StatusInputs, vs: VersionStates) -> tuple[str, str]:
     """Ready=False: the most telling reason (a diagnosed failure first, then what is in progress)."""
     ro = inp.rollout
+    if inp.diagnosis and inp.old_pods_serving:
+        return inp.diagnosis.reason, f"{_rollout_of(inp)} stalled: {inp.diagnosis.message}"
     if inp.diagnosis:
         return inp.diagnosis.reason, inp.diagnosis.message
+    if vs.failed and inp.old_pods_serving:
+        return "ModelLoadFailed", f"{_rollout_of(inp)} stalled: {'; '.join(vs.failures)}"
     if vs.failed:
         return "ModelLoadFailed", "; ".join(vs.failures)
     if inp.agents is not None and ro.complete:
@@ -330,6 +368,12 @@ def _not_ready_why(inp: StatusInputs, vs: VersionStates) -> tuple[str, str]:
         return "DeploymentMissing", f"deployment {inp.md.name} does not exist yet"
     reason = "RollingOut" if ro.updated < ro.want or ro.replicas != ro.updated else "PodsNotReady"
     return reason, f"{ro.available}/{ro.want} replicas available, {ro.updated} updated"
+
+
+def _rollout_of(inp: StatusInputs) -> str:
+    """``rolling out simple:3 (old pods keep serving)``: what a rolling rollout is trying to serve."""
+    wanted = " ".join(f"{m.name}:{','.join(map(str, m.desired_versions()))}" for m in inp.md.spec.models)
+    return f"rolling out {wanted} ({inp.rollout.available} available pod(s) of the previous revision keep serving)"
 
 
 def ready_condition(inp: StatusInputs, vs: VersionStates) -> Verdict:
@@ -359,8 +403,10 @@ def models_ready_condition(inp: StatusInputs, vs: VersionStates) -> Verdict:
 
 def progressing_condition(inp: StatusInputs, vs: VersionStates) -> Verdict:
     ro = inp.rollout
-    if inp.diagnosis and inp.diagnosis.reason == "ProgressDeadlineExceeded":
-        return Verdict(False, "ProgressDeadlineExceeded", inp.diagnosis.message)
+    deadline = inp.diagnosis and inp.diagnosis.reason == "ProgressDeadlineExceeded"
+    if ro.deadline_exceeded or deadline:
+        why = inp.diagnosis.message if inp.diagnosis else ro.deadline_exceeded
+        return Verdict(False, "ProgressDeadlineExceeded", why)
     if ro.complete and inp.propagating and not vs.all_ready:
         return Verdict(True, "VersionsPropagating", inp.propagating)
     if ro.complete and inp.agents is not None and not vs.all_ready and not vs.failed:

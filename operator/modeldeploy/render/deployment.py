@@ -18,11 +18,15 @@ from modeldeploy.render.common import (
     MANIFEST_MOUNT_DIR,
     MODEL_REPOSITORY,
     RenderOptions,
-    configmap_name,
     metadata,
     selector_labels,
 )
-from modeldeploy.render.manifest import build_manifest, credentials_mount_path, manifest_content_hash
+from modeldeploy.render.manifest import (
+    build_manifest,
+    credentials_mount_path,
+    manifest_configmap_name,
+    manifest_content_hash,
+)
 from modeldeploy_runtime.manifest import MANIFEST_KEY
 
 TRITON_CONTAINER = "triton"
@@ -296,7 +300,10 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         {"name": "dshm", "emptyDir": dshm},
         {
             "name": "model-manifest",
-            "configMap": {"name": configmap_name(md), "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]},
+            "configMap": {
+                "name": manifest_configmap_name(md),
+                "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}],
+            },
         },
         {"name": "agent-tmp", "emptyDir": {}},
     ]
