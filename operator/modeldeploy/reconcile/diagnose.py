@@ -242,6 +242,20 @@ def deployment_problem(deployment: dict[str, Any] | None) -> Diagnosis | None:
     return None
 
 
+def _unready_pods(pods: list[dict[str, Any]], limit: int = 2) -> str:
+    """``; pod p: containers with unready status: [agent]``: what the pods that are not Ready say."""
+    out = []
+    for pod in pods:
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Ready" and cond.get("status") != "True":
+                out.append(
+                    f"pod {_pod_name(pod)}: {cond.get('message') or cond.get('reason') or 'not Ready'}"
+                )
+    return "".join(f"; {x}" for x in out[:limit])
+
+
 def diagnose(
     deployment: dict[str, Any] | None,
     pods: list[dict[str, Any]],
@@ -255,6 +269,8 @@ def diagnose(
         found.append(mlf)
     found.extend(pod_problems(pods, gpu_resource))
     dp = deployment_problem(deployment)
+    if dp and dp.reason == "ProgressDeadlineExceeded":
+        dp = Diagnosis(dp.reason, _clip(f"{dp.message}{_unready_pods(pods)}"))
     if dp:
         found.append(dp)
     if not found:
