@@ -5,7 +5,7 @@
   the old pods keep serving, until the Deployment's progress deadline, and the status says which
   version failed and why; a good v3 completes and the ConfigMaps nobody uses any more are deleted.
   KWOK marks pods Ready through its ``pod-ready`` stage, whose delay a pod annotation sets: a v2
-  carrying ``pod-ready.stage.kwok.x-k8s.io/delay: 24h`` is a revision whose pods never become Ready
+  carrying ``pod-ready.stage.kwok.x-k8s.io/delay`` and ``jitter-delay`` of 24h is a revision whose pods never become Ready
   (what a pod whose agent never gets its versions READY looks like to the Deployment).
 * Time-based transitions with a resync interval far longer than the test: the end of an in-place
   propagation window changes the status within 2 s of falling due.
@@ -30,7 +30,7 @@ from modeldeploy.render.manifest import manifest_configmap_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
-NEVER_READY = {"pod-ready.stage.kwok.x-k8s.io/delay": "24h"}
+NEVER_READY = {f"pod-ready.stage.kwok.x-k8s.io/{k}": "24h" for k in ("delay", "jitter-delay")}
 MANIFEST_CMS = "app.kubernetes.io/component=model-manifest,modeldeploy.io/deployment=cpu-model"
 
 
@@ -40,9 +40,11 @@ def _versions(*numbers: int) -> list[dict[str, Any]]:
 
 
 def _rolling(ns: str, *versions: int, **spec: Any) -> dict[str, Any]:
-    rollout = {"strategy": "rolling", "maxSurge": 1, "maxUnavailable": 0}
+    # the shortest progress deadline: max(startupTimeoutSeconds 30, timeoutSeconds 10) + 60 = 90 s
+    gate = {"timeoutSeconds": 10}
+    rollout = {"strategy": "rolling", "maxSurge": 1, "maxUnavailable": 0, "readinessGate": gate}
     doc = md_doc("cpu", ns, replicas=2, models=_versions(*versions), rollout=rollout, **spec)
-    doc["spec"]["server"] = {"startupTimeoutSeconds": 30}  # the shortest progress deadline: 90 s
+    doc["spec"]["server"] = {"startupTimeoutSeconds": 30}
     return doc
 
 
@@ -130,7 +132,14 @@ def test_rolling_update_keeps_old_pods_on_their_manifest_and_stalls_on_a_bad_ver
         md = get(cluster, "md", ns, "cpu-model")
         return md if cond(md, "Progressing").get("reason") == "ProgressDeadlineExceeded" else None
 
-    md = wait_for(stalled, 180, "Progressing=False, ProgressDeadlineExceeded")
+    try:
+        md = wait_for(stalled, 180, "Progressing=False, ProgressDeadlineExceeded")
+    except AssertionError:
+        dep = get(cluster, "deploy", ns, "cpu-model") or {}
+        md = get(cluster, "md", ns, "cpu-model") or {}
+        raise AssertionError(
+            f"deployment: {json.dumps(dep.get('status'))}\nmd: {json.dumps(md.get('status'))}"
+        ) from None
     took = time.monotonic() - t0
     ready, degraded = cond(md, "Ready"), cond(md, "Degraded")
     assert (ready["status"], ready["reason"]) == ("False", "ProgressDeadlineExceeded")
