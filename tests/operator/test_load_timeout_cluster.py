@@ -103,7 +103,8 @@ def test_load_timeout_is_reported_when_it_falls_due(
     manifest = tmp_path / "manifest.json"
 
     def sync_manifest() -> dict[str, Any]:
-        cm = json.loads(cluster.kubectl("get", "cm", "scale-models", "-n", ns, "-o", "json").stdout)
+        cm = json.loads(cluster.kubectl("get", "cm", "scale-models", "-n", ns, "-o", "json",
+                                        "--show-managed-fields").stdout)  # fmt: skip
         tmp = manifest.with_suffix(".tmp")
         tmp.write_text(cm["data"]["manifest.json"])
         tmp.replace(manifest)
