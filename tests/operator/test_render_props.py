@@ -240,3 +240,17 @@ def test_credentials_are_referenced_never_inlined() -> None:
     triton = pod["containers"][0]
     assert all(m["name"] != "credentials-0" for m in triton["volumeMounts"]), "Triton must not see the Secret"
     assert {"name": "credentials-0", "secret": {"secretName": "s3-creds"}} in pod["volumes"]
+
+
+def test_rollout_settings_reach_the_deployment() -> None:
+    rollout = {"strategy": "rolling", "maxSurge": "50%", "maxUnavailable": 1,
+               "readinessGate": {"timeoutSeconds": 120, "minReadySeconds": 15}}  # fmt: skip
+    spec = render_deployment(md_of("cpu", rollout=rollout, server={"startupTimeoutSeconds": 30}))["spec"]
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 1},
+    }
+    assert spec["minReadySeconds"] == 15
+    assert spec["progressDeadlineSeconds"] == 120 + 60 + 15
+    inplace = render_deployment(md_of("cpu", rollout={**rollout, "strategy": "inPlace"}))["spec"]
+    assert inplace["minReadySeconds"] == 0  # in place, versions switch inside the running pods

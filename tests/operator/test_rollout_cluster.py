@@ -153,6 +153,7 @@ def test_rolling_update_keeps_old_pods_on_their_manifest_and_stalls_on_a_bad_ver
     # the old pods kept serving all along: same pods, still Ready, still on their manifest, in the Service
     now = {p["metadata"]["name"]: p for p in _pods(cluster, ns)}
     assert set(old) <= set(now) and all(_pod_ready(now[n]) for n in old)
+    assert len(now) == 3, "maxSurge 1, maxUnavailable 0: one new pod next to the two old ones"
     assert all(_manifest_volume(now[n]) == cm1 for n in old)
     assert _ready_endpoints(cluster, ns) == old_ips
     print(f"bad v2 stalled with ProgressDeadlineExceeded after {took:.0f}s; old pods serving")
