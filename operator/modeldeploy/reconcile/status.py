@@ -17,7 +17,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy.api.v1alpha1 import ModelDeployment, ModelSpec
+from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus, ModelSpec
 from modeldeploy.reconcile.diagnose import Diagnosis
 from modeldeploy.render.common import Note, selector_string
 from modeldeploy.render.service import endpoints
@@ -495,13 +495,15 @@ def compute_status(
         manifest_age=manifest_age,
         was_ready=_was_ready(previous),
     )
-    return assemble_status(inp, version_states(inp), previous, now or now_rfc3339())
+    typed = assemble_status(inp, version_states(inp), previous, now or now_rfc3339())
+    return typed.model_dump(mode="json", exclude_unset=True)
 
 
 def assemble_status(
     inp: StatusInputs, vs: VersionStates, previous: dict[str, Any] | None, now: str
-) -> dict[str, Any]:
-    """The status document: the four conditions (plus kstatus'), versions and summaries."""
+) -> ModelDeploymentStatus:
+    """The typed status: the four conditions (plus kstatus'), versions and summaries (validated
+    against the same model the CRD's status schema is generated from)."""
     gen, ro, md = inp.md.generation, inp.rollout, inp.md
     prev = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
     verdicts = {
@@ -529,7 +531,7 @@ def assemble_status(
     }
     if vs.served:
         status["servedVersions"] = " ".join(vs.served)
-    return status
+    return ModelDeploymentStatus.model_validate(status)
 
 
 def invalid_status(
