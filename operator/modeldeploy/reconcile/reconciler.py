@@ -313,7 +313,10 @@ class Reconciler:
             )
         if run.scaled:
             self._event(body, "Normal", "Scaled", f"replicas {run.scaled[0]} -> {run.scaled[1]}")
-        run.outcome.changes.extend(self._collect_manifests(md))
+        try:
+            run.outcome.changes.extend(self._collect_manifests(md))
+        except KubeError as exc:  # housekeeping: never in the way of the status
+            log.warning("%s: could not collect unused manifest ConfigMaps: %s", key, exc)
         run.outcome.status_written = self._refresh(
             md_body=None, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
