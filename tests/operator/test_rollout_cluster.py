@@ -156,6 +156,10 @@ def test_rolling_update_keeps_old_pods_on_their_manifest_and_stalls_on_a_bad_ver
     assert len(now) == 3, "maxSurge 1, maxUnavailable 0: one new pod next to the two old ones"
     assert all(_manifest_volume(now[n]) == cm1 for n in old)
     assert _ready_endpoints(cluster, ns) == old_ips
+    events = cluster.kubectl(
+        "get", "events", "-n", ns, "--field-selector", "reason=VersionsChanged", "-o", "json"
+    ).stdout
+    assert [e["message"] for e in json.loads(events)["items"]] == ["model versions now simple:2"]
     print(f"bad v2 stalled with ProgressDeadlineExceeded after {took:.0f}s; old pods serving")
 
     # a good v3 completes; the revisions no ReplicaSet with pods uses any more are deleted

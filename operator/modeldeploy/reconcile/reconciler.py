@@ -359,7 +359,9 @@ class Reconciler:
         if kind == "Deployment":
             run.note_deployment(live, new, desired)
         md = run.md
-        if kind == "ConfigMap" and live is not None and run.manifest_generation == md.generation:
+        # a new manifest: in place, a rewrite of the ConfigMap; rolling, a new revision's ConfigMap
+        revised = live is not None or (md.spec.rollout.strategy == "rolling" and bool(run.body.get("status")))
+        if kind == "ConfigMap" and revised and run.manifest_generation == md.generation:
             self._event(run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}")
 
     def _apply_checked(self, run: _Pass, kind: str, desired: dict[str, Any]) -> dict[str, Any]:
