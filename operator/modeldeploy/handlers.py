@@ -3,7 +3,10 @@
 * create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted);
 * every ``resync_seconds`` a resync loop (one LIST, not kopf timers: those add a finalizer to every
   object) runs the same reconcile, level-based (drift repair, no write when nothing changed);
-* events of our Deployments and pods -> a debounced status refresh of the owner.
+* events of our Deployments and pods -> a debounced status refresh of the owner (a Deployment's
+  ``ReplicaFailure``/``FailedCreate`` or progress deadline is in the status within seconds);
+* time-based transitions (end of a propagation window, a load timeout) -> a status refresh
+  scheduled for when they fall due.
 
 kopf's own bookkeeping lives in annotations (``modeldeploy.io/…``) and is written only when a spec
 change is handled, never per resync; kopf posts k8s Events only for warnings. No finalizers:
@@ -79,6 +82,7 @@ class State:
             self.reconciler.refresh_status, debounce=self.config.status_debounce_seconds
         ).start()
         self.reconciler.pusher.done = self.refresher.mark  # a push round done: re-read the agents
+        self.reconciler.schedule = self.refresher.mark_in  # time-based transitions, on time
         reconciler = self.reconciler
 
         def resync(body: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("", "pods"): {"get", "list", "watch"},
     # the Secrets it creates itself: the agents' push token (read back) and Triton's control key
     ("", "secrets"): {"get", "create"},
+    ("apps", "replicasets"): {"list"},  # rolling: which revisions' manifest ConfigMaps still have pods
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }

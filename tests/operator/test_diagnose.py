@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from modeldeploy.reconcile.diagnose import diagnose
 
 
@@ -104,3 +106,72 @@ def test_an_agent_not_ready_is_no_pod_problem() -> None:
 def test_healthy_pods_have_no_diagnosis() -> None:
     ready = [{"name": "triton", "ready": True, "state": {"running": {}}}, {"name": "agent", "ready": True}]
     assert diagnose({"metadata": {"name": "m"}, "status": {}}, [pod(containers=ready)]) is None
+
+
+def replica_failure(message: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "m"},
+        "status": {
+            "conditions": [
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message},
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (
+            'pods "m-1-x" is forbidden: error looking up service account ns/robot: serviceaccount "robot" '
+            "not found",
+            "ServiceAccountNotFound",
+        ),
+        ('pods "m-1-x" is forbidden: no PriorityClass with name urgent was found', "PriorityClassNotFound"),
+        (
+            'pods "m-1-x" is forbidden: exceeded quota: compute, requested: requests.cpu=2, used: '
+            "requests.cpu=8, limited: requests.cpu=8",
+            "QuotaExceeded",
+        ),
+        ('pods "m-1-x" is forbidden: violates PodSecurity "restricted:latest"', "PodCreateForbidden"),
+        ("Internal error occurred: failed calling webhook", "FailedCreate"),
+    ],
+)
+def test_pods_that_cannot_be_created_name_the_precise_reason(message: str, reason: str) -> None:
+    """The Deployment's ReplicaFailure (its ReplicaSet could not create a pod) with the API server's
+    message, ranked above a later progress deadline: it says why nothing progresses."""
+    dep = replica_failure(message)
+    dep["status"]["conditions"][0] = {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": 'ReplicaSet "m-1" has timed out progressing.',
+    }
+    d = diagnose(dep, [])
+    assert d is not None and d.reason == reason
+    assert d.message == f"deployment m cannot create pods: {message}"
+    assert diagnose(replica_failure(message), []) == d
+
+
+def test_a_resolved_replica_failure_is_no_failure() -> None:
+    dep = replica_failure("x")
+    dep["status"]["conditions"][1]["status"] = "False"
+    assert diagnose(dep, []) is None
+
+
+def test_progress_deadline_names_what_the_unready_pods_say() -> None:
+    dep = {
+        "metadata": {"name": "m"},
+        "status": {"conditions": [{"type": "Progressing", "status": "False",
+                                   "reason": "ProgressDeadlineExceeded", "message": "timed out"}]},
+    }  # fmt: skip
+    stuck = pod("m-2-new")
+    stuck["status"]["conditions"] = [
+        {"type": "Ready", "status": "False", "message": "containers with unready status: [agent]"}
+    ]
+    ready = pod("m-1-old")
+    ready["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    d = diagnose(dep, [ready, stuck])
+    assert d is not None and d.reason == "ProgressDeadlineExceeded"
+    assert d.message == "deployment m: timed out; pod m-2-new: containers with unready status: [agent]"

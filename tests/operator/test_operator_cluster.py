@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 from opsupport import RESYNC_SECONDS, OperatorProcess, audit_lines, audit_writes, load_case, wait_for
 
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.render.manifest import manifest_configmap_name
+
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 CHILD_KINDS = (
@@ -100,12 +103,15 @@ def test_apply_creates_owned_children_and_becomes_ready(
     cluster: Any, operator: OperatorProcess, ns: str
 ) -> None:
     t0 = time.monotonic()
-    apply(cluster, md_doc("gpu", ns))
+    doc = md_doc("gpu", ns)
+    apply(cluster, doc)
     md = wait_ready(cluster, ns, "resnet")
     ready_after = time.monotonic() - t0
     children = owned_children(cluster, ns, md)
+    manifest_cm = manifest_configmap_name(ModelDeployment.from_body(doc))  # rolling: content-addressed
+    assert manifest_cm.startswith("resnet-models-")
     assert children == {
-        "ConfigMap": ["resnet-models"],
+        "ConfigMap": [manifest_cm],
         "Service": ["resnet"],
         "Deployment": ["resnet"],
         "PodDisruptionBudget": ["resnet"],
@@ -132,10 +138,11 @@ def test_apply_creates_owned_children_and_becomes_ready(
     pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
     assert len(pods) == 2 and all(p["spec"]["nodeName"].startswith("gpu-node") for p in pods)
     # the manifest ConfigMap is what the runtime reads
-    cm = get(cluster, "configmap", ns, "resnet-models")
+    cm = get(cluster, "configmap", ns, manifest_cm)
     assert (
         cm is not None and json.loads(cm["data"]["manifest.json"])["models"][0]["versions"][0]["version"] == 3
     )
+    assert cm.get("immutable") is True
     # events for meaningful transitions only
     events = json.loads(
         cluster.kubectl(

@@ -148,6 +148,36 @@ def test_rolling_version_change_rolls_the_pods() -> None:
     assert render_deployment(c)["spec"]["template"] == render_deployment(a)["spec"]["template"]
 
 
+def manifest_volume(dep: dict[str, Any]) -> str:
+    vols = dep["spec"]["template"]["spec"]["volumes"]
+    return str(next(v["configMap"]["name"] for v in vols if v["name"] == "model-manifest"))
+
+
+def test_rolling_revisions_have_immutable_content_addressed_configmaps() -> None:
+    """rolling: each manifest is its own immutable ConfigMap <name>-models-<hash>, mounted by the pod
+    template (so old pods keep theirs); inPlace: one mutable <name>-models. Scaling (a new generation,
+    same models) keeps the revision."""
+    model = load_case("cpu")["spec"]["models"][0]
+    a = md_of("cpu", rollout={"strategy": "rolling"})
+    b = md_of("cpu", rollout={"strategy": "rolling"}, models=[{**model, "versionPolicy": {"all": True}}])
+    ca, cb = render_children(a)["ConfigMap"], render_children(b)["ConfigMap"]
+    assert ca is not None and cb is not None
+    assert ca["immutable"] is True and cb["immutable"] is True
+    na, nb = ca["metadata"]["name"], cb["metadata"]["name"]
+    assert na != nb and na.startswith("cpu-model-models-") and nb.startswith("cpu-model-models-")
+    assert manifest_volume(render_deployment(a)) == na and manifest_volume(render_deployment(b)) == nb
+    scaled = md_of("cpu", rollout={"strategy": "rolling"}, replicas=5)
+    scaled.metadata["generation"] = 7
+    assert render_children(scaled)["ConfigMap"]["metadata"]["name"] == na  # type: ignore[index]
+    inplace = render_children(md_of("cpu"))["ConfigMap"]
+    assert inplace is not None and "immutable" not in inplace
+    assert inplace["metadata"]["name"] == "cpu-model-models"
+    longest = md_of("cpu", rollout={"strategy": "rolling"})
+    longest.metadata["name"] = "m" * 63
+    name = render_children(longest)["ConfigMap"]["metadata"]["name"]  # type: ignore[index]
+    assert len(name) == 63 + len("-models-") + 10 <= 253
+
+
 def test_which_children_are_wanted() -> None:
     kinds = lambda md: {k for k, v in render_children(md).items() if v is not None}  # noqa: E731
     assert kinds(md_of("cpu")) == {"ConfigMap", "Service", "Deployment", "NetworkPolicy"}
@@ -216,3 +246,17 @@ def test_credentials_are_referenced_never_inlined() -> None:
     triton = pod["containers"][0]
     assert all(m["name"] != "credentials-0" for m in triton["volumeMounts"]), "Triton must not see the Secret"
     assert {"name": "credentials-0", "secret": {"secretName": "s3-creds"}} in pod["volumes"]
+
+
+def test_rollout_settings_reach_the_deployment() -> None:
+    rollout = {"strategy": "rolling", "maxSurge": "50%", "maxUnavailable": 1,
+               "readinessGate": {"timeoutSeconds": 120, "minReadySeconds": 15}}  # fmt: skip
+    spec = render_deployment(md_of("cpu", rollout=rollout, server={"startupTimeoutSeconds": 30}))["spec"]
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 1},
+    }
+    assert spec["minReadySeconds"] == 15
+    assert spec["progressDeadlineSeconds"] == 120 + 60 + 15
+    inplace = render_deployment(md_of("cpu", rollout={**rollout, "strategy": "inPlace"}))["spec"]
+    assert inplace["minReadySeconds"] == 0  # in place, versions switch inside the running pods

@@ -339,3 +339,118 @@ def test_load_timeout_does_not_fire_for_a_version_that_was_serving() -> None:
     assert blip["models"][0]["versions"][1]["state"] == "Pending"
     assert conds(blip)["Degraded"]["status"] == "False"
     assert status("Pending")["models"][0]["versions"][1]["reason"] == "LoadTimeout"
+
+
+# ------------------------------------------------------------ the split: one function per condition
+def inputs(spec: ModelDeployment | None = None, dep: dict[str, Any] | None = None, **kw: Any) -> Any:
+    from modeldeploy.reconcile.status import Rollout, StatusInputs
+
+    fields: dict[str, Any] = dict(running=True, diagnosis=None, notes=[], agents=None, propagating=None,
+                                  manifest_age=None, was_ready=frozenset())  # fmt: skip
+    fields.update(kw)
+    return StatusInputs(
+        md=spec or md(), rollout=Rollout.of(deployment(1) if dep is None else dep, 1), **fields
+    )
+
+
+def test_each_condition_is_one_function_of_typed_inputs() -> None:
+    from modeldeploy.reconcile.status import (
+        Verdict,
+        degraded_condition,
+        models_ready_condition,
+        progressing_condition,
+        ready_condition,
+        version_states,
+    )
+
+    ok = inputs()
+    vs = version_states(ok)
+    assert (vs.expected, vs.ready, vs.served, vs.failed) == (1, 1, ["simple:2"], False)
+    assert ready_condition(ok, vs) == Verdict(True, "Available", "1/1 replicas available, serving simple:2")
+    assert models_ready_condition(ok, vs) == Verdict(True, "AllVersionsReady", "1/1 versions ready")
+    assert progressing_condition(ok, vs) == Verdict(False, "Complete", "rollout complete")
+    assert degraded_condition(ok, vs) == Verdict(False, "AsExpected", "")
+
+    gpu = Diagnosis("InsufficientGPU", "pod p: not enough GPUs")
+    stuck = inputs(dep=deployment(1, available=0), running=False, diagnosis=gpu)
+    vs = version_states(stuck)
+    assert vs.models[0]["versions"][1]["state"] == "Pending" and not vs.all_ready
+    assert ready_condition(stuck, vs) == Verdict(False, "InsufficientGPU", "pod p: not enough GPUs")
+    assert models_ready_condition(stuck, vs) == Verdict(False, "InsufficientGPU", "pod p: not enough GPUs")
+    assert progressing_condition(stuck, vs) == Verdict(
+        True, "RollingOut", "1/1 replicas updated, 0 available"
+    )
+    assert degraded_condition(stuck, vs) == Verdict(True, "InsufficientGPU", "pod p: not enough GPUs")
+
+    why = "the model manifest changed 3s ago"
+    moving = inputs(propagating=why)
+    vs = version_states(moving)
+    assert ready_condition(moving, vs) == Verdict(False, "VersionsPropagating", why)
+    assert progressing_condition(moving, vs) == Verdict(True, "VersionsPropagating", why)
+
+
+def rolling_deployment(deadline: bool) -> dict[str, Any]:
+    """2 replicas wanted; one new pod (surged) not Ready, the 2 old ones available."""
+    dep = deployment(2, updated=1, available=2, total=3)
+    if deadline:
+        dep["status"]["conditions"] = [{"type": "Progressing", "status": "False",
+                                        "reason": "ProgressDeadlineExceeded",
+                                        "message": 'ReplicaSet "m-2" has timed out progressing.'}]  # fmt: skip
+    return dep
+
+
+def test_rolling_rollout_keeps_the_old_version_served_and_names_the_stalled_version() -> None:
+    """rolling v1 -> v2: while the new pod is not Ready the old pods keep serving v1 (StillServing)
+    and v2 is Loading; at the Deployment's progress deadline v2 is Failed and every condition says
+    which version the stalled rollout was rolling out, and why."""
+    spec = md(rollout={"strategy": "rolling"})  # versions 1, 2; latest: 1 -> v2 wanted
+    previous = {"models": [{"name": "simple", "versions": [{"version": 1, "state": "Ready"}]}]}
+    pods = [running_pod()]
+
+    moving = compute_status(spec, rolling_deployment(False), pods, None, previous=previous, now=T0)
+    states = {v["version"]: (v["state"], v["reason"]) for v in moving["models"][0]["versions"]}
+    assert states == {1: ("Ready", "StillServing"), 2: ("Loading", "PodsStarting")}
+    assert moving["servedVersions"] == "simple:1" and moving["versionsReady"] == "0/1"
+    c = conds(moving)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "RollingOut")
+    assert (c["Progressing"]["status"], c["Degraded"]["status"]) == ("True", "False")
+    ModelDeploymentStatus.model_validate(moving)
+
+    d = Diagnosis("ProgressDeadlineExceeded", 'deployment cpu-model: ReplicaSet "m-2" has timed out '
+                  "progressing.; pod m-2-x: containers with unready status: [agent]")  # fmt: skip
+    stalled = compute_status(spec, rolling_deployment(True), pods, d, previous=moving, now=T1)
+    v = {v["version"]: v for v in stalled["models"][0]["versions"]}
+    assert (v[1]["state"], v[1]["reason"]) == ("Ready", "StillServing")
+    assert (v[2]["state"], v[2]["reason"]) == ("Failed", "ProgressDeadlineExceeded")
+    assert v[2]["message"] == f"new pods not Ready within the progress deadline: {d.message}"
+    c = conds(stalled)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "ProgressDeadlineExceeded")
+    assert c["Ready"]["message"] == (
+        "rolling out simple:2 (2 available pod(s) of the previous revision keep serving) stalled: "
+        + d.message
+    )
+    assert (c["Progressing"]["status"], c["Progressing"]["reason"]) == ("False", "ProgressDeadlineExceeded")
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "ProgressDeadlineExceeded")
+    assert c["Stalled"]["status"] == "True" and stalled["servedVersions"] == "simple:1"
+    ModelDeploymentStatus.model_validate(stalled)
+
+    # inPlace has no old revision: an unwanted version is not claimed to be served
+    inplace = compute_status(md(), rolling_deployment(False), pods, None, previous=previous, now=T0)
+    assert inplace["models"][0]["versions"][0]["state"] == "Unloaded"
+
+
+def test_a_pod_that_cannot_be_created_is_degraded() -> None:
+    from modeldeploy.reconcile.diagnose import diagnose
+
+    dep = deployment(1, available=0, updated=0, total=0)
+    msg = 'pods "x" is forbidden: error looking up service account models/robot: serviceaccount "robot" not found'
+    dep["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                                    "message": msg}]  # fmt: skip
+    st = compute_status(md(), dep, [], diagnose(dep, [], []), now=T0)
+    c = conds(st)
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "ServiceAccountNotFound")
+    assert c["Degraded"]["message"] == f"deployment cpu-model cannot create pods: {msg}"
+    assert (c["Ready"]["reason"], c["Stalled"]["reason"]) == (
+        "ServiceAccountNotFound",
+        "ServiceAccountNotFound",
+    )

@@ -119,6 +119,10 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
+# ReplicaSets (read only): which rolling revisions' manifest ConfigMaps still have pods.
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["list"]
 # Events: posted on transitions.
 - apiGroups: [""]
   resources: ["events"]

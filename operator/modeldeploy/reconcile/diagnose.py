@@ -1,14 +1,17 @@
-"""Why is a ModelDeployment not Ready? Pure functions over the live Deployment, pods and events.
+"""Why is a ModelDeployment not Ready? Pure functions over the live Deployment and its pods.
 
 Reasons (most specific first): ``CrashLoopBackOff``, ``ImagePullBackOff``,
 ``CreateContainerConfigError``, ``InsufficientGPU`` / ``Unschedulable`` (the pods' ``PodScheduled``
-condition), ``ProgressDeadlineExceeded`` (the Deployment's ``Progressing`` condition). A model version that
-fails to load is not a pod problem (the pod keeps serving the previous version and stays Ready): the
-agents report it on ``/status`` and status.py turns it into ``ModelLoadFailed``/``LoadTimeout``.
+condition), pods that cannot even be created (the Deployment's ``ReplicaFailure`` condition:
+``ServiceAccountNotFound``, ``PriorityClassNotFound``, ``QuotaExceeded``, ``PodCreateForbidden``,
+``FailedCreate``), ``ProgressDeadlineExceeded`` (the Deployment's ``Progressing`` condition). A model
+version that fails to load is not a pod problem (the pod keeps serving the previous version and stays
+Ready): the agents report it on ``/status`` and status.py turns it into ``ModelLoadFailed``/``LoadTimeout``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,11 @@ FAILURE_REASONS = (
     "CreateContainerConfigError",
     "InsufficientGPU",
     "Unschedulable",
+    "ServiceAccountNotFound",
+    "PriorityClassNotFound",
+    "QuotaExceeded",
+    "PodCreateForbidden",
+    "FailedCreate",
     "ProgressDeadlineExceeded",
 )
 _PRIORITY = {r: i for i, r in enumerate(FAILURE_REASONS)}
@@ -96,9 +104,35 @@ def pod_problems(pods: list[dict[str, Any]], gpu_resource: str | None = None) ->
     return out
 
 
+#: ReplicaFailure messages (the API server's reason for refusing the pod) -> a precise reason.
+_CREATE_FAILURES = (
+    (re.compile(r"service ?account", re.IGNORECASE), "ServiceAccountNotFound"),
+    (re.compile(r"priority ?class", re.IGNORECASE), "PriorityClassNotFound"),
+    (re.compile(r"exceeded quota|quota", re.IGNORECASE), "QuotaExceeded"),
+    (re.compile(r"forbidden", re.IGNORECASE), "PodCreateForbidden"),
+)
+
+
+def replica_failure(deployment: dict[str, Any]) -> Diagnosis | None:
+    """The Deployment's ``ReplicaFailure=True`` (its ReplicaSet cannot create pods: a missing
+    ServiceAccount or PriorityClass, a quota, an admission webhook...), with the API server's message."""
+    for cond in (deployment.get("status") or {}).get("conditions") or []:
+        if cond.get("type") != "ReplicaFailure" or cond.get("status") != "True":
+            continue
+        msg = str(cond.get("message") or cond.get("reason") or "")
+        reason = next((r for rx, r in _CREATE_FAILURES if rx.search(msg)), "FailedCreate")
+        return Diagnosis(
+            reason, _clip(f"deployment {deployment['metadata']['name']} cannot create pods: {msg}")
+        )
+    return None
+
+
 def deployment_problem(deployment: dict[str, Any] | None) -> Diagnosis | None:
     if not deployment:
         return None
+    failure = replica_failure(deployment)
+    if failure:
+        return failure
     for cond in (deployment.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return Diagnosis(
@@ -106,6 +140,20 @@ def deployment_problem(deployment: dict[str, Any] | None) -> Diagnosis | None:
                 _clip(f"deployment {deployment['metadata']['name']}: {cond.get('message', '')}"),
             )
     return None
+
+
+def _unready_pods(pods: list[dict[str, Any]], limit: int = 2) -> str:
+    """``; pod p: containers with unready status: [agent]``: what the pods that are not Ready say."""
+    out = []
+    for pod in pods:
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Ready" and cond.get("status") != "True":
+                out.append(
+                    f"pod {_pod_name(pod)}: {cond.get('message') or cond.get('reason') or 'not Ready'}"
+                )
+    return "".join(f"; {x}" for x in out[:limit])
 
 
 def diagnose(
@@ -117,6 +165,8 @@ def diagnose(
     found: list[Diagnosis] = []
     found.extend(pod_problems(pods, gpu_resource))
     dp = deployment_problem(deployment)
+    if dp and dp.reason == "ProgressDeadlineExceeded":
+        dp = Diagnosis(dp.reason, _clip(f"{dp.message}{_unready_pods(pods)}"))
     if dp:
         found.append(dp)
     if not found:

@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ from modeldeploy.reconcile.kube import (
     EVENT,
     MODELDEPLOYMENT,
     POD,
+    REPLICASET,
     Kube,
     KubeError,
 )
@@ -43,13 +44,16 @@ from modeldeploy.reconcile.status import (
 )
 from modeldeploy.render import RenderOptions, render_children
 from modeldeploy.render.common import (
+    COMPONENT_LABEL,
     FIELD_MANAGER,
+    OWNER_LABEL,
     SCALEDOBJECT_CRD,
     SERVICEMONITOR_CRD,
     RenderError,
-    configmap_name,
+    check_names,
     selector_string,
 )
+from modeldeploy.render.manifest import manifest_configmap_name
 from modeldeploy_runtime.manifest import MANIFEST_KEY, ModelManifest
 
 log = logging.getLogger("modeldeploy.reconcile")
@@ -58,6 +62,8 @@ log = logging.getLogger("modeldeploy.reconcile")
 KIND_CRD = {"ScaledObject": SCALEDOBJECT_CRD, "ServiceMonitor": SERVICEMONITOR_CRD}
 #: Field manager that holds spec.replicas between us and the autoscaler.
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
+#: A scheduled refresh runs this long after the transition is due (so that it is past, not at, it).
+DUE_SLACK_SECONDS = 0.25
 OPTIONAL_KINDS = (
     "HorizontalPodAutoscaler",
     "ScaledObject",
@@ -145,6 +151,60 @@ def _manifest_models(cm: dict[str, Any] | None) -> tuple[Any, int] | None:
     return [x.model_dump(mode="json") for x in m.models], m.generation
 
 
+@dataclass
+class _Pass:
+    """The state of one reconcile pass over the children."""
+
+    md: ModelDeployment
+    body: dict[str, Any]
+    key: str
+    live_cm: dict[str, Any] | None
+    manifest_generation: int | None
+    outcome: Outcome = field(default_factory=Outcome)
+    live_dep: dict[str, Any] | None = None
+    created_dep: bool = False
+    scaled: tuple[Any, Any] | None = None
+
+    @property
+    def uid(self) -> str:
+        return str(self.body["metadata"].get("uid", ""))
+
+    def note_deployment(
+        self, live: dict[str, Any] | None, new: dict[str, Any], desired: dict[str, Any]
+    ) -> None:
+        self.live_dep = new
+        if live is None:
+            self.created_dep = True
+            return
+        old_r = (live.get("spec") or {}).get("replicas")
+        new_r = (desired.get("spec") or {}).get("replicas")
+        if new_r is not None and old_r != new_r:
+            self.scaled = (old_r, new_r)
+
+
+def _manifest_generation(md: ModelDeployment, live_cm: dict[str, Any] | None) -> int:
+    """The generation to write into the manifest: the live one while the model set is unchanged (no
+    ConfigMap write, and an immutable rolling revision stays as it is), else the spec's."""
+    prev = _manifest_models(live_cm)
+    if prev is not None and prev[0] == [x.model_dump(mode="json") for x in _render_manifest_models(md)]:
+        return int(prev[1])
+    return md.generation
+
+
+def mounted_configmaps(replicasets: list[dict[str, Any]]) -> set[str]:
+    """ConfigMaps mounted by the pod templates of the ReplicaSets that have (or want) pods."""
+    out: set[str] = set()
+    for rs in replicasets:
+        want = (rs.get("spec") or {}).get("replicas") or 0
+        have = (rs.get("status") or {}).get("replicas") or 0
+        if not want and not have:
+            continue
+        for vol in ((rs.get("spec") or {}).get("template") or {}).get("spec", {}).get("volumes") or []:
+            if vol.get("configMap", {}).get("name"):
+                out.add(vol["configMap"]["name"])
+    return out
+
+
 class Reconciler:
     def __init__(self, kube: Kube, config: OperatorConfig | None = None) -> None:
         self.kube = kube
@@ -157,6 +217,8 @@ class Reconciler:
         #: per ModelDeployment: the generation whose spec was found invalid
         self._invalid: dict[str, int] = {}
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
+        #: (namespace, name, seconds): refresh the status then (set by the handlers: the refresher)
+        self.schedule: Callable[[str, str, float], None] | None = None
         #: per ModelDeployment: the agents' push token (read from / created as its Secret)
         self._tokens: dict[str, str] = {}
         self.pusher = agents.Pusher()
@@ -222,122 +284,112 @@ class Reconciler:
             finally:
                 metrics.RECONCILE_DURATION.labels(trigger=trigger).observe(time.monotonic() - start)
 
-    def _reconcile(self, body: dict[str, Any], trigger: str, key: str) -> Outcome:
-        meta = body["metadata"]
-        ns, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+    def _parse(self, body: dict[str, Any], key: str) -> ModelDeployment:
+        """The spec, or InvalidSpec (after writing why into the status)."""
         try:
             md = ModelDeployment.from_body(body)
-            from modeldeploy.render.common import check_names
-
             check_names(md)
         except (SpecError, RenderError) as exc:
             msg = "; ".join(exc.errors) if isinstance(exc, SpecError) else str(exc)
             self._write_invalid(body, msg)
-            self._invalid[key] = int(meta.get("generation") or 0)
+            self._invalid[key] = int(body["metadata"].get("generation") or 0)
             raise InvalidSpec(msg) from None
+        return md
 
+    def _reconcile(self, body: dict[str, Any], trigger: str, key: str) -> Outcome:
+        md = self._parse(body, key)
         if trigger == "resync" and self._invalid.get(key) == md.generation:
             return Outcome()  # rejected before; wait for a spec change rather than retrying per tick
         self._invalid.pop(key, None)
-        outcome = Outcome()
-        full = trigger != "resync"
         absent = self._absent.setdefault(key, set())
-        if full:
+        if trigger != "resync":
             absent.clear()
         crds = self.crds()
-
-        live_cm = self.kube.get(CONFIGMAP, ns, configmap_name(md))
-        gen = md.generation
-        prev = _manifest_models(live_cm)
-        if prev is not None:
-            wanted = [x.model_dump(mode="json") for x in _render_manifest_models(md)]
-            if prev[0] == wanted:
-                gen = prev[1]  # the model set did not change: keep its generation (no ConfigMap write)
+        live_cm = self.kube.get(CONFIGMAP, md.namespace, manifest_configmap_name(md))
         opts = RenderOptions(
-            crds=crds, manifest_generation=gen, operator_namespace=self.config.operator_namespace
+            crds=crds,
+            manifest_generation=_manifest_generation(md, live_cm),
+            operator_namespace=self.config.operator_namespace,
         )
         try:
             children = render_children(md, opts)
         except RenderError as exc:
             self._write_invalid(body, str(exc))
             raise InvalidSpec(str(exc)) from None
-        self.control.ensure(md)  # before the Deployment: its pods reference the Secret
+        # Secrets the pods reference, before the Deployment: Triton's control key, the push token.
+        self.control.ensure(md)
+        if trigger != "resync" or key not in self._tokens:
+            self._tokens[key] = agents.ensure_token(self.kube, md)
 
-        if full or key not in self._tokens:
-            self._tokens[key] = agents.ensure_token(self.kube, md)  # before pods reference it
-        live_dep: dict[str, Any] | None = None
-        created_dep = False
-        scaled: tuple[Any, Any] | None = None
+        run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
         for kind, desired in children.items():
-            res = BY_KIND[kind]
             crd = KIND_CRD.get(kind)
             if crd and crd not in crds:
                 continue
             if desired is None:
-                if kind in absent:
-                    continue
-                live = self.kube.get(res, ns, name)
-                if live is not None and owned_by(live, uid):
-                    self.kube.delete(res, ns, name, uid=live["metadata"].get("uid"))
-                    metrics.CHILD_WRITES.labels(kind=kind, action="delete").inc()
-                    outcome.changes.append(f"deleted {kind}")
-                absent.add(kind)
-                continue
-            absent.discard(kind)
-            live = live_cm if kind == "ConfigMap" else self.kube.get(res, ns, desired["metadata"]["name"])
-            if live is not None and not owned_by(live, uid):
-                owners = [
-                    f"{r.get('kind')}/{r.get('name')}" for r in live["metadata"].get("ownerReferences") or []
-                ]
-                if any(r.get("controller") for r in live["metadata"].get("ownerReferences") or []):
-                    raise ApplyRejected(
-                        f"{kind} {ns}/{desired['metadata']['name']} already exists and is controlled by {', '.join(owners)}"
-                    )
-            ok, why = in_effect(desired, live)
-            if ok:
-                if kind == "Deployment":
-                    live_dep = live
-                continue
-            if kind == "Deployment" and live is not None and "replicas" not in desired["spec"]:
-                self._hand_over_replicas(live)
-            try:
-                new = self.kube.apply(desired, res)
-            except KubeError as exc:
-                if exc.status in (400, 422):
-                    # Rendered from a spec value the CRD could not check (e.g. a free-form affinity).
-                    msg = f"the API server rejected {kind} {desired['metadata']['name']}: {exc.message}"
-                    self._write_invalid(body, msg)
-                    self._invalid[key] = md.generation
-                    raise InvalidSpec(msg) from None
-                if exc.status in (403, 404):
-                    raise ApplyRejected(f"{kind} {desired['metadata']['name']}: {exc.message}") from None
-                raise
-            metrics.CHILD_WRITES.labels(kind=kind, action="apply").inc()
-            outcome.changes.append(f"applied {kind} ({why})")
-            log.info("%s: applied %s (%s)", key, kind, why)
-            if kind == "Deployment":
-                live_dep = new
-                if live is None:
-                    created_dep = True
-                else:
-                    old_r = (live.get("spec") or {}).get("replicas")
-                    new_r = (desired.get("spec") or {}).get("replicas")
-                    if new_r is not None and old_r != new_r:
-                        scaled = (old_r, new_r)
-            if kind == "ConfigMap" and prev is not None and gen == md.generation and live is not None:
-                self._event(body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}")
-                self._push_manifest(md, desired, key)
+                self._delete_unwanted(run, kind, absent)
+            else:
+                absent.discard(kind)
+                self._sync_child(run, kind, desired)
 
-        if created_dep:
+        if run.created_dep:
             self._event(
                 body, "Normal", "Created", f"created the Triton deployment serving {_versions_summary(md)}"
             )
-        if scaled:
-            self._event(body, "Normal", "Scaled", f"replicas {scaled[0]} -> {scaled[1]}")
-        outcome.status_written = self._refresh(
-            md_body=None, ns=ns, name=name, notes=opts.notes, live_dep=live_dep
+        if run.scaled:
+            self._event(body, "Normal", "Scaled", f"replicas {run.scaled[0]} -> {run.scaled[1]}")
+        try:
+            run.outcome.changes.extend(self._collect_manifests(md))
+        except KubeError as exc:  # housekeeping: never in the way of the status
+            log.warning("%s: could not collect unused manifest ConfigMaps: %s", key, exc)
+        run.outcome.status_written = self._refresh(
+            md_body=None, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
-        return outcome
+        return run.outcome
+
+    def _delete_unwanted(self, run: _Pass, kind: str, absent: set[str]) -> None:
+        """Delete our child of ``kind`` (no longer wanted); remember it is absent until a spec change."""
+        if kind in absent:
+            return
+        res, ns, name = BY_KIND[kind], run.md.namespace, run.md.name
+        live = self.kube.get(res, ns, name)
+        if live is not None and owned_by(live, run.uid):
+            self.kube.delete(res, ns, name, uid=live["metadata"].get("uid"))
+            metrics.CHILD_WRITES.labels(kind=kind, action="delete").inc()
+            run.outcome.changes.append(f"deleted {kind}")
+        absent.add(kind)
+
+    def _sync_child(self, run: _Pass, kind: str, desired: dict[str, Any]) -> None:
+        """Apply ``desired`` unless the live object already has it in effect."""
+        res, ns = BY_KIND[kind], run.md.namespace
+        live = run.live_cm if kind == "ConfigMap" else self.kube.get(res, ns, desired["metadata"]["name"])
+        if live is not None and not owned_by(live, run.uid):
+            refs = live["metadata"].get("ownerReferences") or []
+            if any(r.get("controller") for r in refs):
+                owners = ", ".join(f"{r.get('kind')}/{r.get('name')}" for r in refs)
+                raise ApplyRejected(
+                    f"{kind} {ns}/{desired['metadata']['name']} already exists and is controlled by {owners}"
+                )
+        ok, why = in_effect(desired, live)
+        if ok:
+            if kind == "Deployment":
+                run.live_dep = live
+            return
+        if kind == "Deployment" and live is not None and "replicas" not in desired["spec"]:
+            self._hand_over_replicas(live)
+        new = self._apply_checked(run, kind, desired)
+        metrics.CHILD_WRITES.labels(kind=kind, action="apply").inc()
+        run.outcome.changes.append(f"applied {kind} ({why})")
+        log.info("%s: applied %s (%s)", run.key, kind, why)
+        if kind == "Deployment":
+            run.note_deployment(live, new, desired)
+        md = run.md
+        # a new manifest: in place, a rewrite of the ConfigMap; rolling, a new revision's ConfigMap
+        revised = live is not None or (md.spec.rollout.strategy == "rolling" and bool(run.body.get("status")))
+        if kind == "ConfigMap" and revised and run.manifest_generation == md.generation:
+            self._event(run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}")
+            if live is not None:  # an in-place rewrite: hand it to the running agents now
+                self._push_manifest(md, desired, run.key)
 
     def _push_manifest(self, md: ModelDeployment, configmap: dict[str, Any], key: str) -> None:
         """In place: hand the changed manifest to the running agents now (in the background)
@@ -347,6 +399,43 @@ class Reconciler:
         pods = self.kube.list(POD, md.namespace, label_selector=selector_string(md))
         manifest = ModelManifest.from_json(configmap["data"][MANIFEST_KEY])
         self.pusher.submit(md, pods, manifest, self._tokens[key])
+
+    def _apply_checked(self, run: _Pass, kind: str, desired: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.kube.apply(desired, BY_KIND[kind])
+        except KubeError as exc:
+            if exc.status in (400, 422):
+                # Rendered from a spec value the CRD could not check (e.g. a free-form affinity).
+                msg = f"the API server rejected {kind} {desired['metadata']['name']}: {exc.message}"
+                self._write_invalid(run.body, msg)
+                self._invalid[run.key] = run.md.generation
+                raise InvalidSpec(msg) from None
+            if exc.status in (403, 404):
+                raise ApplyRejected(f"{kind} {desired['metadata']['name']}: {exc.message}") from None
+            raise
+
+    def _collect_manifests(self, md: ModelDeployment) -> list[str]:
+        """Delete our manifest ConfigMaps that neither the current spec nor any ReplicaSet with pods
+        uses: the revisions a rolling rollout left behind (and ``<name>-models`` after a switch to
+        ``rolling``). A revision whose old pods still run keeps its ConfigMap until they are gone."""
+        ns, uid = md.namespace, str(md.metadata.get("uid", ""))
+        cms = self.kube.list(
+            CONFIGMAP, ns, label_selector=f"{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=model-manifest"
+        )
+        keep = {manifest_configmap_name(md)}
+        stale = [c for c in cms if owned_by(c, uid) and c["metadata"]["name"] not in keep]
+        if not stale:
+            return []
+        keep |= mounted_configmaps(self.kube.list(REPLICASET, ns, label_selector=selector_string(md)))
+        deleted = []
+        for cm in stale:
+            name = cm["metadata"]["name"]
+            if name not in keep:
+                self.kube.delete(CONFIGMAP, ns, name, uid=cm["metadata"].get("uid"))
+                metrics.CHILD_WRITES.labels(kind="ConfigMap", action="delete").inc()
+                log.info("%s/%s: deleted unused manifest ConfigMap %s", ns, md.name, name)
+                deleted.append(f"deleted ConfigMap {name}")
+        return deleted
 
     def _hand_over_replicas(self, live: dict[str, Any]) -> None:
         """Autoscaling was switched on: before our applied body drops ``spec.replicas`` (which would
@@ -400,14 +489,11 @@ class Reconciler:
         reports = manifest_generation = manifest_age = None
         if self.config.query_agents:
             reports = AgentReport(pods=agents.query(pods))
-            cm = self.kube.get(CONFIGMAP, ns, configmap_name(md))
-            live = _manifest_models(cm)
-            manifest_generation = live[1] if live else None
-            changed = manager_write_time(cm, FIELD_MANAGER)
-            if changed is not None:
-                manifest_age = (dt.datetime.now(dt.UTC) - changed).total_seconds()
+            manifest_generation, manifest_age = self._manifest_state(md)
         # Without agent reports pod readiness (serving) cannot prove new versions: the window applies.
-        propagating = self._manifest_propagating(md, pods) if dep and not (reports and reports.pods) else None
+        propagating, window_left = (
+            self._manifest_propagating(md, pods) if dep and not (reports and reports.pods) else (None, None)
+        )
         current = body.get("status") or {}
         new = compute_status(
             md,
@@ -424,6 +510,7 @@ class Reconciler:
         add_provenance(new, reports)  # digest + signer of each served version (#15)
         conds = {c["type"]: c["status"] for c in new["conditions"]}
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
+        self._schedule(md, [window_left, self._load_timeout_left(md, manifest_age, conds)])
         patch = status_patch(current, new)
         if patch is None:
             return False
@@ -432,25 +519,52 @@ class Reconciler:
         self._transition_events(body, current, new, diag)
         return True
 
-    def _manifest_propagating(self, md: ModelDeployment, pods: list[dict[str, Any]]) -> str | None:
-        """Why pod readiness does not yet prove the new versions after an in-place manifest change,
-        or None. The change time is our field manager's last write to the manifest ConfigMap (we
-        write it only when its content changes); pods started after it read the new manifest."""
+    def _manifest_state(self, md: ModelDeployment) -> tuple[int | None, float | None]:
+        """The live manifest's generation and its age in seconds (since our last write of it)."""
+        cm = self.kube.get(CONFIGMAP, md.namespace, manifest_configmap_name(md))
+        live = _manifest_models(cm)
+        changed = manager_write_time(cm, FIELD_MANAGER)
+        age = (dt.datetime.now(dt.UTC) - changed).total_seconds() if changed is not None else None
+        return (live[1] if live else None), age
+
+    def _manifest_propagating(
+        self, md: ModelDeployment, pods: list[dict[str, Any]]
+    ) -> tuple[str | None, float | None]:
+        """Why pod readiness does not yet prove the new versions after an in-place manifest change
+        (or None), and the seconds until that window ends. The change time is our field manager's
+        last write to the manifest ConfigMap (we write it only when its content changes); pods
+        started after it read the new manifest."""
         window = self.config.manifest_sync_seconds
         if window <= 0 or md.spec.rollout.strategy != "inPlace":
-            return None
-        cm = self.kube.get(CONFIGMAP, md.namespace, configmap_name(md))
+            return None, None
+        cm = self.kube.get(CONFIGMAP, md.namespace, manifest_configmap_name(md))
         changed = manager_write_time(cm, FIELD_MANAGER)
         if changed is None:
-            return None
+            return None, None
         age = (dt.datetime.now(dt.UTC) - changed).total_seconds()
         started = [parse_time((p.get("status") or {}).get("startTime")) for p in pods]
         if age >= window or not any(t is not None and t < changed for t in started):
-            return None
-        return (
+            return None, None
+        why = (
             f"the model manifest changed {age:.0f}s ago; pods started before that serve the new versions "
             f"only once the kubelet has synced the ConfigMap volume (allowing {window:.0f}s)"
         )
+        return why, window - age
+
+    def _load_timeout_left(
+        self, md: ModelDeployment, manifest_age: float | None, conds: dict[str, str]
+    ) -> float | None:
+        """Seconds until an in-place load watched through the agents times out (None: nothing due)."""
+        if manifest_age is None or md.spec.rollout.strategy != "inPlace" or conds.get("Ready") == "True":
+            return None
+        left = md.spec.rollout.readinessGate.timeoutSeconds - manifest_age
+        return left if left >= 0 else None
+
+    def _schedule(self, md: ModelDeployment, due: list[float | None]) -> None:
+        """Ask for a status refresh when the earliest time-based transition falls due."""
+        pending = [d for d in due if d is not None]
+        if pending and self.schedule is not None:
+            self.schedule(md.namespace, md.name, min(pending) + DUE_SLACK_SECONDS)
 
     def _notes(self, md: ModelDeployment) -> list[Any]:
         opts = RenderOptions(crds=self.crds())

@@ -1,5 +1,10 @@
 """Debounced status refreshes: child events (Deployment, pods) mark their owner dirty; a worker
-thread recomputes each dirty ModelDeployment's status at most once per debounce window."""
+thread recomputes each dirty ModelDeployment's status at most once per debounce window.
+
+Time-based transitions (the end of an in-place manifest's propagation window, an in-place load
+timeout) are scheduled with :meth:`StatusRefresher.mark_in`, so the status changes when they fall
+due rather than at the next resync. One refresh per object is pending at a time: the earliest wins,
+and each refresh schedules the next due time it finds."""
 
 from __future__ import annotations
 
@@ -39,12 +44,27 @@ class StatusRefresher:
             self._cond.notify_all()
 
     def mark(self, namespace: str, name: str) -> None:
+        """Refresh soon (after the debounce window): something about the object changed."""
         now = time.monotonic()
+        self._mark((namespace, name), now + self._debounce, now)
+
+    def mark_in(self, namespace: str, name: str, seconds: float) -> None:
+        """Refresh in ``seconds``: a time-based transition falls due then."""
+        due = time.monotonic() + max(0.0, seconds)
+        self._mark((namespace, name), due, due)
+
+    def _mark(self, key: tuple[str, str], due: float, first: float) -> None:
         with self._cond:
-            key = (namespace, name)
-            if key not in self._due:
-                self._due[key] = (now + self._debounce, now)
-                self._cond.notify()
+            cur = self._due.get(key)
+            if cur is None or cur[0] > due:
+                self._due[key] = (due, min(first, cur[1]) if cur else first)
+                self._cond.notify_all()
+
+    def pending(self, namespace: str, name: str) -> float | None:
+        """Seconds until the pending refresh of the object (None: none pending)."""
+        with self._cond:
+            cur = self._due.get((namespace, name))
+        return None if cur is None else cur[0] - time.monotonic()
 
     def _next(self) -> tuple[tuple[str, str], float] | None:
         with self._cond:

@@ -1,9 +1,14 @@
 """The status of a ModelDeployment, computed (purely) from what is live.
 
+:func:`compute_status` gathers the live facts into one :class:`StatusInputs`, derives the per-version
+states (:func:`version_states`), then computes each condition in a function of its own:
+:func:`ready_condition`, :func:`models_ready_condition`, :func:`progressing_condition`,
+:func:`degraded_condition` (plus :func:`kstatus_conditions`). Each returns a :class:`Verdict`
+(status, reason, message); ``lastTransitionTime`` of a condition only changes when its ``status``
+changes. The caller patches the status only when the result differs from the current status.
+
 ``Ready`` is True only when the Deployment has rolled out the current pod template to every desired
-replica and they are available (and no model version failed). ``lastTransitionTime`` of a condition
-only changes when its ``status`` changes. The caller patches the status only when the result differs
-from the current status.
+replica and they are available (and no model version failed).
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus, ModelSpec
 from modeldeploy.reconcile.diagnose import Diagnosis
 from modeldeploy.render.common import Note, selector_string
 from modeldeploy.render.service import endpoints
-from modeldeploy_runtime.agentapi import AgentStatus
+from modeldeploy_runtime.agentapi import AgentStatus, VersionReport
+
+#: (model name, version) -> aggregated agent report, see :func:`_agent_versions`.
+AgentStates = dict[tuple[str, int], dict[str, Any]]
 
 
 def now_rfc3339() -> str:
@@ -42,6 +50,8 @@ class Rollout:
     available: int
     observed: bool
     exists: bool
+    #: the Deployment's progress deadline passed (its Progressing condition's message), or ""
+    deadline_exceeded: str = ""
 
     @property
     def complete(self) -> bool:
@@ -53,6 +63,10 @@ class Rollout:
             and self.available >= self.want
         )
 
+    @property
+    def scaled_to_zero(self) -> bool:
+        return self.want == 0 and self.exists and self.replicas == 0
+
     @classmethod
     def of(cls, deployment: dict[str, Any] | None, fallback_want: int) -> Rollout:
         if not deployment:
@@ -60,17 +74,101 @@ class Rollout:
         st = deployment.get("status") or {}
         spec = deployment.get("spec") or {}
         gen = int(deployment.get("metadata", {}).get("generation") or 0)
-        return cls(
-            want=int(
-                spec.get("replicas", fallback_want) if spec.get("replicas") is not None else fallback_want
+        want = spec.get("replicas")
+        deadline = next(
+            (
+                str(c.get("message") or "progress deadline exceeded")
+                for c in st.get("conditions") or []
+                if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
             ),
+            "",
+        )
+        return cls(
+            want=int(fallback_want if want is None else want),
             replicas=int(st.get("replicas") or 0),
             updated=int(st.get("updatedReplicas") or 0),
             ready=int(st.get("readyReplicas") or 0),
             available=int(st.get("availableReplicas") or 0),
             observed=int(st.get("observedGeneration") or 0) >= gen,
             exists=True,
+            deadline_exceeded=deadline,
         )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One condition's outcome, before it is stamped with generation and transition time."""
+
+    status: bool | None
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusInputs:
+    """Everything the status is computed from (typed; built by :func:`compute_status`)."""
+
+    md: ModelDeployment
+    rollout: Rollout
+    #: some pod is Running (not terminating)
+    running: bool
+    diagnosis: Diagnosis | None
+    notes: list[Note]
+    #: aggregated agent reports, None without agent queries
+    agents: AgentStates | None
+    #: why pod readiness does not yet prove a just-changed in-place manifest, or None
+    propagating: str | None
+    #: seconds since the model manifest last changed (agent queries only)
+    manifest_age: float | None
+    #: (model, version) pairs Ready in the previous status
+    was_ready: frozenset[tuple[str, int]]
+
+    @property
+    def old_pods_serving(self) -> bool:
+        """A ``rolling`` rollout under way while pods (of the previous revision) are available."""
+        ro = self.rollout
+        return self.md.spec.rollout.strategy == "rolling" and not ro.complete and ro.available > 0
+
+    @property
+    def load_overdue(self) -> bool:
+        """An in-place load has outlasted rollout.readinessGate.timeoutSeconds."""
+        spec = self.md.spec
+        return (
+            spec.rollout.strategy == "inPlace"
+            and self.manifest_age is not None
+            and self.manifest_age > spec.rollout.readinessGate.timeoutSeconds
+        )
+
+
+@dataclass
+class VersionStates:
+    """Per model and version states, with the summaries the conditions are computed from."""
+
+    models: list[dict[str, Any]] = field(default_factory=list)
+    expected: int = 0
+    ready: int = 0
+    served: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        return [
+            f"{m['name']} version {v['version']}: {v['reason']}: {v['message']}".rstrip(": ")
+            for m in self.models
+            for v in m["versions"]
+            if v["state"] == "Failed"
+        ]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    @property
+    def all_ready(self) -> bool:
+        return self.expected > 0 and self.ready == self.expected
+
+    @property
+    def summary(self) -> str:
+        return f"{self.ready}/{self.expected} versions ready"
 
 
 def _condition(
@@ -95,9 +193,7 @@ def _condition(
     }
 
 
-def _agent_versions(
-    report: AgentReport | None, manifest_generation: int | None
-) -> dict[tuple[str, int], dict[str, Any]] | None:
+def _agent_versions(report: AgentReport | None, manifest_generation: int | None) -> AgentStates | None:
     """Aggregate agent reports: (model, version) -> {state, reason, message, ready, stale}.
 
     The worst state over the pods wins (Failed, then anything not Ready); ``ready`` counts the pods
@@ -106,28 +202,226 @@ def _agent_versions(
     cannot prove the versions of the newer manifest."""
     if report is None or not report.pods:
         return None
-    agg: dict[tuple[str, int], dict[str, Any]] = {}
+    agg: AgentStates = {}
     for pod, doc in sorted(report.pods.items()):
         generation = doc.appliedGeneration
         stale = manifest_generation is not None and generation < manifest_generation
         for m in doc.models:
             for v in m.versions:
-                key = (m.name, v.version)
-                state = v.state
                 cur = agg.setdefault(
-                    key, {"state": "Ready", "reason": "", "message": "", "ready": 0, "stale": ""}
+                    (m.name, v.version),
+                    {"state": "Ready", "reason": "", "message": "", "ready": 0, "stale": ""},
                 )
-                if state == "Ready":
-                    cur["ready"] += 1
+                _merge_agent_version(cur, pod, v)
                 if stale and not cur["stale"]:
                     cur["stale"] = (
                         f"pod {pod} still runs manifest generation {generation} < {manifest_generation}"
                     )
-                if state != "Ready" and (state == "Failed" or cur["state"] != "Failed"):
-                    cur["state"] = state
-                    cur["reason"] = v.reason
-                    cur["message"] = f"pod {pod}: {v.message}".strip()
     return agg
+
+
+def _merge_agent_version(cur: dict[str, Any], pod: str, v: VersionReport) -> None:
+    if v.state == "Ready":
+        cur["ready"] += 1
+    elif v.state == "Failed" or cur["state"] != "Failed":
+        cur["state"] = v.state
+        cur["reason"] = v.reason
+        cur["message"] = f"pod {pod}: {v.message}".strip()
+
+
+# ------------------------------------------------------------------------------ per version
+def _entry(version: int, state: str, reason: str, message: str = "", **extra: Any) -> dict[str, Any]:
+    return {"version": version, "state": state, "reason": reason, "message": message, **extra}
+
+
+def _unwanted_version(inp: StatusInputs, key: tuple[str, int]) -> dict[str, Any]:
+    """A declared version outside the version policy: Unloaded, unless the agents still serve it
+    (e.g. while the version that replaces it fails to load)."""
+    a = (inp.agents or {}).get(key)
+    if a is not None and a["state"] == "Ready":
+        return _entry(key[1], "Ready", "StillServing",
+                      "no longer wanted; served until the wanted versions are Ready",
+                      readyReplicas=a["ready"])  # fmt: skip
+    if inp.old_pods_serving and key in inp.was_ready:
+        return _entry(key[1], "Ready", "StillServing",
+                      "no longer wanted; the pods of the previous revision serve it until the rollout "
+                      "completes")  # fmt: skip
+    return _entry(key[1], "Unloaded", "NotInVersionPolicy")
+
+
+def _from_agents(inp: StatusInputs, key: tuple[str, int], a: dict[str, Any]) -> dict[str, Any]:
+    entry = _entry(key[1], a["state"], a["reason"], a["message"], readyReplicas=a["ready"])
+    if a["state"] == "Ready" and not inp.rollout.complete:
+        entry.update(state="Loading", reason="RollingOut")
+    elif a["state"] == "Ready" and a["stale"] and key not in inp.was_ready:
+        entry.update(state="Loading", reason="ManifestPropagating", message=a["stale"])
+    return entry
+
+
+def _from_pods(inp: StatusInputs, key: tuple[str, int]) -> dict[str, Any]:
+    """Without agent reports: what the Deployment and the pods' readiness prove."""
+    ro, v = inp.rollout, key[1]
+    if ro.want == 0:
+        return _entry(v, "Pending", "ScaledToZero", "no replicas")
+    if ro.complete and inp.propagating and key not in inp.was_ready:
+        return _entry(v, "Loading", "ManifestPropagating")
+    if ro.complete:
+        return _entry(v, "Ready", "Loaded", readyReplicas=ro.available)
+    if inp.running:
+        return _entry(v, "Loading", "PodsStarting")
+    return _entry(v, "Pending", inp.diagnosis.reason if inp.diagnosis else "PodsPending")
+
+
+def _wanted_version(inp: StatusInputs, key: tuple[str, int]) -> dict[str, Any]:
+    if inp.agents is not None and key in inp.agents:
+        entry = _from_agents(inp, key, inp.agents[key])
+    elif inp.agents is not None and inp.rollout.want > 0:
+        entry = _entry(key[1], "Loading", "AgentPending", "no agent reports this version yet")
+    else:
+        entry = _from_pods(inp, key)
+    return _rollout_stalled(inp, key, _load_timeout(inp, key, entry))
+
+
+def _rollout_stalled(inp: StatusInputs, key: tuple[str, int], entry: dict[str, Any]) -> dict[str, Any]:
+    """``rolling``: a new version whose pods did not become Ready by the Deployment's progress
+    deadline is Failed, with the Deployment's and the new pods' account of why."""
+    ro = inp.rollout
+    if not ro.deadline_exceeded or entry["state"] not in ("Loading", "Pending"):
+        return entry
+    if inp.md.spec.rollout.strategy != "rolling" or key in inp.was_ready:
+        return entry
+    why = inp.diagnosis.message if inp.diagnosis else ro.deadline_exceeded
+    return _entry(key[1], "Failed", "ProgressDeadlineExceeded",
+                  f"new pods not Ready within the progress deadline: {why}")  # fmt: skip
+
+
+def _load_timeout(inp: StatusInputs, key: tuple[str, int], entry: dict[str, Any]) -> dict[str, Any]:
+    """A wanted version still not Ready after readinessGate.timeoutSeconds is Failed (LoadTimeout),
+    unless it was serving before (a blip, say an agent restart, is no timeout)."""
+    if not (
+        inp.load_overdue
+        and inp.agents is not None
+        and inp.rollout.complete
+        and entry["state"] in ("Loading", "Pending")
+        and key not in inp.was_ready
+    ):
+        return entry
+    timeout = inp.md.spec.rollout.readinessGate.timeoutSeconds
+    return _entry(key[1], "Failed", "LoadTimeout",
+                  f"not Ready {inp.manifest_age or 0:.0f}s after the model manifest changed "
+                  f"(rollout.readinessGate.timeoutSeconds: {timeout}); "
+                  f"last: {entry['reason']} {entry['message']}".strip())  # fmt: skip
+
+
+def _model_versions(inp: StatusInputs, m: ModelSpec, out: VersionStates) -> None:
+    desired = m.desired_versions()
+    versions: list[dict[str, Any]] = []
+    ready: list[str] = []
+    for v in m.declared_versions():
+        key = (m.name, v)
+        if v in desired:
+            out.expected += 1
+            entry = _wanted_version(inp, key)
+            out.ready += entry["state"] == "Ready"
+        else:
+            entry = _unwanted_version(inp, key)
+        if entry["state"] == "Ready":
+            ready.append(str(v))
+        versions.append(entry)
+    if ready:
+        out.served.append(f"{m.name}:{','.join(ready)}")
+    out.models.append({"name": m.name, "versions": versions})
+
+
+def version_states(inp: StatusInputs) -> VersionStates:
+    """The state of every declared version of every model."""
+    out = VersionStates()
+    for m in inp.md.spec.models:
+        _model_versions(inp, m, out)
+    return out
+
+
+# ------------------------------------------------------------------------------- conditions
+def _fully_ready(inp: StatusInputs, vs: VersionStates) -> bool:
+    return inp.rollout.complete and vs.all_ready and not vs.failed
+
+
+def _not_ready_why(inp: StatusInputs, vs: VersionStates) -> tuple[str, str]:
+    """Ready=False: the most telling reason (a diagnosed failure first, then what is in progress)."""
+    ro = inp.rollout
+    if inp.diagnosis and inp.old_pods_serving:
+        return inp.diagnosis.reason, f"{_rollout_of(inp)} stalled: {inp.diagnosis.message}"
+    if inp.diagnosis:
+        return inp.diagnosis.reason, inp.diagnosis.message
+    if vs.failed and inp.old_pods_serving:
+        return "ModelLoadFailed", f"{_rollout_of(inp)} stalled: {'; '.join(vs.failures)}"
+    if vs.failed:
+        return "ModelLoadFailed", "; ".join(vs.failures)
+    if inp.agents is not None and ro.complete:
+        return "VersionsLoading", f"{vs.summary} (reported by the agents)"
+    if inp.propagating and ro.complete:
+        return "VersionsPropagating", inp.propagating
+    if not ro.exists:
+        return "DeploymentMissing", f"deployment {inp.md.name} does not exist yet"
+    reason = "RollingOut" if ro.updated < ro.want or ro.replicas != ro.updated else "PodsNotReady"
+    return reason, f"{ro.available}/{ro.want} replicas available, {ro.updated} updated"
+
+
+def _rollout_of(inp: StatusInputs) -> str:
+    """``rolling out simple:3 (old pods keep serving)``: what a rolling rollout is trying to serve."""
+    wanted = " ".join(f"{m.name}:{','.join(map(str, m.desired_versions()))}" for m in inp.md.spec.models)
+    return f"rolling out {wanted} ({inp.rollout.available} available pod(s) of the previous revision keep serving)"
+
+
+def ready_condition(inp: StatusInputs, vs: VersionStates) -> Verdict:
+    ro = inp.rollout
+    if ro.scaled_to_zero:
+        return Verdict(True, "ScaledToZero", "no replicas requested; nothing is serving")
+    if _fully_ready(inp, vs):
+        return Verdict(
+            True, "Available", f"{ro.available}/{ro.want} replicas available, serving {' '.join(vs.served)}"
+        )
+    return Verdict(False, *_not_ready_why(inp, vs))
+
+
+def models_ready_condition(inp: StatusInputs, vs: VersionStates) -> Verdict:
+    if inp.rollout.scaled_to_zero:
+        return Verdict(False, "ScaledToZero", "no replicas")
+    if _fully_ready(inp, vs):
+        return Verdict(True, "AllVersionsReady", vs.summary)
+    if vs.failed:
+        return Verdict(
+            False, "ModelLoadFailed", inp.diagnosis.message if inp.diagnosis else "; ".join(vs.failures)
+        )
+    if inp.diagnosis and not inp.running:
+        return Verdict(False, inp.diagnosis.reason, inp.diagnosis.message)
+    return Verdict(False, "VersionsLoading" if inp.running else "VersionsPending", vs.summary)
+
+
+def progressing_condition(inp: StatusInputs, vs: VersionStates) -> Verdict:
+    ro = inp.rollout
+    deadline = inp.diagnosis and inp.diagnosis.reason == "ProgressDeadlineExceeded"
+    if ro.deadline_exceeded or deadline:
+        why = inp.diagnosis.message if inp.diagnosis else ro.deadline_exceeded
+        return Verdict(False, "ProgressDeadlineExceeded", why)
+    if ro.complete and inp.propagating and not vs.all_ready:
+        return Verdict(True, "VersionsPropagating", inp.propagating)
+    if ro.complete and inp.agents is not None and not vs.all_ready and not vs.failed:
+        return Verdict(True, "VersionsLoading", vs.summary)
+    if ro.complete:
+        return Verdict(False, "Complete", "rollout complete")
+    return Verdict(True, "RollingOut", f"{ro.updated}/{ro.want} replicas updated, {ro.available} available")
+
+
+def degraded_condition(inp: StatusInputs, vs: VersionStates) -> Verdict:
+    if inp.diagnosis:
+        return Verdict(True, inp.diagnosis.reason, inp.diagnosis.message)
+    if vs.failed:
+        return Verdict(True, "ModelLoadFailed", "; ".join(vs.failures))
+    bad = [n for n in inp.notes if n.degraded]
+    if bad:
+        return Verdict(True, bad[0].reason, "; ".join(n.message for n in bad))
+    return Verdict(False, "AsExpected", "; ".join(n.message for n in inp.notes if not n.degraded))
 
 
 def kstatus_conditions(
@@ -147,6 +441,22 @@ def kstatus_conditions(
             _condition("Stalled", True, degraded["reason"], degraded["message"], generation, previous, now)
         ]
     return [_condition("Reconciling", True, ready["reason"], ready["message"], generation, previous, now)]
+
+
+def _was_ready(previous: dict[str, Any] | None) -> frozenset[tuple[str, int]]:
+    return frozenset(
+        (str(m.get("name")), int(v.get("version")))
+        for m in (previous or {}).get("models") or []
+        for v in m.get("versions") or []
+        if v.get("state") == "Ready"
+    )
+
+
+def _running(pods: list[dict[str, Any]]) -> bool:
+    return any(
+        (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        for p in pods
+    )
 
 
 def compute_status(
@@ -170,229 +480,55 @@ def compute_status(
     ``propagating``: why pod readiness does not yet prove the versions of a just-changed manifest
     (in-place rollouts, see Reconciler._manifest_propagating). While set, versions that were not
     Ready before are Loading, and Ready/Progressing say the rollout is still under way."""
-    now = now or now_rfc3339()
-    notes = notes or []
-    gen = md.generation
-    prev_conds = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
     spec = md.spec
-    fallback_want = spec.autoscaling.minReplicas if spec.autoscaling else spec.replicas
-    ro = Rollout.of(deployment, fallback_want)
-    running = [
-        p
-        for p in pods
-        if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-    ]
-    agent_states = _agent_versions(agents, manifest_generation)
-    gate = spec.rollout.readinessGate
-    load_overdue = (
-        spec.rollout.strategy == "inPlace" and manifest_age is not None and manifest_age > gate.timeoutSeconds
+    inp = StatusInputs(
+        md=md,
+        rollout=Rollout.of(deployment, spec.autoscaling.minReplicas if spec.autoscaling else spec.replicas),
+        running=_running(pods),
+        diagnosis=diagnosis,
+        notes=list(notes or []),
+        agents=_agent_versions(agents, manifest_generation),
+        propagating=propagating,
+        manifest_age=manifest_age,
+        was_ready=_was_ready(previous),
     )
-    was_ready = {
-        (m.get("name"), v.get("version"))
-        for m in (previous or {}).get("models") or []
-        for v in m.get("versions") or []
-        if v.get("state") == "Ready"
+    typed = assemble_status(inp, version_states(inp), previous, now or now_rfc3339())
+    return typed.model_dump(mode="json", exclude_unset=True)
+
+
+def assemble_status(
+    inp: StatusInputs, vs: VersionStates, previous: dict[str, Any] | None, now: str
+) -> ModelDeploymentStatus:
+    """The typed status: the four conditions (plus kstatus'), versions and summaries (validated
+    against the same model the CRD's status schema is generated from)."""
+    gen, ro, md = inp.md.generation, inp.rollout, inp.md
+    prev = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
+    verdicts = {
+        "Ready": ready_condition(inp, vs),
+        "ModelsReady": models_ready_condition(inp, vs),
+        "Progressing": progressing_condition(inp, vs),
+        "Degraded": degraded_condition(inp, vs),
     }
-
-    # ---- per model / version
-    models_out: list[dict[str, Any]] = []
-    expected = ready_count = 0
-    served: list[str] = []
-    for m in spec.models:
-        desired = m.desired_versions()
-        versions: list[dict[str, Any]] = []
-        ready_versions: list[str] = []
-        for v in m.declared_versions():
-            key = (m.name, v)
-            if v not in desired:
-                a = (agent_states or {}).get(key)
-                if a is not None and a["state"] == "Ready":
-                    # the agents keep serving it, e.g. while the version that replaces it fails to load
-                    versions.append({"version": v, "state": "Ready", "reason": "StillServing",
-                                     "message": "no longer wanted; served until the wanted versions are Ready",
-                                     "readyReplicas": a["ready"]})  # fmt: skip
-                    ready_versions.append(str(v))
-                else:
-                    versions.append(
-                        {"version": v, "state": "Unloaded", "reason": "NotInVersionPolicy", "message": ""}
-                    )
-                continue
-            expected += 1
-            entry: dict[str, Any]
-            if agent_states is not None and key in agent_states:
-                a = agent_states[key]
-                entry = {"version": v, "state": a["state"], "reason": a["reason"], "message": a["message"]}
-                entry["readyReplicas"] = a["ready"]
-                if a["state"] == "Ready" and not ro.complete:
-                    entry["state"] = "Loading"
-                    entry["reason"] = "RollingOut"
-                elif a["state"] == "Ready" and a["stale"] and key not in was_ready:
-                    entry.update(state="Loading", reason="ManifestPropagating", message=a["stale"])
-            elif agent_states is not None and ro.want > 0:
-                entry = {"version": v, "state": "Loading", "reason": "AgentPending",
-                         "message": "no agent reports this version yet"}  # fmt: skip
-            elif ro.want == 0:
-                entry = {"version": v, "state": "Pending", "reason": "ScaledToZero", "message": "no replicas"}
-            elif ro.complete and propagating and key not in was_ready:
-                entry = {"version": v, "state": "Loading", "reason": "ManifestPropagating", "message": ""}
-            elif ro.complete:
-                entry = {
-                    "version": v,
-                    "state": "Ready",
-                    "reason": "Loaded",
-                    "message": "",
-                    "readyReplicas": ro.available,
-                }
-            elif running:
-                entry = {"version": v, "state": "Loading", "reason": "PodsStarting", "message": ""}
-            else:
-                reason = diagnosis.reason if diagnosis else "PodsPending"
-                entry = {"version": v, "state": "Pending", "reason": reason, "message": ""}
-            if (
-                load_overdue
-                and agent_states is not None
-                and ro.complete
-                and entry["state"] in ("Loading", "Pending")
-                and key not in was_ready  # a blip (say, an agent restart) of a serving version is no timeout
-            ):
-                entry = {"version": v, "state": "Failed", "reason": "LoadTimeout",
-                         "message": f"not Ready {manifest_age:.0f}s after the model manifest changed "
-                                    f"(rollout.readinessGate.timeoutSeconds: {gate.timeoutSeconds}); "
-                                    f"last: {entry['reason']} {entry['message']}".strip()}  # fmt: skip
-            if entry["state"] == "Ready":
-                ready_count += 1
-                ready_versions.append(str(v))
-            versions.append(entry)
-        if ready_versions:
-            served.append(f"{m.name}:{','.join(ready_versions)}")
-        models_out.append({"name": m.name, "versions": versions})
-
-    failures = [
-        f"{m['name']} version {v['version']}: {v['reason']}: {v['message']}".rstrip(": ")
-        for m in models_out
-        for v in m["versions"]
-        if v["state"] == "Failed"
-    ]
-    model_failed = bool(failures)
-    all_ready = expected > 0 and ready_count == expected
-
-    # ---- conditions
-    degraded_notes = [n for n in notes if n.degraded]
-    info_notes = "; ".join(n.message for n in notes if not n.degraded)
-    if ro.want == 0 and ro.exists and ro.replicas == 0:
-        ready = _condition(
-            "Ready", True, "ScaledToZero", "no replicas requested; nothing is serving", gen, prev_conds, now
-        )
-        models_ready = _condition("ModelsReady", False, "ScaledToZero", "no replicas", gen, prev_conds, now)
-    elif ro.complete and all_ready and not model_failed:
-        msg = f"{ro.available}/{ro.want} replicas available, serving {' '.join(served)}"
-        ready = _condition("Ready", True, "Available", msg, gen, prev_conds, now)
-        models_ready = _condition(
-            "ModelsReady",
-            True,
-            "AllVersionsReady",
-            f"{ready_count}/{expected} versions ready",
-            gen,
-            prev_conds,
-            now,
-        )
-    else:
-        if diagnosis:
-            reason, msg = diagnosis.reason, diagnosis.message
-        elif model_failed:
-            reason, msg = "ModelLoadFailed", "; ".join(failures)
-        elif agent_states is not None and ro.complete:
-            reason, msg = (
-                "VersionsLoading",
-                f"{ready_count}/{expected} versions ready (reported by the agents)",
-            )
-        elif propagating and ro.complete:
-            reason, msg = "VersionsPropagating", propagating
-        elif not ro.exists:
-            reason, msg = "DeploymentMissing", f"deployment {md.name} does not exist yet"
-        else:
-            reason = "RollingOut" if ro.updated < ro.want or ro.replicas != ro.updated else "PodsNotReady"
-            msg = f"{ro.available}/{ro.want} replicas available, {ro.updated} updated"
-        ready = _condition("Ready", False, reason, msg, gen, prev_conds, now)
-        if model_failed:
-            mr_reason, mr_msg = (
-                "ModelLoadFailed",
-                diagnosis.message if diagnosis else "; ".join(failures),
-            )
-        elif diagnosis and not running:
-            mr_reason, mr_msg = diagnosis.reason, diagnosis.message
-        else:
-            mr_reason, mr_msg = (
-                ("VersionsLoading" if running else "VersionsPending"),
-                f"{ready_count}/{expected} versions ready",
-            )
-        models_ready = _condition("ModelsReady", False, mr_reason, mr_msg, gen, prev_conds, now)
-
-    if diagnosis and diagnosis.reason == "ProgressDeadlineExceeded":
-        progressing = _condition(
-            "Progressing", False, "ProgressDeadlineExceeded", diagnosis.message, gen, prev_conds, now
-        )
-    elif ro.complete and propagating and not all_ready:
-        progressing = _condition(
-            "Progressing", True, "VersionsPropagating", propagating, gen, prev_conds, now
-        )
-    elif ro.complete and agent_states is not None and not all_ready and not model_failed:
-        progressing = _condition(
-            "Progressing", True, "VersionsLoading", f"{ready_count}/{expected} versions ready",
-            gen, prev_conds, now,
-        )  # fmt: skip
-    elif ro.complete:
-        progressing = _condition("Progressing", False, "Complete", "rollout complete", gen, prev_conds, now)
-    else:
-        progressing = _condition(
-            "Progressing",
-            True,
-            "RollingOut",
-            f"{ro.updated}/{ro.want} replicas updated, {ro.available} available",
-            gen,
-            prev_conds,
-            now,
-        )
-
-    if diagnosis:
-        degraded = _condition("Degraded", True, diagnosis.reason, diagnosis.message, gen, prev_conds, now)
-    elif model_failed:
-        degraded = _condition("Degraded", True, "ModelLoadFailed", "; ".join(failures), gen, prev_conds, now)
-    elif degraded_notes:
-        degraded = _condition(
-            "Degraded",
-            True,
-            degraded_notes[0].reason,
-            "; ".join(n.message for n in degraded_notes),
-            gen,
-            prev_conds,
-            now,
-        )
-    else:
-        degraded = _condition("Degraded", False, "AsExpected", info_notes, gen, prev_conds, now)
-
+    conds = {t: _condition(t, v.status, v.reason, v.message, gen, prev, now) for t, v in verdicts.items()}
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "conditions": [
-            ready,
-            models_ready,
-            progressing,
-            degraded,
-            *kstatus_conditions(ready, degraded, gen, prev_conds, now),
+            *conds.values(),
+            *kstatus_conditions(conds["Ready"], conds["Degraded"], gen, prev, now),
         ],
         "replicas": ro.replicas,
         "readyReplicas": ro.ready,
         "updatedReplicas": ro.updated,
         "selector": selector_string(md),
         "endpoints": endpoints(md),
-        "models": models_out,
-        "versionsReady": f"{ready_count}/{expected}",
+        "models": vs.models,
+        "versionsReady": f"{vs.ready}/{vs.expected}",
         "replicasSummary": f"{ro.ready}/{ro.want}",
-        "gpus": spec.resources.gpu_summary(),
+        "gpus": md.spec.resources.gpu_summary(),
     }
-    if served:
-        status["servedVersions"] = " ".join(served)
-    return status
+    if vs.served:
+        status["servedVersions"] = " ".join(vs.served)
+    return ModelDeploymentStatus.model_validate(status)
 
 
 def invalid_status(

@@ -19,6 +19,7 @@ FIELD_MANAGER = "modeldeploy-operator"
 #: Label on every child (and every pod): the name of the owning ModelDeployment.
 OWNER_LABEL = "modeldeploy.io/deployment"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY = FIELD_MANAGER
 #: Annotation on every child: a hash of the body we applied (detects fields we stopped rendering).
 APPLIED_HASH_ANNOTATION = "modeldeploy.io/applied-hash"
@@ -128,7 +129,7 @@ def common_labels(md: ModelDeployment, component: str = "inference-server") -> d
     return {
         "app.kubernetes.io/name": "triton",
         "app.kubernetes.io/instance": md.name,
-        "app.kubernetes.io/component": component,
+        COMPONENT_LABEL: component,
         "app.kubernetes.io/part-of": "modeldeploy",
         MANAGED_BY_LABEL: MANAGED_BY,
         "app.kubernetes.io/version": __version__,

@@ -20,11 +20,15 @@ from modeldeploy.render.common import (
     MODEL_REPOSITORY,
     RenderOptions,
     agent_token_secret_name,
-    configmap_name,
     metadata,
     selector_labels,
 )
-from modeldeploy.render.manifest import build_manifest, credentials_mount_path, manifest_content_hash
+from modeldeploy.render.manifest import (
+    build_manifest,
+    credentials_mount_path,
+    manifest_configmap_name,
+    manifest_content_hash,
+)
 from modeldeploy.render.secret import control_key_env, triton_control_args
 from modeldeploy.render.verification import verification_mounts, verification_volumes
 from modeldeploy_runtime.agentapi import SERVING_PATH, TOKEN_ENV, TOKEN_KEY
@@ -355,7 +359,10 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         {"name": "dshm", "emptyDir": dshm},
         {
             "name": "model-manifest",
-            "configMap": {"name": configmap_name(md), "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]},
+            "configMap": {
+                "name": manifest_configmap_name(md),
+                "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}],
+            },
         },
         {"name": "agent-tmp", "emptyDir": {}},
     ]

@@ -1,8 +1,15 @@
-"""The model manifest and its ConfigMap ``<name>-models`` (key ``manifest.json``).
+"""The model manifest and its ConfigMap (key ``manifest.json``).
 
 The runtime agent in each Triton pod reads the mounted manifest and makes the model repository and
-Triton's loaded versions match it. Versions change here, not in the pod template, when
-``rollout.strategy`` is ``inPlace``.
+Triton's loaded versions match it.
+
+* ``rollout.strategy: inPlace``: one mutable ConfigMap ``<name>-models``; versions change here, not in
+  the pod template, and the running pods' agents switch versions in place.
+* ``rollout.strategy: rolling``: one immutable ConfigMap per revision, ``<name>-models-<hash>``
+  (content-addressed: the hash of the manifest without its generation), referenced by the pod
+  template. A new manifest is a new ConfigMap and so a new pod template: new pods start on it while
+  the old pods keep the manifest they started with. The operator deletes the ConfigMaps that no
+  ReplicaSet with pods references any more.
 """
 
 from __future__ import annotations
@@ -114,12 +121,28 @@ def manifest_content_hash(manifest: ModelManifest) -> str:
     return stable_hash(body)
 
 
+#: Hex digits of the manifest hash in a rolling revision's ConfigMap name (``<name>-models-<hash>``;
+#: a ModelDeployment name has at most 63 characters, so the name stays far below 253).
+REVISION_HASH_LENGTH = 10
+
+
+def manifest_configmap_name(md: ModelDeployment) -> str:
+    """The ConfigMap the pod template mounts: ``<name>-models`` (inPlace), or the content-addressed
+    ``<name>-models-<hash>`` of the current manifest (rolling)."""
+    if md.spec.rollout.strategy != "rolling":
+        return configmap_name(md)
+    return f"{configmap_name(md)}-{manifest_content_hash(build_manifest(md))[:REVISION_HASH_LENGTH]}"
+
+
 def render_configmap(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any]:
     opts = opts or RenderOptions()
     manifest = build_manifest(md, opts.manifest_generation)
-    return {
+    body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(md, configmap_name(md), component="model-manifest"),
+        "metadata": metadata(md, manifest_configmap_name(md), component="model-manifest"),
         "data": {MANIFEST_KEY: manifest.to_json()},
     }
+    if md.spec.rollout.strategy == "rolling":
+        body["immutable"] = True  # a revision's manifest never changes under its running pods
+    return body
