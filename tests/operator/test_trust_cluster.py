@@ -239,7 +239,7 @@ def test_signed_models_control_key_and_no_secret_leaks(
 
         wait_for(lambda: status_when(lambda s: s.get("servedVersions") == "scale:1" and
                                      _cond(s, "Ready").get("status") == "True"), 120, "v1 Ready")  # fmt: skip
-        v1 = agent.status()["models"][0]["versions"][0]
+        v1 = agent.status().model_dump(mode="json")["models"][0]["versions"][0]
         assert v1["signer"] == key_identity(pub_pem), v1
         # kubectl get md -o yaml: what exactly runs, and who signed it
         st = wait_for(
@@ -290,7 +290,7 @@ def test_signed_models_control_key_and_no_secret_leaks(
         "operator log": "".join(p.read_text(errors="replace") for p in agent_operator.log_dir.glob("*.log")),
         "agent log": caplog.text,
         "triton log": (tmp_path / "triton.log").read_text(errors="replace"),
-        "agent /status": json.dumps(agent.status()),
+        "agent /status": agent.status().model_dump_json(),
     }
     assert (
         "SignatureInvalid" in places["status"]

@@ -146,7 +146,7 @@ def make_key(path: Path) -> tuple[Path, Path]:
 
 
 def _versions(agent: Agent) -> dict[int, dict[str, Any]]:
-    return {v["version"]: v for v in agent.status()["models"][0]["versions"]}
+    return {v["version"]: v for v in agent.status().model_dump(mode="json")["models"][0]["versions"]}
 
 
 def test_signed_versions_from_s3_verified_before_serving(
@@ -205,7 +205,11 @@ def test_signed_versions_from_s3_verified_before_serving(
         wait(lambda: agent.ready()[0], 120, "v1 served")
         with Hammer(url, "clf", threads=3) as h:
             write_manifest(mpath, manifest(2, [1, 2]))
-            wait(lambda: agent.ready()[0] and agent.status()["generation"] == 2, 120, "v2 served")
+            wait(
+                lambda: agent.ready()[0] and agent.status().model_dump(mode="json")["generation"] == 2,
+                120,
+                "v2 served",
+            )
             wait(lambda: h.ok.get(2.0, 0) > 0, 30, "answers from v2")
             write_manifest(mpath, manifest(3, [1, 2, 3]))
             wait(lambda: _versions(agent).get(3, {}).get("state") == "Failed", 120, "v3 failed")
@@ -231,7 +235,7 @@ def test_signed_versions_from_s3_verified_before_serving(
         assert key_identity(other_pub.read_bytes()) in v5["message"], v5  # who signed it
         assert key_identity(trusted_pub.read_bytes()) in v5["message"], v5  # whom the policy trusts
         assert _infer(url, "clf").json()["outputs"][0]["data"] == [2.0] * 4
-        status_text = json.dumps(agent.status())
+        status_text = agent.status().model_dump_json()
 
     # secrets scan: S3 secret key, control key, private keys
     secrets = [s3_server.secret, KEY, *(k.read_text().splitlines()[1] for k in (trusted_key, other_key))]
