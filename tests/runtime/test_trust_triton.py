@@ -4,7 +4,6 @@ load/unload) and signed-model verification before a version is served."""
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
