@@ -153,6 +153,7 @@ class Agent:
         self._failed_loads: dict[tuple[str, int], str] = {}  # (model, version) -> source@sha of a failed load
         self._fetch_retry: dict[tuple[str, int], tuple[float, float]] = {}  # -> (next attempt, delay)
         self.switch_log: list[dict[str, Any]] = []  # timings of version switches (for tests/bench)
+        self.origins: dict[tuple[str, int], dict[str, Any]] = {}  # how each version got here
 
     # ------------------------------------------------------------------------------------ manifest
     def read_manifest(self) -> tuple[ModelManifest, str]:
@@ -268,6 +269,12 @@ class Agent:
                 )
                 continue
             self._fetch_retry.pop(key, None)
+            with self.lock:
+                self.origins[key] = {
+                    "origin": res.origin,
+                    "bytes": res.bytes,
+                    "seconds": round(res.seconds, 3),
+                }
             log.info(
                 "fetched %s version %d from %s (%s, %d bytes, %.2fs)",
                 model.name, num, mv.source, "cached" if res.cached else "downloaded", res.bytes, res.seconds,
@@ -470,13 +477,18 @@ class Agent:
                 versions = []
                 for v in sorted(set(m.wanted_versions()) | set(st)):
                     versions.append((st.get(v) or VersionStatus(v)).to_dict())
+                    if (m.name, v) in self.origins:  # "cache" | "download" | "repository" | "localCopy"
+                        versions[-1]["fetch"] = dict(self.origins[(m.name, v)])
                 models.append({"name": m.name, "versions": versions})
-            return {
+            out: dict[str, Any] = {
                 "ready": ok,
                 "generation": manifest.generation if manifest else 0,
                 "models": models,
                 "lastError": self.last_error,
             }
+        if self.fetcher.cache is not None:
+            out["cache"] = self.fetcher.cache.status()
+        return out
 
     # ----------------------------------------------------------------------------------- run loops
     def run_init(self) -> int:

@@ -45,6 +45,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from modeldeploy_runtime.cache import SharedCache
 from modeldeploy_runtime.digest import (
     SHA_MANIFEST,
     SOURCE_RECORD,
@@ -91,6 +92,9 @@ class FetchResult:
     bytes: int
     seconds: float
     source: str
+    #: where the files came from: "repository" (already there), "localCopy" (same digest in this
+    #: repository), "cache" (the shared cache), "download" (the source)
+    origin: str = "download"
 
 
 # ------------------------------------------------------------------------------------- credentials
@@ -516,7 +520,11 @@ class Fetcher:
         environ: dict[str, str] | None = None,
         transfer: TransferSettings | None = None,
         file_workers: int = DEFAULT_FILE_WORKERS,
+        cache: SharedCache | str | Path | None = None,
     ) -> None:
+        if cache is None and (environ if environ is not None else os.environ).get("MODELDEPLOY_CACHE_DIR"):
+            cache = (environ if environ is not None else os.environ)["MODELDEPLOY_CACHE_DIR"]
+        self.cache = SharedCache(cache) if isinstance(cache, str | Path) else cache
         self.repository = Path(repository)
         self.transfer = transfer or TransferSettings(retries=retries)
         self.file_workers = max(1, file_workers)
@@ -597,7 +605,7 @@ class Fetcher:
         final = self.repository / model / str(version)
         if self.is_current(model, version, source, sha256):
             rec = self.read_record(final) or {}
-            return FetchResult(final, rec.get("sha256"), True, 0, time.monotonic() - t0, source)
+            return FetchResult(final, rec.get("sha256"), True, 0, time.monotonic() - t0, source, "repository")
         tmp_root = self.repository / TMP_DIR
         tmp_root.mkdir(parents=True, exist_ok=True)
         work = tmp_root / f"{model}-{version}-{uuid.uuid4().hex[:8]}"
@@ -608,14 +616,20 @@ class Fetcher:
                 cached_from = next(
                     (v for v, rec in self._records() if rec.get("sha256") == sha256 and v != final), None
                 )
+            origin = "localCopy"
             if cached_from is not None:
                 _link_tree(cached_from, staged)
                 digest: str | None = verify_folder(staged) if (staged / SHA_MANIFEST).is_file() else sha256
                 nbytes = 0
                 cached = True
+            elif sha256 and self.cache is not None:
+                digest, nbytes, origin = self._through_cache(
+                    self.cache, sha256, source, credentials, work, staged, filename
+                )
+                cached = origin == "cache"
             else:
                 digest, nbytes = self._download(source, sha256, credentials, work, staged, filename)
-                cached = False
+                cached, origin = False, "download"
             record = {
                 "source": source,
                 "sha256": digest,
@@ -624,9 +638,36 @@ class Fetcher:
             (staged / SOURCE_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
             staged.chmod(0o755)
             self._install(staged, final)
-            return FetchResult(final, digest, cached, nbytes, time.monotonic() - t0, source)
+            return FetchResult(final, digest, cached, nbytes, time.monotonic() - t0, source, origin)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _through_cache(
+        self,
+        cache: SharedCache,
+        sha256: str,
+        source: str,
+        creds: ManifestCredentials | None,
+        work: Path,
+        staged: Path,
+        filename: str | None,
+    ) -> tuple[str | None, int, str]:
+        """The version from the shared cache, else downloaded (and published when the cache is
+        writable: fillers of one digest take turns, so it is downloaded once)."""
+        with cache.filling(sha256) as may_publish:
+            corrupt_before = cache.entry(sha256).is_dir()
+            if cache.lookup(sha256) is not None:
+                cache.materialize(sha256, staged)
+                cache.record(sha256, "Hit", f"{source}: served from the cache")
+                return sha256, 0, "cache"
+            digest, nbytes = self._download(source, sha256, creds, work, staged, filename)
+            if corrupt_before:
+                cache.record(
+                    sha256, "CorruptEntryRefetched", f"{source}: corrupt cache entry downloaded again"
+                )
+            if may_publish:
+                cache.publish(sha256, staged)
+            return digest, nbytes, "download"
 
     def _download(
         self,
