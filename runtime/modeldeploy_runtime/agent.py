@@ -277,7 +277,7 @@ class Agent:
                 }
             log.info(
                 "fetched %s version %d from %s (%s, %d bytes, %.2fs)",
-                model.name, num, mv.source, "cached" if res.cached else "downloaded", res.bytes, res.seconds,
+                model.name, num, mv.source, res.origin, res.bytes, res.seconds,
             )  # fmt: skip
             ok.append(num)
         return ok

@@ -96,8 +96,9 @@ def _link_or_symlink(src: str, dst: str) -> str:
 
 
 class SharedCache:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, read_only: bool = False) -> None:
         self.root = Path(root)
+        self.read_only = read_only  # the model pods' mount (readOnly: true); else probed
         self.events: deque[CacheEvent] = deque(maxlen=MAX_EVENTS)
         self.last_verification: dict[str, str] = {}  # digest -> time of the last good verification
         self._lock = threading.Lock()
@@ -105,7 +106,7 @@ class SharedCache:
     # -------------------------------------------------------------------------------- basics
     @property
     def writable(self) -> bool:
-        return self.root.is_dir() and os.access(self.root, os.W_OK)
+        return not self.read_only and self.root.is_dir() and os.access(self.root, os.W_OK)
 
     def entry(self, digest: str) -> Path:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

@@ -522,9 +522,10 @@ class Fetcher:
         file_workers: int = DEFAULT_FILE_WORKERS,
         cache: SharedCache | str | Path | None = None,
     ) -> None:
-        if cache is None and (environ if environ is not None else os.environ).get("MODELDEPLOY_CACHE_DIR"):
-            cache = (environ if environ is not None else os.environ)["MODELDEPLOY_CACHE_DIR"]
-        self.cache = SharedCache(cache) if isinstance(cache, str | Path) else cache
+        env = os.environ if environ is None else environ
+        read_only = env.get("MODELDEPLOY_CACHE_READONLY", "") in ("1", "true")
+        cache = cache if cache is not None else env.get("MODELDEPLOY_CACHE_DIR") or None
+        self.cache = SharedCache(cache, read_only=read_only) if isinstance(cache, str | Path) else cache
         self.repository = Path(repository)
         self.transfer = transfer or TransferSettings(retries=retries)
         self.file_workers = max(1, file_workers)
