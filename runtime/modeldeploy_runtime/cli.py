@@ -206,6 +206,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from modeldeploy_runtime.prefetch import run
+
+    _setup_logging(args.log_format)
+    return run(args.manifest, args.cache_dir, args.termination_log)
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
@@ -334,6 +341,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    help="seconds between checks that Triton still serves the wanted versions (e.g. after a restart)")  # fmt: skip
     p.add_argument("--log-format", choices=["json", "text"], default="json")
     p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("prefetch", help="fill the shared model cache with a manifest's versions")
+    p.add_argument("--manifest", default="/etc/modeldeploy/manifest.json")
+    p.add_argument("--cache-dir", default="/cache")
+    p.add_argument("--termination-log", default="/dev/termination-log")
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.set_defaults(func=cmd_prefetch)
 
     p = sub.add_parser("health", help="exit 0 when URL answers HTTP 200 (for exec probes)")
     p.add_argument("--url", default="http://127.0.0.1:8080/ready")

@@ -166,3 +166,48 @@ def test_read_only_cache_is_used_without_writing(
     assert (res.version_dir / "model.py").read_bytes()  # readable through its links
     assert sorted((p.as_posix(), p.stat().st_mtime_ns) for p in cache.rglob("*")) == before
     assert [e["event"] for e in ro.status()["events"]] == ["Hit"]
+
+
+def test_prefetch_mode_fills_the_cache_then_pods_start_from_it(
+    tmp_path: Path, archive_server: tuple[str, type[_Archive], str]
+) -> None:
+    url, handler, digest = archive_server
+    handler.delay = 0.0
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    manifest = _manifest(tmp_path / "manifest.json", url, digest)
+    term = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [sys.executable, "-m", "modeldeploy_runtime.cli", "prefetch", "--manifest", str(manifest),
+         "--cache-dir", str(cache), "--termination-log", str(term)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["ok"] and summary["entries"] == 1 and summary["bytes"] > 0
+    assert summary["versions"] == [
+        {
+            "model": "clf",
+            "version": 1,
+            "digest": digest,
+            "state": "Present",
+            "origin": "download",
+            "bytes": len(handler.body),
+        }
+    ]
+    assert json.loads(term.read_text())["versions"] == [{"model": "clf", "version": 1, "state": "Present"}]
+    assert sorted(p.name for p in cache.iterdir() if p.name != ".locks") == [".tmp", ENTRIES]
+    assert not any((cache / ".tmp").iterdir())  # the scratch repository is gone
+    pod = Agent(
+        manifest,
+        tmp_path / "pod",
+        fetcher=Fetcher(tmp_path / "pod", cache=SharedCache(cache, read_only=True)),
+    )
+    pod.manifest, _ = pod.read_manifest()
+    assert pod.fill_repository(pod.manifest)
+    assert pod.status()["models"][0]["versions"][0]["fetch"] == {
+        "origin": "cache",
+        "bytes": 0,
+        "seconds": pytest.approx(0, abs=5),
+    }
+    assert handler.gets == 1
