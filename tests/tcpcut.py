@@ -3,7 +3,8 @@
 It sits in front of a real server (moto's S3 server, a local HTTP server), counts the bytes the
 server sends to clients, can cut every open connection once after a number of those bytes (a
 broken network in the middle of a download), and can drop ``Range`` request headers (a server
-that refuses ranged requests). Requests are plain HTTP/1.1 on loopback; the proxy edits only the
+that refuses ranged requests), and can cap each connection's downstream rate (a store whose single
+connection is slower than the network: S3 suggests ~85-90 MB/s per connection). Requests are plain HTTP/1.1 on loopback; the proxy edits only the
 header block of requests without bodies (GET/HEAD), which is all a download sends.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from types import TracebackType
 
 _RANGE = re.compile(rb"\r\nRange:[^\r\n]*", re.IGNORECASE)
@@ -19,8 +21,15 @@ _RANGE = re.compile(rb"\r\nRange:[^\r\n]*", re.IGNORECASE)
 
 class CutProxy:
     def __init__(
-        self, host: str, port: int, *, cut_after: int | None = None, strip_range: bool = False
+        self,
+        host: str,
+        port: int,
+        *,
+        cut_after: int | None = None,
+        strip_range: bool = False,
+        rate_per_connection: float | None = None,
     ) -> None:
+        self.rate = rate_per_connection  # bytes/s
         self.target = (host, port)
         self.cut_after = cut_after
         self.strip_range = strip_range
@@ -82,8 +91,14 @@ class CutProxy:
             self._close(src, dst)
 
     def _pump_down(self, src: socket.socket, dst: socket.socket) -> None:
+        t0, sent = time.monotonic(), 0
         try:
             while data := src.recv(262144):
+                if self.rate:
+                    sent += len(data)
+                    ahead = sent / self.rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
                 cut = False
                 with self._lock:
                     if self.cut_after is not None and self.downstream + len(data) >= self.cut_after:

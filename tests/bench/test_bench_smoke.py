@@ -68,17 +68,31 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
 def test_fetch_bench_parallel_single_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "fetch.json"
     proc = _run(
-        ["bench/fetch_bench.py", "--size-mb", "24", "--part-mb", "1", "--workers", "4", "--json", str(out)],
+        [
+            "bench/fetch_bench.py",
+            "--size-mb",
+            "24",
+            "--part-mb",
+            "1",
+            "--workers",
+            "4",
+            "--per-connection-mbps",
+            "20",
+            "--json",
+            str(out),
+        ],
         timeout=600,
     )
     f = json.loads(out.read_text())
     assert f["size_bytes"] == 24 << 20 and f["workers"] == 4
-    for mode in ("single", "parallel"):
-        assert f[mode]["seconds"] > 0 and f[mode]["mb_per_s"] > 0
-        assert 10 < f[mode]["peak_rss_mib"] < 2048  # VmHWM of the child, not the parent
-    assert f["parallel_vs_single_speedup"] == pytest.approx(
-        f["single"]["seconds"] / f["parallel"]["seconds"], rel=0.02
-    )
+    for fig in (f, f["capped"]):
+        for mode in ("single", "parallel"):
+            assert fig[mode]["seconds"] > 0 and fig[mode]["mb_per_s"] > 0
+            assert 10 < fig[mode]["peak_rss_mib"] < 2048  # VmHWM of the child, not the parent
+        assert fig["parallel_vs_single_speedup"] == pytest.approx(
+            fig["single"]["seconds"] / fig["parallel"]["seconds"], rel=0.02
+        )
+    assert f["capped"]["single"]["mb_per_s"] <= 20 * 1.1  # the cap holds for one connection
     r = f["resume"]
     assert 0 < r["bytes_first_attempt"] < f["size_bytes"]  # the cut failed the first attempt
     assert r["transferred_over_size"] == pytest.approx(r["bytes_total"] / f["size_bytes"], rel=1e-3)
