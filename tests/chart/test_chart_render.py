@@ -31,7 +31,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
-KEDA_RULES = {("keda.sh", "scaledobjects"): RW}
+KEDA_RULES = {("keda.sh", "scaledobjects"): RW, ("http.keda.sh", "httpscaledobjects"): RW}
 MONITORING_RULES = {("monitoring.coreos.com", "servicemonitors"): RW}
 
 

@@ -101,6 +101,9 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["http.keda.sh"]
+  resources: ["httpscaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- if .Values.integrations.prometheusOperator.enabled }}
 - apiGroups: ["monitoring.coreos.com"]

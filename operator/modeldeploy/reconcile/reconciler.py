@@ -48,15 +48,26 @@ from modeldeploy.render.common import (
     configmap_name,
     selector_string,
 )
+from modeldeploy.render.httpscaledobject import HTTPSCALEDOBJECT_CRD
 from modeldeploy_runtime.manifest import MANIFEST_KEY, ModelManifest
 
 log = logging.getLogger("modeldeploy.reconcile")
 
 #: Child kinds that need a CRD (skipped when it is not installed).
-KIND_CRD = {"ScaledObject": SCALEDOBJECT_CRD, "ServiceMonitor": SERVICEMONITOR_CRD}
+KIND_CRD = {
+    "ScaledObject": SCALEDOBJECT_CRD,
+    "HTTPScaledObject": HTTPSCALEDOBJECT_CRD,
+    "ServiceMonitor": SERVICEMONITOR_CRD,
+}
 #: Field manager that holds spec.replicas between us and the autoscaler.
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
-OPTIONAL_KINDS = ("HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor")
+OPTIONAL_KINDS = (
+    "HorizontalPodAutoscaler",
+    "ScaledObject",
+    "HTTPScaledObject",
+    "PodDisruptionBudget",
+    "ServiceMonitor",
+)
 
 
 class InvalidSpec(Exception):
@@ -159,7 +170,7 @@ class Reconciler:
         if self._crds and now - self._crds[0] < self.config.crd_cache_seconds:
             return self._crds[1]
         found = set()
-        for name in (SCALEDOBJECT_CRD, SERVICEMONITOR_CRD):
+        for name in KIND_CRD.values():
             crd = self.kube.get(CRD, None, name)
             if crd is not None and any(
                 c.get("type") == "Established" and c.get("status") == "True"

@@ -13,6 +13,7 @@ from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.render.common import RenderError, RenderOptions, check_names, with_applied_hash
 from modeldeploy.render.deployment import render_deployment
 from modeldeploy.render.hpa import render_hpa
+from modeldeploy.render.httpscaledobject import render_httpscaledobject
 from modeldeploy.render.keda import render_scaledobject
 from modeldeploy.render.manifest import render_configmap
 from modeldeploy.render.pdb import render_pdb
@@ -28,6 +29,7 @@ RENDERERS: dict[str, RenderFn] = {
     "Deployment": render_deployment,
     "HorizontalPodAutoscaler": render_hpa,
     "ScaledObject": render_scaledobject,
+    "HTTPScaledObject": render_httpscaledobject,
     "PodDisruptionBudget": render_pdb,
     "ServiceMonitor": render_servicemonitor,
 }
