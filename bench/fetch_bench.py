@@ -160,7 +160,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--per-connection-mbps", type=float, default=80.0,
+    ap.add_argument("--per-connection-mbps", type=float, default=25.0,
                     help="also measure through a proxy capping each connection at this rate (0: skip)")  # fmt: skip
     ap.add_argument("--stock-moto", action="store_true", help="do not memoize object bytes in moto")
     ap.add_argument("--child", choices=["parallel", "single"], help=argparse.SUPPRESS)
