@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -210,7 +211,8 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     from modeldeploy_runtime.prefetch import run
 
     _setup_logging(args.log_format)
-    return run(args.manifest, args.cache_dir, args.termination_log)
+    manifest = os.environ.get(args.manifest_env, "") if args.manifest_env else None
+    return run(args.manifest, args.cache_dir, args.termination_log, manifest_json=manifest)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -344,6 +346,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
 
     p = sub.add_parser("prefetch", help="fill the shared model cache with a manifest's versions")
     p.add_argument("--manifest", default="/etc/modeldeploy/manifest.json")
+    p.add_argument("--manifest-env", help="read the manifest JSON from this environment variable instead")
     p.add_argument("--cache-dir", default="/cache")
     p.add_argument("--termination-log", default="/dev/termination-log")
     p.add_argument("--log-format", choices=["json", "text"], default="json")

@@ -63,8 +63,13 @@ def prefetch(manifest: ModelManifest, cache_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def run(manifest_path: str | Path, cache_dir: str | Path, termination_log: str | Path) -> int:
-    manifest = ModelManifest.from_json(Path(manifest_path).read_text())
+def run(
+    manifest_path: str | Path,
+    cache_dir: str | Path,
+    termination_log: str | Path,
+    manifest_json: str | None = None,
+) -> int:
+    manifest = ModelManifest.from_json(manifest_json or Path(manifest_path).read_text())
     summary = prefetch(manifest, cache_dir)
     text = json.dumps(summary, sort_keys=True)
     print(text)

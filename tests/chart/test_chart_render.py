@@ -26,6 +26,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): RW,
     ("autoscaling", "horizontalpodautoscalers"): RW,
     ("policy", "poddisruptionbudgets"): RW,
+    ("batch", "jobs"): RW,  # prefetch Jobs of the shared model cache
     ("", "pods"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch", "list"},  # list: kubelet Unhealthy events -> ModelLoadFailed
     ("events.k8s.io", "events"): {"create", "patch"},

@@ -52,13 +52,14 @@ DEPLOYMENT = Resource("apps", "v1", "deployments", "Deployment")
 HPA = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 PDB = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 SCALEDOBJECT = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
+JOB = Resource("batch", "v1", "jobs", "Job")
 HTTPSCALEDOBJECT = Resource("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject")
 SERVICEMONITOR = Resource("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
 CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 
 BY_KIND: dict[str, Resource] = {
     r.kind: r
-    for r in (CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, SCALEDOBJECT, HTTPSCALEDOBJECT, SERVICEMONITOR)
+    for r in (CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, SCALEDOBJECT, HTTPSCALEDOBJECT, SERVICEMONITOR, JOB)
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import AGENT_PORT, API_VERSION, KIND, ModelDeployment, SpecError
+from modeldeploy.reconcile.cache_status import cache_status
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose, needs_events
 from modeldeploy.reconcile.diff import in_effect
 from modeldeploy.reconcile.kube import (
@@ -27,6 +28,7 @@ from modeldeploy.reconcile.kube import (
     CRD,
     DEPLOYMENT,
     EVENT,
+    JOB,
     MODELDEPLOYMENT,
     POD,
     Kube,
@@ -49,6 +51,7 @@ from modeldeploy.render.common import (
     selector_string,
 )
 from modeldeploy.render.httpscaledobject import HTTPSCALEDOBJECT_CRD
+from modeldeploy.render.prefetch import prefetch_job_name
 from modeldeploy_runtime.manifest import MANIFEST_KEY, ModelManifest
 
 log = logging.getLogger("modeldeploy.reconcile")
@@ -402,6 +405,9 @@ class Reconciler:
             manifest_age=manifest_age,
             propagating=propagating,
         )
+        cache = self._cache_status(md)
+        if cache is not None:
+            new["cache"] = cache
         conds = {c["type"]: c["status"] for c in new["conditions"]}
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         patch = status_patch(current, new)
@@ -411,6 +417,14 @@ class Reconciler:
         metrics.STATUS_WRITES.inc()
         self._transition_events(body, current, new, diag)
         return True
+
+    def _cache_status(self, md: ModelDeployment) -> dict[str, Any] | None:
+        if md.spec.cache is None:
+            return None
+        job_name = prefetch_job_name(md)
+        job = self.kube.get(JOB, md.namespace, job_name) if md.spec.cache.prefetch else None
+        pods = self.kube.list(POD, md.namespace, label_selector=f"job-name={job_name}") if job else []
+        return cache_status(md, job, pods)
 
     def _manifest_propagating(self, md: ModelDeployment, pods: list[dict[str, Any]]) -> str | None:
         """Why pod readiness does not yet prove the new versions after an in-place manifest change,

@@ -17,6 +17,7 @@ from modeldeploy.render.httpscaledobject import render_httpscaledobject
 from modeldeploy.render.keda import render_scaledobject
 from modeldeploy.render.manifest import render_configmap
 from modeldeploy.render.pdb import render_pdb
+from modeldeploy.render.prefetch import render_prefetch_job
 from modeldeploy.render.service import render_service
 from modeldeploy.render.servicemonitor import render_servicemonitor
 
@@ -32,6 +33,7 @@ RENDERERS: dict[str, RenderFn] = {
     "HTTPScaledObject": render_httpscaledobject,
     "PodDisruptionBudget": render_pdb,
     "ServiceMonitor": render_servicemonitor,
+    "Job": render_prefetch_job,
 }
 CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
 

@@ -23,6 +23,7 @@ from modeldeploy.render.common import (
     selector_labels,
 )
 from modeldeploy.render.manifest import build_manifest, credentials_mount_path, manifest_content_hash
+from modeldeploy.render.prefetch import cache_env, cache_mounts, cache_volumes
 from modeldeploy_runtime.manifest import MANIFEST_KEY
 
 TRITON_CONTAINER = "triton"
@@ -136,7 +137,7 @@ def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
         )
     for i, claim in enumerate(_pvc_claims(md)):
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
-    return mounts
+    return mounts + cache_mounts(md)
 
 
 def triton_args(md: ModelDeployment) -> list[str]:
@@ -283,6 +284,8 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         "volumeMounts": _agent_mounts(md),
         "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
     }
+    if cache_env(md):  # the shared model cache (spec.cache), read-only
+        fetch["env"], agent["env"] = cache_env(md), cache_env(md)
     if agent_resources:
         fetch["resources"] = copy.deepcopy(agent_resources)
         agent["resources"] = agent_resources
@@ -304,6 +307,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
     for i, claim in enumerate(_pvc_claims(md)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    volumes += cache_volumes(md)
 
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
