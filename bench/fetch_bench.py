@@ -186,8 +186,11 @@ def main() -> int:
     figures: dict[str, Any] = {"size_bytes": size, "part_bytes": a.part_mb << 20, "workers": a.workers,
                                "moto_memoized": not a.stock_moto}  # fmt: skip
     try:
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="bench", aws_secret_access_key="bench")  # fmt: skip
+        from botocore.config import Config
+
+        # moto assembles a multipart upload in memory: completing 4 GB takes minutes (and ~4x RAM)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
+                          aws_secret_access_key="bench", config=Config(read_timeout=1800))  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="fetch-bench-") as d:
             tmp = Path(d)
             expected = _upload(s3, size, tmp)
