@@ -98,3 +98,22 @@ def test_fetch_bench_parallel_single_and_resume(tmp_path: Path) -> None:
     assert r["transferred_over_size"] == pytest.approx(r["bytes_total"] / f["size_bytes"], rel=1e-3)
     assert 1.0 <= r["transferred_over_size"] <= 1.1  # resumed, not started over
     assert "resumed after a cut at 50%" in proc.stdout
+
+
+@pytest.mark.triton
+def test_coldstart_bench_cache_hit_vs_download(tmp_path: Path) -> None:
+    out = tmp_path / "coldstart.json"
+    proc = _run(["bench/coldstart_bench.py", "--size-mb", "4", "--json", str(out)], timeout=600)
+    f = json.loads(out.read_text())
+    hit, miss = f["cache_hit"], f["no_cache"]
+    assert miss["origin"] == "download" and hit["origin"] == "cache"
+    assert (
+        miss["bytes_from_store"] >= f["weights_bytes"]
+        and f["prefetch_bytes_from_store"] >= f["weights_bytes"]
+    )
+    assert hit["bytes_from_store"] == 0  # the second pod transfers nothing from the store
+    for fig in (hit, miss):
+        assert fig["seconds_to_ready"] == pytest.approx(
+            fig["seconds_outside_triton_load"] + fig["seconds_triton_load"], abs=0.01
+        )
+    assert "cache hit" in proc.stdout
