@@ -15,16 +15,24 @@ partial entry. Fillers of the same digest serialize on its lock file; one that f
 already published (and verifying) drops its own copy (compare-by-digest). A reader without write
 access (the read-only mount in model pods) only looks up: it never locks or publishes.
 
-*Verification*: every use verifies every file of the entry against its file list (and the list's
-set of files against the folder), so a flipped byte is detected: the entry is moved to
-``.quarantine/``, the event is recorded (``events``) and the caller downloads again (and, when it
-may write, publishes the good copy).
+*Verification*: a full verification hashes every file of the entry and compares it with its file
+list (and the list's set of files with the folder). A filler does one when it publishes or finds an
+entry, and then stamps the entry with a fingerprint of its files' stat data (size, mtime, ctime,
+inode). A use (``verify="stat"``, the default) re-hashes only when that fingerprint changed; any
+write to a file changes its ctime, which no one can set back, so a byte flipped through the
+filesystem is always caught; only corruption below it (a disk returning bad blocks) waits for the
+next full verification (``verify="full"``, ``MODELDEPLOY_CACHE_VERIFY=full``, or the next prefetch
+Job, which always verifies in full). A corrupt entry is moved to ``.quarantine/``, the event is
+recorded (``events``) and the caller downloads again (and, when it may write, publishes the good
+copy).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import threading
@@ -39,6 +47,8 @@ from typing import Any
 from modeldeploy_runtime.digest import SOURCE_RECORD, parse_sha_manifest, sha256_file
 
 CACHE_LIST = ".modeldeploy-cache.sha256"
+#: Written by a filler after a full verification: the stat fingerprint of the entry's files then.
+STAMP = ".modeldeploy-verified.json"
 ENTRIES = "sha256"
 MAX_EVENTS = 20
 
@@ -64,7 +74,7 @@ def _files(folder: Path) -> Iterator[Path]:
         for n in sorted(names):
             p = Path(root, n)
             rel = p.relative_to(folder)
-            if rel.as_posix() not in (CACHE_LIST, SOURCE_RECORD):
+            if rel.as_posix() not in (CACHE_LIST, SOURCE_RECORD, STAMP):
                 yield rel
 
 
@@ -96,8 +106,9 @@ def _link_or_symlink(src: str, dst: str) -> str:
 
 
 class SharedCache:
-    def __init__(self, root: str | Path, *, read_only: bool = False) -> None:
+    def __init__(self, root: str | Path, *, read_only: bool = False, verify: str = "stat") -> None:
         self.root = Path(root)
+        self.full_verify = verify == "full"
         self.read_only = read_only  # the model pods' mount (readOnly: true); else probed
         self.events: deque[CacheEvent] = deque(maxlen=MAX_EVENTS)
         self.last_verification: dict[str, str] = {}  # digest -> time of the last good verification
@@ -134,8 +145,42 @@ class SharedCache:
             os.close(fd)
 
     # ------------------------------------------------------------------------------ verification
-    def verify(self, digest: str) -> str | None:
-        """None when the entry is complete and every file matches its list; else what is wrong."""
+    def _fingerprint(self, entry: Path) -> str:
+        rows = []
+        for rel in [*_files(entry), Path(CACHE_LIST)]:
+            st = (entry / rel).stat()
+            rows.append(f"{rel.as_posix()} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}")
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+    def _stamped(self, digest: str) -> str | None:
+        """The time of the last full verification when the entry's files are unchanged since."""
+        entry = self.entry(digest)
+        try:
+            stamp = json.loads((entry / STAMP).read_text())
+            if stamp.get("fingerprint") == self._fingerprint(entry):
+                return str(stamp["verifiedAt"])
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+        return None
+
+    def _stamp(self, digest: str, when: str) -> None:
+        if not self.writable:
+            return
+        entry = self.entry(digest)
+        with contextlib.suppress(OSError):
+            tmp = entry / f"{STAMP}.{uuid.uuid4().hex[:6]}"
+            tmp.write_text(json.dumps({"fingerprint": self._fingerprint(entry), "verifiedAt": when}))
+            tmp.replace(entry / STAMP)
+
+    def verify(self, digest: str, full: bool = True) -> str | None:
+        """None when the entry is complete and every file matches its list; else what is wrong.
+        ``full=False`` accepts an entry whose stat fingerprint is unchanged since a full one."""
+        if not full:
+            when = self._stamped(digest)
+            if when is not None:
+                with self._lock:
+                    self.last_verification[digest] = when
+                return None
         entry = self.entry(digest)
         try:
             listed = parse_sha_manifest((entry / CACHE_LIST).read_bytes(), CACHE_LIST)
@@ -148,8 +193,10 @@ class SharedCache:
             got = sha256_file(entry / rel)
             if got != want:
                 return f"{rel}: sha256 {got[:12]}... is not the listed {want[:12]}..."
+        when = _now()
         with self._lock:
-            self.last_verification[digest] = _now()
+            self.last_verification[digest] = when
+        self._stamp(digest, when)
         return None
 
     def lookup(self, digest: str) -> Path | None:
@@ -158,7 +205,7 @@ class SharedCache:
         entry = self.entry(digest)
         if not entry.is_dir():
             return None
-        problem = self.verify(digest)
+        problem = self.verify(digest, full=self.full_verify)
         if problem is None:
             return entry
         self.record(digest, "CorruptEntry", f"cache entry sha256/{digest[:12]}... is corrupt: {problem}")
@@ -190,8 +237,10 @@ class SharedCache:
             _fsync_dir(entry.parent)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        when = _now()
         with self._lock:
-            self.last_verification[digest] = _now()
+            self.last_verification[digest] = when
+        self._stamp(digest, when)
         self.record(digest, "Published", f"sha256/{digest[:12]}... published")
         return entry
 
@@ -202,7 +251,7 @@ class SharedCache:
             self.entry(digest),
             dest,
             copy_function=_link_or_symlink,
-            ignore=shutil.ignore_patterns(CACHE_LIST),
+            ignore=shutil.ignore_patterns(CACHE_LIST, STAMP, f"{STAMP}.*"),
         )
 
     # ------------------------------------------------------------------------------------ status

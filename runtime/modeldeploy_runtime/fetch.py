@@ -525,7 +525,10 @@ class Fetcher:
         env = os.environ if environ is None else environ
         read_only = env.get("MODELDEPLOY_CACHE_READONLY", "") in ("1", "true")
         cache = cache if cache is not None else env.get("MODELDEPLOY_CACHE_DIR") or None
-        self.cache = SharedCache(cache, read_only=read_only) if isinstance(cache, str | Path) else cache
+        verify = env.get("MODELDEPLOY_CACHE_VERIFY", "stat")
+        self.cache = (
+            SharedCache(cache, read_only=read_only, verify=verify) if isinstance(cache, str | Path) else cache
+        )
         self.repository = Path(repository)
         self.transfer = transfer or TransferSettings(retries=retries)
         self.file_workers = max(1, file_workers)

@@ -28,7 +28,7 @@ log = logging.getLogger("modeldeploy.runtime.prefetch")
 
 def prefetch(manifest: ModelManifest, cache_dir: str | Path) -> dict[str, Any]:
     """Fill the cache; returns the summary (``ok`` is False when a version failed)."""
-    cache = SharedCache(cache_dir)
+    cache = SharedCache(cache_dir, verify="full")  # the Job re-hashes every entry it finds
     scratch = Path(cache_dir) / ".tmp" / f"prefetch-{uuid.uuid4().hex[:8]}"
     fetcher = Fetcher(scratch, cache=cache)
     versions: list[dict[str, Any]] = []

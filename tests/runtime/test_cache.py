@@ -211,3 +211,31 @@ def test_prefetch_mode_fills_the_cache_then_pods_start_from_it(
         "seconds": pytest.approx(0, abs=5),
     }
     assert handler.gets == 1
+
+
+def test_use_rehashes_only_when_files_changed_since_the_last_full_verification(
+    tmp_path: Path, archive_server: tuple[str, type[_Archive], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import modeldeploy_runtime.cache as cache_mod
+
+    url, handler, digest = archive_server
+    handler.delay = 0.0
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    Fetcher(tmp_path / "filler", cache=cache).fetch("clf", 1, url, digest)  # publishes and stamps
+    hashed: list[Path] = []
+    real = cache_mod.sha256_file
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda p, *a: hashed.append(p) or real(p, *a))
+    ro = SharedCache(cache, read_only=True)
+    assert ro.lookup(digest) is not None and hashed == []  # unchanged since verified: no re-hash
+    assert SharedCache(cache, read_only=True, verify="full").lookup(digest) is not None and hashed
+    # a byte flipped through the filesystem, even with its mtime put back, changes the ctime
+    victim = next(p for p in (cache / ENTRIES / digest).rglob("model.py"))
+    st = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[0] ^= 0x01
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hashed.clear()
+    assert ro.lookup(digest) is None and hashed  # re-hashed, found corrupt
+    assert [e["event"] for e in ro.status()["events"]][-1] == "CorruptEntry"
