@@ -105,14 +105,15 @@ def test_coldstart_bench_cache_hit_vs_download(tmp_path: Path) -> None:
     out = tmp_path / "coldstart.json"
     proc = _run(["bench/coldstart_bench.py", "--size-mb", "4", "--json", str(out)], timeout=600)
     f = json.loads(out.read_text())
-    hit, miss = f["cache_hit"], f["no_cache"]
-    assert miss["origin"] == "download" and hit["origin"] == "cache"
+    hit, miss, full = f["cache_hit"], f["no_cache"], f["cache_hit_full_verify"]
+    assert miss["origin"] == "download" and hit["origin"] == "cache" == full["origin"]
+    assert full["bytes_from_store"] == 0
     assert (
         miss["bytes_from_store"] >= f["weights_bytes"]
         and f["prefetch_bytes_from_store"] >= f["weights_bytes"]
     )
     assert hit["bytes_from_store"] == 0  # the second pod transfers nothing from the store
-    for fig in (hit, miss):
+    for fig in (hit, miss, full):
         assert fig["seconds_to_ready"] == pytest.approx(
             fig["seconds_outside_triton_load"] + fig["seconds_triton_load"], abs=0.01
         )
