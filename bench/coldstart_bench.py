@@ -5,7 +5,9 @@ real tritonserver:
 
 * no cache: the agent downloads the version (parallel ranged transfer) into its repository;
 * cache hit: a prefetch (the Job's code) filled a shared cache before; the agent, with the cache
-  mounted read-only, verifies the entry (sha256 of every file) and links it into its repository.
+  mounted read-only, checks the entry's stat fingerprint against the prefetch's full verification
+  and links it into its repository;
+* cache hit, full verification (``MODELDEPLOY_CACHE_VERIFY=full``): the same, re-hashing every file.
 
 For each: seconds from the agent's start to the version READY in Triton, split into the time
 outside Triton's load (fetch or cache lookup + verification, config) and Triton's load itself, and
@@ -151,6 +153,8 @@ def main() -> int:
             figures["cache_hit"] = _start(
                 tmp, "cache-hit", manifest, SharedCache(cache_dir, read_only=True), px
             )
+            full = SharedCache(cache_dir, read_only=True, verify="full")  # re-hash every byte on use
+            figures["cache_hit_full_verify"] = _start(tmp, "cache-hit-full", manifest, full, px)
     finally:
         server.stop()
     hit, miss = figures["cache_hit"], figures["no_cache"]
@@ -158,7 +162,8 @@ def main() -> int:
         f"{a.size_mb} MiB version, agent start -> READY: no cache {miss['seconds_to_ready']}s "
         f"({miss['seconds_outside_triton_load']}s outside Triton's load, {miss['bytes_from_store']} bytes from "
         f"the store); cache hit {hit['seconds_to_ready']}s ({hit['seconds_outside_triton_load']}s outside "
-        f"Triton's load, {hit['bytes_from_store']} bytes from the store)"
+        f"Triton's load, {hit['bytes_from_store']} bytes from the store); with a full re-hash on use "
+        f"{figures['cache_hit_full_verify']['seconds_outside_triton_load']}s outside Triton's load"
     )
     print(json.dumps(figures, indent=2))
     if a.json:
