@@ -14,7 +14,14 @@ from test_operator_cluster import apply, get, md_doc
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
-DIGEST = "c" * 64
+DIGEST, DIGEST2 = "c" * 64, "d" * 64
+
+
+def _manifest_versions(cluster: Any, ns: str) -> list[int]:
+    cm = get(cluster, "configmap", ns, "cpu-model-models")
+    assert cm is not None
+    manifest = json.loads(next(iter(cm["data"].values())))
+    return [v["version"] for v in manifest["models"][0]["versions"]]
 
 
 def _cache_state(cluster: Any, ns: str, want: str) -> dict[str, Any] | None:
@@ -48,6 +55,19 @@ def test_prefetch_job_admitted_observed_and_reported(
         "prefetch pod created",
     )
     assert pods[0]["spec"]["containers"][0]["args"][0] == "prefetch"
+    assert _manifest_versions(cluster, ns) == [1]  # a new deployment starts at once
+
+    # a new version while the cache cannot be filled: the pods are not asked to load it yet
+    models[0]["versions"].append({"version": 2, "sha256": DIGEST2})
+    apply(cluster, md_doc("cpu", ns, models=models, cache={"claimName": "model-cache"}))
+    st = wait_for(
+        lambda: (s := _cache_state(cluster, ns, "Prefetching")) and s["job"] != job_name and s,
+        60,
+        "second Job",
+    )
+    job_name = st["job"]
+    wait_for(lambda: get(cluster, "jobs.batch", ns, job_name), 30, "second prefetch Job")
+    assert _manifest_versions(cluster, ns) == [1]  # held back while the Job runs
 
     pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"cache-{ns}"[:63]},
           "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": sc,
@@ -59,7 +79,10 @@ def test_prefetch_job_admitted_observed_and_reported(
             lambda: _cache_state(cluster, ns, "Ready"), 120, "status.cache Ready after the Job completed"
         )
         assert st["job"] == job_name and st["claimName"] == "model-cache"
-        assert st["versionsPresent"] == [f"simple:1@{DIGEST[:12]}"] and st["lastVerification"]
+        assert st["versionsPresent"] == [f"simple:2@{DIGEST2[:12]}"] and st["lastVerification"]
+        wait_for(
+            lambda: _manifest_versions(cluster, ns) == [1, 2], 60, "manifest released after the prefetch"
+        )
         job = get(cluster, "jobs.batch", ns, job_name)
         assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
         # the model pods mount the same claim read-only

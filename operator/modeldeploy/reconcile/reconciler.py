@@ -260,10 +260,14 @@ class Reconciler:
         live_dep: dict[str, Any] | None = None
         created_dep = False
         scaled: tuple[Any, Any] | None = None
+        held = self._held_for_prefetch(md, live_cm)
         for kind, desired in children.items():
             res = BY_KIND[kind]
             crd = KIND_CRD.get(kind)
             if crd and crd not in crds:
+                continue
+            if kind in held:
+                outcome.changes.append(f"holding {kind}: the prefetch Job is filling the cache")
                 continue
             if desired is None:
                 if kind in absent:
@@ -417,6 +421,20 @@ class Reconciler:
         metrics.STATUS_WRITES.inc()
         self._transition_events(body, current, new, diag)
         return True
+
+    def _held_for_prefetch(self, md: ModelDeployment, live_cm: dict[str, Any] | None) -> set[str]:
+        """Kinds not applied yet because the prefetch Job of the wanted versions has not finished:
+        pods are asked to load a version only once the cache holds it (a failed Job releases them:
+        pods then download). A new deployment starts at once (nothing to hold back)."""
+        c = md.spec.cache
+        if c is None or not c.prefetch or live_cm is None:
+            return set()
+        job = self.kube.get(JOB, md.namespace, prefetch_job_name(md))
+        conds = ((job or {}).get("status") or {}).get("conditions") or []
+        if any(x.get("type") in ("Complete", "Failed") and x.get("status") == "True" for x in conds):
+            return set()
+        # in place the manifest carries the versions; rolling, the pod template's hash of it too
+        return {"ConfigMap", "Deployment"} if md.spec.rollout.strategy == "rolling" else {"ConfigMap"}
 
     def _cache_status(self, md: ModelDeployment) -> dict[str, Any] | None:
         if md.spec.cache is None:

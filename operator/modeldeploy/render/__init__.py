@@ -23,8 +23,9 @@ from modeldeploy.render.servicemonitor import render_servicemonitor
 
 RenderFn = Callable[[ModelDeployment, RenderOptions], "dict[str, Any] | None"]
 
-#: Child kinds in apply order (the ConfigMap first: the pods mount it).
+#: Child kinds in apply order (the prefetch Job, then the ConfigMap: the pods mount it).
 RENDERERS: dict[str, RenderFn] = {
+    "Job": render_prefetch_job,  # first: the reconciler holds new versions back until it finished
     "ConfigMap": render_configmap,
     "Service": render_service,
     "Deployment": render_deployment,
@@ -33,7 +34,6 @@ RENDERERS: dict[str, RenderFn] = {
     "HTTPScaledObject": render_httpscaledobject,
     "PodDisruptionBudget": render_pdb,
     "ServiceMonitor": render_servicemonitor,
-    "Job": render_prefetch_job,
 }
 CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
 
