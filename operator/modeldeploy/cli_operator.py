@@ -115,13 +115,14 @@ def _render(args: argparse.Namespace) -> int:
     from modeldeploy.api.v1alpha1 import KIND, ModelDeployment, SpecError
     from modeldeploy.render import RenderError, RenderOptions, render_all
     from modeldeploy.render.common import SCALEDOBJECT_CRD, SERVICEMONITOR_CRD
+    from modeldeploy.render.httpscaledobject import HTTPSCALEDOBJECT_CRD
 
     try:
         docs = _load_docs(args.file)
     except (OSError, yaml.YAMLError) as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 1
-    crds = frozenset({SCALEDOBJECT_CRD, SERVICEMONITOR_CRD} - set(args.without_crds))
+    crds = frozenset({SCALEDOBJECT_CRD, HTTPSCALEDOBJECT_CRD, SERVICEMONITOR_CRD} - set(args.without_crds))
     out: list[dict[str, Any]] = []
     errors = 0
     for i, doc in enumerate(docs):

@@ -40,6 +40,8 @@ from modeldeploy_runtime.agentapi import (
     SERVING_PATH,
     STATUS_PATH,
     AgentStatus,
+    CacheReport,
+    FetchReport,
     ManifestPush,
     ModelReport,
     PushReply,
@@ -182,6 +184,7 @@ class Agent:
         self.manifest_source: Literal["file", "push", ""] = ""
         self.applied_generation = 0
         self.provenance = Provenance()  # signature checks + digest/signer per version (#15)
+        self.origins: dict[tuple[str, int], dict[str, Any]] = {}  # how each version got here
 
     # ------------------------------------------------------------------------------------ manifest
     def read_manifest(self) -> tuple[ModelManifest, str]:
@@ -307,9 +310,15 @@ class Agent:
                 continue
             self._fetch_retry.pop(key, None)
             self.provenance.set_digest(model.name, num, res.digest)
+            with self.lock:
+                self.origins[key] = {
+                    "origin": res.origin,
+                    "bytes": res.bytes,
+                    "seconds": round(res.seconds, 3),
+                }
             log.info(
                 "fetched %s version %d from %s (%s, %d bytes, %.2fs)",
-                model.name, num, mv.source, "cached" if res.cached else "downloaded", res.bytes, res.seconds,
+                model.name, num, mv.source, res.origin, res.bytes, res.seconds,
             )  # fmt: skip
             ok.append(num)
         return ok
@@ -526,7 +535,9 @@ class Agent:
                 now = (served or {}).get(m.name, [])
                 all_wanted_served = all_wanted_served and set(wanted) <= set(now)
                 versions = [
-                    (st.get(v) or VersionStatus(v)).report().model_copy(update=self.provenance.of(m.name, v))
+                    (st.get(v) or VersionStatus(v))
+                    .report()
+                    .model_copy(update={**self.provenance.of(m.name, v), "fetch": self._origin(m.name, v)})
                     for v in sorted(set(wanted) | set(st))
                 ]
                 models.append(ModelReport(name=m.name, versions=versions, served=now))
@@ -538,7 +549,13 @@ class Agent:
                 manifestSource=self.manifest_source,
                 models=models,
                 lastError=self.last_error,
+                cache=CacheReport.model_validate(self.fetcher.cache.status()) if self.fetcher.cache else None,
             )
+
+    def _origin(self, name: str, version: int) -> FetchReport | None:
+        """How the version got into the repository ("cache", "download", "repository", "localCopy")."""
+        o = self.origins.get((name, version))
+        return FetchReport.model_validate(o) if o else None
 
     # ------------------------------------------------------------------------------------- push
     def known_generation(self) -> int:

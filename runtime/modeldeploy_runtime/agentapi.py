@@ -7,7 +7,7 @@ parses them with the same models. Nothing here carries a secret: the push token 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,31 @@ class _Doc(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class FetchReport(_Doc):
+    """How a version got into the pod's repository."""
+
+    #: "cache" (the shared model cache), "download", "repository" (already there), "localCopy"
+    origin: str
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+class CacheEntryReport(_Doc):
+    digest: str
+    bytes: int = 0
+    lastVerified: float | str | None = None
+
+
+class CacheReport(_Doc):
+    """The shared model cache as this agent sees it (``spec.cache``)."""
+
+    root: str
+    writable: bool = False
+    entries: list[CacheEntryReport] = Field(default_factory=list)
+    #: Corrupt entries found and refetched, fills, ... (newest last).
+    events: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class VersionReport(_Doc):
     version: int = Field(ge=1)
     state: AgentVersionState = "Pending"
@@ -42,6 +67,7 @@ class VersionReport(_Doc):
     #: Identity of the verified signer (public-key fingerprint or certificate identity), when the
     #: model's verification policy checked a signature.
     signer: str | None = None
+    fetch: FetchReport | None = None
 
 
 class ModelReport(_Doc):
@@ -67,6 +93,7 @@ class AgentStatus(_Doc):
     manifestSource: Literal["file", "push", ""] = ""
     models: list[ModelReport] = Field(default_factory=list)
     lastError: str | None = None
+    cache: CacheReport | None = None
 
     def failed(self) -> list[tuple[str, VersionReport]]:
         return [(m.name, v) for m in self.models for v in m.versions if v.state == "Failed"]

@@ -285,6 +285,14 @@ def cmd_openai(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from modeldeploy_runtime.prefetch import run
+
+    _setup_logging(args.log_format)
+    manifest = os.environ.get(args.manifest_env, "") if args.manifest_env else None
+    return run(args.manifest, args.cache_dir, args.termination_log, manifest_json=manifest)
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
@@ -440,6 +448,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--port", type=int, default=9000)
     p.add_argument("--model", action="append", help="serve only these models (repeat; default: every LLM)")
     p.set_defaults(func=cmd_openai)
+    p = sub.add_parser("prefetch", help="fill the shared model cache with a manifest's versions")
+    p.add_argument("--manifest", default="/etc/modeldeploy/manifest.json")
+    p.add_argument("--manifest-env", help="read the manifest JSON from this environment variable instead")
+    p.add_argument("--cache-dir", default="/cache")
+    p.add_argument("--termination-log", default="/dev/termination-log")
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.set_defaults(func=cmd_prefetch)
 
     p = sub.add_parser("health", help="exit 0 when URL answers HTTP 200 (for exec probes)")
     p.add_argument("--url", default="http://127.0.0.1:8080/ready")

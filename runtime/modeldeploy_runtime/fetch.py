@@ -9,6 +9,12 @@ Sources (``ManifestVersion.source``):
   ``<prefix>AWS_SECRET_ACCESS_KEY`` env vars or same-named files in a mounted Secret),
 * ``https://`` / ``http://`` (single file, resumed with Range requests and retried).
 
+Large objects (S3/GCS/HTTP, at least two parts of ``part_size``) are fetched with parallel ranged
+requests, resumable across broken connections and across calls (see ``transfer.py``: partial files
+live in ``<repository>/.modeldeploy-tmp/partial/`` until complete); a server that answers a ranged
+request with the whole object is read as one stream instead. The files of a folder source (sharded
+models) are fetched concurrently, at most ``file_workers`` at a time.
+
 A source is a version *folder* (e.g. what ``mdctl package`` wrote, with its ``manifest.sha256``) or a
 single file; archives (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``) are unpacked into the version.
 
@@ -32,12 +38,14 @@ import tarfile
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from modeldeploy_runtime.cache import SharedCache
 from modeldeploy_runtime.digest import (
     SHA_MANIFEST,
     SOURCE_RECORD,
@@ -47,11 +55,21 @@ from modeldeploy_runtime.digest import (
     verify_folder,
 )
 from modeldeploy_runtime.manifest import ManifestCredentials
+from modeldeploy_runtime.transfer import (
+    ObjectChanged,
+    RangeNotSupported,
+    TransferSettings,
+    ranged_download,
+)
 
 log = logging.getLogger("modeldeploy.runtime.fetch")
 TMP_DIR = ".modeldeploy-tmp"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 DEFAULT_PVC_ROOT = "/mnt/pvc"
+PARTIAL_DIR = "partial"
+#: Partial downloads older than this are dropped by ``cleanup_tmp`` (their source moved on).
+PARTIAL_MAX_AGE_S = 24 * 3600
+DEFAULT_FILE_WORKERS = 4
 
 
 #: Google Cloud Storage's S3-interoperable endpoint, used for gs:// unless an endpoint is given.
@@ -74,6 +92,9 @@ class FetchResult:
     bytes: int
     seconds: float
     source: str
+    #: where the files came from: "repository" (already there), "localCopy" (same digest in this
+    #: repository), "cache" (the shared cache), "download" (the source)
+    origin: str = "download"
 
 
 # ------------------------------------------------------------------------------------- credentials
@@ -97,7 +118,7 @@ class Credentials:
                 return p.read_text().strip() or None
         return None
 
-    def s3_client(self, default_endpoint: str | None = None) -> Any:
+    def s3_client(self, default_endpoint: str | None = None, max_connections: int = 10) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -109,6 +130,7 @@ class Credentials:
             "region_name": region,
             "config": Config(
                 retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=max(10, max_connections),
                 s3={"addressing_style": "path"} if endpoint else {},
             ),
         }
@@ -130,6 +152,35 @@ class _Source:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        self.transfer = TransferSettings()
+        self.partial_dir: Path | None = None
+
+    def partial_path(self, *key: object) -> Path:
+        """Where a ranged download of this object keeps its parts (stable across calls)."""
+        assert self.partial_dir is not None
+        name = hashlib.sha256("\0".join(map(str, (self.uri, *key))).encode()).hexdigest()[:40]
+        return self.partial_dir / name
+
+    def _ranged(self, read: Any, size: int, tag: str, dest: Path, label: str) -> tuple[str, int] | None:
+        """Ranged parallel download into ``dest``; None when the server refuses ranges."""
+        partial = self.partial_path(label, tag, size)
+        try:
+            res = ranged_download(read, size, tag, partial, self.transfer)
+        except RangeNotSupported:
+            log.info("fetch %s: the server refuses ranged requests; one stream instead", label)
+            _drop_partial(partial)
+            return None
+        except ObjectChanged as exc:
+            _drop_partial(partial)
+            raise FetchError(
+                f"{self.uri}: {label} changed during the download ({exc})", "ObjectChanged"
+            ) from exc
+        os.replace(partial, dest)
+        log.info(
+            "fetch %s: %d bytes, %d received now, %d resumed from an earlier attempt",
+            label, res.size, res.transferred, res.resumed,
+        )  # fmt: skip
+        return res.sha256, res.size
 
     def is_folder(self) -> bool:
         raise NotImplementedError
@@ -187,8 +238,18 @@ class _S3Source(_Source):
         self.key = unquote(u.path.lstrip("/"))
         if not self.bucket:
             raise FetchError(f"{uri}: no bucket in {u.scheme}:// URL", "InvalidSource")
-        self.client = creds.s3_client(default_endpoint)
+        self.creds = creds
+        self.default_endpoint = default_endpoint
+        self._client: Any = None
         self._files: list[str] | None = None
+        self._meta: dict[str, tuple[int, str]] = {}  # key -> (size, etag) from listing/head
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            n = self.transfer.workers * DEFAULT_FILE_WORKERS
+            self._client = self.creds.s3_client(self.default_endpoint, n)
+        return self._client
 
     def _err(self, exc: Exception, what: str) -> FetchError:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -223,6 +284,7 @@ class _S3Source(_Source):
                     rel = obj["Key"][len(prefix) :]
                     if rel and not rel.endswith("/") and rel != SOURCE_RECORD:
                         files.append(rel)
+                        self._meta[obj["Key"]] = (int(obj.get("Size", 0)), str(obj.get("ETag", "")))
         except Exception as exc:
             raise self._err(exc, "listing") from exc
         if files:
@@ -231,9 +293,10 @@ class _S3Source(_Source):
         if not self.key:
             raise FetchError(f"{self.uri}: bucket is empty", "NotFound")
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self.key)
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:
             raise self._err(exc, "object") from exc
+        self._meta[self.key] = (int(head.get("ContentLength", 0)), str(head.get("ETag", "")))
         return False
 
     def list(self) -> list[str]:
@@ -242,6 +305,17 @@ class _S3Source(_Source):
     def download(self, rel: str | None, dest: Path, progress: bool) -> tuple[str, int]:
         key = f"{self.key.rstrip('/')}/{rel}" if rel else self.key
         dest.parent.mkdir(parents=True, exist_ok=True)
+        size, etag = self._meta.get(key, (None, ""))
+        if self.partial_dir is not None and self.transfer.ranged(size):
+            assert size is not None
+            try:
+                done = self._ranged(self._range_reader(key, etag), size, etag, dest, key)
+            except FetchError:
+                raise
+            except Exception as exc:
+                raise self._err(exc, f"object {key}") from exc
+            if done is not None:
+                return done
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=key)
             total = int(obj.get("ContentLength") or 0) or None
@@ -254,6 +328,28 @@ class _S3Source(_Source):
         if total is not None and n != total:
             raise FetchError(f"{self.uri}: {key} truncated ({n} of {total} bytes)", "Truncated")
         return digest, n
+
+    def _range_reader(self, key: str, etag: str) -> Any:
+        from botocore.exceptions import ClientError
+
+        def read(start: int, end: int) -> Iterable[bytes]:
+            kw = {"IfMatch": etag} if etag else {}
+            try:
+                obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}", **kw)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in ("PreconditionFailed", "412"):
+                    raise ObjectChanged(f"ETag is no longer {etag}") from exc
+                raise
+            body = obj["Body"]
+            try:
+                if not obj.get("ContentRange"):
+                    raise RangeNotSupported(f"no Content-Range in the answer to bytes={start}-{end}")
+                yield from body.iter_chunks(1 << 20)
+            finally:
+                body.close()
+
+        return read
 
     def filename(self) -> str:
         return PurePosixPath(self.key).name or "artifact"
@@ -268,10 +364,55 @@ class _HttpSource(_Source):
     def is_folder(self) -> bool:
         return False
 
-    def download(self, rel: str | None, dest: Path, progress: bool) -> tuple[str, int]:
+    def _probe(self) -> tuple[int, str] | None:
+        """(size, tag) when a HEAD request says the server accepts byte ranges; else None (one
+        stream, as before). A server that advertises ranges but ignores them is caught later."""
         import requests
 
+        try:
+            r = requests.head(self.uri, timeout=self.timeout, allow_redirects=True)
+            size = int(r.headers.get("Content-Length", ""))
+        except (OSError, ValueError, requests.RequestException):
+            return None
+        if r.status_code != 200 or r.headers.get("Accept-Ranges", "").lower() != "bytes":
+            return None
+        return size, r.headers.get("ETag") or r.headers.get("Last-Modified") or ""
+
+    def _range_reader(self, size: int, tag: str) -> Any:
+        import requests
+
+        def read(start: int, end: int) -> Iterable[bytes]:
+            headers = {"Range": f"bytes={start}-{end}"}
+            if tag:
+                headers["If-Range"] = tag
+            with requests.get(self.uri, headers=headers, stream=True, timeout=self.timeout) as r:
+                if r.status_code == 200:
+                    raise RangeNotSupported("the server answered a ranged request with the whole object")
+                if r.status_code != 206:
+                    raise OSError(f"HTTP {r.status_code}")
+                if not r.headers.get("Content-Range", "").endswith(f"/{size}"):
+                    raise ObjectChanged(f"Content-Range {r.headers.get('Content-Range')!r}, size was {size}")
+                yield from r.iter_content(1 << 20)
+
+        return read
+
+    def download(self, rel: str | None, dest: Path, progress: bool) -> tuple[str, int]:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        probe = self._probe() if self.partial_dir is not None and self.transfer.workers > 1 else None
+        if probe is not None and self.transfer.ranged(probe[0]):
+            try:
+                done = self._ranged(self._range_reader(*probe), probe[0], probe[1], dest, self.filename())
+            except FetchError:
+                raise
+            except Exception as exc:
+                raise FetchError(f"{self.uri}: ranged download failed: {exc}", "DownloadFailed") from exc
+            if done is not None:
+                return done
+        return self._single_stream(dest)
+
+    def _single_stream(self, dest: Path) -> tuple[str, int]:
+        import requests
+
         h = hashlib.sha256()
         done = 0
         total: int | None = None
@@ -324,6 +465,11 @@ class _HttpSource(_Source):
 
 
 # -------------------------------------------------------------------------------------------- fetcher
+def _drop_partial(partial: Path) -> None:
+    for p in (partial, partial.with_name(partial.name + ".state.json")):
+        p.unlink(missing_ok=True)
+
+
 def _safe_extract(archive: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     name = archive.name.lower()
@@ -372,8 +518,20 @@ class Fetcher:
         timeout: float = 60.0,
         progress: bool = False,
         environ: dict[str, str] | None = None,
+        transfer: TransferSettings | None = None,
+        file_workers: int = DEFAULT_FILE_WORKERS,
+        cache: SharedCache | str | Path | None = None,
     ) -> None:
+        env = os.environ if environ is None else environ
+        read_only = env.get("MODELDEPLOY_CACHE_READONLY", "") in ("1", "true")
+        cache = cache if cache is not None else env.get("MODELDEPLOY_CACHE_DIR") or None
+        verify = env.get("MODELDEPLOY_CACHE_VERIFY", "stat")
+        self.cache = (
+            SharedCache(cache, read_only=read_only, verify=verify) if isinstance(cache, str | Path) else cache
+        )
         self.repository = Path(repository)
+        self.transfer = transfer or TransferSettings(retries=retries)
+        self.file_workers = max(1, file_workers)
         self.pvc_root = Path(pvc_root or os.environ.get("MODELDEPLOY_PVC_ROOT", DEFAULT_PVC_ROOT))
         self.retries = retries
         self.timeout = timeout
@@ -382,6 +540,12 @@ class Fetcher:
 
     # -- helpers
     def _source(self, uri: str, creds: ManifestCredentials | None) -> _Source:
+        src = self._make_source(uri, creds)
+        src.transfer = self.transfer
+        src.partial_dir = self.repository / TMP_DIR / PARTIAL_DIR
+        return src
+
+    def _make_source(self, uri: str, creds: ManifestCredentials | None) -> _Source:
         u = urlparse(uri)
         scheme = u.scheme.lower()
         if scheme in ("", "file"):
@@ -448,7 +612,7 @@ class Fetcher:
         final = self.repository / model / str(version)
         if self.is_current(model, version, source, sha256):
             rec = self.read_record(final) or {}
-            return FetchResult(final, rec.get("sha256"), True, 0, time.monotonic() - t0, source)
+            return FetchResult(final, rec.get("sha256"), True, 0, time.monotonic() - t0, source, "repository")
         tmp_root = self.repository / TMP_DIR
         tmp_root.mkdir(parents=True, exist_ok=True)
         work = tmp_root / f"{model}-{version}-{uuid.uuid4().hex[:8]}"
@@ -459,14 +623,20 @@ class Fetcher:
                 cached_from = next(
                     (v for v, rec in self._records() if rec.get("sha256") == sha256 and v != final), None
                 )
+            origin = "localCopy"
             if cached_from is not None:
                 _link_tree(cached_from, staged)
                 digest: str | None = verify_folder(staged) if (staged / SHA_MANIFEST).is_file() else sha256
                 nbytes = 0
                 cached = True
+            elif sha256 and self.cache is not None:
+                digest, nbytes, origin = self._through_cache(
+                    self.cache, sha256, source, credentials, work, staged, filename
+                )
+                cached = origin == "cache"
             else:
                 digest, nbytes = self._download(source, sha256, credentials, work, staged, filename)
-                cached = False
+                cached, origin = False, "download"
             record = {
                 "source": source,
                 "sha256": digest,
@@ -477,9 +647,36 @@ class Fetcher:
             (staged / SOURCE_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
             staged.chmod(0o755)
             self._install(staged, final)
-            return FetchResult(final, digest, cached, nbytes, time.monotonic() - t0, source)
+            return FetchResult(final, digest, cached, nbytes, time.monotonic() - t0, source, origin)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _through_cache(
+        self,
+        cache: SharedCache,
+        sha256: str,
+        source: str,
+        creds: ManifestCredentials | None,
+        work: Path,
+        staged: Path,
+        filename: str | None,
+    ) -> tuple[str | None, int, str]:
+        """The version from the shared cache, else downloaded (and published when the cache is
+        writable: fillers of one digest take turns, so it is downloaded once)."""
+        with cache.filling(sha256) as may_publish:
+            corrupt_before = cache.entry(sha256).is_dir()
+            if cache.lookup(sha256) is not None:
+                cache.materialize(sha256, staged)
+                cache.record(sha256, "Hit", f"{source}: served from the cache")
+                return sha256, 0, "cache"
+            digest, nbytes = self._download(source, sha256, creds, work, staged, filename)
+            if corrupt_before:
+                cache.record(
+                    sha256, "CorruptEntryRefetched", f"{source}: corrupt cache entry downloaded again"
+                )
+            if may_publish:
+                cache.publish(sha256, staged)
+            return digest, nbytes, "download"
 
     def _download(
         self,
@@ -507,14 +704,11 @@ class Fetcher:
                     f"{source}: a sha256 is pinned but the folder has no {SHA_MANIFEST} to check it against",
                     "DigestMismatch",
                 )
-            known: dict[str, str] = {}
             for rel in files:
                 p = PurePosixPath(rel)
                 if p.is_absolute() or ".." in p.parts:
                     raise FetchError(f"{source}: file {rel!r} escapes the version folder", "InvalidSource")
-                got, n = src.download(rel, staged / rel, self.progress)
-                known[rel] = got
-                nbytes += n
+            known, nbytes = self._download_files(src, files, staged)
             digest: str | None = None
             if (staged / SHA_MANIFEST).is_file():
                 try:
@@ -546,6 +740,13 @@ class Fetcher:
             raw.rename(staged / (filename or name))
         return got, nbytes
 
+    def _download_files(self, src: _Source, files: list[str], staged: Path) -> tuple[dict[str, str], int]:
+        """The files of a folder source, ``file_workers`` at a time; (digest per file, bytes)."""
+        with ThreadPoolExecutor(max_workers=self.file_workers, thread_name_prefix="file") as pool:
+            results = list(pool.map(lambda rel: src.download(rel, staged / rel, self.progress), files))
+        known = {rel: got for rel, (got, _) in zip(files, results, strict=True)}
+        return known, sum(n for _, n in results)
+
     def _install(self, staged: Path, final: Path) -> None:
         """Rename the staged version into place (replacing an older copy atomically enough: the
         old folder is renamed away first, then the new one in, both renames on one filesystem)."""
@@ -571,8 +772,16 @@ class Fetcher:
             shutil.rmtree(trash, ignore_errors=True)
 
     def cleanup_tmp(self) -> None:
+        """Remove staging leftovers; partial downloads stay for a resume unless they are old."""
+        tmp = self.repository / TMP_DIR
         with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.repository / TMP_DIR)
+            for p in tmp.iterdir():
+                if p.name != PARTIAL_DIR:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            for p in (tmp / PARTIAL_DIR).iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - p.stat().st_mtime > PARTIAL_MAX_AGE_S:
+                        p.unlink()
 
 
 def sha256_of(path: Path) -> str:

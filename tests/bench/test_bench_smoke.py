@@ -104,3 +104,58 @@ def test_llm_bench_prints_tokens_per_second_and_latencies(tmp_path: Path) -> Non
         assert lv["ttft_p99_ms"] >= lv["ttft_p50_ms"] > 0
         assert lv["itl_p99_ms"] >= lv["itl_p50_ms"] > 0
     assert "tokens/s" in proc.stdout and "TTFT p50" in proc.stdout
+
+
+def test_fetch_bench_parallel_single_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "fetch.json"
+    proc = _run(
+        [
+            "bench/fetch_bench.py",
+            "--size-mb",
+            "24",
+            "--part-mb",
+            "1",
+            "--workers",
+            "4",
+            "--per-connection-mbps",
+            "20",
+            "--json",
+            str(out),
+        ],
+        timeout=600,
+    )
+    f = json.loads(out.read_text())
+    assert f["size_bytes"] == 24 << 20 and f["workers"] == 4
+    for fig in (f, f["capped"]):
+        for mode in ("single", "parallel"):
+            assert fig[mode]["seconds"] > 0 and fig[mode]["mb_per_s"] > 0
+            assert 10 < fig[mode]["peak_rss_mib"] < 2048  # VmHWM of the child, not the parent
+        assert fig["parallel_vs_single_speedup"] == pytest.approx(
+            fig["single"]["seconds"] / fig["parallel"]["seconds"], rel=0.02
+        )
+    assert f["capped"]["single"]["mb_per_s"] <= 20 * 1.1  # the cap holds for one connection
+    r = f["resume"]
+    assert 0 < r["bytes_first_attempt"] < f["size_bytes"]  # the cut failed the first attempt
+    assert r["transferred_over_size"] == pytest.approx(r["bytes_total"] / f["size_bytes"], rel=1e-3)
+    assert 1.0 <= r["transferred_over_size"] <= 1.1  # resumed, not started over
+    assert "resumed after a cut at 50%" in proc.stdout
+
+
+@pytest.mark.triton
+def test_coldstart_bench_cache_hit_vs_download(tmp_path: Path) -> None:
+    out = tmp_path / "coldstart.json"
+    proc = _run(["bench/coldstart_bench.py", "--size-mb", "4", "--json", str(out)], timeout=600)
+    f = json.loads(out.read_text())
+    hit, miss, full = f["cache_hit"], f["no_cache"], f["cache_hit_full_verify"]
+    assert miss["origin"] == "download" and hit["origin"] == "cache" == full["origin"]
+    assert full["bytes_from_store"] == 0
+    assert (
+        miss["bytes_from_store"] >= f["weights_bytes"]
+        and f["prefetch_bytes_from_store"] >= f["weights_bytes"]
+    )
+    assert hit["bytes_from_store"] == 0  # the second pod transfers nothing from the store
+    for fig in (hit, miss, full):
+        assert fig["seconds_to_ready"] == pytest.approx(
+            fig["seconds_outside_triton_load"] + fig["seconds_triton_load"], abs=0.01
+        )
+    assert "cache hit" in proc.stdout

@@ -302,6 +302,8 @@ def test_serviceaccount_is_least_privileged(scenario: Scenario) -> None:
         ("create", "events.events.k8s.io", m),
         ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("create", "scaledobjects.keda.sh", m),  # integrations, enabled by default
+        ("create", "httpscaledobjects.http.keda.sh", m),  # KEDA HTTP add-on: scale from zero on a request
+        ("create", "jobs.batch", m),  # prefetch Jobs of the shared model cache (spec.cache)
         ("patch", "servicemonitors.monitoring.coreos.com", m),
         ("create", "secrets", m),  # the agents' push token Secret it creates per ModelDeployment
         ("get", "secrets", m),  # ...and reads back
@@ -322,7 +324,8 @@ def test_serviceaccount_is_least_privileged(scenario: Scenario) -> None:
         ("update", "modeldeployments.modeldeploy.io", m),
         ("delete", "modeldeployments.modeldeploy.io", m),
         ("create", "statefulsets.apps", m),
-        ("create", "jobs.batch", m),
+        ("create", "cronjobs.batch", m),
+        ("create", "jobs.batch", o),
         ("create", "roles.rbac.authorization.k8s.io", m),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
         ("update", "customresourcedefinitions.apiextensions.k8s.io", None),

@@ -27,6 +27,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): RW,
     ("autoscaling", "horizontalpodautoscalers"): RW,
     ("policy", "poddisruptionbudgets"): RW,
+    ("batch", "jobs"): RW,  # prefetch Jobs of the shared model cache
     ("", "pods"): {"get", "list", "watch"},
     # the Secrets it creates itself: the agents' push token (read back) and Triton's control key
     ("", "secrets"): {"get", "create"},
@@ -35,7 +36,7 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
-KEDA_RULES = {("keda.sh", "scaledobjects"): RW}
+KEDA_RULES = {("keda.sh", "scaledobjects"): RW, ("http.keda.sh", "httpscaledobjects"): RW}
 MONITORING_RULES = {("monitoring.coreos.com", "servicemonitors"): RW}
 
 

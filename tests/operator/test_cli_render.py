@@ -29,12 +29,15 @@ def test_render_prints_every_child(capsys: pytest.CaptureFixture[str]) -> None:
 def test_render_many_documents_and_missing_crds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "all.yaml"
     f.write_text((CASES / "keda.yaml").read_text() + "---\n" + (CASES / "cpu.yaml").read_text())
-    rc = main(["render", str(f), "--without-crds", "scaledobjects.keda.sh", "-o", "json"])
+    rc = main(["render", str(f), "--without-crds", "scaledobjects.keda.sh",
+               "--without-crds", "httpscaledobjects.http.keda.sh", "-o", "json"])  # fmt: skip
     out = capsys.readouterr()
     assert rc == 0
     kinds = [i["kind"] for i in yaml.safe_load(out.out)["items"]]
     assert "ScaledObject" not in kinds and kinds.count("Deployment") == 2
+    assert "HTTPScaledObject" not in kinds
     assert "KEDA CRD scaledobjects.keda.sh is not installed" in out.err
+    assert "requests cannot wake the deployment" in out.err
 
 
 def test_render_errors_name_the_file_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

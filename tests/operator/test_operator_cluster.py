@@ -224,9 +224,13 @@ def test_autoscaling_on_then_off(cluster: Any, operator: OperatorProcess, ns: st
 def test_keda_scaledobject_is_accepted_by_the_real_crd(
     cluster: Any, operator: OperatorProcess, ns: str
 ) -> None:
-    apply(cluster, md_doc("keda", ns))
+    # minReplicas 1: with 0 the KEDA HTTP add-on (its CRD is installed) owns the ScaledObject
+    apply(
+        cluster,
+        md_doc("keda", ns, autoscaling={**load_case("keda")["spec"]["autoscaling"], "minReplicas": 1}),
+    )
     so = wait_for(lambda: get(cluster, "scaledobjects.keda.sh", ns, "keda-zero"), 30, "ScaledObject created")
-    assert so["spec"]["minReplicaCount"] == 0
+    assert so["spec"]["minReplicaCount"] == 1
     assert so["spec"]["triggers"][0]["type"] == "prometheus"
     dep = wait_for(lambda: get(cluster, "deploy", ns, "keda-zero"), 20, "Deployment created")
     ours = [mf for mf in dep["metadata"]["managedFields"] if mf["manager"] == "modeldeploy-operator"]

@@ -16,6 +16,7 @@ from modeldeploy import __version__
 from modeldeploy.api.v1alpha1 import RUNTIME_IMAGE_ENV, TRITON_IMAGE_ENV, ModelDeployment
 from modeldeploy.render import RenderOptions, render_all
 from modeldeploy.render.common import SCALEDOBJECT_CRD, SERVICEMONITOR_CRD
+from modeldeploy.render.httpscaledobject import HTTPSCALEDOBJECT_CRD
 
 ALL_CRDS = frozenset({SCALEDOBJECT_CRD, SERVICEMONITOR_CRD})
 #: (case file, golden name, CRDs installed)
@@ -27,6 +28,7 @@ VARIANTS = [
     ("hpa", "hpa", ALL_CRDS),
     ("hpa-cpu", "hpa-cpu", ALL_CRDS),
     ("keda", "keda", ALL_CRDS),
+    ("keda", "keda-http-addon", ALL_CRDS | {HTTPSCALEDOBJECT_CRD}),
     ("gpu", "gpu-without-prometheus-operator", frozenset({SCALEDOBJECT_CRD})),
     ("trust", "trust", ALL_CRDS),
     ("llm-vllm-tp1", "llm-vllm-tp1", ALL_CRDS),

@@ -190,7 +190,11 @@ def test_which_children_are_wanted() -> None:
         "NetworkPolicy",
     }
     assert "HorizontalPodAutoscaler" in kinds(md_of("hpa")) and "PodDisruptionBudget" in kinds(md_of("hpa"))
-    assert "ScaledObject" in kinds(md_of("keda")) and "PodDisruptionBudget" not in kinds(md_of("keda"))
+    # minReplicas 0: the KEDA HTTP add-on wakes it on a request and owns the ScaledObject
+    assert {"HTTPScaledObject"} <= kinds(md_of("keda")) and "ScaledObject" not in kinds(md_of("keda"))
+    assert "PodDisruptionBudget" not in kinds(md_of("keda"))
+    keda_one = md_of("keda", autoscaling={**load_case("keda")["spec"]["autoscaling"], "minReplicas": 1})
+    assert "ScaledObject" in kinds(keda_one) and "HTTPScaledObject" not in kinds(keda_one)
 
 
 def test_missing_crds_are_skipped_with_notes() -> None:

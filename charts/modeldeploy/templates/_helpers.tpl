@@ -100,9 +100,16 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# prefetch Jobs of the shared model cache (spec.cache)
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- if .Values.integrations.keda.enabled }}
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["http.keda.sh"]
+  resources: ["httpscaledobjects"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- if .Values.integrations.prometheusOperator.enabled }}

@@ -1294,6 +1294,25 @@ class NetworkPolicySpec(_Base):
     )
 
 
+class ModelCacheSpec(_Base):
+    """A shared model cache (issue #14): a PersistentVolumeClaim holding model versions by digest
+    (``sha256/<digest>``), filled by a prefetch Job and mounted read-only by the model pods."""
+
+    claimName: DNSSubdomain = Field(
+        description=(
+            "PersistentVolumeClaim of the cache, in this namespace: ReadWriteMany to share it across "
+            "nodes (several ModelDeployments may name the same claim), or a per-node local volume."
+        )
+    )
+    prefetch: bool = Field(
+        default=True,
+        description=(
+            "Run a prefetch Job (the runtime image, prefetch mode) that fills the cache with every "
+            "wanted version that pins a sha256; status.cache reports it (Prefetching while it runs)."
+        ),
+    )
+
+
 class ModelDeploymentSpec(_Base):
     """Desired state: models served by a set of Triton pods."""
 
@@ -1441,6 +1460,13 @@ class ModelDeploymentSpec(_Base):
         default_factory=NetworkPolicySpec,
         description="Who may reach the pods' inference, agent and metrics ports (a NetworkPolicy, on by default).",
     )
+    cache: ModelCacheSpec | None = Field(
+        default=None,
+        description=(
+            "Shared model cache: pods read versions from it by digest instead of downloading them "
+            "(and download when a digest is missing)."
+        ),
+    )
 
     # ---- effective values -------------------------------------------------------------------
     def autoscaling_enabled(self) -> bool:
@@ -1550,6 +1576,27 @@ class Endpoints(_Base):
     )
 
 
+class CacheStatus(_Base):
+    """The shared model cache as the operator last saw it."""
+
+    claimName: str = Field(max_length=253, description="The cache's PersistentVolumeClaim.")
+    state: Literal["Prefetching", "Ready", "Failed", "NotPrefetched"] = Field(
+        description=(
+            "Prefetching: the prefetch Job runs; Ready: it completed (every version below is in the "
+            "cache, verified); Failed: it failed (pods download what is missing); NotPrefetched: prefetch is off."
+        )
+    )
+    job: str | None = Field(default=None, max_length=253, description="The current prefetch Job.")
+    versionsPresent: list[str] | None = Field(
+        default=None, max_length=1024, description="Versions in the cache, as model:version@sha256-prefix."
+    )
+    bytes: int | None = Field(default=None, ge=0, description="Bytes of the cache's entries (when reported).")
+    lastVerification: str | None = Field(
+        default=None, max_length=64, description="When the prefetch Job last verified the entries (RFC 3339)."
+    )
+    message: str = Field(default="", max_length=32768, description="Details, e.g. why the Job failed.")
+
+
 class ModelDeploymentStatus(_Base):
     """Observed state, written by the operator."""
 
@@ -1593,6 +1640,8 @@ class ModelDeploymentStatus(_Base):
     gpus: str | None = Field(
         default=None, max_length=64, description="GPUs per pod, e.g. 1 or 1 x mig-1g.10gb."
     )
+
+    cache: CacheStatus | None = Field(default=None, description="The shared model cache (spec.cache).")
 
     def condition(self, type_: str) -> Condition | None:
         for c in self.conditions or []:
@@ -1755,6 +1804,7 @@ __all__ = [
     "VERSION",
     "AutoscalingMetric",
     "AutoscalingSpec",
+    "CacheStatus",
     "Condition",
     "Credentials",
     "DynamicBatching",
@@ -1762,6 +1812,7 @@ __all__ = [
     "InstanceGroup",
     "LLMSpec",
     "MigSpec",
+    "ModelCacheSpec",
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",

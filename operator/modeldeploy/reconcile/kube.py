@@ -54,12 +54,26 @@ REPLICASET = Resource("apps", "v1", "replicasets", "ReplicaSet")
 HPA = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 PDB = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 SCALEDOBJECT = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
+JOB = Resource("batch", "v1", "jobs", "Job")
+HTTPSCALEDOBJECT = Resource("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject")
 SERVICEMONITOR = Resource("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
 NETWORKPOLICY = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 
 BY_KIND: dict[str, Resource] = {
-    r.kind: r for r in (CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, SCALEDOBJECT, SERVICEMONITOR, NETWORKPOLICY)
+    r.kind: r
+    for r in (
+        CONFIGMAP,
+        SERVICE,
+        DEPLOYMENT,
+        HPA,
+        PDB,
+        SCALEDOBJECT,
+        HTTPSCALEDOBJECT,
+        SERVICEMONITOR,
+        NETWORKPOLICY,
+        JOB,
+    )
 }
 
 

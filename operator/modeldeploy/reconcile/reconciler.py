@@ -19,6 +19,7 @@ from typing import Any
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
 from modeldeploy.reconcile import agents
+from modeldeploy.reconcile.cache_status import cache_status
 from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
 from modeldeploy.reconcile.diff import in_effect
@@ -28,6 +29,7 @@ from modeldeploy.reconcile.kube import (
     CRD,
     DEPLOYMENT,
     EVENT,
+    JOB,
     MODELDEPLOYMENT,
     POD,
     REPLICASET,
@@ -53,13 +55,19 @@ from modeldeploy.render.common import (
     check_names,
     selector_string,
 )
+from modeldeploy.render.httpscaledobject import HTTPSCALEDOBJECT_CRD
 from modeldeploy.render.manifest import manifest_configmap_name
+from modeldeploy.render.prefetch import prefetch_job_name
 from modeldeploy_runtime.manifest import MANIFEST_KEY, ModelManifest
 
 log = logging.getLogger("modeldeploy.reconcile")
 
 #: Child kinds that need a CRD (skipped when it is not installed).
-KIND_CRD = {"ScaledObject": SCALEDOBJECT_CRD, "ServiceMonitor": SERVICEMONITOR_CRD}
+KIND_CRD = {
+    "ScaledObject": SCALEDOBJECT_CRD,
+    "HTTPScaledObject": HTTPSCALEDOBJECT_CRD,
+    "ServiceMonitor": SERVICEMONITOR_CRD,
+}
 #: Field manager that holds spec.replicas between us and the autoscaler.
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
 #: A scheduled refresh runs this long after the transition is due (so that it is past, not at, it).
@@ -67,6 +75,7 @@ DUE_SLACK_SECONDS = 0.25
 OPTIONAL_KINDS = (
     "HorizontalPodAutoscaler",
     "ScaledObject",
+    "HTTPScaledObject",
     "PodDisruptionBudget",
     "ServiceMonitor",
     "NetworkPolicy",
@@ -237,7 +246,7 @@ class Reconciler:
         if self._crds and now - self._crds[0] < self.config.crd_cache_seconds:
             return self._crds[1]
         found = set()
-        for name in (SCALEDOBJECT_CRD, SERVICEMONITOR_CRD):
+        for name in KIND_CRD.values():
             crd = self.kube.get(CRD, None, name)
             if crd is not None and any(
                 c.get("type") == "Established" and c.get("status") == "True"
@@ -322,9 +331,13 @@ class Reconciler:
             self._tokens[key] = agents.ensure_token(self.kube, md)
 
         run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
+        held = self._held_for_prefetch(md, live_cm)
         for kind, desired in children.items():
             crd = KIND_CRD.get(kind)
             if crd and crd not in crds:
+                continue
+            if kind in held:
+                run.outcome.changes.append(f"holding {kind}: the prefetch Job is filling the cache")
                 continue
             if desired is None:
                 self._delete_unwanted(run, kind, absent)
@@ -508,6 +521,9 @@ class Reconciler:
             propagating=propagating,
         )
         add_provenance(new, reports)  # digest + signer of each served version (#15)
+        cache = self._cache_status(md)
+        if cache is not None:
+            new["cache"] = cache
         conds = {c["type"]: c["status"] for c in new["conditions"]}
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         self._schedule(md, [window_left, self._load_timeout_left(md, manifest_age, conds)])
@@ -518,6 +534,28 @@ class Reconciler:
         metrics.STATUS_WRITES.inc()
         self._transition_events(body, current, new, diag)
         return True
+
+    def _held_for_prefetch(self, md: ModelDeployment, live_cm: dict[str, Any] | None) -> set[str]:
+        """Kinds not applied yet because the prefetch Job of the wanted versions has not finished:
+        pods are asked to load a version only once the cache holds it (a failed Job releases them:
+        pods then download). A new deployment starts at once (nothing to hold back)."""
+        c = md.spec.cache
+        if c is None or not c.prefetch or live_cm is None:
+            return set()
+        job = self.kube.get(JOB, md.namespace, prefetch_job_name(md))
+        conds = ((job or {}).get("status") or {}).get("conditions") or []
+        if any(x.get("type") in ("Complete", "Failed") and x.get("status") == "True" for x in conds):
+            return set()
+        # in place the manifest carries the versions; rolling, the pod template's hash of it too
+        return {"ConfigMap", "Deployment"} if md.spec.rollout.strategy == "rolling" else {"ConfigMap"}
+
+    def _cache_status(self, md: ModelDeployment) -> dict[str, Any] | None:
+        if md.spec.cache is None:
+            return None
+        job_name = prefetch_job_name(md)
+        job = self.kube.get(JOB, md.namespace, job_name) if md.spec.cache.prefetch else None
+        pods = self.kube.list(POD, md.namespace, label_selector=f"job-name={job_name}") if job else []
+        return cache_status(md, job, pods)
 
     def _manifest_state(self, md: ModelDeployment) -> tuple[int | None, float | None]:
         """The live manifest's generation and its age in seconds (since our last write of it)."""

@@ -13,22 +13,26 @@ from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.render.common import RenderError, RenderOptions, check_names, with_applied_hash
 from modeldeploy.render.deployment import render_deployment
 from modeldeploy.render.hpa import render_hpa
+from modeldeploy.render.httpscaledobject import render_httpscaledobject
 from modeldeploy.render.keda import render_scaledobject
 from modeldeploy.render.manifest import render_configmap
 from modeldeploy.render.networkpolicy import render_networkpolicy
 from modeldeploy.render.pdb import render_pdb
+from modeldeploy.render.prefetch import render_prefetch_job
 from modeldeploy.render.service import render_service
 from modeldeploy.render.servicemonitor import render_servicemonitor
 
 RenderFn = Callable[[ModelDeployment, RenderOptions], "dict[str, Any] | None"]
 
-#: Child kinds in apply order (the ConfigMap first: the pods mount it).
+#: Child kinds in apply order (the prefetch Job, then the ConfigMap: the pods mount it).
 RENDERERS: dict[str, RenderFn] = {
+    "Job": render_prefetch_job,  # first: the reconciler holds new versions back until it finished
     "ConfigMap": render_configmap,
     "Service": render_service,
     "Deployment": render_deployment,
     "HorizontalPodAutoscaler": render_hpa,
     "ScaledObject": render_scaledobject,
+    "HTTPScaledObject": render_httpscaledobject,
     "PodDisruptionBudget": render_pdb,
     "ServiceMonitor": render_servicemonitor,
     "NetworkPolicy": render_networkpolicy,

@@ -29,6 +29,7 @@ from modeldeploy.render.manifest import (
     manifest_configmap_name,
     manifest_content_hash,
 )
+from modeldeploy.render.prefetch import cache_env, cache_mounts, cache_volumes
 from modeldeploy.render.secret import control_key_env, triton_control_args
 from modeldeploy.render.verification import verification_mounts, verification_volumes
 from modeldeploy_runtime.agentapi import SERVING_PATH, TOKEN_ENV, TOKEN_KEY
@@ -145,7 +146,7 @@ def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
         )
     for i, claim in enumerate(_pvc_claims(md)):
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
-    return mounts + verification_mounts(md)
+    return mounts + verification_mounts(md) + cache_mounts(md)
 
 
 def triton_args(md: ModelDeployment) -> list[str]:
@@ -346,6 +347,8 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         "volumeMounts": _agent_mounts(md),
         "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
     }
+    if cache_env(md):  # the shared model cache (spec.cache), read-only
+        fetch["env"], agent["env"] = cache_env(md), cache_env(md)
     if agent_resources:
         fetch["resources"] = copy.deepcopy(agent_resources)
         agent["resources"] = agent_resources
@@ -373,6 +376,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
     for i, claim in enumerate(_pvc_claims(md)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
     volumes += verification_volumes(md)
+    volumes += cache_volumes(md)
 
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,

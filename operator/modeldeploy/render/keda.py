@@ -6,6 +6,7 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.render.common import SCALEDOBJECT_CRD, Note, RenderOptions, metadata
+from modeldeploy.render.httpscaledobject import uses_http_addon
 from modeldeploy.render.service import service_name
 
 
@@ -54,6 +55,8 @@ def render_scaledobject(md: ModelDeployment, opts: RenderOptions | None = None) 
     if a is None or a.mode != "keda":
         return None
     opts = opts or RenderOptions()
+    if uses_http_addon(md, opts):  # the HTTP add-on creates and owns the ScaledObject
+        return None
     if not opts.has_crd(SCALEDOBJECT_CRD):
         opts.notes.append(
             Note(

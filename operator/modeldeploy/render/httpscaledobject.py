@@ -1,0 +1,92 @@
+"""KEDA HTTP add-on ``HTTPScaledObject`` (``autoscaling.mode: keda`` with ``minReplicas: 0``):
+scale from zero on a request.
+
+Triton's Prometheus metrics cannot wake a deployment at zero replicas (no pod, no metric), so with
+``minReplicas: 0`` the request path must: when the add-on's CRD is installed, this renders an
+HTTPScaledObject for the Deployment and its Service. Requests sent to the add-on's interceptor
+(``keda-add-ons-http-interceptor-proxy.<keda namespace>:8080``) with one of ``spec.hosts`` as Host
+header are held while the add-on scales the Deployment from zero and then forwarded to the Service;
+the add-on then scales on in-flight requests (concurrency) and owns the Deployment's KEDA
+ScaledObject, so :func:`modeldeploy.render.keda.render_scaledobject` renders none. Without the CRD
+the status says that requests cannot wake the deployment.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import ModelDeployment, parse_quantity
+from modeldeploy.render.common import Note, RenderOptions, metadata
+from modeldeploy.render.service import service_name
+
+HTTPSCALEDOBJECT_CRD = "httpscaledobjects.http.keda.sh"
+#: In-flight requests per replica the add-on aims for when the metric is not pendingRequests.
+DEFAULT_CONCURRENCY = 100
+
+
+def wants_http_addon(md: ModelDeployment) -> bool:
+    a = md.spec.autoscaling
+    return a is not None and a.mode == "keda" and a.minReplicas == 0
+
+
+def uses_http_addon(md: ModelDeployment, opts: RenderOptions) -> bool:
+    """Whether scaling is handed to the HTTP add-on (scale to zero and its CRD installed)."""
+    return wants_http_addon(md) and opts.has_crd(HTTPSCALEDOBJECT_CRD)
+
+
+def hosts(md: ModelDeployment) -> list[str]:
+    svc = service_name(md)
+    return [f"{svc}.{md.namespace}.svc", f"{svc}.{md.namespace}.svc.cluster.local"]
+
+
+def _concurrency(md: ModelDeployment) -> int:
+    a = md.spec.autoscaling
+    assert a is not None
+    if a.metric.type == "pendingRequests":  # pending requests per pod ~ in-flight requests per pod
+        return max(1, math.ceil(parse_quantity(a.metric.target)))
+    return DEFAULT_CONCURRENCY
+
+
+def render_httpscaledobject(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any] | None:
+    if not wants_http_addon(md):
+        return None
+    opts = opts or RenderOptions()
+    a = md.spec.autoscaling
+    assert a is not None
+    if not opts.has_crd(HTTPSCALEDOBJECT_CRD):
+        opts.notes.append(
+            Note(
+                "ScaleFromZeroUnavailable",
+                "spec.autoscaling.minReplicas 0: the KEDA HTTP add-on (CRD "
+                f"{HTTPSCALEDOBJECT_CRD}) is not installed, so requests cannot wake the deployment "
+                "from zero replicas; only its metric trigger scales it up",
+                degraded=True,
+            )
+        )
+        return None
+    opts.notes.append(
+        Note(
+            "ScaleFromZeroOnRequest",
+            "requests to the KEDA HTTP add-on interceptor with Host "
+            f"{hosts(md)[0]} wake the deployment from zero replicas",
+        )
+    )
+    return {
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": metadata(md, md.name, component="autoscaler"),
+        "spec": {
+            "hosts": hosts(md),
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": md.name,
+                "service": service_name(md),
+                "port": md.spec.server.ports.http,
+            },
+            "replicas": {"min": 0, "max": a.maxReplicas},
+            "scaledownPeriod": a.cooldownSeconds,
+            "scalingMetric": {"concurrency": {"targetValue": _concurrency(md)}},
+        },
+    }

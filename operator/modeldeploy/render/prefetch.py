@@ -1,0 +1,144 @@
+"""The shared model cache (``spec.cache``): the prefetch Job, and the cache's volume, mount and
+environment for the agent containers of the model pods (used by :mod:`modeldeploy.render.deployment`).
+
+The prefetch Job runs the runtime image in ``prefetch`` mode with the cache claim mounted
+read-write: it fetches every wanted version that pins a sha256 into ``sha256/<digest>`` (verified,
+atomically published; see ``modeldeploy_runtime.cache``). Its manifest is passed in the Job itself
+(an environment variable), and its name carries a hash of that manifest: a Job's pod template is
+immutable, so a new set of versions is a new Job, and an unchanged set keeps the completed one.
+The model pods mount the claim read-only; their agents read or link from it and fall back to their
+own download when a digest is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.render.common import RenderOptions, metadata, stable_hash
+from modeldeploy.render.manifest import build_manifest, credentials_mount_path
+
+CACHE_MOUNT = "/var/cache/modeldeploy"
+CACHE_VOLUME = "model-cache"
+PREFETCH_CONTAINER = "prefetch"
+MANIFEST_ENV = "MODELDEPLOY_PREFETCH_MANIFEST"
+RUN_AS_USER = 1000
+BACKOFF_LIMIT = 3
+
+
+def cache_volumes(md: ModelDeployment) -> list[dict[str, Any]]:
+    c = md.spec.cache
+    if c is None:
+        return []
+    return [{"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": c.claimName, "readOnly": True}}]
+
+
+def cache_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
+    if md.spec.cache is None:
+        return []
+    return [{"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT, "readOnly": True}]
+
+
+def cache_env(md: ModelDeployment) -> list[dict[str, Any]]:
+    if md.spec.cache is None:
+        return []
+    return [
+        {"name": "MODELDEPLOY_CACHE_DIR", "value": CACHE_MOUNT},
+        {"name": "MODELDEPLOY_CACHE_READONLY", "value": "1"},
+    ]
+
+
+def prefetch_manifest_json(md: ModelDeployment) -> str:
+    """The versions to prefetch (generation 0: scaling or other spec changes do not make a new Job)."""
+    return build_manifest(md, generation=0).to_json()
+
+
+def prefetch_job_name(md: ModelDeployment) -> str:
+    return f"{md.name}-prefetch-{stable_hash(prefetch_manifest_json(md))[:8]}"
+
+
+def pod_labels(md: ModelDeployment) -> dict[str, str]:
+    """Labels of the prefetch pods: never the model pods' selector (Service endpoints, status)."""
+    return {
+        "app.kubernetes.io/name": "modeldeploy-prefetch",
+        "app.kubernetes.io/instance": md.name,
+        "app.kubernetes.io/component": "prefetch",
+        "app.kubernetes.io/part-of": "modeldeploy",
+    }
+
+
+def _security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _secrets(md: ModelDeployment) -> list[str]:
+    names: list[str] = []
+    for m in md.spec.models:
+        if m.credentials is not None and m.credentials.secretName not in names:
+            names.append(m.credentials.secretName)
+    return names
+
+
+def render_prefetch_job(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any] | None:
+    c = md.spec.cache
+    if c is None or not c.prefetch:
+        return None
+    spec = md.spec
+    mounts: list[dict[str, Any]] = [
+        {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": c.claimName}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    for i, secret in enumerate(_secrets(md)):
+        mounts.append(
+            {"name": f"credentials-{i}", "mountPath": credentials_mount_path(secret), "readOnly": True}
+        )
+        volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
+    container: dict[str, Any] = {
+        "name": PREFETCH_CONTAINER,
+        "image": spec.runtime.effective_image(),
+        **({"imagePullPolicy": spec.server.imagePullPolicy} if spec.server.imagePullPolicy else {}),
+        "command": ["modeldeploy-runtime"],
+        "args": ["prefetch", "--manifest-env", MANIFEST_ENV, "--cache-dir", CACHE_MOUNT],
+        "env": [{"name": MANIFEST_ENV, "value": prefetch_manifest_json(md)}],
+        "volumeMounts": mounts,
+        "securityContext": _security(),
+        "terminationMessagePolicy": "File",
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.serviceAccountName:  # e.g. workload identity to the model store
+        pod["serviceAccountName"] = spec.serviceAccountName
+    if spec.server.imagePullSecrets:
+        pod["imagePullSecrets"] = [{"name": r.name} for r in spec.server.imagePullSecrets]
+    name = prefetch_job_name(md)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(md, name, component="prefetch"),
+        "spec": {
+            "backoffLimit": BACKOFF_LIMIT,
+            "template": {"metadata": {"labels": pod_labels(md)}, "spec": pod},
+        },
+    }

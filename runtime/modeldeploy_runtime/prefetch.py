@@ -1,0 +1,83 @@
+"""``modeldeploy-runtime prefetch``: fill the shared model cache with the wanted versions of a
+model manifest before any pod needs them (the prefetch Job's command).
+
+Each wanted version with a pinned sha256 is fetched through :class:`~modeldeploy_runtime.fetch.Fetcher`
+into a scratch repository inside the cache volume, verified and published as ``sha256/<digest>``
+(or found there already and re-verified); the scratch repository is removed afterwards. A version
+without a pinned digest cannot be stored by digest: it is reported as skipped. The summary (JSON)
+goes to stdout and to the termination message, for the operator to read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from modeldeploy_runtime.cache import SharedCache
+from modeldeploy_runtime.fetch import Fetcher, FetchError
+from modeldeploy_runtime.manifest import FORMATS, ModelManifest
+
+log = logging.getLogger("modeldeploy.runtime.prefetch")
+
+
+def prefetch(manifest: ModelManifest, cache_dir: str | Path) -> dict[str, Any]:
+    """Fill the cache; returns the summary (``ok`` is False when a version failed)."""
+    cache = SharedCache(cache_dir, verify="full")  # the Job re-hashes every entry it finds
+    scratch = Path(cache_dir) / ".tmp" / f"prefetch-{uuid.uuid4().hex[:8]}"
+    fetcher = Fetcher(scratch, cache=cache)
+    versions: list[dict[str, Any]] = []
+    try:
+        for model in manifest.models:
+            by_num = {v.version: v for v in model.versions}
+            for num in model.wanted_versions():
+                mv = by_num[num]
+                item: dict[str, Any] = {"model": model.name, "version": num, "digest": mv.sha256}
+                if not mv.sha256:
+                    item.update(state="Skipped", message="no sha256 pinned: cannot be cached by digest")
+                else:
+                    try:
+                        res = fetcher.fetch(
+                            model.name, num, mv.source, mv.sha256, model.credentials,
+                            filename=FORMATS[model.format].artifact,
+                        )  # fmt: skip
+                        item.update(state="Present", origin=res.origin, bytes=res.bytes)
+                    except FetchError as exc:
+                        item.update(state="Failed", reason=exc.reason, message=str(exc))
+                versions.append(item)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    st = cache.status()
+    return {
+        "ok": all(v["state"] != "Failed" for v in versions),
+        "versions": versions,
+        "entries": len(st["entries"]),
+        "bytes": sum(e["bytes"] for e in st["entries"]),
+        "verifiedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "events": st["events"],
+    }
+
+
+def run(
+    manifest_path: str | Path,
+    cache_dir: str | Path,
+    termination_log: str | Path,
+    manifest_json: str | None = None,
+) -> int:
+    manifest = ModelManifest.from_json(manifest_json or Path(manifest_path).read_text())
+    summary = prefetch(manifest, cache_dir)
+    text = json.dumps(summary, sort_keys=True)
+    print(text)
+    try:  # the operator reads the outcome from the pod's termination message (4 KiB at most)
+        short = {k: summary[k] for k in ("ok", "entries", "bytes", "verifiedAt")}
+        short["versions"] = [
+            {k: v.get(k) for k in ("model", "version", "state")} for v in summary["versions"]
+        ]
+        Path(termination_log).write_text(json.dumps(short, sort_keys=True)[:4000])
+    except OSError:
+        pass
+    return 0 if summary["ok"] else 1

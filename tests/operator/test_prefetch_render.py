@@ -1,0 +1,101 @@
+"""spec.cache: the prefetch Job, the read-only cache mount of the model pods, status.cache (pure)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from opsupport import load_case
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.reconcile.cache_status import cache_status
+from modeldeploy.render import render_children
+from modeldeploy.render.common import selector_labels
+from modeldeploy.render.deployment import render_deployment
+from modeldeploy.render.prefetch import CACHE_MOUNT, MANIFEST_ENV, prefetch_job_name, render_prefetch_job
+
+D1, D2 = "a" * 64, "b" * 64
+
+
+def md_with_cache(**cache: Any) -> ModelDeployment:
+    body = load_case("cpu")
+    body["metadata"]["uid"] = "u-1"
+    body["spec"]["models"][0]["versions"] = [{"version": 1, "sha256": D1}, {"version": 2}]
+    body["spec"]["models"][0]["credentials"] = {"secretName": "store-keys"}
+    body["spec"]["models"][0]["versionPolicy"] = {"all": True}
+    body["spec"]["cache"] = {"claimName": "model-cache", **cache}
+    return ModelDeployment.from_body(copy.deepcopy(body))
+
+
+def test_prefetch_job_runs_the_runtime_in_prefetch_mode_with_the_claim_read_write() -> None:
+    md = md_with_cache()
+    job = render_children(md)["Job"]
+    assert job is not None and job["metadata"]["name"] == prefetch_job_name(md)
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"] == ["modeldeploy-runtime"] and c["args"][0] == "prefetch"
+    manifest = json.loads(next(e["value"] for e in c["env"] if e["name"] == MANIFEST_ENV))
+    assert [v["version"] for v in manifest["models"][0]["versions"]] == [1, 2] and manifest["generation"] == 0
+    assert [e["name"] for e in c["env"]] == [MANIFEST_ENV]  # credentials: a mounted Secret (reference)
+    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}} in pod["volumes"]
+    assert {"name": "credentials-0", "secret": {"secretName": "store-keys"}} in pod["volumes"]
+    # PodSecurity restricted
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    # its pods never match the model pods' selector (Service endpoints, status)
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not set(selector_labels(md).items()) <= set(labels.items())
+
+
+def test_job_name_follows_the_versions_only() -> None:
+    a = md_with_cache()
+    b = md_with_cache()
+    b.spec.replicas = 7
+    b.metadata["generation"] = 9
+    assert prefetch_job_name(a) == prefetch_job_name(b)
+    c = md_with_cache()
+    c.spec.models[0].versions[1].sha256 = D2
+    assert prefetch_job_name(c) != prefetch_job_name(a)
+    assert render_prefetch_job(md_with_cache(prefetch=False)) is None
+    plain = ModelDeployment.from_body(load_case("cpu"))
+    assert render_children(plain)["Job"] is None
+
+
+def test_model_pods_mount_the_cache_read_only() -> None:
+    md = md_with_cache()
+    pod = render_deployment(md)["spec"]["template"]["spec"]
+    assert {
+        "name": "model-cache",
+        "persistentVolumeClaim": {"claimName": "model-cache", "readOnly": True},
+    } in pod["volumes"]
+    for c in pod["initContainers"] + [c for c in pod["containers"] if c["name"] == "agent"]:
+        assert {"name": "model-cache", "mountPath": CACHE_MOUNT, "readOnly": True} in c["volumeMounts"]
+        assert {"name": "MODELDEPLOY_CACHE_DIR", "value": CACHE_MOUNT} in c["env"]
+        assert {"name": "MODELDEPLOY_CACHE_READONLY", "value": "1"} in c["env"]
+    triton = next(c for c in pod["containers"] if c["name"] == "triton")
+    assert all(m["name"] != "model-cache" for m in triton["volumeMounts"])
+
+
+def test_cache_status_from_the_job() -> None:
+    md = md_with_cache()
+    name = prefetch_job_name(md)
+    assert cache_status(md, None, [])["state"] == "Prefetching"  # type: ignore[index]
+    running = {"status": {"active": 1}}
+    assert cache_status(md, running, [])["state"] == "Prefetching"  # type: ignore[index]
+    done = {"status": {"completionTime": "2026-01-01T00:00:00Z",
+                       "conditions": [{"type": "Complete", "status": "True"}]}}  # fmt: skip
+    pod = {"status": {"containerStatuses": [{"name": "prefetch", "state": {"terminated": {
+        "message": json.dumps({"ok": True, "bytes": 1234, "entries": 1})}}}]}}  # fmt: skip
+    st = cache_status(md, done, [pod])
+    assert st == {"claimName": "model-cache", "job": name, "state": "Ready", "bytes": 1234,
+                  "versionsPresent": [f"simple:1@{D1[:12]}"],  # version 2 pins no digest
+                  "lastVerification": "2026-01-01T00:00:00Z"}  # fmt: skip
+    failed = {
+        "status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}
+    }
+    st = cache_status(md, failed, [])
+    assert st is not None and st["state"] == "Failed" and "download" in st["message"]
+    assert cache_status(md_with_cache(prefetch=False), None, [])["state"] == "NotPrefetched"  # type: ignore[index]

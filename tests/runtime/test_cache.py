@@ -1,0 +1,241 @@
+"""The shared model cache by digest: concurrent agents download once, a corrupt entry is detected,
+refetched and reported in /status, a read-only mount is used without writing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from modeldeploy_runtime.agent import Agent
+from modeldeploy_runtime.cache import ENTRIES, SharedCache
+from modeldeploy_runtime.digest import verify_folder
+from modeldeploy_runtime.fetch import Fetcher
+
+from .conftest import make_const_model, write_manifest
+
+
+class _Archive(BaseHTTPRequestHandler):
+    body = b""
+    gets = 0
+    delay = 0.0
+    lock = threading.Lock()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        with self.lock:
+            type(self).gets += 1
+        time.sleep(self.delay)  # a slow store: the second agent arrives during the first download
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+@pytest.fixture
+def archive_server(tmp_path: Path) -> Iterator[tuple[str, type[_Archive], str]]:
+    v1 = make_const_model(tmp_path / "build", "clf", 1, 1.0)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        t.add(v1.version_dir, arcname="1")
+    handler = type("Archive", (_Archive,), {"body": buf.getvalue(), "gets": 0, "delay": 1.0})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield (
+        f"http://127.0.0.1:{srv.server_address[1]}/clf-1.tar.gz",
+        handler,
+        hashlib.sha256(handler.body).hexdigest(),
+    )
+    srv.shutdown()
+
+
+def _manifest(path: Path, url: str, digest: str) -> Path:
+    write_manifest(path, {"generation": 1, "models": [{
+        "name": "clf", "format": "python", "maxBatchSize": 8, "versionPolicy": {"latest": 1},
+        "instanceGroups": [{"count": 1, "kind": "KIND_CPU"}],
+        "versions": [{"version": 1, "source": url, "sha256": digest}]}]})  # fmt: skip
+    return path
+
+
+@pytest.mark.triton
+def test_two_agents_one_cache_download_once_and_both_serve(
+    tmp_path: Path, archive_server: tuple[str, type[_Archive], str], start_triton: Any
+) -> None:
+    url, handler, digest = archive_server
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    manifest = _manifest(tmp_path / "manifest.json", url, digest)
+    env = {**os.environ, "MODELDEPLOY_CACHE_DIR": str(cache)}
+    cmd = [sys.executable, "-m", "modeldeploy_runtime.cli", "agent", "--mode", "init", "--manifest", str(manifest),
+           "--log-format", "json", "--repository"]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [*cmd, str(tmp_path / f"repo-{i}")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert handler.gets == 1  # one download at the source for both agents
+    origins = sorted(json.loads(ln)["msg"].split("(")[1].split(",")[0] for o in outs
+                     for ln in o.splitlines() if "fetched clf version 1" in ln)  # fmt: skip
+    assert origins == ["cache", "download"]
+    assert SharedCache(cache).verify(digest) is None  # the entry's files match its list
+    assert list((cache / ENTRIES).iterdir()) == [cache / ENTRIES / digest]
+    servers = []
+    for i in range(2):
+        repo = tmp_path / f"repo-{i}"
+        verify_folder(repo / "clf" / "1")  # the packaged manifest.sha256 holds
+        servers.append(start_triton(repo, load_models=["clf"]))
+    for srv in servers:  # both serve at once
+        r = requests.post(
+            f"{srv.http_url}/v2/models/clf/infer",
+            json={"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]},
+            timeout=30,
+        )
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [1.0] * 4, r.text
+
+
+def test_corrupt_entry_detected_refetched_and_reported(
+    tmp_path: Path, archive_server: tuple[str, type[_Archive], str]
+) -> None:
+    url, handler, digest = archive_server
+    handler.delay = 0.0
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    manifest = _manifest(tmp_path / "manifest.json", url, digest)
+    first = Agent(manifest, tmp_path / "a", fetcher=Fetcher(tmp_path / "a", cache=cache))
+    first.manifest, _ = first.read_manifest()
+    assert first.fill_repository(first.manifest)
+    entry = cache / ENTRIES / digest
+    victim = entry / "1" / "model.py" if (entry / "1").is_dir() else entry / "model.py"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one byte flipped
+    victim.write_bytes(bytes(data))
+    assert "model.py" in (SharedCache(cache).verify(digest) or "")
+
+    second = Agent(manifest, tmp_path / "b", fetcher=Fetcher(tmp_path / "b", cache=cache))
+    second.manifest, _ = second.read_manifest()
+    assert second.fill_repository(second.manifest)
+    assert handler.gets == 2  # downloaded again instead of serving the corrupt entry
+    st = second.status().model_dump(mode="json")
+    assert st["models"][0]["versions"][0]["fetch"]["origin"] == "download"
+    events = [e["event"] for e in st["cache"]["events"]]
+    assert events[:3] == ["CorruptEntry", "CorruptEntryRefetched", "Published"]
+    assert "model.py" in st["cache"]["events"][0]["message"]
+    assert SharedCache(cache).verify(digest) is None  # the good copy replaced it
+    assert (tmp_path / "b" / "clf" / "1" / "model.py").read_bytes() == (
+        tmp_path / "a" / "clf" / "1" / "model.py"
+    ).read_bytes()
+    assert any((cache / ".quarantine").iterdir())
+    [e] = st["cache"]["entries"]
+    assert e["digest"] == digest and e["bytes"] > 0 and e["lastVerified"]
+
+
+def test_read_only_cache_is_used_without_writing(
+    tmp_path: Path, archive_server: tuple[str, type[_Archive], str]
+) -> None:
+    url, handler, digest = archive_server
+    handler.delay = 0.0
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    Fetcher(tmp_path / "filler", cache=cache).fetch("clf", 1, url, digest)  # the prefetch Job's part
+    before = sorted((p.as_posix(), p.stat().st_mtime_ns) for p in cache.rglob("*"))
+    ro = SharedCache(cache, read_only=True)
+    res = Fetcher(tmp_path / "pod", cache=ro).fetch("clf", 1, url, digest)
+    assert res.origin == "cache" and res.bytes == 0 and handler.gets == 1
+    assert (res.version_dir / "model.py").read_bytes()  # readable through its links
+    assert sorted((p.as_posix(), p.stat().st_mtime_ns) for p in cache.rglob("*")) == before
+    assert [e["event"] for e in ro.status()["events"]] == ["Hit"]
+
+
+def test_prefetch_mode_fills_the_cache_then_pods_start_from_it(
+    tmp_path: Path, archive_server: tuple[str, type[_Archive], str]
+) -> None:
+    url, handler, digest = archive_server
+    handler.delay = 0.0
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    manifest = _manifest(tmp_path / "manifest.json", url, digest)
+    term = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [sys.executable, "-m", "modeldeploy_runtime.cli", "prefetch", "--manifest", str(manifest),
+         "--cache-dir", str(cache), "--termination-log", str(term)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["ok"] and summary["entries"] == 1 and summary["bytes"] > 0
+    assert summary["versions"] == [
+        {
+            "model": "clf",
+            "version": 1,
+            "digest": digest,
+            "state": "Present",
+            "origin": "download",
+            "bytes": len(handler.body),
+        }
+    ]
+    assert json.loads(term.read_text())["versions"] == [{"model": "clf", "version": 1, "state": "Present"}]
+    assert sorted(p.name for p in cache.iterdir() if p.name != ".locks") == [".tmp", ENTRIES]
+    assert not any((cache / ".tmp").iterdir())  # the scratch repository is gone
+    pod = Agent(
+        manifest,
+        tmp_path / "pod",
+        fetcher=Fetcher(tmp_path / "pod", cache=SharedCache(cache, read_only=True)),
+    )
+    pod.manifest, _ = pod.read_manifest()
+    assert pod.fill_repository(pod.manifest)
+    assert pod.status().model_dump(mode="json")["models"][0]["versions"][0]["fetch"] == {
+        "origin": "cache",
+        "bytes": 0,
+        "seconds": pytest.approx(0, abs=5),
+    }
+    assert handler.gets == 1
+
+
+def test_use_rehashes_only_when_files_changed_since_the_last_full_verification(
+    tmp_path: Path, archive_server: tuple[str, type[_Archive], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import modeldeploy_runtime.cache as cache_mod
+
+    url, handler, digest = archive_server
+    handler.delay = 0.0
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    Fetcher(tmp_path / "filler", cache=cache).fetch("clf", 1, url, digest)  # publishes and stamps
+    hashed: list[Path] = []
+    real = cache_mod.sha256_file
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda p, *a: hashed.append(p) or real(p, *a))
+    ro = SharedCache(cache, read_only=True)
+    assert ro.lookup(digest) is not None and hashed == []  # unchanged since verified: no re-hash
+    assert SharedCache(cache, read_only=True, verify="full").lookup(digest) is not None and hashed
+    # a byte flipped through the filesystem, even with its mtime put back, changes the ctime
+    victim = next(p for p in (cache / ENTRIES / digest).rglob("model.py"))
+    st = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[0] ^= 0x01
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hashed.clear()
+    assert ro.lookup(digest) is None and hashed  # re-hashed, found corrupt
+    assert [e["event"] for e in ro.status()["events"]][-1] == "CorruptEntry"
