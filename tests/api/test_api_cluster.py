@@ -37,7 +37,7 @@ def crd_installed(cluster: Any) -> str:
         "-f",
         str(CRD_FILE),
     )
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{api.CRD_NAME}", "--timeout=60s")
+    cluster.wait_established(api.CRD_NAME)
     return api.CRD_NAME
 
 
