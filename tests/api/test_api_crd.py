@@ -107,10 +107,7 @@ def test_schema_is_structural_and_cel_friendly(schema: dict[str, Any]) -> None:
     problems = []
     for path, node in crdgen.iter_schema_nodes(schema["properties"]["spec"], "spec"):
         t = node.get("type")
-        untyped_quantity = node.get("x-kubernetes-preserve-unknown-fields") and any(
-            r["rule"] == api.QUANTITY_CEL for r in node.get("x-kubernetes-validations", [])
-        )  # a quantity: any number or a string, kept in check by its CEL rule
-        if t is None and not node.get("x-kubernetes-int-or-string") and not untyped_quantity:
+        if t is None and not node.get("x-kubernetes-int-or-string"):
             problems.append(f"{path}: no type")
         if t == "string" and "maxLength" not in node and "enum" not in node:
             problems.append(f"{path}: string without maxLength (CEL cost)")

@@ -4,8 +4,7 @@ pydantic's JSON schema is turned into a *structural* OpenAPI v3 schema as Kubern
 
 * ``$ref``/``$defs`` are inlined and ``anyOf [X, null]`` (optional fields) collapses to ``X``: a
   field is optional simply by not being ``required``; ``null`` is never accepted;
-* int-or-string fields (percentages) become ``x-kubernetes-int-or-string``; quantities, which may
-  be any number or a string as in Pod specs, have no ``type`` and a CEL rule instead;
+* int-or-string fields (quantities, percentages) become ``x-kubernetes-int-or-string``;
   ``dict[str, Any]`` fields become ``x-kubernetes-preserve-unknown-fields`` objects;
 * defaults are pydantic's defaults, including ``default_factory`` ones (dumped in full), so the
   API server and the operator fill in the same values;
@@ -33,9 +32,6 @@ HEADER = (
 )
 
 _DROP_KEYS = {"title", "$defs", "discriminator"}
-#: Marks a node that takes any JSON value (no ``type``; CEL rules say what is allowed), e.g. a
-#: quantity that may be a number or a string, which no structural type can express.
-UNTYPED = "x-modeldeploy-untyped"
 # Keys allowed in a structural schema node (apiextensions.k8s.io/v1 JSONSchemaProps) that we emit.
 _KNOWN_KEYS = {
     "description",
@@ -173,9 +169,6 @@ class _Converter:
         for k, v in node.items():
             if k in _DROP_KEYS:
                 continue
-            if k == UNTYPED:
-                out[k] = v  # kept while converting (a wrapping Optional[X] is converted again)
-                continue
             if k == "const":
                 out["enum"] = [v]
             elif k == "default":
@@ -198,9 +191,9 @@ class _Converter:
                 out[k] = copy.deepcopy(v)
             else:
                 raise SchemaError(f"{path}: unsupported schema keyword {k!r}")
-        if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out and not out.get(UNTYPED):
+        if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
             out["type"] = "object"
-        if "type" not in out and not out.get("x-kubernetes-int-or-string") and not out.get(UNTYPED):
+        if "type" not in out and not out.get("x-kubernetes-int-or-string"):
             raise SchemaError(f"{path}: no type (every structural schema node needs one)")
         if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
             raise SchemaError(f"{path}: properties and additionalProperties are mutually exclusive")
@@ -218,19 +211,11 @@ class _Converter:
         return prop
 
 
-def _drop_markers(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _drop_markers(v) for k, v in node.items() if k != UNTYPED}
-    if isinstance(node, list):
-        return [_drop_markers(v) for v in node]
-    return node
-
-
 def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of one pydantic model."""
     schema = model.model_json_schema(mode="validation")
     registry = _model_registry(model)
-    return dict(_drop_markers(_Converter(schema, registry).convert(schema, model.__name__, model)))
+    return _Converter(schema, registry).convert(schema, model.__name__, model)
 
 
 def _root_schema() -> dict[str, Any]:

@@ -15,7 +15,6 @@ Field names are camelCase, exactly as they appear in YAML. Dump with :func:`dump
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -99,7 +98,7 @@ FORMAT_FILENAME: dict[str, str] = {
 # is ASCII whitespace in RE2 but Unicode whitespace in Python and Rust.
 # --------------------------------------------------------------------------------------------------
 #: RE2's ``\s`` (ASCII whitespace), spelt out so that every engine reads it the same way.
-_NOT_SLASH_OR_SPACE = "[^/\t\n\f\r ]"
+_NOT_SLASH_OR_SPACE = r"[^/\t\n\f\r ]"
 TRITON_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -287,16 +286,18 @@ DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_P
 
 
 QUANTITY_MESSAGE = (
-    "must be a non-negative quantity: a number such as 2, 0.5 or 1073741824, or a string such as "
-    "500m, 2 or 8Gi"
+    "must be a non-negative quantity: an integer such as 2 or 1073741824, or a string such as "
+    "500m, '0.5' or 8Gi (quote fractional numbers)"
 )
 
 
-def _quantity(v: Any) -> int | float | str:
-    """A non-negative Kubernetes quantity, as in Pod specs: a plain number or a quantity string."""
+def _quantity(v: Any) -> int | str:
+    """A non-negative Kubernetes quantity: an integer, or a quantity string. A fractional plain
+    number (``0.5``) is refused exactly as the CRD's int-or-string schema refuses it: a structural
+    schema cannot say "number or string" and still let CEL rules compare the value."""
     if isinstance(v, bool):
         raise ValueError(QUANTITY_MESSAGE)
-    if isinstance(v, int | float) and math.isfinite(v) and v >= 0:
+    if isinstance(v, int) and v >= 0:
         return v
     if isinstance(v, str) and len(v) <= 64 and full_match(QUANTITY_PATTERN, v) and parse_quantity(v) >= 0:
         return v
@@ -311,21 +312,16 @@ def _int_or_percent(v: Any) -> int | str:
     raise ValueError("must be a non-negative integer (at most 1000) or a percentage such as 25%")
 
 
-#: CEL twin of :func:`_quantity`. The schema node has no ``type`` (structural schemas cannot say
-#: "number or string"), so this rule is what keeps objects, lists and booleans out.
-QUANTITY_CEL = (
-    "type(self) == string ? (isQuantity(self) && quantity(self).sign() >= 0) : "
-    "(type(self) == int ? self >= 0 : (type(self) == double && self >= 0.0))"
-)
-#: A non-negative Kubernetes quantity, as in Pod specs: a plain number (``2``, ``0.5``,
-#: ``1073741824``) or a string such as ``500m``, ``8Gi``.
+#: CEL twin of the sign check of :func:`_quantity` (the pattern checks the form).
+QUANTITY_CEL = "!quantity(string(self)).isLessThan(quantity('0'))"
+#: A non-negative Kubernetes quantity: an integer (``1073741824``) or a string such as ``500m``,
+#: ``0.5``, ``8Gi`` (int-or-string in the CRD, as controller-gen renders resource.Quantity).
 Quantity = Annotated[
-    int | float | str,
+    int | str,
     PlainValidator(_quantity),
     WithJsonSchema(
         {
-            "x-modeldeploy-untyped": True,
-            "x-kubernetes-preserve-unknown-fields": True,
+            "x-kubernetes-int-or-string": True,
             "pattern": QUANTITY_PATTERN,
             "maxLength": 64,
             "x-kubernetes-validations": [{"rule": QUANTITY_CEL, "message": QUANTITY_MESSAGE}],
@@ -405,10 +401,10 @@ _QUANTITY_SUFFIX: dict[str, Decimal] = {
 }
 
 
-def parse_quantity(q: int | float | str) -> Decimal:
-    """A Kubernetes quantity as a Decimal (``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824, ``0.5`` -> 0.5)."""
-    if isinstance(q, int | float):
-        return Decimal(str(q))
+def parse_quantity(q: int | str) -> Decimal:
+    """A Kubernetes quantity as a Decimal (``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824)."""
+    if isinstance(q, int):
+        return Decimal(q)
     m = re.fullmatch(r"([+-]?[0-9.]+)([eE][+-]?[0-9.]+)?([KMGTPE]i|[numkMGTPE])?", q.strip())
     if not m:
         raise ValueError(f"invalid quantity {q!r}")
@@ -419,11 +415,11 @@ def parse_quantity(q: int | float | str) -> Decimal:
     return number * _QUANTITY_SUFFIX[m.group(3) or ""]
 
 
-def _qle(a: int | float | str | None, b: int | float | str | None) -> bool:
+def _qle(a: int | str | None, b: int | str | None) -> bool:
     return a is None or b is None or parse_quantity(a) <= parse_quantity(b)
 
 
-def _is_zero(v: int | float | str) -> bool:
+def _is_zero(v: int | str) -> bool:
     return str(v) in ("0", "0%")
 
 
