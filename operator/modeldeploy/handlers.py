@@ -127,7 +127,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
         except InvalidSpec as exc:
             raise kopf.PermanentError(f"InvalidSpec: {exc}") from None
         except ApplyRejected as exc:
-            raise kopf.TemporaryError(str(exc), delay=60) from None
+            # In the status already; the resync loop retries at its normal rate (it may pass later).
+            raise kopf.PermanentError(f"ApplyRejected: {exc}") from None
         except KubeError as exc:
             if exc.retryable or exc.status == 403:
                 raise kopf.TemporaryError(str(exc), delay=min(60, 2 ** min(retry, 6))) from None

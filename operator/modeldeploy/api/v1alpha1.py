@@ -226,7 +226,8 @@ def _check_unique_lists(obj: BaseModel) -> None:
         items = getattr(obj, name)
         if kind not in ("set", "map") or not items:
             continue
-        keys = [str(k) for k in extra.get("x-kubernetes-list-map-keys") or []]
+        map_keys = extra.get("x-kubernetes-list-map-keys")
+        keys = [str(k) for k in map_keys] if isinstance(map_keys, list) else []
         seen: set[Any] = set()
         for i, item in enumerate(items):
             key = item if kind == "set" else tuple(getattr(item, k) for k in keys)
