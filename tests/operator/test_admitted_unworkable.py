@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -60,99 +61,113 @@ def _watch(cluster: Any, ns: str, name: str, resource: str) -> tuple[int, bool]:
     return len(writes), ever_ready
 
 
-def test_oversized_pod_annotations_end_in_invalid_spec_without_retries(
-    cluster: Any, operator: OperatorProcess, ns: str
+@pytest.fixture
+def deny_policy(cluster: Any, ns: str) -> Iterator[Callable[[str, str, str, str, dict[str, Any]], None]]:
+    """Installs ValidatingAdmissionPolicies (a cluster's own rules, which the CRD cannot know) bound
+    to this namespace, each enforced before it returns; removed afterwards."""
+    names: list[str] = []
+
+    def install(group: str, resource: str, expression: str, message: str, probe: dict[str, Any]) -> None:
+        name = f"deny-{resource[:10]}-{ns}"[:63]
+        rule = {
+            "apiGroups": [group],
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": [resource],
+        }
+        policy = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [rule]},
+                "validations": [{"expression": expression, "message": message}],
+            },
+        }
+        binding = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+            },
+        }
+        items = {"apiVersion": "v1", "kind": "List", "items": [policy, binding]}
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(items))
+        names.append(name)
+        probe = {**probe, "metadata": {"name": "probe", "namespace": ns}}
+
+        def enforced() -> bool:
+            out = cluster.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False
+            )
+            return out.returncode != 0 and message in out.stderr
+
+        wait_for(enforced, 60, f"the admission policy {name} to be enforced")
+
+    yield install
+    for name in names:
+        cluster.kubectl(
+            "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False
+        )
+
+
+def test_refused_deployment_ends_in_invalid_spec_without_retries(
+    cluster: Any, operator: OperatorProcess, ns: str, deny_policy: Any
 ) -> None:
-    """Each annotation fits the CRD, but together they exceed the API server's 256 KiB limit on a
-    pod template's annotations: the Deployment is refused (422)."""
-    annotations = {f"example.com/a{i}": "x" * 4096 for i in range(64)}
-    apply(cluster, md_doc("cpu", ns, podAnnotations=annotations))
+    """The cluster refuses Deployments without a priorityClassName (a policy the CRD cannot know):
+    Ready=False naming spec.scheduling.priorityClassName and the Deployment, no retry loop, and the
+    spec fix recovers."""
+    message = "spec.template.spec.priorityClassName is required in this namespace"
+    probe = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            },
+        },
+    }
+    deny_policy("apps", "deployments", "has(object.spec.template.spec.priorityClassName)", message, probe)
+    pc = f"pc-{ns}"[:63]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": pc}, "value": 1000,
+    }))  # fmt: skip
+    apply(cluster, md_doc("cpu", ns))
     c = _not_ready(cluster, ns, "cpu-model", "InvalidSpec")
-    assert c["message"].startswith("spec.podAnnotations:"), c["message"]
-    assert "Deployment cpu-model" in c["message"] and "262144" in c["message"]
+    assert c["message"].startswith("spec.scheduling.priorityClassName:"), c["message"]
+    assert "Deployment cpu-model" in c["message"] and message in c["message"]
     assert _warning_events(cluster, ns, "cpu-model", "InvalidSpec")
     attempts, ever_ready = _watch(cluster, ns, "cpu-model", "deployments")
     assert attempts == 0, f"{attempts} apply attempts of a refused Deployment in {WATCH_PERIODS} resyncs"
     assert not ever_ready
 
-    cluster.kubectl(
-        "patch",
-        "md/cpu-model",
-        "-n",
-        ns,
-        "--type=json",
-        "-p",
-        '[{"op":"remove","path":"/spec/podAnnotations"}]',
-    )
+    fix = {"spec": {"scheduling": {"priorityClassName": pc}}}
+    cluster.kubectl("patch", "md/cpu-model", "-n", ns, "--type=merge", "-p", json.dumps(fix))
     wait_ready(cluster, ns, "cpu-model")
+    cluster.kubectl("delete", "priorityclass", pc, check=False)
 
 
-@pytest.fixture
-def hpa_policy(cluster: Any, ns: str) -> Any:
-    """A ValidatingAdmissionPolicy (a cluster's own rule the CRD cannot know) that refuses HPAs
-    scaling beyond 5 replicas in this namespace."""
-    name = f"max-hpa-{ns}"[:63]
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": ["autoscaling"],
-                        "apiVersions": ["v2"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["horizontalpodautoscalers"],
-                    }
-                ]
-            },
-            "validations": [
-                {
-                    "expression": "object.spec.maxReplicas <= 5",
-                    "message": "HPAs here scale to at most 5 replicas",
-                }
-            ],
-        },
-    }
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
-        },
-    }
-    cluster.kubectl(
-        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
-    )
+def test_refused_hpa_is_never_ready(
+    cluster: Any, operator: OperatorProcess, ns: str, deny_policy: Any
+) -> None:
+    """The HPA the spec asks for is refused by an admission policy: Ready=False naming
+    spec.autoscaling and the HPA, never Ready=True without it, no retry loop."""
     probe = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "probe", "namespace": ns},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
             "maxReplicas": 9,
         },
     }
-
-    def enforced() -> bool:
-        out = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False)
-        return out.returncode != 0 and "at most 5 replicas" in out.stderr
-
-    wait_for(enforced, 60, "the admission policy to be enforced")
-    yield name
-    cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False)
-
-
-def test_refused_hpa_is_never_ready(
-    cluster: Any, operator: OperatorProcess, ns: str, hpa_policy: str
-) -> None:
-    """The HPA the spec asks for is refused by an admission policy: Ready=False naming
-    spec.autoscaling and the HPA, never Ready=True without it, no retry loop."""
+    deny_policy("autoscaling", "horizontalpodautoscalers", "object.spec.maxReplicas <= 5",
+                "HPAs here scale to at most 5 replicas", probe)  # fmt: skip
     doc = md_doc("hpa", ns)
     doc["spec"]["resources"] = {"requests": {"cpu": "1"}}  # no GPU: the pods schedule on KWOK nodes
     apply(cluster, doc)

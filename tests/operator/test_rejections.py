@@ -58,6 +58,11 @@ def test_classification(status: int, message: str, rejected: bool, permanent: bo
             "spec.podAnnotations",  # the first path that maps to a spec field
         ),
         ("Deployment", "spec.template.metadata.annotations: Too long", "spec.podAnnotations"),
+        (
+            "Deployment",
+            'Deployment.apps "m" is invalid: spec.template.annotations: Too long: may not be more than 262144 bytes',
+            "spec.podAnnotations",
+        ),
         ("HorizontalPodAutoscaler", "admission webhook denied the request", "spec.autoscaling"),
         ("ScaledObject", "spec.triggers[0].metadata: bad", "spec.autoscaling.metric"),
         ("Service", "spec.ports[1].port: Duplicate value", "spec.server.ports"),

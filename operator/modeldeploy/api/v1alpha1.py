@@ -1696,11 +1696,15 @@ def format_validation_error(exc: ValidationError, root: str = "") -> list[str]:
 
 
 def _plain(v: Any) -> Any:
-    """Deep-copy Mappings (e.g. kopf's body views) and lists into plain dicts and lists."""
+    """Deep-copy Mappings (e.g. kopf's body views) and lists into plain dicts and lists, seeing
+    values as the API server does: a JSON number with an integral value (``2.0``) is an integer,
+    and a ``null`` field is absent (the API server drops nulls of non-nullable fields)."""
     if isinstance(v, Mapping):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): _plain(x) for k, x in v.items() if x is not None}
     if isinstance(v, list | tuple):
         return [_plain(x) for x in v]
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     return v
 
 

@@ -43,6 +43,8 @@ _FIELD_MAP: dict[str, tuple[tuple[str, str], ...]] = {
         ("spec.template.spec.volumes", "spec.server"),
         ("spec.template.metadata.labels", "spec.podLabels"),
         ("spec.template.metadata.annotations", "spec.podAnnotations"),
+        ("spec.template.labels", "spec.podLabels"),  # how the API server names the template's metadata
+        ("spec.template.annotations", "spec.podAnnotations"),
         ("spec.minReadySeconds", "spec.rollout.readinessGate.minReadySeconds"),
         ("spec.progressDeadlineSeconds", "spec.rollout.readinessGate.timeoutSeconds"),
         ("spec.strategy", "spec.rollout"),
