@@ -25,6 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
@@ -203,6 +204,15 @@ class _Base(BaseModel):
                 target["x-kubernetes-validations"] = rules
         return schema
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_absent(cls, data: Any) -> Any:
+        """A declared field set to ``null`` is absent, as the API server prunes nulls of
+        non-nullable fields (after rejecting unknown fields, which stay errors here too)."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in cls.model_fields}
+        return data
+
     @model_validator(mode="after")
     def _check_rules(self) -> Any:
         _check_unique_lists(self)
@@ -370,14 +380,23 @@ _KEYS_CEL = (
     f"self.all(k, k.matches(r'{LABEL_KEY_PATTERN}') && k.split('/')[0].size() <= 253)",
     LABEL_KEY_MESSAGE,
 )
+
+
+def _drop_null_values(v: Any) -> Any:
+    """A map entry whose value is ``null`` is absent, as the API server prunes it."""
+    return {k: x for k, x in v.items() if x is not None} if isinstance(v, dict) else v
+
+
 LabelMap = Annotated[
     dict[str, LabelValue],
     Field(max_length=64, json_schema_extra=_cel_field(_KEYS_CEL)),
+    BeforeValidator(_drop_null_values),
     AfterValidator(_check_label_keys),
 ]
 AnnotationMap = Annotated[
     dict[str, Annotated[str, Field(max_length=4096)]],
     Field(max_length=64, json_schema_extra=_cel_field(_KEYS_CEL)),
+    BeforeValidator(_drop_null_values),
     AfterValidator(_check_label_keys),
 ]
 
@@ -636,9 +655,14 @@ class ModelSpec(_Base):
         description="Output tensors, when Triton cannot infer them.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    parameters: Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=32)] | None = (
-        Field(default=None, description="Extra Triton model parameters (config.pbtxt parameters).")
-    )
+    parameters: (
+        Annotated[
+            dict[str, Annotated[str, Field(max_length=1024)]],
+            Field(max_length=32),
+            BeforeValidator(_drop_null_values),
+        ]
+        | None
+    ) = Field(default=None, description="Extra Triton model parameters (config.pbtxt parameters).")
 
     # ---- effective values -------------------------------------------------------------------
     def declared_versions(self) -> list[int]:
@@ -1697,10 +1721,9 @@ def format_validation_error(exc: ValidationError, root: str = "") -> list[str]:
 
 def _plain(v: Any) -> Any:
     """Deep-copy Mappings (e.g. kopf's body views) and lists into plain dicts and lists, seeing
-    values as the API server does: a JSON number with an integral value (``2.0``) is an integer,
-    and a ``null`` field is absent (the API server drops nulls of non-nullable fields)."""
+    numbers as the API server does: a JSON number with an integral value (``2.0``) is an integer."""
     if isinstance(v, Mapping):
-        return {str(k): _plain(x) for k, x in v.items() if x is not None}
+        return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_plain(x) for x in v]
     if isinstance(v, float) and v.is_integer():
