@@ -104,6 +104,7 @@ def _annotation_maps(obj: object) -> list[dict[str, object]]:
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 @pytest.mark.parametrize("path", RENDERABLE, ids=[f"{p.parent.name}/{p.stem}" for p in RENDERABLE])
 def test_render_output_applies_with_kubectl(
     cluster: object, namespace: str, shared_crds: list[str], path: Path
