@@ -79,8 +79,8 @@ class State:
         def resync(body: dict[str, Any]) -> None:
             try:
                 reconciler.reconcile(body, trigger="resync")
-            except InvalidSpec:
-                pass  # already in the status; not retried until the spec changes
+            except (InvalidSpec, ApplyRejected):
+                pass  # already in the status; InvalidSpec waits for a spec change, ApplyRejected for the next resync
 
         self.resync = ResyncLoop(kube, resync, self.config.resync_seconds, self.config.namespaces).start()
 
