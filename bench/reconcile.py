@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Path(tempfile.mkdtemp(prefix="mdbench-")) / "operator.log"
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=60s"
-        )
+        cluster.wait_established("modeldeployments.modeldeploy.io")
         cluster.kubectl("create", "namespace", ns)
         health, metrics_port = free_ports(2)
         cmd = [

@@ -71,8 +71,7 @@ def shared_crds(cluster) -> list[str]:  # type: ignore[no-untyped-def]
         "podmonitors.monitoring.coreos.com",
         "httpscaledobjects.http.keda.sh",
     ]
-    for n in names:
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{n}", "--timeout=60s")
+    cluster.wait_established(*names)
     return names
 
 

@@ -88,8 +88,8 @@ class State:
         def resync(body: dict[str, Any]) -> None:
             try:
                 reconciler.reconcile(body, trigger="resync")
-            except InvalidSpec:
-                pass  # already in the status; not retried until the spec changes
+            except (InvalidSpec, ApplyRejected):
+                pass  # already in the status; InvalidSpec waits for a spec change, ApplyRejected for the next resync
 
         self.resync = ResyncLoop(kube, resync, self.config.resync_seconds, self.config.namespaces).start()
 
@@ -138,7 +138,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
         except InvalidSpec as exc:
             raise kopf.PermanentError(f"InvalidSpec: {exc}") from None
         except ApplyRejected as exc:
-            raise kopf.TemporaryError(str(exc), delay=60) from None
+            # In the status already; the resync loop retries at its normal rate (it may pass later).
+            raise kopf.PermanentError(f"ApplyRejected: {exc}") from None
         except KubeError as exc:
             if exc.retryable or exc.status == 403:
                 raise kopf.TemporaryError(str(exc), delay=min(60, 2 ** min(retry, 6))) from None

@@ -8,7 +8,6 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,6 @@ CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 INVALID = load_invalid_cases()
 EXAMPLES = example_paths()
 ACCEPTED = EXAMPLES + valid_paths()
-
-
-@pytest.fixture(scope="module")
-def crd_installed(cluster: Any) -> str:
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=modeldeploy-tests",
-        "-f",
-        str(CRD_FILE),
-    )
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{api.CRD_NAME}", "--timeout=60s")
-    return api.CRD_NAME
-
-
-@pytest.fixture(scope="module")
-def api_ns(cluster: Any, crd_installed: str) -> Iterator[str]:
-    with cluster.scratch_namespace(f"api-{uuid.uuid4().hex[:6]}") as name:
-        yield name
 
 
 def kubectl_apply(

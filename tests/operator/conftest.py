@@ -25,9 +25,7 @@ def modeldeploy_crd(cluster: Any) -> str:
             pytest.fail(f"{CRD_FILE} does not exist")
         time.sleep(5)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=60s"
-    )
+    cluster.wait_established("modeldeployments.modeldeploy.io")
     return "modeldeployments.modeldeploy.io"
 
 

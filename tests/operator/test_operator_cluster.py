@@ -370,38 +370,6 @@ def test_no_writes_during_a_quiet_minute(cluster: Any, operator: OperatorProcess
     print(f"{fired:.0f} resyncs, 0 writes in 60 s")
 
 
-def test_invalid_spec_ends_in_invalid_spec_without_retry_loop(
-    cluster: Any, operator: OperatorProcess, ns: str
-) -> None:
-    # A free-form affinity the CRD cannot check; the API server rejects the Deployment.
-    bad_affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "zone", "operator": "Sometimes", "values": ["a"]}]}]}}}  # fmt: skip
-    apply(cluster, md_doc("cpu", ns, scheduling={"affinity": bad_affinity}))
-
-    def invalid() -> dict[str, Any] | None:
-        c = cond(get(cluster, "md", ns, "cpu-model"), "Ready")
-        return c if c.get("reason") == "InvalidSpec" else None
-
-    c = wait_for(invalid, 30, "Ready=False reason InvalidSpec")
-    assert c["status"] == "False" and "affinity" in c["message"] and "Sometimes" in c["message"]
-    line = audit_lines(cluster)
-    time.sleep(RESYNC_SECONDS * 3)
-    retries = [e for e in audit_writes(cluster, line, ns) if e["objectRef"].get("resource") == "deployments"]
-    assert retries == [], f"{len(retries)} apply attempts of an invalid spec"
-
-    # fixing the spec recovers
-    cluster.kubectl(
-        "patch",
-        "md/cpu-model",
-        "-n",
-        ns,
-        "--type=json",
-        "-p",
-        '[{"op":"remove","path":"/spec/scheduling/affinity"}]',
-    )
-    wait_ready(cluster, ns, "cpu-model")
-
-
 def test_delete_garbage_collects_children(cluster: Any, operator: OperatorProcess, ns: str) -> None:
     apply(cluster, md_doc("hpa", ns))
     md = wait_ready(cluster, ns, "hpa-queue")

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from opsupport import load_case
 
-from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.render import RenderError, RenderOptions, render_children
+from modeldeploy.api import v1alpha1 as api
+from modeldeploy.api.v1alpha1 import ModelDeployment, SpecError
+from modeldeploy.render import RenderOptions, render_children
 from modeldeploy.render.common import MANIFEST_HASH_ANNOTATION, SCALEDOBJECT_CRD, SERVICEMONITOR_CRD
 from modeldeploy.render.deployment import render_deployment
 from modeldeploy.render.manifest import build_manifest
@@ -80,7 +81,7 @@ def test_product_affinity_is_anded_into_user_terms() -> None:
         "nodeSelectorTerms"
     ][0]["matchExpressions"]
     assert [e["key"] for e in exprs] == ["zone", "nvidia.com/gpu.product"]
-    assert md.spec.scheduling.affinity == user  # the spec is not mutated
+    assert api.dump(md.spec.scheduling.affinity) == user  # the spec is not mutated
 
 
 def test_mig_requests_the_mig_resource() -> None:
@@ -229,11 +230,11 @@ def test_every_child_is_owned_and_labelled() -> None:
         ("podAnnotations", "x" * 64),
     ],
 )
-def test_invalid_map_keys_are_render_errors_naming_the_field(field: str, key: str) -> None:
-    md = md_of("cpu", **{field: {key: "v"}})
-    with pytest.raises(RenderError) as err:
-        render_children(md)
-    assert err.value.field == f"spec.{field}[{key!r}]"
+def test_invalid_map_keys_are_spec_errors_naming_the_field(field: str, key: str) -> None:
+    """Label/annotation keys are checked when the spec is parsed (and by the CRD's CEL rule)."""
+    with pytest.raises(SpecError) as err:
+        md_of("cpu", **{field: {key: "v"}})
+    assert any(e.startswith(f"spec.{field}:") and "qualified names" in e for e in err.value.errors)
 
 
 def test_valid_map_keys_render() -> None:

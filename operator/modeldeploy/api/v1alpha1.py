@@ -26,6 +26,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
@@ -90,8 +91,14 @@ CONDITION_TYPES: tuple[str, ...] = ("Ready", "ModelsReady", "Progressing", "Degr
 
 
 # --------------------------------------------------------------------------------------------------
-# Regular expressions (RE2- and Rust-regex-compatible: no look-around, no backreferences)
+# Regular expressions (RE2- and Rust-regex-compatible: no look-around, no backreferences). The API
+# server matches them with RE2 over the whole value; Python checks them with :func:`full_match`
+# (``re.match`` with ``$`` would accept a trailing newline) and pydantic's ``pattern`` uses Rust's
+# regex crate, where ``$`` is the end of the text as in RE2. Classes are spelt out in ASCII: ``\s``
+# is ASCII whitespace in RE2 but Unicode whitespace in Python and Rust.
 # --------------------------------------------------------------------------------------------------
+#: RE2's ``\s`` (ASCII whitespace), spelt out so that every engine reads it the same way.
+_NOT_SLASH_OR_SPACE = r"[^/\t\n\f\r ]"
 TRITON_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -106,8 +113,9 @@ CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 #: Allowed model source URIs. Used verbatim in CEL (single-quoted) and in Python.
 SOURCE_PATTERN = (
     r"^(s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/.*)?|gs://[a-z0-9][-a-z0-9._]*[a-z0-9](/.*)?"
-    r"|https?://[^/\s]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.*)$"
+    r"|https?://" + _NOT_SLASH_OR_SPACE + r"+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.*)$"
 )
+HTTP_URL_PATTERN = r"^https?://" + _NOT_SLASH_OR_SPACE + r"+(/.*)?$"
 SOURCE_MESSAGE = (
     "must be a URI with scheme s3://<bucket>/<path>, gs://<bucket>/<path>, https://, http://, "
     "pvc://<claim>/<path> or file:///<path>"
@@ -176,7 +184,9 @@ def _cel_field(*rules: tuple[str, str]) -> dict[str, Any]:
 class _Base(BaseModel):
     """Base for all API objects: unknown fields are errors (the API server prunes them anyway)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=False, use_attribute_docstrings=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_default=False, use_attribute_docstrings=False
+    )
 
     #: Cross-field rules of this object (CEL in the CRD, Python in the operator).
     __rules__: ClassVar[tuple[Rule, ...]] = ()
@@ -193,8 +203,18 @@ class _Base(BaseModel):
                 target["x-kubernetes-validations"] = rules
         return schema
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_absent(cls, data: Any) -> Any:
+        """A declared field set to ``null`` is absent, as the API server prunes nulls of
+        non-nullable fields (after rejecting unknown fields, which stay errors here too)."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in cls.model_fields}
+        return data
+
     @model_validator(mode="after")
     def _check_rules(self) -> Any:
+        _check_unique_lists(self)
         for rule in type(self).__rules__:
             if rule.check is not None and not rule.check(self):
                 raise PydanticCustomError(
@@ -205,17 +225,50 @@ class _Base(BaseModel):
         return self
 
 
+def _check_unique_lists(obj: BaseModel) -> None:
+    """The API server's uniqueness rules, read from the same schema annotations it gets:
+    ``x-kubernetes-list-type: set`` (unique items) and ``map`` (unique ``x-kubernetes-list-map-keys``).
+    Reports the first duplicate as the API server does: ``<list>[i]: Duplicate value: ...``."""
+    for name, field in type(obj).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        kind = extra.get("x-kubernetes-list-type")
+        items = getattr(obj, name)
+        if kind not in ("set", "map") or not items:
+            continue
+        map_keys = extra.get("x-kubernetes-list-map-keys")
+        keys = [str(k) for k in map_keys] if isinstance(map_keys, list) else []
+        seen: set[Any] = set()
+        for i, item in enumerate(items):
+            key = item if kind == "set" else tuple(getattr(item, k) for k in keys)
+            if key in seen:
+                shown = (
+                    key if kind == "set" else ", ".join(f"{k}: {v!r}" for k, v in zip(keys, key, strict=True))
+                )
+                raise PydanticCustomError(
+                    "duplicate",
+                    "{message}",
+                    {"message": f"Duplicate value: {shown}", "field_path": f".{name}[{i}]"},
+                )
+            seen.add(key)
+
+
 # --------------------------------------------------------------------------------------------------
 # Reusable field types
 # --------------------------------------------------------------------------------------------------
+def full_match(pattern: str, value: str) -> bool:
+    """``value`` matches ``pattern`` as the API server's RE2 ``pattern``/``matches()`` do: the
+    whole string, so a trailing newline is not swallowed by ``$``."""
+    return re.fullmatch(pattern, value) is not None
+
+
 def _check_source(v: str) -> str:
-    if not re.match(SOURCE_PATTERN, v):
+    if not full_match(SOURCE_PATTERN, v):
         raise ValueError(SOURCE_MESSAGE)
     return v
 
 
 def _check_triton_name(v: str) -> str:
-    if not re.match(TRITON_NAME_PATTERN, v):
+    if not full_match(TRITON_NAME_PATTERN, v):
         raise ValueError(TRITON_NAME_MESSAGE)
     return v
 
@@ -242,39 +295,109 @@ DNSSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SU
 DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
 
 
+QUANTITY_MESSAGE = (
+    "must be a non-negative quantity: an integer such as 2 or 1073741824, or a string such as "
+    "500m, '0.5' or 8Gi (quote fractional numbers)"
+)
+
+
 def _quantity(v: Any) -> int | str:
-    if isinstance(v, int) and not isinstance(v, bool):
+    """A non-negative Kubernetes quantity: an integer, or a quantity string. A fractional plain
+    number (``0.5``) is refused exactly as the CRD's int-or-string schema refuses it: a structural
+    schema cannot say "number or string" and still let CEL rules compare the value."""
+    if isinstance(v, bool):
+        raise ValueError(QUANTITY_MESSAGE)
+    if isinstance(v, int) and v >= 0:
         return v
-    if isinstance(v, str) and len(v) <= 64 and re.match(QUANTITY_PATTERN, v):
+    if isinstance(v, str) and len(v) <= 64 and full_match(QUANTITY_PATTERN, v) and parse_quantity(v) >= 0:
         return v
-    raise ValueError("must be a quantity: an integer or a string such as 500m, 2 or 8Gi")
+    raise ValueError(QUANTITY_MESSAGE)
 
 
 def _int_or_percent(v: Any) -> int | str:
     if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1000:
         return v
-    if isinstance(v, str) and re.match(PERCENT_OR_INT_PATTERN, v):
+    if isinstance(v, str) and full_match(PERCENT_OR_INT_PATTERN, v):
         return v
-    raise ValueError("must be a non-negative integer or a percentage such as 25%")
+    raise ValueError("must be a non-negative integer (at most 1000) or a percentage such as 25%")
 
 
-#: A Kubernetes quantity: an integer or a string such as ``500m``, ``8Gi`` (int-or-string in the CRD).
+#: CEL twin of the sign check of :func:`_quantity` (the pattern checks the form).
+QUANTITY_CEL = "!quantity(string(self)).isLessThan(quantity('0'))"
+#: A non-negative Kubernetes quantity: an integer (``1073741824``) or a string such as ``500m``,
+#: ``0.5``, ``8Gi`` (int-or-string in the CRD, as controller-gen renders resource.Quantity).
 Quantity = Annotated[
     int | str,
     PlainValidator(_quantity),
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN, "maxLength": 64}),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY_PATTERN,
+            "maxLength": 64,
+            "x-kubernetes-validations": [{"rule": QUANTITY_CEL, "message": QUANTITY_MESSAGE}],
+        }
+    ),
 ]
 #: An integer count or a percentage string such as ``25%`` (int-or-string in the CRD).
 IntOrPercent = Annotated[
     int | str,
     PlainValidator(_int_or_percent),
     WithJsonSchema(
-        {"x-kubernetes-int-or-string": True, "pattern": PERCENT_OR_INT_PATTERN, "maxLength": 4, "minimum": 0}
+        {
+            "x-kubernetes-int-or-string": True,
+            "pattern": PERCENT_OR_INT_PATTERN,
+            "maxLength": 4,
+            "minimum": 0,
+            "maximum": 1000,
+        }
     ),
 ]
 LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
-LabelMap = Annotated[dict[str, LabelValue], Field(max_length=64)]
-AnnotationMap = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)]
+#: A label key (a qualified name): ``[prefix/]name``, prefix a DNS subdomain, name as a label value.
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_KEY_MESSAGE = (
+    "label keys must be qualified names: an optional DNS subdomain prefix and '/', then at most 63 "
+    "letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+)
+
+
+def _label_key_ok(k: str) -> bool:
+    return len(k) <= 316 and full_match(LABEL_KEY_PATTERN, k) and len(k.partition("/")[0]) <= 253
+
+
+def _check_label_keys(v: dict[str, str]) -> dict[str, str]:
+    if not all(_label_key_ok(k) for k in v):
+        raise ValueError(LABEL_KEY_MESSAGE)
+    return v
+
+
+LabelKey = Annotated[str, Field(min_length=1, max_length=316, pattern=LABEL_KEY_PATTERN)]
+_KEYS_CEL = (
+    f"self.all(k, k.matches(r'{LABEL_KEY_PATTERN}') && k.split('/')[0].size() <= 253)",
+    LABEL_KEY_MESSAGE,
+)
+
+
+def _drop_null_values(v: Any) -> Any:
+    """A map entry whose value is ``null`` is absent, as the API server prunes it."""
+    return {k: x for k, x in v.items() if x is not None} if isinstance(v, dict) else v
+
+
+LabelMap = Annotated[
+    dict[str, LabelValue],
+    Field(max_length=64, json_schema_extra=_cel_field(_KEYS_CEL)),
+    BeforeValidator(_drop_null_values),
+    AfterValidator(_check_label_keys),
+]
+AnnotationMap = Annotated[
+    dict[str, Annotated[str, Field(max_length=4096)]],
+    Field(max_length=64, json_schema_extra=_cel_field(_KEYS_CEL)),
+    BeforeValidator(_drop_null_values),
+    AfterValidator(_check_label_keys),
+]
 
 
 _QUANTITY_SUFFIX: dict[str, Decimal] = {
@@ -301,7 +424,7 @@ def parse_quantity(q: int | str) -> Decimal:
     """A Kubernetes quantity as a Decimal (``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824)."""
     if isinstance(q, int):
         return Decimal(q)
-    m = re.match(r"^([+-]?[0-9.]+)([eE][+-]?[0-9.]+)?([KMGTPE]i|[numkMGTPE])?$", q.strip())
+    m = re.fullmatch(r"([+-]?[0-9.]+)([eE][+-]?[0-9.]+)?([KMGTPE]i|[numkMGTPE])?", q.strip())
     if not m:
         raise ValueError(f"invalid quantity {q!r}")
     try:
@@ -425,7 +548,7 @@ class Credentials(_Base):
     endpoint: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^/\s]+(/.*)?$",
+        pattern=HTTP_URL_PATTERN,
         description="S3-compatible endpoint URL, e.g. http://minio.storage:9000.",
     )
     region: str | None = Field(default=None, max_length=64, description="S3 region.")
@@ -530,13 +653,6 @@ class ModelSpec(_Base):
     """A model served by the Triton pods of this deployment."""
 
     __rules__ = (
-        Rule(
-            "",  # enforced by the API server through x-kubernetes-list-type: map (key version)
-            "versions must have unique version numbers",
-            lambda s: len({v.version for v in s.versions}) == len(s.versions),
-            field_path=".versions",
-            reason="FieldValueDuplicate",
-        ),
         Rule(
             "has(self.source) || self.versions.all(v, has(v.source))",
             "source is required on the model or on every version",
@@ -660,9 +776,14 @@ class ModelSpec(_Base):
         description="Output tensors, when Triton cannot infer them.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    parameters: Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=32)] | None = (
-        Field(default=None, description="Extra Triton model parameters (config.pbtxt parameters).")
-    )
+    parameters: (
+        Annotated[
+            dict[str, Annotated[str, Field(max_length=1024)]],
+            Field(max_length=32),
+            BeforeValidator(_drop_null_values),
+        ]
+        | None
+    ) = Field(default=None, description="Extra Triton model parameters (config.pbtxt parameters).")
     llm: LLMSpec | None = Field(
         default=None,
         description="Engine settings of a large language model (formats transformers, vllm, tensorrtllm).",
@@ -942,6 +1063,170 @@ class ResourcesSpec(_Base):
 # --------------------------------------------------------------------------------------------------
 # spec.scheduling
 # --------------------------------------------------------------------------------------------------
+_VALUES_RULES = (
+    Rule(
+        "self.operator in ['Exists', 'DoesNotExist'] ? !has(self.values) || size(self.values) == 0 : "
+        "has(self.values) && size(self.values) > 0",
+        "values must be empty for operators Exists and DoesNotExist and non-empty otherwise",
+        lambda s: (not s.values) if s.operator in ("Exists", "DoesNotExist") else bool(s.values),
+        field_path=".values",
+    ),
+)
+SelectorValues = Annotated[list[LabelValue], Field(max_length=64)]
+
+
+class LabelSelectorRequirement(_Base):
+    """A label selector requirement (metav1.LabelSelectorRequirement)."""
+
+    __rules__ = _VALUES_RULES
+
+    key: LabelKey = Field(description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: SelectorValues | None = Field(
+        default=None, description="Values for In and NotIn (non-empty); empty for Exists and DoesNotExist."
+    )
+
+
+class LabelSelector(_Base):
+    """A label selector (metav1.LabelSelector): the requirements are ANDed."""
+
+    matchLabels: LabelMap | None = Field(default=None, description="Labels that must match exactly.")
+    matchExpressions: list[LabelSelectorRequirement] | None = Field(
+        default=None,
+        max_length=32,
+        description="Label requirements.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+
+
+class NodeSelectorRequirement(_Base):
+    """A node selector requirement (core/v1 NodeSelectorRequirement)."""
+
+    __rules__ = (
+        Rule(
+            "!(self.operator in ['Gt', 'Lt']) || (has(self.values) && size(self.values) == 1 && "
+            "self.values[0].matches('^-?[0-9]+$'))",
+            "operators Gt and Lt need exactly one value, an integer",
+            lambda s: (
+                s.operator not in ("Gt", "Lt")
+                or (s.values is not None and len(s.values) == 1 and full_match(r"-?[0-9]+", s.values[0]))
+            ),
+            field_path=".values",
+        ),
+        Rule(
+            "self.operator in ['Gt', 'Lt'] || (self.operator in ['Exists', 'DoesNotExist'] ? "
+            "!has(self.values) || size(self.values) == 0 : has(self.values) && size(self.values) > 0)",
+            _VALUES_RULES[0].message,
+            lambda s: s.operator in ("Gt", "Lt") or _VALUES_RULES[0].check(s),  # type: ignore[misc]
+            field_path=".values",
+        ),
+    )
+
+    key: LabelKey = Field(description="The node label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="In, NotIn, Exists, DoesNotExist, Gt or Lt."
+    )
+    values: SelectorValues | None = Field(default=None, description="Values (see operator).")
+
+
+class NodeFieldSelectorRequirement(_Base):
+    """A node field selector requirement: only metadata.name, with In or NotIn and one value."""
+
+    key: Literal["metadata.name"] = Field(description="The node field: metadata.name.")
+    operator: Literal["In", "NotIn"] = Field(description="In or NotIn.")
+    values: Annotated[list[DNSSubdomain], Field(min_length=1, max_length=1)] = Field(
+        description="Exactly one node name."
+    )
+
+
+class NodeSelectorTerm(_Base):
+    """A node selector term: its requirements are ANDed."""
+
+    matchExpressions: list[NodeSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Node label requirements.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )  # fmt: skip
+    matchFields: list[NodeFieldSelectorRequirement] | None = Field(
+        default=None, max_length=8, description="Node field requirements.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )  # fmt: skip
+
+
+class NodeSelector(_Base):
+    """Node selector terms, ORed."""
+
+    nodeSelectorTerms: list[NodeSelectorTerm] = Field(
+        min_length=1, max_length=16, description="The terms (ORed).",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )  # fmt: skip
+
+
+class PreferredSchedulingTerm(_Base):
+    """A weighted node preference."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    preference: NodeSelectorTerm = Field(description="The node selector term.")
+
+
+class NodeAffinity(_Base):
+    """Node affinity (core/v1 NodeAffinity)."""
+
+    requiredDuringSchedulingIgnoredDuringExecution: NodeSelector | None = Field(
+        default=None, description="Nodes the pods must run on."
+    )
+    preferredDuringSchedulingIgnoredDuringExecution: list[PreferredSchedulingTerm] | None = Field(
+        default=None, max_length=16, description="Nodes the pods prefer.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )  # fmt: skip
+
+
+class PodAffinityTerm(_Base):
+    """Pods (selected by label) to be co-located with, or kept apart from, on a topology domain."""
+
+    labelSelector: LabelSelector | None = Field(default=None, description="The pods to consider.")
+    namespaceSelector: LabelSelector | None = Field(
+        default=None, description="Namespaces to consider (by label); default: this namespace."
+    )
+    namespaces: list[DNSLabel] | None = Field(
+        default=None, max_length=32, description="Namespaces to consider, by name.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )  # fmt: skip
+    topologyKey: LabelKey = Field(
+        description="Node label of the topology domain, e.g. kubernetes.io/hostname."
+    )
+
+
+class WeightedPodAffinityTerm(_Base):
+    """A weighted pod (anti-)affinity preference."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    podAffinityTerm: PodAffinityTerm = Field(description="The pod affinity term.")
+
+
+class PodAffinity(_Base):
+    """Pod affinity or anti-affinity (core/v1 PodAffinity / PodAntiAffinity)."""
+
+    requiredDuringSchedulingIgnoredDuringExecution: list[PodAffinityTerm] | None = Field(
+        default=None, max_length=16, description="Terms that must hold.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )  # fmt: skip
+    preferredDuringSchedulingIgnoredDuringExecution: list[WeightedPodAffinityTerm] | None = Field(
+        default=None, max_length=16, description="Weighted preferences.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )  # fmt: skip
+
+
+class Affinity(_Base):
+    """Pod scheduling affinity (core/v1 Affinity), typed so that a misspelt key is an error at
+    ``kubectl apply`` time."""
+
+    nodeAffinity: NodeAffinity | None = Field(default=None, description="Node affinity.")
+    podAffinity: PodAffinity | None = Field(default=None, description="Pod affinity.")
+    podAntiAffinity: PodAffinity | None = Field(default=None, description="Pod anti-affinity.")
+
+
 class Toleration(_Base):
     """A pod toleration (core/v1 Toleration)."""
 
@@ -952,18 +1237,43 @@ class Toleration(_Base):
             lambda s: s.operator != "Exists" or not s.value,
             field_path=".value",
         ),
+        Rule(
+            "has(self.key) && self.key != '' || (has(self.operator) && self.operator == 'Exists')",
+            "a toleration without key must use operator Exists",
+            lambda s: bool(s.key) or s.operator == "Exists",
+            field_path=".operator",
+        ),
+        Rule(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds needs effect NoExecute",
+            lambda s: s.tolerationSeconds is None or s.effect == "NoExecute",
+            field_path=".effect",
+        ),
     )
 
-    key: str | None = Field(default=None, max_length=316, description="Taint key; empty matches all keys.")
+    key: str | None = Field(
+        default=None,
+        max_length=316,
+        pattern=r"^(" + LABEL_KEY_PATTERN.strip("^$") + r")?$",
+        description="Taint key (a qualified name); empty matches all keys.",
+    )
     operator: Literal["Exists", "Equal"] | None = Field(
         default=None, description="Exists or Equal (default)."
     )
-    value: str | None = Field(default=None, max_length=63, description="Taint value for operator Equal.")
+    value: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Taint value for operator Equal.",
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; empty matches all effects."
     )
     tolerationSeconds: int | None = Field(
-        default=None, description="For NoExecute: how long the pod stays bound after the taint appears."
+        default=None,
+        ge=-(2**63),
+        le=2**63 - 1,
+        description="For NoExecute: how long the pod stays bound after the taint appears.",
     )
 
 
@@ -971,21 +1281,25 @@ class TopologySpreadConstraint(_Base):
     """How to spread the Triton pods (core/v1 TopologySpreadConstraint); the label selector defaults to
     the deployment's own pods."""
 
-    maxSkew: int = Field(default=1, ge=1, le=1000, description="Maximum allowed skew between domains.")
-    topologyKey: str = Field(
-        min_length=1,
-        max_length=316,
-        description="Node label of the domain, e.g. topology.kubernetes.io/zone.",
+    __rules__ = (
+        Rule(
+            "!has(self.minDomains) || self.whenUnsatisfiable == 'DoNotSchedule'",
+            "minDomains needs whenUnsatisfiable DoNotSchedule",
+            lambda s: s.minDomains is None or s.whenUnsatisfiable == "DoNotSchedule",
+            field_path=".minDomains",
+        ),
     )
+
+    maxSkew: int = Field(default=1, ge=1, le=1000, description="Maximum allowed skew between domains.")
+    topologyKey: LabelKey = Field(description="Node label of the domain, e.g. topology.kubernetes.io/zone.")
     whenUnsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
         default="DoNotSchedule", description="What to do when the constraint cannot be met."
     )
     minDomains: int | None = Field(
         default=None, ge=1, le=1000, description="Minimum number of eligible domains."
     )
-    labelSelector: dict[str, Any] | None = Field(
-        default=None,
-        description="A metav1.LabelSelector for the pods to count. Default: this deployment's pods.",
+    labelSelector: LabelSelector | None = Field(
+        default=None, description="The pods to count. Default: this deployment's pods."
     )
 
 
@@ -1000,7 +1314,7 @@ class SchedulingSpec(_Base):
         description="Extra tolerations.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
-    affinity: dict[str, Any] | None = Field(
+    affinity: Affinity | None = Field(
         default=None, description="A core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity)."
     )
     priorityClassName: str | None = Field(
@@ -1018,6 +1332,8 @@ class SchedulingSpec(_Base):
 # spec.autoscaling
 # --------------------------------------------------------------------------------------------------
 MetricType = Literal["cpu", "queueTime", "pendingRequests", "prometheus"]
+#: autoscaling/v2 limit of behavior.scaleDown.stabilizationWindowSeconds.
+HPA_MAX_WINDOW = 3600
 
 
 class AutoscalingMetric(_Base):
@@ -1043,6 +1359,12 @@ class AutoscalingMetric(_Base):
             "target for metric type cpu is an integer utilisation percentage (of the CPU request)",
             lambda s: s.type != "cpu" or isinstance(s.target, int),
             field_path=".target",
+        ),
+        Rule(
+            "!has(self.metricName) || !(self.metricName in ['.', '..'])",
+            "metricName must be a valid path segment: not '.' or '..', no '/' or '%'",
+            lambda s: s.metricName not in (".", ".."),
+            field_path=".metricName",
         ),
         Rule(
             "quantity(string(self.target)).isGreaterThan(quantity('0'))",
@@ -1072,7 +1394,9 @@ class AutoscalingMetric(_Base):
     )
     metricName: str | None = Field(
         default=None,
+        min_length=1,
         max_length=253,
+        pattern=r"^[^/%]+$",
         description=(
             "hpa mode, types queueTime/pendingRequests: name of the per-pod metric served by the "
             "custom metrics API (e.g. prometheus-adapter). Default: derived from the type."
@@ -1112,6 +1436,13 @@ class AutoscalingSpec(_Base):
             field_path=".metric.type",
         ),
         Rule(
+            f"self.mode != 'hpa' || self.cooldownSeconds <= {HPA_MAX_WINDOW}",
+            f"cooldownSeconds must be at most {HPA_MAX_WINDOW} in mode hpa (the HPA's scale-down "
+            "stabilizationWindowSeconds limit)",
+            lambda s: s.mode != "hpa" or s.cooldownSeconds <= HPA_MAX_WINDOW,
+            field_path=".cooldownSeconds",
+        ),
+        Rule(
             "self.mode != 'keda' || self.metric.type == 'cpu' || has(self.prometheusAddress)",
             "prometheusAddress is required in keda mode for Prometheus-based metrics",
             lambda s: s.mode != "keda" or s.metric.type == "cpu" or s.prometheusAddress is not None,
@@ -1134,7 +1465,7 @@ class AutoscalingSpec(_Base):
     prometheusAddress: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^/\s]+(/.*)?$",
+        pattern=HTTP_URL_PATTERN,
         description="Prometheus server URL that KEDA queries (keda mode, Prometheus-based metrics).",
     )
     cooldownSeconds: int = Field(
@@ -1317,13 +1648,6 @@ class ModelDeploymentSpec(_Base):
     """Desired state: models served by a set of Triton pods."""
 
     __rules__ = (
-        Rule(
-            "",  # enforced by the API server through x-kubernetes-list-type: map (key name)
-            "models must have unique names",
-            lambda s: len({m.name for m in s.models}) == len(s.models),
-            field_path=".models",
-            reason="FieldValueDuplicate",
-        ),
         Rule(
             "!self.models.exists(m, has(m.instanceGroups) && m.instanceGroups.exists(g, g.kind == 'GPU')) || "
             + _HAS_GPU_CEL,
@@ -1698,11 +2022,14 @@ def format_validation_error(exc: ValidationError, root: str = "") -> list[str]:
 
 
 def _plain(v: Any) -> Any:
-    """Deep-copy Mappings (e.g. kopf's body views) and lists into plain dicts and lists."""
+    """Deep-copy Mappings (e.g. kopf's body views) and lists into plain dicts and lists, seeing
+    numbers as the API server does: a JSON number with an integral value (``2.0``) is an integer."""
     if isinstance(v, Mapping):
         return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_plain(x) for x in v]
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     return v
 
 
@@ -1744,7 +2071,7 @@ class ModelDeployment(BaseModel):
         body = _plain(body)
         metadata = dict(body.get("metadata") or {})
         name = metadata.get("name")
-        if name is not None and not (len(name) <= MAX_NAME_LENGTH and re.match(NAME_PATTERN, name)):
+        if name is not None and not (len(name) <= MAX_NAME_LENGTH and full_match(NAME_PATTERN, name)):
             raise SpecError([NAME_MESSAGE], name=name)
         spec = cls.parse_spec(body.get("spec") or {}, name=metadata.get("name"))
         status: ModelDeploymentStatus | None = None

@@ -53,6 +53,20 @@ class ClusterError(RuntimeError):
     """The local control plane could not be built, started or reached."""
 
 
+class CommandError(subprocess.CalledProcessError):
+    """A kubectl/helm command against the local cluster failed; the message carries its stderr
+    (and the end of its stdout), so a failing test says why rather than just "exit status 1"."""
+
+    def __str__(self) -> str:
+        cmd = " ".join(str(c) for c in self.cmd) if isinstance(self.cmd, list | tuple) else str(self.cmd)
+        out = [f"`{cmd}` exited {self.returncode}"]
+        if self.stderr and str(self.stderr).strip():
+            out.append(f"stderr:\n{str(self.stderr).strip()[-4000:]}")
+        if self.stdout and str(self.stdout).strip():
+            out.append(f"stdout (tail):\n{str(self.stdout).strip()[-2000:]}")
+        return "\n".join(out)
+
+
 def cache_dir() -> Path:
     env = os.environ.get("MODELDEPLOY_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "modeldeploy"
@@ -305,9 +319,18 @@ class LocalCluster:
         return c
 
     # ---------------------------------------------------------------- running
+    @property
+    def kube_cache_dir(self) -> Path:
+        """kubectl's and helm's discovery/HTTP cache for this cluster only (``KUBECACHEDIR``).
+
+        The default ``~/.kube/cache`` is keyed by host:port; local clusters reuse loopback ports,
+        so a parallel or earlier cluster's cached discovery would otherwise answer for this one."""
+        return self.kubeconfig.parent / "kube-cache"
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
+        env["KUBECACHEDIR"] = str(self.kube_cache_dir)
         env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
         return env
 
@@ -319,7 +342,7 @@ class LocalCluster:
             cmd, input=input, capture_output=True, text=True, env=self.env(), timeout=timeout
         )
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
+            raise CommandError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
 
     def kubectl(
@@ -331,6 +354,33 @@ class LocalCluster:
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         return self._run("helm", ["--kubeconfig", str(self.kubeconfig), *args], input, check, timeout)
+
+    def wait_established(self, *crds: str, timeout: float = 120) -> None:
+        """Wait until each CRD is ``Established``.
+
+        Not ``kubectl wait --for=condition=Established``: right after a CRD is created its
+        ``status.conditions`` is ``null`` (the field has no omitempty) until the API server's naming
+        controller fills it in, and kubectl wait exits 1 at once on a null list (".status.conditions
+        accessor error") instead of waiting. On a loaded machine that window is wide enough to hit.
+        On timeout the error shows the CRD's last conditions and kubectl's stderr."""
+        last: dict[str, str] = {}
+
+        def established() -> bool:
+            for name in crds:
+                out = self.kubectl("get", "crd", name, "-o", "json", check=False, timeout=30)
+                if out.returncode != 0:
+                    last[name] = out.stderr.strip()
+                    return False
+                conds = (json.loads(out.stdout).get("status") or {}).get("conditions") or []
+                if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conds):
+                    last[name] = json.dumps(conds)
+                    return False
+            return True
+
+        try:
+            wait_for(established, timeout, f"CRDs {', '.join(crds)} Established")
+        except TimeoutError as exc:
+            raise ClusterError(f"{exc}; last seen: {last}") from None
 
     def api_client(self) -> Any:
         from kubernetes import config  # operator dependency; imported lazily

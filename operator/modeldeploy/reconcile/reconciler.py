@@ -37,6 +37,7 @@ from modeldeploy.reconcile.kube import (
     KubeError,
 )
 from modeldeploy.reconcile.provenance import add_provenance
+from modeldeploy.reconcile.rejections import describe, is_permanent, is_rejection
 from modeldeploy.reconcile.status import (
     AgentReport,
     compute_status,
@@ -225,6 +226,9 @@ class Reconciler:
         self._absent: dict[str, set[str]] = {}
         #: per ModelDeployment: the generation whose spec was found invalid
         self._invalid: dict[str, int] = {}
+        #: per ModelDeployment: the generation one of whose children the API server refused (403/404:
+        #: may pass later, so resyncs retry; the status keeps saying why meanwhile)
+        self._rejected: dict[str, int] = {}
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the refresher)
         self.schedule: Callable[[str, str, float], None] | None = None
@@ -261,6 +265,7 @@ class Reconciler:
         self._absent.pop(key, None)
         self._invalid.pop(key, None)
         self._tokens.pop(key, None)
+        self._rejected.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -345,6 +350,7 @@ class Reconciler:
                 absent.discard(kind)
                 self._sync_child(run, kind, desired)
 
+        self._rejected.pop(key, None)
         if run.created_dep:
             self._event(
                 body, "Normal", "Created", f"created the Triton deployment serving {_versions_summary(md)}"
@@ -380,9 +386,13 @@ class Reconciler:
             refs = live["metadata"].get("ownerReferences") or []
             if any(r.get("controller") for r in refs):
                 owners = ", ".join(f"{r.get('kind')}/{r.get('name')}" for r in refs)
-                raise ApplyRejected(
-                    f"{kind} {ns}/{desired['metadata']['name']} already exists and is controlled by {owners}"
+                msg = (
+                    f"metadata.name: {kind} {ns}/{desired['metadata']['name']} already exists and is "
+                    f"controlled by {owners}"
                 )
+                self._write_invalid(run.body, msg, reason="ApplyRejected")
+                self._rejected[run.key] = run.md.generation
+                raise ApplyRejected(msg)
         ok, why = in_effect(desired, live)
         if ok:
             if kind == "Deployment":
@@ -417,14 +427,7 @@ class Reconciler:
         try:
             return self.kube.apply(desired, BY_KIND[kind])
         except KubeError as exc:
-            if exc.status in (400, 422):
-                # Rendered from a spec value the CRD could not check (e.g. a free-form affinity).
-                msg = f"the API server rejected {kind} {desired['metadata']['name']}: {exc.message}"
-                self._write_invalid(run.body, msg)
-                self._invalid[run.key] = run.md.generation
-                raise InvalidSpec(msg) from None
-            if exc.status in (403, 404):
-                raise ApplyRejected(f"{kind} {desired['metadata']['name']}: {exc.message}") from None
+            self._child_rejected(run.body, run.key, run.md.generation, kind, desired["metadata"]["name"], exc)
             raise
 
     def _collect_manifests(self, md: ModelDeployment) -> list[str]:
@@ -449,6 +452,22 @@ class Reconciler:
                 log.info("%s/%s: deleted unused manifest ConfigMap %s", ns, md.name, name)
                 deleted.append(f"deleted ConfigMap {name}")
         return deleted
+
+    def _child_rejected(
+        self, body: dict[str, Any], key: str, generation: int, kind: str, name: str, exc: KubeError
+    ) -> None:
+        """A refused child ends in Ready=False naming the spec field and the child, plus a Warning
+        event (raises InvalidSpec / ApplyRejected); a transient error just returns (retried)."""
+        if not is_rejection(exc):
+            return
+        msg = describe(kind, name, exc)
+        if is_permanent(exc):
+            self._write_invalid(body, msg)
+            self._invalid[key] = generation
+            raise InvalidSpec(msg) from None
+        self._write_invalid(body, msg, reason="ApplyRejected")
+        self._rejected[key] = generation
+        raise ApplyRejected(msg) from None
 
     def _hand_over_replicas(self, live: dict[str, Any]) -> None:
         """Autoscaling was switched on: before our applied body drops ``spec.replicas`` (which would
@@ -494,6 +513,9 @@ class Reconciler:
             md = ModelDeployment.from_body(body)
         except SpecError:
             return False  # reconcile reports InvalidSpec
+        key = f"{ns}/{name}"
+        if md.generation in (self._invalid.get(key), self._rejected.get(key)):
+            return False  # a child was refused: keep Ready=False (never Ready without that child)
         if notes is None:
             notes = self._notes(md)
         dep = live_dep or self.kube.get(DEPLOYMENT, ns, name)
@@ -612,9 +634,9 @@ class Reconciler:
             return []
         return list(opts.notes)
 
-    def _write_invalid(self, body: dict[str, Any], message: str) -> None:
+    def _write_invalid(self, body: dict[str, Any], message: str, reason: str = "InvalidSpec") -> None:
         current = body.get("status") or {}
-        new = invalid_status(body, message, previous=current)
+        new = invalid_status(body, message, previous=current, reason=reason)
         meta = body["metadata"]
         metrics.CONDITIONS.set(
             f"{meta['namespace']}/{meta['name']}", {c["type"]: c["status"] for c in new["conditions"]}
@@ -624,7 +646,7 @@ class Reconciler:
             return
         self.kube.patch_status(MODELDEPLOYMENT, meta["namespace"], meta["name"], patch)
         metrics.STATUS_WRITES.inc()
-        self._event(body, "Warning", "InvalidSpec", message)
+        self._event(body, "Warning", reason, message)
 
     # -------------------------------------------------------------- events
     def _transition_events(

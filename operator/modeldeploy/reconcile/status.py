@@ -532,20 +532,25 @@ def assemble_status(
 
 
 def invalid_status(
-    md_body: dict[str, Any], message: str, previous: dict[str, Any] | None = None, now: str | None = None
+    md_body: dict[str, Any],
+    message: str,
+    previous: dict[str, Any] | None = None,
+    now: str | None = None,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """Status for a spec the operator cannot act on (Ready=False, reason InvalidSpec)."""
+    """Status for a spec the operator cannot act on (Ready=False, reason InvalidSpec, or
+    ApplyRejected when the API server refused a child for a reason that may pass)."""
     now = now or now_rfc3339()
     gen = int(md_body.get("metadata", {}).get("generation") or 0)
     prev_conds = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
     out = dict(previous or {})
     out["observedGeneration"] = gen
-    ready = _condition("Ready", False, "InvalidSpec", message, gen, prev_conds, now)
-    degraded = _condition("Degraded", True, "InvalidSpec", message, gen, prev_conds, now)
+    ready = _condition("Ready", False, reason, message, gen, prev_conds, now)
+    degraded = _condition("Degraded", True, reason, message, gen, prev_conds, now)
     out["conditions"] = [
         ready,
-        _condition("ModelsReady", False, "InvalidSpec", message, gen, prev_conds, now),
-        _condition("Progressing", False, "InvalidSpec", message, gen, prev_conds, now),
+        _condition("ModelsReady", False, reason, message, gen, prev_conds, now),
+        _condition("Progressing", False, reason, message, gen, prev_conds, now),
         degraded,
         *kstatus_conditions(ready, degraded, gen, prev_conds, now),
     ]

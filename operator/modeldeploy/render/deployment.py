@@ -13,6 +13,7 @@ from modeldeploy.api.v1alpha1 import (
     OPENAI_PORT,
     ComputeResources,
     ModelDeployment,
+    dump,
 )
 from modeldeploy.render.common import (
     MANIFEST_HASH_ANNOTATION,
@@ -165,7 +166,7 @@ def triton_args(md: ModelDeployment) -> list[str]:
 
 def _affinity(md: ModelDeployment) -> dict[str, Any] | None:
     """spec.scheduling.affinity plus the GPU product requirement (ANDed into every node term)."""
-    affinity = copy.deepcopy(md.spec.scheduling.affinity) if md.spec.scheduling.affinity else {}
+    affinity = dump(md.spec.scheduling.affinity) if md.spec.scheduling.affinity else {}
     product = md.spec.resources.gpuProduct
     if product:
         expr = {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [product]}
