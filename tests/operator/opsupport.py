@@ -265,6 +265,8 @@ class AuditTail:
         self.offset = self.path.stat().st_size if self.path.exists() else 0
 
     def read(self) -> list[dict[str, Any]]:
+        if self.path.stat().st_size < self.offset:  # rotated (--audit-log-maxsize): a new file
+            self.offset = 0
         with self.path.open("rb") as f:
             f.seek(self.offset)
             data = f.read()
