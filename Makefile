@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup demo test unit integration lint fmt typecheck crd crd-check bench cluster-up cluster-down clean
+.PHONY: setup demo test unit integration faults lint fmt typecheck crd crd-check bench cluster-up cluster-down clean
 
 setup:
 	hack/setup.sh
@@ -21,6 +21,12 @@ unit:
 
 integration: setup
 	$(PYTEST) -m integration
+
+## The fault suite (kill -9 of the operator, API-server restart, concurrent writers) and the
+## quiet-period audit, at CI sizes; scale with MODELDEPLOY_FAULT_N / _KILLS / _WRITERS / _OUTAGE_S /
+## _SEED and MODELDEPLOY_IDLE_N / _SECONDS. `make test` runs them too.
+faults: setup
+	$(PYTEST) -p no:cacheprovider -rA tests/operator/test_faults.py tests/operator/test_idle_requests.py
 
 lint:
 	.venv/bin/ruff check .

@@ -1,15 +1,22 @@
-"""Benchmark: N ModelDeployments applied at once against the local control plane.
+"""Benchmark: N ModelDeployments applied at once against the local control plane (#12's figures).
 
 Starts its own LocalCluster (or attaches to a running one: ``MODELDEPLOY_TEST_KUBECONFIG`` or
 ``--kubeconfig``), runs the operator as a subprocess (``python -m modeldeploy.cli operator run``,
 exactly as in production) watching one fresh namespace, creates N CPU ModelDeployments as fast as
-possible and reports:
+possible and reports, all from one run so that ratios can be compared:
 
-* time from the first create until every ModelDeployment is Ready=True,
-* p50 / p99 of create -> Ready per ModelDeployment,
-* write requests per ModelDeployment made by the operator (from the API server's audit log),
-  until all are Ready and during a quiet period afterwards (should be 0),
-* the operator's peak RSS (VmHWM).
+* time from the first create until every ModelDeployment is Ready=True, p50 / p99 create -> Ready;
+* where that time goes, per object (p50 / p99): operator reaction (MD created -> its Deployment
+  written by the operator, from the audit log's timestamps), pods (Deployment written -> Available,
+  KWOK's simulated start: not the operator's), status lag (Deployment Available -> MD Ready=True,
+  both seen through watches by this script);
+* a floor from the same run: the same rendered children written by a plain client (server-side
+  apply, ``--floor-workers`` in parallel, no operator) into a second namespace, timed to all
+  Deployments Available; and the operator's time / floor;
+* the operator's requests by verb (audit log): writes per object until Ready, and every request
+  (reads included: the local cluster's audit policy logs the admin user's reads) during a quiet
+  period afterwards;
+* the operator's RSS: idle before, peak (VmHWM), and after every object is deleted again.
 
     python bench/reconcile.py --n 100
     python bench/reconcile.py --n 1000 --cpu-nodes 10
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
 import json
 import math
 import os
@@ -26,15 +34,20 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 BENCH_UA = "modeldeploy-bench"
+#: User agents of the operator process: its REST client (kubernetes' OpenAPI client) and kopf.
+OPERATOR_UAS = ("OpenAPI-Generator/", "kopf/")
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
 def md_body(ns: str, i: int) -> dict[str, Any]:
@@ -70,19 +83,25 @@ def percentile(values: list[float], p: float) -> float:
     return s[k]
 
 
-def peak_rss_mib(pid: int) -> float:
+def p50_p99(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3)}
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """VmRSS (now) or VmHWM (peak) of a process, MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
 
 
-def audit_writes(path: Path, since: int, ns: str) -> tuple[list[dict[str, Any]], int]:
+def audit_events(path: Path, since: int, ns: str) -> tuple[list[dict[str, Any]], int]:
+    """Events of namespace ``ns`` after line ``since``, and the number of lines read."""
     out = []
-    n = 0
+    n = since
     with path.open() as f:
         for n, line in enumerate(f, 1):
             if n <= since:
@@ -96,16 +115,224 @@ def audit_writes(path: Path, since: int, ns: str) -> tuple[list[dict[str, Any]],
     return out, n
 
 
-#: User agents of the operator process: its REST client (kubernetes' OpenAPI client) and kopf.
-OPERATOR_UAS = ("OpenAPI-Generator/", "kopf/")
+def is_operator(ev: dict[str, Any]) -> bool:
+    return str(ev.get("userAgent", "")).startswith(OPERATOR_UAS)
 
 
 def operator_writes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Writes by the operator process (not the bench, KWOK or the controllers)."""
-    return [e for e in events if str(e.get("userAgent", "")).startswith(OPERATOR_UAS)]
+    """Writes by the operator process (not the bench, KWOK or the controllers), once each."""
+    return [
+        e
+        for e in events
+        if is_operator(e) and e.get("verb") in WRITE_VERBS and e.get("stage") == "ResponseComplete"
+    ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def by_verb(events: list[dict[str, Any]]) -> dict[str, int]:
+    """The operator's requests by ``verb resource[/sub]``: a watch once when it starts, any other
+    request when it completes."""
+    c: collections.Counter[str] = collections.Counter()
+    for e in events:
+        watch = e.get("verb") == "watch"
+        if not is_operator(e) or e.get("stage") != ("ResponseStarted" if watch else "ResponseComplete"):
+            continue
+        ref = e.get("objectRef") or {}
+        c[
+            f"{e['verb']} {ref.get('resource')}"
+            + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        ] += 1
+    return dict(c.most_common())
+
+
+def stamp(ev: dict[str, Any]) -> float:
+    return dt.datetime.fromisoformat(ev["stageTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def reaction_times(events: list[dict[str, Any]]) -> list[float]:
+    """Per ModelDeployment: its create (by the bench) -> the operator's first Deployment write."""
+    created: dict[str, float] = {}
+    dep_written: dict[str, float] = {}
+    for e in events:
+        if e.get("stage") != "ResponseComplete":
+            continue
+        ref = e.get("objectRef") or {}
+        name = str(ref.get("name") or "")
+        if ref.get("resource") == "modeldeployments" and e["verb"] == "create":
+            created.setdefault(name, stamp(e))
+        elif ref.get("resource") == "deployments" and not ref.get("subresource") and is_operator(e):
+            if e["verb"] in ("create", "patch", "update") and name not in dep_written:
+                dep_written[name] = stamp(e)
+    return [dep_written[n] - created[n] for n in created if n in dep_written]
+
+
+def first_deployment_writes(events: list[dict[str, Any]], by_operator: bool) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for e in events:
+        ref = e.get("objectRef") or {}
+        if (
+            e.get("stage") == "ResponseComplete"
+            and ref.get("resource") == "deployments"
+            and not ref.get("subresource")
+            and e.get("verb") in ("create", "patch", "update")
+            and is_operator(e) == by_operator
+        ):
+            out.setdefault(str(ref.get("name")), stamp(e))
+    return out
+
+
+class Observer:
+    """Watches (from this process, as a client would) ModelDeployments and Deployments of one
+    namespace; records, in wall-clock seconds, when each first became Ready / Available."""
+
+    def __init__(self, api: Any, ns: str, mds: bool = True) -> None:
+        self.api, self.ns = api, ns
+        self.md_ready: dict[str, float] = {}
+        self.dep_available: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(self._deployments,), daemon=True)]
+        if mds:
+            self._threads.append(threading.Thread(target=self._loop, args=(self._mds,), daemon=True))
+
+    def start(self) -> Observer:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self, fn: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                fn()
+            except Exception as exc:  # a watch broke: start again (records only first times)
+                print(f"watch restarted: {exc}", file=sys.stderr)
+                time.sleep(0.5)
+
+    def _mds(self) -> None:
+        from kubernetes import client, watch
+
+        api = client.CustomObjectsApi(self.api)
+        w = watch.Watch()
+        for ev in w.stream(
+            api.list_namespaced_custom_object, "modeldeploy.io", "v1alpha1", self.ns, "modeldeployments",
+            timeout_seconds=60,
+        ):  # fmt: skip
+            obj = ev["object"]
+            st = obj.get("status") or {}
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
+            if ready and st.get("observedGeneration") == obj["metadata"].get("generation"):
+                self.md_ready.setdefault(obj["metadata"]["name"], time.time())
+            if self._stop.is_set():
+                w.stop()
+
+    def _deployments(self) -> None:
+        from kubernetes import client, watch
+
+        api = client.AppsV1Api(self.api)
+        w = watch.Watch()
+        for ev in w.stream(
+            api.list_namespaced_deployment, self.ns, timeout_seconds=60, _preload_content=True
+        ):
+            d = ev["object"]
+            st = d.status
+            if (
+                st is not None
+                and st.observed_generation == d.metadata.generation
+                and (st.available_replicas or 0) >= (d.spec.replicas or 0)
+                and any(c.type == "Available" and c.status == "True" for c in st.conditions or [])
+            ):
+                self.dep_available.setdefault(d.metadata.name, time.time())
+            if self._stop.is_set():
+                w.stop()
+
+
+def wait_until(cond: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return bool(cond())
+
+
+def start_operator(cluster: Any, ns: str, resync: float, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from modeldeploy_runtime.ports import free_ports
+
+    health, metrics_port = free_ports(2)
+    cmd = [
+        sys.executable, "-m", "modeldeploy.cli", "operator", "run", "--namespace", ns,
+        "--resync-seconds", str(resync), "--metrics-port", str(metrics_port),
+        "--health-port", str(health), "--bind-address", "127.0.0.1", "--log-format", "json",
+        "--no-query-agents",  # KWOK pods: their IPs lead nowhere
+    ]  # fmt: skip
+    with log.open("wb") as f:
+        op = subprocess.Popen(cmd, env=cluster.env(), stdout=f, stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2):
+                return True
+        except OSError:
+            return op.poll() is not None
+
+    if not wait_until(healthy, 60, 0.3) or op.poll() is not None:
+        raise SystemExit(f"operator did not start; log: {log}")
+    return op, metrics_port
+
+
+def floor_children(ns: str, n: int) -> list[list[dict[str, Any]]]:
+    """The children the operator would write for each of the N objects, without owner references
+    (there is no owner: a plain client writes them)."""
+    from modeldeploy.api.v1alpha1 import ModelDeployment
+    from modeldeploy.render import RenderOptions, render_all
+
+    out = []
+    for i in range(n):
+        body = md_body(ns, i)
+        body["metadata"] |= {"uid": str(uuid.uuid4()), "generation": 1}
+        children = render_all(ModelDeployment.from_body(body), RenderOptions(crds=frozenset()))
+        for c in children:
+            c["metadata"].pop("ownerReferences", None)
+        out.append(children)
+    return out
+
+
+def run_floor(cluster: Any, kube: Any, api: Any, n: int, workers: int, timeout: float) -> dict[str, Any]:
+    """The same children written directly (server-side apply, ``workers`` objects in parallel)."""
+    ns = f"bench-floor-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    try:
+        work = floor_children(ns, n)
+        obs = Observer(api, ns, mds=False).start()
+        t0 = time.time()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda children: [kube.apply(c, manager="bench-floor") for c in children], work))
+        written = time.time() - t0
+        done = wait_until(lambda: len(obs.dep_available) >= n, timeout, 0.2)
+        obs.stop()
+        took = max(obs.dep_available.values(), default=t0) - t0
+        return {
+            "floor_all_available_s": round(took, 2) if done else None,
+            "floor_written_in_s": round(written, 2),
+            "floor_writes_per_object": sum(len(c) for c in work) / n,
+            "floor_workers": workers,
+        }
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def delete_all(kube: Any, ns: str, timeout: float) -> bool:
+    """Delete every ModelDeployment; wait until they and their Deployments (GC) are gone."""
+    from modeldeploy.reconcile.kube import DEPLOYMENT, MODELDEPLOYMENT
+
+    kube.request("DELETE", MODELDEPLOYMENT.path(ns), kind="ModelDeployment", verb="deletecollection")
+    return wait_until(
+        lambda: not kube.list(MODELDEPLOYMENT, ns) and not kube.list(DEPLOYMENT, ns), timeout, 1
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="number of ModelDeployments")
     ap.add_argument("--kubeconfig", type=Path, default=os.environ.get("MODELDEPLOY_TEST_KUBECONFIG"))
@@ -116,13 +343,64 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--quiet-seconds", type=float, default=35.0, help="quiet period measured after all are Ready"
     )
+    ap.add_argument("--floor-workers", type=int, default=8, help="parallel objects of the floor's client")
+    ap.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def measure_operator(
+    cluster: Any, kube: Any, api: Any, ns: str, args: argparse.Namespace, op: Any
+) -> dict[str, Any]:
+    from modeldeploy.reconcile.kube import MODELDEPLOYMENT
+
+    audit = Path(cluster.audit_log)
+    _, start_line = audit_events(audit, 0, "-")
+    obs = Observer(api, ns).start()
+    created: dict[str, float] = {}
+    t0 = time.time()
+    for i in range(args.n):
+        body = md_body(ns, i)
+        kube.create(MODELDEPLOYMENT, ns, body)
+        created[body["metadata"]["name"]] = time.time()
+    t_created = time.time() - t0
+    wait_until(lambda: len(obs.md_ready) >= args.n, args.timeout, 0.2)
+    ready = dict(obs.md_ready)
+    t_all = max(ready.values(), default=t0) - t0
+    if len(ready) < args.n:
+        print(f"only {len(ready)}/{args.n} Ready after {args.timeout:.0f}s", file=sys.stderr)
+    events, line_ready = audit_events(audit, start_line, ns)
+    written = first_deployment_writes(events, by_operator=True)
+    avail = obs.dep_available
+    writes = operator_writes(events)
+    time.sleep(args.quiet_seconds)  # the quiet period is the measurement itself
+    quiet_events, _ = audit_events(audit, line_ready, ns)
+    obs.stop()
+    quiet = by_verb(quiet_events)
+    return {
+        "n": args.n,
+        "created_in_s": round(t_created, 2),
+        "all_ready_s": round(t_all, 2),
+        "ready": len(ready),
+        "apply_to_ready_s": p50_p99([ready[n] - created[n] for n in ready]),
+        "operator_reaction_s": p50_p99(reaction_times(events)),
+        "pods_start_s": p50_p99([avail[n] - written[n] for n in avail if n in written]),
+        "status_lag_s": p50_p99([ready[n] - avail[n] for n in ready if n in avail]),
+        "operator_writes_per_md_until_ready": round(len(writes) / args.n, 2),
+        "operator_writes_by_kind": by_verb(writes),
+        "quiet_period_s": args.quiet_seconds,
+        "operator_requests_in_quiet_period": quiet,
+        "operator_writes_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in WRITE_VERBS),
+        "operator_reads_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in ("get", "list")),
+        "operator_peak_rss_mib": round(rss_mib(op.pid, "VmHWM"), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from modeldeploy.cluster.local import LocalCluster
-    from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube
-    from modeldeploy_runtime.ports import free_ports
+    from modeldeploy.reconcile.kube import Kube
 
     own = args.kubeconfig is None
     if own:
@@ -141,87 +419,22 @@ def main(argv: list[str] | None = None) -> int:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
         cluster.wait_established("modeldeployments.modeldeploy.io")
         cluster.kubectl("create", "namespace", ns)
-        health, metrics_port = free_ports(2)
-        cmd = [
-            sys.executable, "-m", "modeldeploy.cli", "operator", "run", "--namespace", ns,
-            "--resync-seconds", str(args.resync_seconds), "--metrics-port", str(metrics_port),
-            "--health-port", str(health), "--bind-address", "127.0.0.1", "--log-format", "json",
-            "--no-query-agents",  # KWOK pods: their IPs lead nowhere
-        ]  # fmt: skip
-        with log.open("wb") as f:
-            op = subprocess.Popen(cmd, env=cluster.env(), stdout=f, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2):
-                    break
-            except OSError:
-                if op.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"operator did not start; log: {log}") from None
-                time.sleep(0.3)
-        rss_idle = peak_rss_mib(op.pid)
-
+        op, _ = start_operator(cluster, ns, args.resync_seconds, log)
         api = cluster.api_client()
         api.user_agent = BENCH_UA
         kube = Kube(api)
-        audit = Path(cluster.audit_log)
-        _, start_line = audit_writes(audit, 0, "-")
-
-        created: dict[str, float] = {}
-        t0 = time.monotonic()
-        for i in range(args.n):
-            body = md_body(ns, i)
-            kube.create(MODELDEPLOYMENT, ns, body)
-            created[body["metadata"]["name"]] = time.monotonic()
-        t_created = time.monotonic() - t0
-
-        ready: dict[str, float] = {}
-        while len(ready) < args.n and time.monotonic() - t0 < args.timeout:
-            now = time.monotonic()
-            for item in kube.list(MODELDEPLOYMENT, ns):
-                name = item["metadata"]["name"]
-                if name in ready:
-                    continue
-                st = item.get("status") or {}
-                conds = {c["type"]: c for c in st.get("conditions") or []}
-                if conds.get("Ready", {}).get("status") == "True" and st.get("observedGeneration") == item[
-                    "metadata"
-                ].get("generation"):
-                    ready[name] = now
-            time.sleep(0.25)
-        t_all = time.monotonic() - t0
-        if len(ready) < args.n:
-            print(f"only {len(ready)}/{args.n} Ready after {args.timeout:.0f}s", file=sys.stderr)
-        lat = [ready[n] - created[n] for n in ready]
-
-        events, line_ready = audit_writes(audit, start_line, ns)
-        writes_to_ready = operator_writes(events)
-        time.sleep(args.quiet_seconds)
-        quiet_events, _ = audit_writes(audit, line_ready, ns)
-        quiet_writes = operator_writes(quiet_events)
-        rss_peak = peak_rss_mib(op.pid)
-
-        by_kind = collections.Counter(
-            f"{e['verb']} {e['objectRef'].get('resource')}{'/' + e['objectRef']['subresource'] if e['objectRef'].get('subresource') else ''}"
-            for e in writes_to_ready
-        )
-        result = {
-            "n": args.n,
-            "created_in_s": round(t_created, 2),
-            "all_ready_s": round(t_all, 2),
-            "ready": len(ready),
-            "apply_to_ready_p50_s": round(percentile(lat, 50), 2),
-            "apply_to_ready_p99_s": round(percentile(lat, 99), 2),
-            "operator_writes_per_md_until_ready": round(len(writes_to_ready) / args.n, 2),
-            "operator_writes_by_kind": dict(by_kind.most_common()),
-            "operator_writes_in_quiet_period": len(quiet_writes),
-            "quiet_period_s": args.quiet_seconds,
-            "resync_seconds": args.resync_seconds,
-            "operator_rss_idle_mib": round(rss_idle, 1),
-            "operator_peak_rss_mib": round(rss_peak, 1),
-        }
+        rss_idle = rss_mib(op.pid)
+        result = measure_operator(cluster, kube, api, ns, args, op)
+        result |= {"resync_seconds": args.resync_seconds, "operator_rss_idle_mib": round(rss_idle, 1)}
+        deleted = delete_all(kube, ns, args.timeout)
+        time.sleep(args.resync_seconds)  # one resync pass over the empty namespace
+        result["operator_rss_after_delete_mib"] = round(rss_mib(op.pid), 1) if deleted else None
+        if not args.no_floor:
+            result |= run_floor(cluster, kube, api, args.n, args.floor_workers, args.timeout)
+            floor = result["floor_all_available_s"]
+            result["operator_vs_floor"] = round(result["all_ready_s"] / floor, 2) if floor else None
         print(json.dumps(result, indent=2))
-        return 0 if len(ready) == args.n else 1
+        return 0 if result["ready"] == args.n else 1
     finally:
         if op is not None and op.poll() is None:
             op.send_signal(signal.SIGTERM)

@@ -49,7 +49,7 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
             "--n",
             "3",
             "--quiet-seconds",
-            "3",
+            "6",
             "--resync-seconds",
             "5",
             "--timeout",
@@ -59,10 +59,22 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     )
     result = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert result["n"] == 3 and result["ready"] == 3
-    assert result["apply_to_ready_p99_s"] >= result["apply_to_ready_p50_s"] > 0
+    assert result["all_ready_s"] > 0
+    for phase in ("apply_to_ready_s", "operator_reaction_s", "pods_start_s", "status_lag_s"):
+        assert result[phase]["p99"] >= result[phase]["p50"] > 0, (phase, result[phase])
+    # the phases of one object fit in its whole apply -> Ready
+    assert result["operator_reaction_s"]["p50"] < result["apply_to_ready_s"]["p99"]
     assert result["operator_writes_per_md_until_ready"] > 0  # read from the API server's audit log
+    assert any(k.startswith("patch deployments") for k in result["operator_writes_by_kind"])
     assert result["operator_writes_in_quiet_period"] == 0
-    assert result["operator_peak_rss_mib"] > 0
+    assert isinstance(result["operator_requests_in_quiet_period"], dict)
+    assert result["operator_peak_rss_mib"] >= result["operator_rss_idle_mib"] > 0
+    assert result["operator_rss_after_delete_mib"] > 0
+    # the floor: the same children written by a plain client in the same run
+    assert result["floor_all_available_s"] > 0 and result["floor_writes_per_object"] >= 3
+    assert result["operator_vs_floor"] == pytest.approx(
+        result["all_ready_s"] / result["floor_all_available_s"], abs=0.01
+    )
 
 
 @pytest.mark.cluster

@@ -138,6 +138,13 @@ class OperatorProcess:
         self.proc = None
         return rc
 
+    def kill(self) -> None:
+        """kill -9, as a crash or an OOM kill would: no cleanup handler runs."""
+        assert self.proc is not None, "not running"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
@@ -159,10 +166,14 @@ class OperatorProcess:
         return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
 
 
-def audit_writes(
-    cluster: Any, since_line: int, namespace: str, user: str | None = None
-) -> list[dict[str, Any]]:
-    """Write requests in ``namespace`` logged by the API server after line ``since_line``."""
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+#: User agents of the operator process: its REST client (kubernetes' OpenAPI client) and kopf.
+OPERATOR_UAS = ("OpenAPI-Generator/", "kopf/")
+
+
+def audit_events(cluster: Any, since_line: int, namespace: str) -> list[dict[str, Any]]:
+    """Requests in ``namespace`` logged by the API server after line ``since_line`` (every write;
+    reads only by the admin user, see ``AUDIT_POLICY`` in modeldeploy.cluster.local)."""
     out = []
     with Path(cluster.audit_log).open() as f:
         for i, line in enumerate(f):
@@ -172,13 +183,38 @@ def audit_writes(
                 ev = json.loads(line)
             except ValueError:
                 continue
-            ref = ev.get("objectRef") or {}
-            if ref.get("namespace") != namespace:
-                continue
-            if user and (ev.get("user") or {}).get("username") != user:
-                continue
-            out.append(ev)
+            if (ev.get("objectRef") or {}).get("namespace") == namespace:
+                out.append(ev)
     return out
+
+
+def audit_writes(
+    cluster: Any, since_line: int, namespace: str, user: str | None = None
+) -> list[dict[str, Any]]:
+    """Write requests in ``namespace`` logged by the API server after line ``since_line``."""
+    return [
+        ev
+        for ev in audit_events(cluster, since_line, namespace)
+        if ev.get("verb") in WRITE_VERBS and (not user or (ev.get("user") or {}).get("username") == user)
+    ]
+
+
+def requests_by_verb(events: list[dict[str, Any]]) -> dict[str, int]:
+    """Requests of the operator process by ``verb resource``, each counted once: a watch when it
+    starts (ResponseStarted), any other request when it completes."""
+    counts: dict[str, int] = {}
+    for ev in events:
+        if not str(ev.get("userAgent", "")).startswith(OPERATOR_UAS):
+            continue
+        watch = ev.get("verb") == "watch"
+        if ev.get("stage") != ("ResponseStarted" if watch else "ResponseComplete"):
+            continue
+        ref = ev.get("objectRef") or {}
+        key = f"{ev['verb']} {ref.get('resource')}" + (
+            f"/{ref['subresource']}" if ref.get("subresource") else ""
+        )
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def audit_lines(cluster: Any) -> int:
@@ -188,3 +224,56 @@ def audit_lines(cluster: Any) -> int:
 
 def yaml_doc(doc: dict[str, Any]) -> str:
     return yaml.safe_dump(doc)
+
+
+# ------------------------------------------------------------------ fault suite and idle audit
+TEST_UA = "modeldeploy-tests"
+
+
+def kube_for_tests(cluster: Any) -> Any:
+    """An admin ``Kube`` whose requests carry their own user agent, so the audit log tells them
+    from the operator's (which uses the same identity in tests)."""
+    from modeldeploy.reconcile.kube import Kube
+
+    api = cluster.api_client()
+    api.user_agent = TEST_UA
+    return Kube(api)
+
+
+def small_md(ns: str, name: str, replicas: int = 1, memory: str = "32Mi") -> dict[str, Any]:
+    """The ``cpu`` case with tiny requests, so many fit on the KWOK nodes."""
+    doc = load_case("cpu")
+    doc["metadata"] = {"name": name, "namespace": ns}
+    doc["spec"]["replicas"] = replicas
+    doc["spec"]["resources"] = {"requests": {"cpu": "10m", "memory": memory}}
+    doc["spec"]["runtime"] = {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}
+    return doc
+
+
+def ready_at_latest(md: dict[str, Any]) -> bool:
+    """Ready=True for the object's current generation."""
+    st = md.get("status") or {}
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
+    return ready and st.get("observedGeneration") == md["metadata"].get("generation")
+
+
+class AuditTail:
+    """Follows the API server's audit log from the current end (byte offset, no re-reading)."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.path = Path(cluster.audit_log)
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def read(self) -> list[dict[str, Any]]:
+        if self.path.stat().st_size < self.offset:  # rotated (--audit-log-maxsize): a new file
+            self.offset = 0
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a partly written last line is read next time
+        self.offset += end
+        out = []
+        for line in data[:end].splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out

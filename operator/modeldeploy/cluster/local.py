@@ -288,7 +288,8 @@ class LocalCluster:
 
     @property
     def audit_log(self) -> Path:
-        """Write requests (create/update/patch/delete) seen by the API server, one JSON event a line."""
+        """Requests seen by the API server, one JSON event a line (Metadata level): every write
+        (create/update/patch/delete), and the reads (get/list/watch) of :data:`ADMIN_USER`."""
         return self.dir / "logs" / "audit.log"
 
     @property
@@ -517,6 +518,36 @@ class LocalCluster:
         if not quiet:
             self.log(f"cluster {self.name!r} stopped and removed")
 
+    def restart_apiserver(self, outage: float = 0.0, kill: bool = True) -> float:
+        """Stop kube-apiserver (SIGKILL, like a crash, unless ``kill`` is false), keep it down for
+        ``outage`` seconds, then start it again with the same flags, port, certificates and etcd
+        data, and wait until it is ready. Everything else keeps running and must reconnect by
+        itself. Returns the seconds from the stop until /readyz answered again."""
+        st = ClusterState.load(self.state_file)
+        if not st or "kube-apiserver" not in st.pids:
+            raise ClusterError(f"cluster {self.name!r} has no kube-apiserver to restart (state: {st})")
+        t0 = time.monotonic()
+        pid = st.pids["kube-apiserver"]
+        if kill:
+            if _pid_alive(pid) and str(self.dir) in _cmdline(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+
+            def gone() -> bool:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
+                return not _pid_alive(pid)
+
+            wait_for(gone, 30, f"kube-apiserver (pid {pid}) to exit", interval=0.1)
+        else:
+            _terminate(pid, str(self.dir), "kube-apiserver")
+        if outage > 0:
+            time.sleep(outage)  # the outage itself, as asked
+        st.pids["kube-apiserver"] = self._spawn("kube-apiserver", self._apiserver_args(st.ports))
+        st.save(self.state_file)
+        self._wait(lambda: self._readyz(st.server), 90, "kube-apiserver /readyz", "kube-apiserver")
+        return time.monotonic() - t0
+
     # ---------------------------------------------------------------- helpers
     def _spawn(self, binary: str, args: list[str]) -> int:
         logf = open(self.dir / "logs" / f"{binary}.log", "ab")
@@ -735,7 +766,7 @@ class LocalCluster:
             "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
         )
         self._leaf("apiserver", "/CN=kube-apiserver", "serverAuth", sans)
-        self._leaf("admin", "/O=system:masters/CN=modeldeploy-admin", "clientAuth")
+        self._leaf("admin", f"/O=system:masters/CN={ADMIN_USER}", "clientAuth")
         self._leaf("kube-controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
         self._leaf("kube-scheduler", "/CN=system:kube-scheduler", "clientAuth")
         self._leaf("kwok", "/O=system:masters/CN=kwok", "clientAuth")
@@ -779,14 +810,25 @@ class LocalCluster:
             path.chmod(0o600)
 
 
-AUDIT_POLICY = """\
+#: The identity of ``admin.kubeconfig`` (and so of an operator run with it in tests and benchmarks).
+ADMIN_USER = "modeldeploy-admin"
+
+AUDIT_POLICY = f"""\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
-  # Only writes, at Metadata level: enough to count what a controller changes, cheap to keep.
+  # Every write, at Metadata level: enough to count what a controller changes, cheap to keep.
   - level: Metadata
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  # Reads of API resources (get/list/watch) by the admin user only: the operator runs as that user
+  # in tests and benchmarks, so its reads at idle can be counted. Discovery and health probes
+  # (non-resource URLs) and the reads of the controllers and KWOK stay out (volume).
+  - level: None
+    nonResourceURLs: ["*"]
+  - level: Metadata
+    users: ["{ADMIN_USER}"]
+    verbs: ["get", "list", "watch"]
   - level: None
 """
 
