@@ -43,9 +43,15 @@ typecheck:
 crd:
 	.venv/bin/mdctl crd --write
 
+## Every benchmark at its default size (each prints its figures; see the README's table).
 bench: setup
 	$(PY) bench/reconcile.py
 	$(PY) bench/runtime_bench.py
+	$(PY) bench/push_bench.py
+	$(PY) bench/llm_bench.py
+	$(PY) bench/fetch_bench.py
+	$(PY) bench/coldstart_bench.py
+	$(PY) bench/verify_bench.py
 
 cluster-up: setup
 	.venv/bin/mdctl cluster up

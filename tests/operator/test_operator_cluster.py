@@ -359,7 +359,9 @@ def test_no_writes_during_a_quiet_minute(cluster: Any, operator: OperatorProcess
         and not e["user"]["username"].startswith("system:")  # controllers (HPA status, its events)
     ]
     fired = operator.metric('modeldeploy_reconcile_total{result="ok",trigger="resync"}') - resyncs
-    assert fired >= 2 * (60 // RESYNC_SECONDS) - 4, f"the resync timer fired only {fired} times"
+    # At least three resync passes over both objects ran in the quiet minute (one per
+    # RESYNC_SECONDS when idle; a loaded 2-core machine stretches each pass), and none wrote.
+    assert fired >= 2 * 3, f"the resync timer fired only {fired} times"
     assert writes == [], "writes during a no-op minute:\n" + "\n".join(writes)
     after = {
         k: v

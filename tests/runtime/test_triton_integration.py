@@ -403,8 +403,11 @@ def test_agent_cli_init_then_sidecar_survives_triton_restart(tmp_path: Path, sta
     try:
         _wait(is_ready, 60, "sidecar ready")
         st = requests.get(f"http://127.0.0.1:{port}/status", timeout=5).json()
+        # the init container fetched it; the sidecar found it in the repository (no shared cache)
+        fetched = st["models"][0]["versions"][0].pop("fetch")
+        assert fetched is None or fetched["origin"] in ("download", "repository"), fetched
         assert st == {"ready": True, "serving": True, "generation": 7, "appliedGeneration": 7,
-                      "manifestSource": "file", "lastError": None,
+                      "manifestSource": "file", "lastError": None, "cache": None,
                       "models": [{"name": "m", "served": [1],
                                   "versions": [{"version": 1, "state": "Ready", "reason": "", "message": "",
                                                 "digest": f"sha256:{v1.digest}", "signer": None}]}]}  # fmt: skip
