@@ -190,3 +190,26 @@ def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
 
 def quantity_str(q: int | str) -> str:
     return str(q)
+
+
+def container_security(read_only_root: bool = False) -> dict[str, Any]:
+    """The securityContext of every container we render (PodSecurity ``restricted``)."""
+    ctx: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if read_only_root:
+        ctx["readOnlyRootFilesystem"] = True
+    return ctx
+
+
+def credential_secrets(md: ModelDeployment) -> list[str]:
+    """The storage-credential Secrets the models name, each once, in spec order (mounted by
+    reference into the containers that fetch)."""
+    names: list[str] = []
+    for m in md.spec.models:
+        if m.credentials is not None and m.credentials.secretName not in names:
+            names.append(m.credentials.secretName)
+    return names

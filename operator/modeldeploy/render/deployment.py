@@ -21,6 +21,8 @@ from modeldeploy.render.common import (
     MODEL_REPOSITORY,
     RenderOptions,
     agent_token_secret_name,
+    container_security,
+    credential_secrets,
     metadata,
     selector_labels,
 )
@@ -89,23 +91,6 @@ def _agent_resources(md: ModelDeployment) -> dict[str, Any]:
     return out
 
 
-def _container_security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _credential_secrets(md: ModelDeployment) -> list[str]:
-    names: list[str] = []
-    for m in md.spec.models:
-        if m.credentials is not None and m.credentials.secretName not in names:
-            names.append(m.credentials.secretName)
-    return names
-
-
 def _pvc_claims(md: ModelDeployment) -> list[str]:
     """Claims named by ``pvc://<claim>/<path>`` sources (mounted read-only for the agent)."""
     claims: list[str] = []
@@ -141,7 +126,7 @@ def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
         {"name": "model-manifest", "mountPath": MANIFEST_MOUNT_DIR, "readOnly": True},
         {"name": "agent-tmp", "mountPath": "/tmp"},
     ]
-    for i, secret in enumerate(_credential_secrets(md)):
+    for i, secret in enumerate(credential_secrets(md)):
         mounts.append(
             {"name": f"credentials-{i}", "mountPath": credentials_mount_path(secret), "readOnly": True}
         )
@@ -235,7 +220,7 @@ def _openai_containers(md: ModelDeployment, pull_policy: dict[str, Any]) -> list
             {"name": "model-repository", "mountPath": MODEL_REPOSITORY, "readOnly": True},
             {"name": "openai-tmp", "mountPath": "/tmp"},
         ],
-        "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
+        "securityContext": container_security(read_only_root=True),
     }
     agent_resources = _agent_resources(md)
     if agent_resources:
@@ -296,7 +281,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
             {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
     }
     triton["env"] = [control_key_env(md), *({"name": e.name, "value": e.value} for e in s.env or [])]
     resources = triton_resources(md)
@@ -312,7 +297,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         "command": ["modeldeploy-runtime"],
         "args": _agent_args(md, "init"),
         "volumeMounts": _agent_mounts(md),
-        "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
+        "securityContext": container_security(read_only_root=True),
     }
     agent: dict[str, Any] = {
         "name": AGENT_CONTAINER,
@@ -346,7 +331,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
             },
         ],
         "volumeMounts": _agent_mounts(md),
-        "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
+        "securityContext": container_security(read_only_root=True),
     }
     if cache_env(md):  # the shared model cache (spec.cache), read-only
         fetch["env"], agent["env"] = cache_env(md), cache_env(md)
@@ -372,7 +357,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
     ]
     if spec.serves_llm():
         volumes.append({"name": "openai-tmp", "emptyDir": {}})
-    for i, secret in enumerate(_credential_secrets(md)):
+    for i, secret in enumerate(credential_secrets(md)):
         volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
     for i, claim in enumerate(_pvc_claims(md)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})

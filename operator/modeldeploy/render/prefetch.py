@@ -15,7 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.render.common import RenderOptions, metadata, stable_hash
+from modeldeploy.render.common import (
+    RenderOptions,
+    container_security,
+    credential_secrets,
+    metadata,
+    stable_hash,
+)
 from modeldeploy.render.manifest import build_manifest, credentials_mount_path
 
 CACHE_MOUNT = "/var/cache/modeldeploy"
@@ -67,24 +73,6 @@ def pod_labels(md: ModelDeployment) -> dict[str, str]:
     }
 
 
-def _security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "readOnlyRootFilesystem": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _secrets(md: ModelDeployment) -> list[str]:
-    names: list[str] = []
-    for m in md.spec.models:
-        if m.credentials is not None and m.credentials.secretName not in names:
-            names.append(m.credentials.secretName)
-    return names
-
-
 def render_prefetch_job(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any] | None:
     c = md.spec.cache
     if c is None or not c.prefetch:
@@ -98,7 +86,7 @@ def render_prefetch_job(md: ModelDeployment, opts: RenderOptions | None = None) 
         {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": c.claimName}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    for i, secret in enumerate(_secrets(md)):
+    for i, secret in enumerate(credential_secrets(md)):
         mounts.append(
             {"name": f"credentials-{i}", "mountPath": credentials_mount_path(secret), "readOnly": True}
         )
@@ -111,7 +99,7 @@ def render_prefetch_job(md: ModelDeployment, opts: RenderOptions | None = None) 
         "args": ["prefetch", "--manifest-env", MANIFEST_ENV, "--cache-dir", CACHE_MOUNT],
         "env": [{"name": MANIFEST_ENV, "value": prefetch_manifest_json(md)}],
         "volumeMounts": mounts,
-        "securityContext": _security(),
+        "securityContext": container_security(read_only_root=True),
         "terminationMessagePolicy": "File",
     }
     pod: dict[str, Any] = {
