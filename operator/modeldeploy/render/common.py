@@ -192,6 +192,21 @@ def quantity_str(q: int | str) -> str:
     return str(q)
 
 
+#: The non-root uid/gid every rendered pod runs as.
+RUN_AS_USER = 1000
+
+
+def pod_security() -> dict[str, Any]:
+    """The pod-level securityContext of every pod we render (PodSecurity ``restricted``)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def container_security(read_only_root: bool = False) -> dict[str, Any]:
     """The securityContext of every container we render (PodSecurity ``restricted``)."""
     ctx: dict[str, Any] = {

@@ -24,6 +24,7 @@ from modeldeploy.render.common import (
     container_security,
     credential_secrets,
     metadata,
+    pod_security,
     selector_labels,
 )
 from modeldeploy.render.manifest import (
@@ -42,7 +43,6 @@ TRITON_CONTAINER = "triton"
 AGENT_CONTAINER = "agent"
 FETCH_CONTAINER = "fetch-models"
 OPENAI_CONTAINER = "openai"
-RUN_AS_USER = 1000
 #: Where pvc://<claim>/<path> sources are mounted for the agent (the runtime's MODELDEPLOY_PVC_ROOT default).
 PVC_ROOT = "/mnt/pvc"
 DEFAULT_AGENT_RESOURCES: dict[str, Any] = {
@@ -367,13 +367,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "initContainers": [fetch],
         "containers": [triton, agent, *_openai_containers(md, pull_policy)],
         "volumes": volumes,

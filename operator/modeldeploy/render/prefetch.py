@@ -20,6 +20,7 @@ from modeldeploy.render.common import (
     container_security,
     credential_secrets,
     metadata,
+    pod_security,
     stable_hash,
 )
 from modeldeploy.render.manifest import build_manifest, credentials_mount_path
@@ -28,7 +29,6 @@ CACHE_MOUNT = "/var/cache/modeldeploy"
 CACHE_VOLUME = "model-cache"
 PREFETCH_CONTAINER = "prefetch"
 MANIFEST_ENV = "MODELDEPLOY_PREFETCH_MANIFEST"
-RUN_AS_USER = 1000
 BACKOFF_LIMIT = 3
 
 
@@ -106,13 +106,7 @@ def render_prefetch_job(md: ModelDeployment, opts: RenderOptions | None = None) 
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "containers": [container],
         "volumes": volumes,
     }
