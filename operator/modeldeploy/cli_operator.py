@@ -112,6 +112,7 @@ def _render(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from modeldeploy import yamlout
     from modeldeploy.api.v1alpha1 import KIND, ModelDeployment, SpecError
     from modeldeploy.render import RenderError, RenderOptions, render_all
     from modeldeploy.render.common import SCALEDOBJECT_CRD, SERVICEMONITOR_CRD
@@ -150,5 +151,5 @@ def _render(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": out}, indent=2))
     else:
-        print(yaml.safe_dump_all(out, sort_keys=False), end="")
+        print(yamlout.dump_all(out), end="")
     return 1 if errors else 0
