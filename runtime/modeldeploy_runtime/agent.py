@@ -50,6 +50,7 @@ from modeldeploy_runtime.agentapi import (
 from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, VersionPolicy
 from modeldeploy_runtime.control import control_headers
 from modeldeploy_runtime.fetch import TMP_DIR, Fetcher, FetchError
+from modeldeploy_runtime.llm_engine import ENGINE_DIR, tensorrtllm_config, vllm_config, write_engine_args
 from modeldeploy_runtime.manifest import FORMATS, ManifestModel, ModelManifest
 from modeldeploy_runtime.package import PACKAGE_META
 from modeldeploy_runtime.provenance import Provenance, SignatureError
@@ -219,6 +220,8 @@ class Agent:
                 with contextlib.suppress(Exception):
                     cfg = ModelConfig.from_dict(json.loads(meta.read_text())["config"])
                     break
+        if cfg is None and model.format in ("vllm", "tensorrtllm"):
+            cfg = vllm_config(model.name) if model.format == "vllm" else tensorrtllm_config(model.name, 0)
         if cfg is None:
             fmt = FORMATS[model.format]
             cfg = ModelConfig(name=model.name, platform=fmt.platform, backend=fmt.backend)
@@ -248,16 +251,22 @@ class Agent:
         if model.instanceGroups:
             cfg.instance_groups = [InstanceGroup(g.count, g.kind) for g in model.instanceGroups]
         cfg.version_policy = VersionPolicy.specific(versions)
+        if model.format == "tensorrtllm" and versions:  # the newest served version's prebuilt engine
+            engine = self.repository / model.name / str(max(versions)) / ENGINE_DIR
+            cfg.parameters["gpt_model_path"] = str(engine.absolute())
         return cfg
 
     def write_config(self, model: ManifestModel, versions: list[int]) -> bool:
-        """Write config.pbtxt; returns whether it changed."""
+        """Write config.pbtxt (and vLLM's model.json of each version); returns whether one changed."""
         d = self.repository / model.name
         d.mkdir(parents=True, exist_ok=True)
+        engines = False
+        if model.format == "vllm":  # model.json of each version, from the manifest's engine settings
+            engines = any([write_engine_args(d / str(v), model.llm) for v in versions])
         text = self.model_config(model, versions).render()
         path = d / CONFIG_FILE
         if path.is_file() and path.read_text() == text:
-            return False
+            return engines
         tmp = d / f".{CONFIG_FILE}.tmp"
         tmp.write_text(text)
         tmp.replace(path)

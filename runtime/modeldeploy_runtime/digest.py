@@ -91,13 +91,17 @@ def copy_hashing(
 
 
 def version_files(folder: Path) -> Iterator[Path]:
-    """Every file of a version folder that belongs to its content (sorted, relative)."""
+    """Every file of a version folder that belongs to its content (sorted, relative): not the
+    sha256 manifest, the fetch record, the signature, nor files generated in the pod."""
+    from modeldeploy_runtime.llm_engine import generated_files
+
+    skip = {SHA_MANIFEST, SOURCE_RECORD, SIGNATURE_FILE} | generated_files(folder)
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             p = Path(root, name)
             rel = p.relative_to(folder)
-            if rel.as_posix() in (SHA_MANIFEST, SOURCE_RECORD, SIGNATURE_FILE) or name.endswith(".pyc"):
+            if rel.as_posix() in skip or name.endswith(".pyc"):
                 continue
             yield rel
 

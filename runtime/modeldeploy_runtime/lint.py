@@ -18,6 +18,7 @@ from pathlib import Path
 
 from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, TensorSpec, config_from_message
 from modeldeploy_runtime.digest import SHA_MANIFEST, DigestMismatch, verify_folder
+from modeldeploy_runtime.llm_engine import generated_files
 from modeldeploy_runtime.manifest import TRITON_NAME_RE
 from modeldeploy_runtime.package import PACKAGE_META
 from modeldeploy_runtime.pbtxt import PbtxtError, loads
@@ -204,11 +205,11 @@ def _check_engine_args(path: Path, issues: list[Issue]) -> None:
 
 
 def _check_llm(vdir: Path, meta: dict[str, object], issues: list[Issue]) -> None:
-    """A transformers LLM version: its Hugging Face directory (config, every shard of the
+    """A transformers or vllm LLM version: its Hugging Face directory (config, every shard of the
     safetensors index, tokenizer)."""
     from modeldeploy_runtime.hf import HF_DIR, check_hf_dir
 
-    if meta.get("format") == "transformers":
+    if meta.get("format") in ("transformers", "vllm"):
         for problem in check_hf_dir(vdir / HF_DIR):
             path, _, rest = problem.partition(": ")
             issues.append(Issue(path, rest))
@@ -223,6 +224,8 @@ def _check_artifact(vdir: Path, cfg: ModelConfig, cfg_path: Path, issues: list[I
         )
     else:
         apath = vdir / artifact
+        if not apath.exists() and artifact in generated_files(vdir):
+            return  # vLLM's model.json: the agent writes it in the pod from the packaged engine args
         if not apath.exists():
             have = ", ".join(sorted(p.name for p in vdir.iterdir())) or "nothing"
             issues.append(

@@ -62,7 +62,10 @@ class Verified:
 def _hashing(folder: Path) -> Any:
     from model_signing import hashing
 
+    from modeldeploy_runtime.llm_engine import generated_files
+
     ignored = [folder / SIGNATURE_FILE, folder / SOURCE_RECORD, folder / "__pycache__"]
+    ignored += [folder / name for name in sorted(generated_files(folder))]  # written in the pod
     cfg = hashing.Config()  # type: ignore[no-untyped-call]
     return cfg.set_ignored_paths(paths=ignored, ignore_git_paths=True)
 

@@ -1,0 +1,149 @@
+"""The files Triton's LLM backends read, generated from the packaged defaults and the manifest.
+
+* ``vllm``: Triton's vLLM backend reads ``<model>/<version>/model.json``, a JSON object of vLLM
+  engine arguments (``model`` = the weights' path, ``tensor_parallel_size``,
+  ``gpu_memory_utilization``, ``max_model_len``, ``dtype``, ...), and a ``config.pbtxt`` with
+  ``backend: "vllm"``, ``max_batch_size: 0`` (vLLM batches inside its engine), the decoupled
+  transaction policy and one ``KIND_MODEL`` instance (the engine places itself on the GPUs).
+  ``mdctl package --format vllm`` stores the packaged engine arguments in ``modeldeploy.json``
+  (hashed with the version); the agent in the pod writes ``model.json`` from them, pointing
+  ``model`` at the version's ``hf/`` folder and applying the manifest's resolved engine settings
+  (the tensor-parallel size is the pod's GPU count unless ``llm.tensorParallelSize`` says
+  otherwise). Because it is generated in the pod, ``model.json`` of such a version is not part of
+  the version's content digest (see :func:`generated_files`).
+* ``tensorrtllm``: the TensorRT-LLM backend reads the prebuilt engine directory named by the
+  ``gpt_model_path`` parameter of ``config.pbtxt``; the agent points it at the served version's
+  ``engine/`` folder.
+
+Only the standard library here (the agent imports this module).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from modeldeploy_runtime.config import InstanceGroup, ModelConfig, TensorSpec
+from modeldeploy_runtime.hf import HF_DIR, LLM_INPUTS, LLM_OUTPUTS
+from modeldeploy_runtime.manifest import ManifestLLM
+
+#: vLLM backend: the engine arguments file in a version folder.
+ENGINE_ARGS_FILE = "model.json"
+#: TensorRT-LLM backend: the folder of a packaged version holding the prebuilt engine.
+ENGINE_DIR = "engine"
+#: The packaging metadata file (package.PACKAGE_META; repeated to keep this module import-light).
+_META = "modeldeploy.json"
+
+#: The manifest's engine settings and the vLLM engine arguments they set.
+_VLLM_ARGS: tuple[tuple[str, str], ...] = (
+    ("tensorParallelSize", "tensor_parallel_size"),
+    ("gpuMemoryUtilization", "gpu_memory_utilization"),
+    ("maxModelLen", "max_model_len"),
+    ("dtype", "dtype"),
+)
+
+#: Token-level tensors of the TensorRT-LLM backend (its inflight-batcher model; batch dim implicit).
+TRTLLM_INPUTS = [
+    TensorSpec("input_ids", "TYPE_INT32", [-1]),
+    TensorSpec("input_lengths", "TYPE_INT32", [1]),
+    TensorSpec("request_output_len", "TYPE_INT32", [1]),
+    TensorSpec("end_id", "TYPE_INT32", [1], optional=True),
+    TensorSpec("pad_id", "TYPE_INT32", [1], optional=True),
+    TensorSpec("streaming", "TYPE_BOOL", [1], optional=True),
+]
+TRTLLM_OUTPUTS = [
+    TensorSpec("output_ids", "TYPE_INT32", [-1, -1]),
+    TensorSpec("sequence_length", "TYPE_INT32", [-1]),
+]
+
+
+def vllm_config(name: str) -> ModelConfig:
+    """config.pbtxt of a vLLM-backend model: decoupled, batching left to the engine, one
+    KIND_MODEL instance, and vLLM's own metrics (KV-cache usage...) reported on Triton's
+    metrics port (``REPORT_CUSTOM_METRICS``, with ``disable_log_stats: false`` in model.json)."""
+    return ModelConfig(
+        name=name, backend="vllm", max_batch_size=0, inputs=list(LLM_INPUTS), outputs=list(LLM_OUTPUTS),
+        instance_groups=[InstanceGroup(1, "KIND_MODEL")], decoupled=True,
+        parameters={"REPORT_CUSTOM_METRICS": "true"},
+    )  # fmt: skip
+
+
+def tensorrtllm_config(name: str, max_batch_size: int, engine_path: str = "") -> ModelConfig:
+    """config.pbtxt of a TensorRT-LLM-backend model over a prebuilt engine (inflight batching,
+    decoupled for streaming); ``engine_path`` is ``gpt_model_path`` (set by the agent)."""
+    params = {"gpt_model_type": "inflight_fused_batching", "FORCE_CPU_ONLY_INPUT_TENSORS": "no"}
+    if engine_path:
+        params["gpt_model_path"] = engine_path
+    return ModelConfig(
+        name=name, backend="tensorrtllm", max_batch_size=max_batch_size, inputs=list(TRTLLM_INPUTS),
+        outputs=list(TRTLLM_OUTPUTS), instance_groups=[InstanceGroup(1, "KIND_CPU")], decoupled=True,
+        parameters=params,
+    )  # fmt: skip
+
+
+def engine_args(base: Mapping[str, Any], llm: ManifestLLM | None, weights: Path | None) -> dict[str, Any]:
+    """vLLM engine arguments: the packaged ones, ``model`` = the weights folder (absolute: the
+    backend runs with Triton's working directory), and the manifest's resolved settings on top."""
+    args = dict(base)
+    if weights is not None:
+        args["model"] = str(weights.absolute())
+    args.setdefault("disable_log_stats", False)  # the KV-cache gauge the autoscaler may follow
+    if llm is not None:
+        for field, arg in _VLLM_ARGS:
+            value = getattr(llm, field)
+            if value is not None:
+                args[arg] = value
+    return args
+
+
+def _packaged_format(version_dir: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        meta = json.loads((version_dir / _META).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "", {}
+    if not isinstance(meta, dict):
+        return "", {}
+    return str(meta.get("format", "")), meta
+
+
+def generated_files(version_dir: Path) -> frozenset[str]:
+    """Files of a version folder written in the pod rather than packaged: ``model.json`` of a
+    version packaged as ``vllm`` (its engine arguments are in the hashed ``modeldeploy.json``)."""
+    fmt, _ = _packaged_format(version_dir)
+    return frozenset({ENGINE_ARGS_FILE}) if fmt == "vllm" else frozenset()
+
+
+def write_engine_args(version_dir: Path, llm: ManifestLLM | None) -> bool:
+    """Write ``model.json`` of a version packaged as ``vllm`` (returns whether it changed). A
+    version without modeldeploy packaging keeps the ``model.json`` it was fetched with (it is
+    part of its digest)."""
+    fmt, meta = _packaged_format(version_dir)
+    if fmt != "vllm":
+        return False
+    base = meta.get("engine_args")
+    weights = version_dir / HF_DIR
+    args = engine_args(base if isinstance(base, dict) else {}, llm, weights if weights.is_dir() else None)
+    text = json.dumps(args, indent=2, sort_keys=True) + "\n"
+    path = version_dir / ENGINE_ARGS_FILE
+    if path.is_file() and path.read_text() == text:
+        return False
+    tmp = version_dir.parent / f".{ENGINE_ARGS_FILE}.{version_dir.name}.tmp"  # not in the version
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+__all__ = [
+    "ENGINE_ARGS_FILE",
+    "ENGINE_DIR",
+    "TRTLLM_INPUTS",
+    "TRTLLM_OUTPUTS",
+    "engine_args",
+    "generated_files",
+    "tensorrtllm_config",
+    "vllm_config",
+    "write_engine_args",
+]
