@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The modeldeploy runtime image for pods that serve large language models: the runtime agent plus
 # the `llm` extra (torch, transformers, tritonclient, FastAPI/uvicorn) for `modeldeploy-runtime openai`,
-# the OpenAI-compatible endpoint the operator runs next to Triton. Select it with spec.runtime.image.
+# the OpenAI-compatible endpoint the operator runs next to Triton. The operator uses it for pods
+# serving an LLM format unless spec.runtime.image is set (MODELDEPLOY_RUNTIME_LLM_IMAGE overrides).
 # No kopf, no kubernetes client (tests/chart/test_dockerfiles.py checks both).
 #   docker build -f docker/runtime-llm.Dockerfile -t ghcr.io/modeldeploy/runtime-llm:0.1.0 .
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm

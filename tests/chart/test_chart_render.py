@@ -115,6 +115,7 @@ def test_operator_deployment_defaults() -> None:
     ]
     env = _env(c)
     assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "ghcr.io/modeldeploy/runtime:0.1.0"
+    assert env["MODELDEPLOY_RUNTIME_LLM_IMAGE"] == "ghcr.io/modeldeploy/runtime-llm:0.1.0"
     assert "MODELDEPLOY_TRITON_IMAGE" not in env  # empty value: the operator's built-in default
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
@@ -184,6 +185,10 @@ def test_all_values_render_every_option(tmp_path: Path) -> None:
     env = _env(c)
     assert env["MODELDEPLOY_TRITON_IMAGE"] == "nvcr.io/nvidia/tritonserver:25.01-py3"
     assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "registry.example.com/mirror/modeldeploy-runtime:0.1.0-rc1"
+    assert (
+        env["MODELDEPLOY_RUNTIME_LLM_IMAGE"]
+        == "registry.example.com/mirror/modeldeploy-runtime-llm:0.1.0-rc1"
+    )
     assert env["HTTPS_PROXY"] == "http://proxy.example.com:3128"
     assert c["livenessProbe"]["periodSeconds"] == 30 and c["readinessProbe"]["failureThreshold"] == 2
     assert c["resources"] == opts["resources"]

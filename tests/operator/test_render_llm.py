@@ -80,3 +80,47 @@ def test_servicemonitor_scrapes_the_openai_endpoint_of_llm_pods() -> None:
     assert llm is not None and plain is not None
     assert [e["port"] for e in llm["spec"]["endpoints"]] == ["metrics", "openai"]
     assert [e["port"] for e in plain["spec"]["endpoints"]] == ["metrics"]
+
+
+def _images(md: ModelDeployment) -> dict[str, str]:
+    pod = render_deployment(md)["spec"]["template"]["spec"]
+    return {
+        c["name"]: c["image"] for c in [*pod["initContainers"], *pod["containers"]] if c["name"] != "triton"
+    }
+
+
+@pytest.mark.parametrize("case", ["llm-vllm-tp1", "llm-tensorrtllm", "llm-transformers"])
+def test_llm_pods_get_the_runtime_llm_image_unless_one_is_set(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modeldeploy.api.v1alpha1 import DEFAULT_RUNTIME_IMAGE, DEFAULT_RUNTIME_LLM_IMAGE
+    from modeldeploy.render.prefetch import render_prefetch_job
+
+    monkeypatch.delenv("MODELDEPLOY_RUNTIME_LLM_IMAGE", raising=False)
+    monkeypatch.setenv("MODELDEPLOY_RUNTIME_IMAGE", "registry.local/runtime:1")  # not for LLM pods
+    md = md_of(case)
+    assert md.spec.runtime.image is None
+    images = _images(md)
+    assert set(images) == {"fetch-models", "agent", OPENAI_CONTAINER}
+    assert set(images.values()) == {DEFAULT_RUNTIME_LLM_IMAGE} != {DEFAULT_RUNTIME_IMAGE}
+    # the operator's MODELDEPLOY_RUNTIME_LLM_IMAGE (the chart's defaultImages.runtimeLLM) wins
+    monkeypatch.setenv("MODELDEPLOY_RUNTIME_LLM_IMAGE", "registry.local/runtime-llm:2")
+    assert set(_images(md).values()) == {"registry.local/runtime-llm:2"}
+    # so does the prefetch Job of an LLM deployment (same image as the pods' agent)
+    body = load_case(case)
+    body["metadata"]["uid"] = "u-1"
+    body["spec"]["cache"] = {"claimName": "model-cache"}
+    for m in body["spec"]["models"]:
+        m["versions"] = [{"version": 1, "sha256": "a" * 64}]
+    job = render_prefetch_job(ModelDeployment.from_body(body))
+    assert job is not None
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/runtime-llm:2"
+    # an explicit spec.runtime.image is always used
+    pinned = md_of(case, runtime={"image": "example.com/mine:3"})
+    assert set(_images(pinned).values()) == {"example.com/mine:3"}
+
+
+def test_non_llm_pods_keep_the_runtime_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELDEPLOY_RUNTIME_LLM_IMAGE", "registry.local/runtime-llm:2")
+    monkeypatch.setenv("MODELDEPLOY_RUNTIME_IMAGE", "registry.local/runtime:1")
+    assert set(_images(md_of("gpu")).values()) == {"registry.local/runtime:1"}

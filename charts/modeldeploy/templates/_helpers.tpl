@@ -69,6 +69,14 @@ app.kubernetes.io/part-of: modeldeploy
 {{- printf "%s:%s" $repo (default .Chart.AppVersion $r.tag) }}
 {{- end }}
 
+{{/* Default runtime image of pods serving an LLM (agent + OpenAI-compatible endpoint). */}}
+{{- define "modeldeploy.runtimeLLMImage" -}}
+{{- $r := .Values.defaultImages.runtimeLLM }}
+{{- $repo := $r.repository }}
+{{- if $r.registry }}{{ $repo = printf "%s/%s" $r.registry $r.repository }}{{ end }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion $r.tag) }}
+{{- end }}
+
 {{/*
 RBAC rules for namespaced resources: exactly what the operator uses (see docs/install.md#rbac).
 kopf stores its finalizer and progress annotations by patching the ModelDeployment itself.

@@ -56,8 +56,13 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.06-py3"
 #: Runtime agent image used when spec.runtime.image is empty (override: env MODELDEPLOY_RUNTIME_IMAGE).
 DEFAULT_RUNTIME_IMAGE = f"ghcr.io/modeldeploy/runtime:{__version__}"
+#: Runtime image of pods serving an LLM format (the agent plus the ``llm`` extra for the
+#: OpenAI-compatible endpoint; docker/runtime-llm.Dockerfile), used when spec.runtime.image is empty
+#: (override: env MODELDEPLOY_RUNTIME_LLM_IMAGE).
+DEFAULT_RUNTIME_LLM_IMAGE = f"ghcr.io/modeldeploy/runtime-llm:{__version__}"
 TRITON_IMAGE_ENV = "MODELDEPLOY_TRITON_IMAGE"
 RUNTIME_IMAGE_ENV = "MODELDEPLOY_RUNTIME_IMAGE"
+RUNTIME_LLM_IMAGE_ENV = "MODELDEPLOY_RUNTIME_LLM_IMAGE"
 
 #: Port of the runtime agent (``modeldeploy-runtime agent --port``) in every Triton pod.
 AGENT_PORT = 8080
@@ -1565,14 +1570,24 @@ class RuntimeSpec(_Base):
     image: str | None = Field(
         default=None,
         max_length=512,
-        description=f"Agent image. Default: {DEFAULT_RUNTIME_IMAGE} (or the operator's {RUNTIME_IMAGE_ENV}).",
+        description=(
+            f"Agent image. Default: {DEFAULT_RUNTIME_IMAGE} (or the operator's {RUNTIME_IMAGE_ENV}); "
+            f"when a model has an LLM format (transformers, vllm, tensorrtllm): {DEFAULT_RUNTIME_LLM_IMAGE} "
+            f"(or the operator's {RUNTIME_LLM_IMAGE_ENV}), which also runs the OpenAI-compatible endpoint."
+        ),
     )
     resources: ContainerResources | None = Field(
         default=None, description="CPU/memory requests and limits of the agent containers."
     )
 
-    def effective_image(self) -> str:
-        return self.image or os.environ.get(RUNTIME_IMAGE_ENV) or DEFAULT_RUNTIME_IMAGE
+    def effective_image(self, llm: bool = False) -> str:
+        """spec.runtime.image, else the operator's default for the pod: the runtime-llm image when
+        the pod serves an LLM (``llm``, see ModelDeploymentSpec.runtime_image), else the runtime image."""
+        if self.image:
+            return self.image
+        if llm:
+            return os.environ.get(RUNTIME_LLM_IMAGE_ENV) or DEFAULT_RUNTIME_LLM_IMAGE
+        return os.environ.get(RUNTIME_IMAGE_ENV) or DEFAULT_RUNTIME_IMAGE
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1799,6 +1814,11 @@ class ModelDeploymentSpec(_Base):
     def serves_llm(self) -> bool:
         """Whether the pods run the OpenAI-compatible endpoint (some model has an LLM format)."""
         return any(m.is_llm() for m in self.models)
+
+    def runtime_image(self) -> str:
+        """The image of the agent containers (and of the OpenAI endpoint and the prefetch Job):
+        spec.runtime.image, else the runtime-llm image for pods serving an LLM, else the runtime image."""
+        return self.runtime.effective_image(llm=self.serves_llm())
 
     def startup_budget_seconds(self) -> int:
         """server.startupTimeoutSeconds plus the time to fetch and load the LLM weights declared in
@@ -2118,6 +2138,7 @@ __all__ = [
     "CONDITION_TYPES",
     "CRD_NAME",
     "DEFAULT_RUNTIME_IMAGE",
+    "DEFAULT_RUNTIME_LLM_IMAGE",
     "DEFAULT_TRITON_IMAGE",
     "GPU_PRODUCT_LABEL",
     "GPU_RESOURCE",

@@ -194,7 +194,7 @@ def _openai_containers(md: ModelDeployment, pull_policy: dict[str, Any]) -> list
     grpc = spec.server.ports.grpc
     container: dict[str, Any] = {
         "name": OPENAI_CONTAINER,
-        "image": spec.runtime.effective_image(),
+        "image": spec.runtime_image(),
         **pull_policy,
         "command": ["modeldeploy-runtime"],
         "args": [
@@ -288,7 +288,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
     if resources:
         triton["resources"] = resources
 
-    runtime_image = spec.runtime.effective_image()
+    runtime_image = spec.runtime_image()
     agent_resources = _agent_resources(md)
     fetch: dict[str, Any] = {
         "name": FETCH_CONTAINER,

@@ -93,7 +93,7 @@ def render_prefetch_job(md: ModelDeployment, opts: RenderOptions | None = None) 
         volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
     container: dict[str, Any] = {
         "name": PREFETCH_CONTAINER,
-        "image": spec.runtime.effective_image(),
+        "image": spec.runtime_image(),
         **({"imagePullPolicy": spec.server.imagePullPolicy} if spec.server.imagePullPolicy else {}),
         "command": ["modeldeploy-runtime"],
         "args": ["prefetch", "--manifest-env", MANIFEST_ENV, "--cache-dir", CACHE_MOUNT],
