@@ -50,7 +50,7 @@ def _batching(args: argparse.Namespace) -> Any:
     from modeldeploy_runtime.package import BatchingOptions
 
     return BatchingOptions(
-        max_batch_size=args.max_batch_size,
+        max_batch_size=8 if args.max_batch_size is None else args.max_batch_size,
         dynamic_batching=not args.no_dynamic_batching,
         preferred_batch_sizes=[int(x) for x in args.preferred_batch_sizes.split(",") if x]
         if args.preferred_batch_sizes
@@ -78,8 +78,8 @@ def cmd_package(args: argparse.Namespace) -> int:
         else:
             fmt = "torchscript"
     name = args.name or Path(src.split(":")[0]).stem.replace("model", "") or "model"
-    if fmt == "transformers":
-        return _package_transformers(args, name)
+    if fmt in ("transformers", "vllm", "tensorrtllm"):
+        return _package_llm(args, name, fmt)
     allowed = {"torchscript": ("python", "libtorch"), "module": ("python", "libtorch"),
                "onnx": ("onnxruntime", "python"), "python": ("python",),
                "transformers": ("python",)}.get(fmt, ())  # fmt: skip
@@ -182,15 +182,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _package_transformers(args: argparse.Namespace, name: str) -> int:
-    from modeldeploy_runtime.package import PackageError, package_transformers
+def _engine_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of a vLLM engine argument; VALUE is JSON when it parses (numbers, true/false),
+    else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE like enforce_eager=true")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _package_llm(args: argparse.Namespace, name: str, fmt: str) -> int:
+    from modeldeploy_runtime.package import (
+        PackageError,
+        package_tensorrtllm,
+        package_transformers,
+        package_vllm,
+    )
 
     kind = "KIND_CPU" if args.instance_kind == "KIND_AUTO" else args.instance_kind
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
-        res = package_transformers(
-            args.source, args.repository, name, version=args.version, instance_count=args.instances,
-            instance_kind=kind, progress=args.progress if args.progress is not None else sys.stderr.isatty(),
-        )  # fmt: skip
+        if fmt == "vllm":
+            res = package_vllm(
+                args.source, args.repository, name, version=args.version,
+                engine_args=dict(args.engine_arg or []), progress=progress,
+            )  # fmt: skip
+        elif fmt == "tensorrtllm":
+            res = package_tensorrtllm(
+                args.source, args.repository, name, version=args.version,
+                max_batch_size=args.max_batch_size, progress=progress,
+            )  # fmt: skip
+        else:
+            res = package_transformers(
+                args.source, args.repository, name, version=args.version, instance_count=args.instances,
+                instance_kind=kind, progress=progress,
+            )  # fmt: skip
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -358,9 +387,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("-r", "--repository", required=True, help="model repository folder")
     p.add_argument("-n", "--name", help="model name (default: from the file name)")
     p.add_argument("-v", "--version", type=int, help="version number (default: next free)")
-    p.add_argument("--format", default="auto", choices=["auto", "torchscript", "module", "onnx", "python", "transformers"],
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "torchscript", "module", "onnx", "python", "transformers", "vllm", "tensorrtllm"],
                    help="transformers: a Hugging Face causal-LM directory (config.json, safetensors, tokenizer) served "
-                        "with transformers in Triton's python backend, decoupled, streaming tokens")  # fmt: skip
+                        "with transformers in Triton's python backend, decoupled, streaming tokens (auto-detected); "
+                        "vllm: the same directory for Triton's vLLM backend (model.json written in the pod); "
+                        "tensorrtllm: a prebuilt TensorRT-LLM engine directory (*.engine + config.json)")  # fmt: skip
+    p.add_argument("--engine-arg", action="append", type=_engine_arg, metavar="KEY=VALUE",
+                   help="vllm: a vLLM engine argument packaged with the model, e.g. enforce_eager=true (repeat); "
+                        "the ModelDeployment's llm settings override it in the pod")  # fmt: skip
     p.add_argument("--backend", choices=["python", "libtorch", "onnxruntime"],
                    help="python: a python-backend wrapper that runs the TorchScript/ONNX file on any Triton with the "
                         "python backend (default for torch); libtorch: pytorch_libtorch (torch only); onnxruntime: "
@@ -383,7 +418,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument(
         "--artifact", action="append", help="python models: extra file/folder to copy next to model.py"
     )
-    p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--max-batch-size", type=int, default=None,
+                   help="default 8; tensorrtllm: default the engine's build_config.max_batch_size")  # fmt: skip
     p.add_argument("--no-dynamic-batching", action="store_true")
     p.add_argument("--preferred-batch-sizes", default="", help="e.g. 4,8")
     p.add_argument("--max-queue-delay-us", type=int, default=100)

@@ -59,6 +59,7 @@ DEFAULT_ARTIFACT: dict[str, str] = {
     "tensorrt": "model.plan",
     "python": "model.py",
     "vllm": "model.json",  # Triton's vLLM backend: the engine arguments
+    "tensorrtllm": "engine",  # the TensorRT-LLM backend: the prebuilt engine folder (gpt_model_path)
 }
 PLATFORM_BACKEND = {
     "pytorch_libtorch": "pytorch",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, TensorSpec, config_from_message
 from modeldeploy_runtime.digest import SHA_MANIFEST, DigestMismatch, verify_folder
-from modeldeploy_runtime.llm_engine import generated_files
+from modeldeploy_runtime.llm_engine import ENGINE_DIR, check_engine_dir, generated_files
 from modeldeploy_runtime.manifest import TRITON_NAME_RE
 from modeldeploy_runtime.package import PACKAGE_META
 from modeldeploy_runtime.pbtxt import PbtxtError, loads
@@ -202,17 +202,37 @@ def _check_engine_args(path: Path, issues: list[Issue]) -> None:
         issues.append(Issue(str(path), "engine arguments must be a JSON object"))
     elif not isinstance(args.get("model"), str) or not args["model"]:
         issues.append(Issue(str(path), "engine arguments: 'model' (the weights' path or name) is missing"))
+    else:
+        for key in ("tensor_parallel_size", "max_model_len"):
+            v = args.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                issues.append(
+                    Issue(str(path), f"engine arguments: {key} must be a positive integer, got {v!r}")
+                )
+        v = args.get("gpu_memory_utilization")
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v <= 1):
+            issues.append(
+                Issue(str(path), f"engine arguments: gpu_memory_utilization must be in (0, 1], got {v!r}")
+            )
 
 
 def _check_llm(vdir: Path, meta: dict[str, object], issues: list[Issue]) -> None:
-    """A transformers or vllm LLM version: its Hugging Face directory (config, every shard of the
-    safetensors index, tokenizer)."""
+    """An LLM version: its Hugging Face directory (transformers, vllm: config, every shard of the
+    safetensors index, tokenizer) or its TensorRT-LLM engine directory; vLLM's packaged engine args."""
     from modeldeploy_runtime.hf import HF_DIR, check_hf_dir
 
+    problems: list[str] = []
     if meta.get("format") in ("transformers", "vllm"):
-        for problem in check_hf_dir(vdir / HF_DIR):
-            path, _, rest = problem.partition(": ")
-            issues.append(Issue(path, rest))
+        problems = check_hf_dir(vdir / HF_DIR)
+    elif meta.get("format") == "tensorrtllm":
+        problems = check_engine_dir(vdir / ENGINE_DIR)
+    if meta.get("format") == "vllm":
+        args = meta.get("engine_args", {})
+        if not isinstance(args, dict):
+            problems.append(f"{vdir / PACKAGE_META}: engine_args must be a JSON object")
+    for problem in problems:
+        path, _, rest = problem.partition(": ")
+        issues.append(Issue(path, rest))
 
 
 def _check_artifact(vdir: Path, cfg: ModelConfig, cfg_path: Path, issues: list[Issue]) -> None:

@@ -84,6 +84,25 @@ def tensorrtllm_config(name: str, max_batch_size: int, engine_path: str = "") ->
     )  # fmt: skip
 
 
+def check_engine_dir(folder: Path) -> list[str]:
+    """Problems of a prebuilt TensorRT-LLM engine directory (empty when it looks loadable): the
+    ``*.engine`` file of each rank and the ``config.json`` the engine was built with."""
+    if not folder.is_dir():
+        return [f"{folder}: not a directory"]
+    problems: list[str] = []
+    if not any(folder.glob("*.engine")):
+        problems.append(f"{folder}: no *.engine file (e.g. rank0.engine from trtllm-build)")
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        problems.append(f"{cfg}: missing (the engine's build configuration)")
+    else:
+        try:
+            json.loads(cfg.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(f"{cfg}: not valid JSON ({exc})")
+    return problems
+
+
 def engine_args(base: Mapping[str, Any], llm: ManifestLLM | None, weights: Path | None) -> dict[str, Any]:
     """vLLM engine arguments: the packaged ones, ``model`` = the weights folder (absolute: the
     backend runs with Triton's working directory), and the manifest's resolved settings on top."""
@@ -141,6 +160,7 @@ __all__ = [
     "ENGINE_DIR",
     "TRTLLM_INPUTS",
     "TRTLLM_OUTPUTS",
+    "check_engine_dir",
     "engine_args",
     "generated_files",
     "tensorrtllm_config",

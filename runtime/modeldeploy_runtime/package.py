@@ -562,7 +562,6 @@ def package_transformers(
 
     Every file is copied into ``<version>/hf/`` while being hashed (1 MiB chunks: a multi-gigabyte
     shard never sits in memory, and is read once), with a progress bar for large files."""
-    from modeldeploy_runtime.digest import copy_hashing
     from modeldeploy_runtime.hf import HF_DIR, LLM_INPUTS, LLM_OUTPUTS, check_hf_dir
 
     t0 = time.monotonic()
@@ -579,15 +578,112 @@ def package_transformers(
     )  # fmt: skip
     repository = Path(repository)
     version = version or next_version(repository / name)
-    known: dict[str, str] = {}
     with _staging(repository, name) as tmp:
-        for f in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            rel = f"{HF_DIR}/{f.relative_to(src).as_posix()}"
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            with open(f, "rb") as fi, open(tmp / rel, "wb") as fo:
-                known[rel], _ = copy_hashing(fi, fo, f.stat().st_size, f"copy {f.name}", progress)
+        known = _copy_hashing(src, tmp, HF_DIR, progress)
         shutil.copyfile(TRANSFORMERS_MODEL, tmp / "model.py")
         meta = _meta("transformers", cfg, HF_DIR, {"source": src.name})
+        return _finish(tmp, repository, cfg, version, meta, known, t0, progress)
+
+
+def _copy_hashing(src: Path, tmp: Path, folder: str, progress: bool) -> dict[str, str]:
+    """Copy every file of ``src`` into ``tmp/folder`` while hashing it (1 MiB chunks: a
+    multi-gigabyte shard never sits in memory and is read once); returns path -> sha256."""
+    from modeldeploy_runtime.digest import copy_hashing
+
+    known: dict[str, str] = {}
+    for f in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        rel = f"{folder}/{f.relative_to(src).as_posix()}"
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        with open(f, "rb") as fi, open(tmp / rel, "wb") as fo:
+            known[rel], _ = copy_hashing(fi, fo, f.stat().st_size, f"copy {f.name}", progress)
+    return known
+
+
+# ---------------------------------------------------------------------------------------------- vllm
+def package_vllm(
+    model_dir: str | Path,
+    repository: str | Path,
+    name: str,
+    *,
+    version: int | None = None,
+    engine_args: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> PackageResult:
+    """Package a Hugging Face model directory for Triton's vLLM backend: the files go to
+    ``<version>/hf/`` (streamed and hashed), the engine arguments to ``modeldeploy.json`` (hashed
+    with the version). The agent in the pod writes ``<version>/model.json`` from them, with ``model``
+    pointing at ``hf/`` and the ModelDeployment's engine settings (tensor parallelism from the pod's
+    GPUs, gpu_memory_utilization, max_model_len, dtype) on top; the model's ``config.pbtxt`` is
+    vLLM's (decoupled, ``KIND_MODEL``)."""
+    from modeldeploy_runtime.hf import HF_DIR, check_hf_dir
+    from modeldeploy_runtime.llm_engine import vllm_config
+
+    t0 = time.monotonic()
+    _check_name(name)
+    src = Path(model_dir)
+    problems = check_hf_dir(src)
+    if problems:
+        raise PackageError(f"{src}: not a servable Hugging Face model directory: " + "; ".join(problems))
+    args = dict(engine_args or {})
+    if "model" in args:
+        raise PackageError("engine argument 'model' is set by the agent (the packaged hf/ folder)")
+    cfg = vllm_config(name)
+    repository = Path(repository)
+    version = version or next_version(repository / name)
+    with _staging(repository, name) as tmp:
+        known = _copy_hashing(src, tmp, HF_DIR, progress)
+        meta = _meta("vllm", cfg, HF_DIR, {"source": src.name, "engine_args": args})
+        return _finish(tmp, repository, cfg, version, meta, known, t0, progress)
+
+
+# --------------------------------------------------------------------------------------- tensorrtllm
+def _engine_batch_size(src: Path) -> int | None:
+    """max_batch_size the TensorRT-LLM engine was built with (its config.json), if it says."""
+    try:
+        cfg = json.loads((src / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    build = cfg.get("build_config") if isinstance(cfg, dict) else None
+    mbs = build.get("max_batch_size") if isinstance(build, dict) else None
+    return mbs if isinstance(mbs, int) and mbs > 0 else None
+
+
+def package_tensorrtllm(
+    engine_dir: str | Path,
+    repository: str | Path,
+    name: str,
+    *,
+    version: int | None = None,
+    max_batch_size: int | None = None,
+    progress: bool = False,
+) -> PackageResult:
+    """Package a prebuilt TensorRT-LLM engine directory (``*.engine`` ranks + ``config.json``) for
+    the TensorRT-LLM backend: the files go to ``<version>/engine/`` (streamed and hashed), the
+    config.pbtxt is the backend's (inflight batching, decoupled) with ``gpt_model_path`` pointing at
+    the engine (the agent points it at the served version in the pod). ``max_batch_size`` defaults
+    to the engine's build_config.max_batch_size."""
+    from modeldeploy_runtime.llm_engine import ENGINE_DIR, check_engine_dir, tensorrtllm_config
+
+    t0 = time.monotonic()
+    _check_name(name)
+    src = Path(engine_dir)
+    problems = check_engine_dir(src)
+    if problems:
+        raise PackageError(f"{src}: not a TensorRT-LLM engine directory: " + "; ".join(problems))
+    built = _engine_batch_size(src)
+    mbs = max_batch_size or built
+    if mbs is None:
+        raise PackageError(f"{src}/config.json has no build_config.max_batch_size: give max_batch_size")
+    if built is not None and mbs > built:
+        raise PackageError(f"max_batch_size {mbs} exceeds the engine's build_config.max_batch_size {built}")
+    cfg = tensorrtllm_config(name, mbs)
+    repository = Path(repository)
+    version = version or next_version(repository / name)
+    with _staging(repository, name) as tmp:
+        known = _copy_hashing(src, tmp, ENGINE_DIR, progress)
+        meta = _meta("tensorrtllm", cfg, ENGINE_DIR, {"source": src.name})
+        engine = (repository / name / str(version) / ENGINE_DIR).absolute()
+        cfg.parameters["gpt_model_path"] = str(engine)  # this repository's config.pbtxt
         return _finish(tmp, repository, cfg, version, meta, known, t0, progress)
 
 
@@ -610,7 +706,9 @@ __all__ = [
     "PackageResult",
     "package_onnx",
     "package_python",
+    "package_tensorrtllm",
     "package_torch",
     "package_transformers",
+    "package_vllm",
     "read_package_meta",
 ]

@@ -151,3 +151,131 @@ def test_mdctl_package_detects_a_hf_directory(
     assert out["model"] == "chat" and out["version"] == 1
     assert "hf/model.safetensors" in out["files"] and "model.py" in out["files"]
     assert main(["lint", str(tmp_path / "repo")]) == 0
+
+
+# ------------------------------------------------------------------------------- vllm / tensorrtllm
+def test_mdctl_package_vllm_keeps_engine_args_for_the_agent(
+    tiny_hf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modeldeploy.cli import main
+    from modeldeploy_runtime.agent import Agent
+    from modeldeploy_runtime.manifest import ManifestLLM, ManifestModel, ManifestVersion, ModelManifest
+
+    repo = tmp_path / "repo"
+    argv = ["package", str(tiny_hf), "-r", str(repo), "-n", "chat", "--format", "vllm", "--json",
+            "--no-progress", "--engine-arg", "enforce_eager=true", "--engine-arg", "max_num_seqs=8"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    vdir = repo / "chat" / "1"
+    listed = parse_sha_manifest((vdir / "manifest.sha256").read_bytes())
+    for f in tiny_hf.iterdir():  # weights and tokenizer, each hashed
+        assert listed[f"hf/{f.name}"] == _sha(f), f.name
+    assert "hf/model.safetensors" in out["files"] and "hf/tokenizer.json" in out["files"]
+    assert not (vdir / "model.json").exists() and "model.py" not in out["files"]
+    meta = json.loads((vdir / "modeldeploy.json").read_text())
+    assert meta["format"] == "vllm" and meta["engine_args"] == {"enforce_eager": True, "max_num_seqs": 8}
+    cfg, problems = parse_config((repo / "chat" / "config.pbtxt").read_text())
+    assert problems == [] and (cfg.backend, cfg.max_batch_size, cfg.decoupled) == ("vllm", 0, True)
+    assert [g.kind for g in cfg.instance_groups] == ["KIND_MODEL"]
+    assert main(["lint", str(repo)]) == 0  # model.json is written in the pod: not missing here
+    # the agent fetches that very version and writes model.json from it plus the manifest
+    manifest = ModelManifest(
+        models=[ManifestModel(
+            name="chat", format="vllm", llm=ManifestLLM(tensorParallelSize=4, maxModelLen=64),
+            versions=[ManifestVersion(version=1, source=f"file://{vdir}", sha256=out["sha256"])],
+        )]
+    )  # fmt: skip
+    assert Agent(tmp_path / "unused.json", tmp_path / "pod").fill_repository(manifest)
+    pod_v = tmp_path / "pod" / "chat" / "1"
+    assert json.loads((pod_v / "model.json").read_text()) == {
+        "model": str((pod_v / "hf").absolute()), "enforce_eager": True, "max_num_seqs": 8,
+        "tensor_parallel_size": 4, "max_model_len": 64, "disable_log_stats": False,
+    }  # fmt: skip
+    assert errors(lint_repository(tmp_path / "pod")) == []
+
+
+def test_package_vllm_refuses_a_model_engine_arg_and_lint_checks_engine_args(
+    tiny_hf: Path, tmp_path: Path
+) -> None:
+    from modeldeploy_runtime.package import package_vllm
+
+    with pytest.raises(PackageError, match="'model' is set by the agent"):
+        package_vllm(tiny_hf, tmp_path / "repo", "chat", engine_args={"model": "/elsewhere"})
+    package_vllm(tiny_hf, tmp_path / "repo", "chat")
+    vdir = tmp_path / "repo" / "chat" / "1"
+    (vdir / "model.json").write_text(json.dumps({"model": "/m", "tensor_parallel_size": 0}))
+    found = [i.message for i in errors(lint_repository(tmp_path / "repo"))]
+    assert found == ["engine arguments: tensor_parallel_size must be a positive integer, got 0"]
+    (vdir / "hf" / "tokenizer.json").unlink()
+    assert any("no tokenizer" in i.message for i in errors(lint_repository(tmp_path / "repo")))
+
+
+@pytest.fixture
+def trt_engine(tmp_path: Path) -> Path:
+    """A synthetic prebuilt TensorRT-LLM engine directory (two ranks, build config)."""
+    d = tmp_path / "llama-engine"
+    d.mkdir()
+    (d / "rank0.engine").write_bytes(bytes(range(256)) * 4096)
+    (d / "rank1.engine").write_bytes(b"\x01" * 300_000)
+    (d / "config.json").write_text(json.dumps({"build_config": {"max_batch_size": 16}}))
+    return d
+
+
+def test_mdctl_package_tensorrtllm_points_the_backend_at_the_engine(
+    trt_engine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modeldeploy.cli import main
+
+    repo = tmp_path / "repo"
+    argv = ["package", str(trt_engine), "-r", str(repo), "-n", "llama", "--format", "tensorrtllm", "--json"]
+    assert main([*argv, "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    vdir = repo / "llama" / "1"
+    listed = parse_sha_manifest((vdir / "manifest.sha256").read_bytes())
+    for f in trt_engine.iterdir():
+        assert listed[f"engine/{f.name}"] == _sha(f), f.name
+    assert set(out["files"]) >= {"engine/rank0.engine", "engine/rank1.engine", "engine/config.json"}
+    cfg, problems = parse_config((repo / "llama" / "config.pbtxt").read_text())
+    assert problems == []
+    assert (cfg.backend, cfg.max_batch_size, cfg.decoupled) == ("tensorrtllm", 16, True)
+    assert Path(cfg.parameters["gpt_model_path"]) == (vdir / "engine").absolute()
+    assert cfg.parameters["gpt_model_type"] == "inflight_fused_batching"
+    assert [t.name for t in cfg.inputs][:3] == ["input_ids", "input_lengths", "request_output_len"]
+    assert main(["lint", str(repo)]) == 0
+    # more than the engine was built for is refused; a smaller batch is taken
+    assert main([*argv, "--no-progress", "--max-batch-size", "32"]) == 1
+    assert "exceeds the engine's build_config.max_batch_size 16" in capsys.readouterr().err
+    assert main([*argv, "--no-progress", "--max-batch-size", "4", "-v", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 2
+    # a tampered engine file is a digest error lint reports
+    (vdir / "engine" / "rank1.engine").write_bytes(b"\x02" * 300_000)
+    assert any("rank1.engine" in i.path for i in errors(lint_repository(repo)))
+
+
+def test_agent_points_tensorrtllm_at_the_served_engine(trt_engine: Path, tmp_path: Path) -> None:
+    from modeldeploy_runtime.agent import Agent
+    from modeldeploy_runtime.manifest import ManifestModel, ManifestVersion, ModelManifest
+    from modeldeploy_runtime.package import package_tensorrtllm
+
+    res = package_tensorrtllm(trt_engine, tmp_path / "store", "llama")
+    manifest = ModelManifest(
+        models=[ManifestModel(name="llama", format="tensorrtllm", versions=[
+            ManifestVersion(version=1, source=f"file://{res.version_dir}", sha256=res.digest)])]
+    )  # fmt: skip
+    assert Agent(tmp_path / "unused.json", tmp_path / "pod").fill_repository(manifest)
+    cfg, problems = parse_config((tmp_path / "pod" / "llama" / "config.pbtxt").read_text())
+    assert problems == [] and cfg.max_batch_size == 16
+    assert cfg.parameters["gpt_model_path"] == str((tmp_path / "pod" / "llama" / "1" / "engine").absolute())
+    assert errors(lint_repository(tmp_path / "pod")) == []
+
+
+def test_package_tensorrtllm_refuses_a_folder_without_engine(tmp_path: Path) -> None:
+    from modeldeploy_runtime.package import package_tensorrtllm
+
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "config.json").write_text("{}")
+    with pytest.raises(PackageError, match=r"no \*\.engine file"):
+        package_tensorrtllm(tmp_path / "e", tmp_path / "repo", "x", max_batch_size=1)
+    (tmp_path / "e" / "rank0.engine").write_bytes(b"x")
+    with pytest.raises(PackageError, match=r"no build_config\.max_batch_size"):
+        package_tensorrtllm(tmp_path / "e", tmp_path / "repo", "x")
