@@ -13,7 +13,12 @@ import yaml
 from opsupport import CASES, GOLDEN, load_case
 
 from modeldeploy import __version__
-from modeldeploy.api.v1alpha1 import RUNTIME_IMAGE_ENV, TRITON_IMAGE_ENV, ModelDeployment
+from modeldeploy.api.v1alpha1 import (
+    RUNTIME_IMAGE_ENV,
+    RUNTIME_LLM_IMAGE_ENV,
+    TRITON_IMAGE_ENV,
+    ModelDeployment,
+)
 from modeldeploy.render import RenderOptions, render_all
 from modeldeploy.render.common import SCALEDOBJECT_CRD, SERVICEMONITOR_CRD
 from modeldeploy.render.httpscaledobject import HTTPSCALEDOBJECT_CRD
@@ -36,6 +41,10 @@ VARIANTS = [
     ("llm-vllm-tp8", "llm-vllm-tp8", ALL_CRDS),
     ("llm-tensorrtllm", "llm-tensorrtllm", ALL_CRDS),
     ("llm-transformers", "llm-transformers", ALL_CRDS),
+    ("llm-autoscale-inflight-hpa", "llm-autoscale-inflight-hpa", ALL_CRDS),
+    ("llm-autoscale-ttft-keda", "llm-autoscale-ttft-keda", ALL_CRDS),
+    ("llm-autoscale-kvcache-hpa", "llm-autoscale-kvcache-hpa", ALL_CRDS),
+    ("llm-autoscale-kvcache-keda", "llm-autoscale-kvcache-keda", ALL_CRDS),
 ]
 
 
@@ -53,6 +62,7 @@ def render_text(case: str, crds: frozenset[str]) -> str:
 def _no_image_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TRITON_IMAGE_ENV, raising=False)
     monkeypatch.delenv(RUNTIME_IMAGE_ENV, raising=False)
+    monkeypatch.delenv(RUNTIME_LLM_IMAGE_ENV, raising=False)
 
 
 @pytest.mark.parametrize(("case", "golden", "crds"), VARIANTS, ids=[v[1] for v in VARIANTS])

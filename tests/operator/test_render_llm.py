@@ -124,3 +124,63 @@ def test_non_llm_pods_keep_the_runtime_image(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MODELDEPLOY_RUNTIME_LLM_IMAGE", "registry.local/runtime-llm:2")
     monkeypatch.setenv("MODELDEPLOY_RUNTIME_IMAGE", "registry.local/runtime:1")
     assert set(_images(md_of("gpu")).values()) == {"registry.local/runtime:1"}
+
+
+def test_llm_metric_types_read_the_series_the_openai_endpoint_exports() -> None:
+    """The HPA metric names and KEDA queries of inFlightRequests/timeToFirstToken name the series
+    the real OpenAI endpoint's /metrics serves."""
+    from modeldeploy.render.hpa import DEFAULT_POD_METRICS, render_hpa
+    from modeldeploy.render.keda import prometheus_query
+    from modeldeploy_runtime.openai_server import Metrics
+
+    metrics = Metrics()
+    metrics.in_flight.labels("chat").inc()
+    metrics.ttft.labels("chat").observe(0.2)
+    series = {
+        line.split("{")[0].split(" ")[0]
+        for line in metrics.render().decode().splitlines()
+        if line and not line.startswith("#")
+    }
+    inflight, ttft = DEFAULT_POD_METRICS["inFlightRequests"], DEFAULT_POD_METRICS["timeToFirstToken"]
+    assert {inflight, f"{ttft}_sum", f"{ttft}_count"} <= series
+    hpa = render_hpa(md_of("llm-autoscale-inflight-hpa"))
+    assert hpa is not None
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == inflight
+    q = prometheus_query(md_of("llm-autoscale-ttft-keda"))
+    assert f"{ttft}_sum{{" in q and f"{ttft}_count{{" in q
+    assert 'namespace="llm",service="chat"' in q
+
+
+def test_keda_thresholds_are_plain_decimals() -> None:
+    """KEDA's prometheus scaler parses the threshold as a float: quantities are converted."""
+    from modeldeploy.render.keda import keda_number, keda_trigger
+
+    assert [keda_number(q) for q in ("500m", "1k", 10, "0.25", "800m")] == [
+        "0.5",
+        "1000",
+        "10",
+        "0.25",
+        "0.8",
+    ]
+    trig = keda_trigger(md_of("llm-autoscale-kvcache-keda"))
+    assert trig["metadata"]["threshold"] == "0.8" and trig["metricType"] == "Value"
+    assert trig["metadata"]["query"] == 'avg(vllm:gpu_cache_usage_perc{namespace="llm",service="llama"})'
+
+
+@pytest.mark.parametrize(
+    ("case", "metric", "message"),
+    [
+        (
+            "llm-transformers",
+            {"type": "kvCacheUsage", "target": "800m"},
+            "kvCacheUsage needs a model with format vllm",
+        ),
+        ("gpu", {"type": "inFlightRequests", "target": "4"}, "need a model with an LLM format"),
+        ("llm-vllm-tp1", {"type": "kvCacheUsage", "target": "2"}, "at most 1"),
+    ],
+)
+def test_llm_metric_types_are_refused_where_they_cannot_work(
+    case: str, metric: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        md_of(case, autoscaling={"mode": "hpa", "maxReplicas": 3, "metric": metric})

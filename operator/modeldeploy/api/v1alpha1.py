@@ -1336,7 +1336,17 @@ class SchedulingSpec(_Base):
 # --------------------------------------------------------------------------------------------------
 # spec.autoscaling
 # --------------------------------------------------------------------------------------------------
-MetricType = Literal["cpu", "queueTime", "pendingRequests", "prometheus"]
+MetricType = Literal[
+    "cpu",
+    "queueTime",
+    "pendingRequests",
+    "prometheus",
+    "inFlightRequests",
+    "timeToFirstToken",
+    "kvCacheUsage",
+]
+#: Metric types read from the OpenAI-compatible endpoint of LLM pods (a model with an LLM format).
+LLM_METRIC_TYPES: tuple[str, ...] = ("inFlightRequests", "timeToFirstToken")
 #: autoscaling/v2 limit of behavior.scaleDown.stabilizationWindowSeconds.
 HPA_MAX_WINDOW = 3600
 
@@ -1377,6 +1387,12 @@ class AutoscalingMetric(_Base):
             lambda s: parse_quantity(s.target) > 0,
             field_path=".target",
         ),
+        Rule(
+            "self.type != 'kvCacheUsage' || !quantity(string(self.target)).isGreaterThan(quantity('1'))",
+            "target for metric type kvCacheUsage is a fraction of the KV cache, at most 1 (e.g. 800m for 80%)",
+            lambda s: s.type != "kvCacheUsage" or parse_quantity(s.target) <= 1,
+            field_path=".target",
+        ),
     )
 
     type: MetricType = Field(
@@ -1384,14 +1400,19 @@ class AutoscalingMetric(_Base):
             "cpu: CPU utilisation; queueTime: Triton's average queue time per request "
             "(nv_inference_queue_duration_us / nv_inference_request_success); pendingRequests: "
             "Triton's pending requests per pod (nv_inference_pending_request_count); prometheus: a "
-            "custom Prometheus query (keda mode)."
+            "custom Prometheus query (keda mode). LLM formats: inFlightRequests: generations in "
+            "progress per pod at the OpenAI endpoint (modeldeploy_openai_requests_in_flight); "
+            "timeToFirstToken: average time to first token in seconds "
+            "(modeldeploy_openai_time_to_first_token_seconds); kvCacheUsage (vllm): vLLM's KV-cache "
+            "usage, 0 to 1 (vllm:gpu_cache_usage_perc)."
         )
     )
     target: Quantity = Field(
         description=(
             "Target value per pod: cpu: utilisation percent of the CPU request; queueTime: "
             "microseconds per request; pendingRequests: requests per pod; prometheus: the query's "
-            "threshold value."
+            "threshold value; inFlightRequests: generations per pod; timeToFirstToken: seconds "
+            "(e.g. 500m); kvCacheUsage: fraction of the KV cache, at most 1 (e.g. 800m)."
         )
     )
     query: str | None = Field(
@@ -1403,8 +1424,8 @@ class AutoscalingMetric(_Base):
         max_length=253,
         pattern=r"^[^/%]+$",
         description=(
-            "hpa mode, types queueTime/pendingRequests: name of the per-pod metric served by the "
-            "custom metrics API (e.g. prometheus-adapter). Default: derived from the type."
+            "hpa mode, every type but cpu: name of the per-pod metric served by the custom metrics "
+            "API (e.g. prometheus-adapter). Default: derived from the type."
         ),
     )
 
@@ -1731,6 +1752,27 @@ class ModelDeploymentSpec(_Base):
                 or OPENAI_PORT not in (s.server.ports.http, s.server.ports.grpc, s.server.ports.metrics)
             ),
             field_path=".server.ports",
+        ),
+        Rule(
+            "!has(self.autoscaling) || !(self.autoscaling.metric.type in ['inFlightRequests', 'timeToFirstToken']) || "
+            f"self.models.exists(m, m.format in {_LLM_FORMATS_CEL})",
+            "autoscaling.metric.type inFlightRequests and timeToFirstToken need a model with an LLM format "
+            "(transformers, vllm, tensorrtllm): they are read from the OpenAI-compatible endpoint of LLM pods",
+            lambda s: (
+                s.autoscaling is None or s.autoscaling.metric.type not in LLM_METRIC_TYPES or s.serves_llm()
+            ),
+            field_path=".autoscaling.metric.type",
+        ),
+        Rule(
+            "!has(self.autoscaling) || self.autoscaling.metric.type != 'kvCacheUsage' || "
+            "self.models.exists(m, m.format == 'vllm')",
+            "autoscaling.metric.type kvCacheUsage needs a model with format vllm (vLLM's vllm:gpu_cache_usage_perc)",
+            lambda s: (
+                s.autoscaling is None
+                or s.autoscaling.metric.type != "kvCacheUsage"
+                or any(m.format == "vllm" for m in s.models)
+            ),
+            field_path=".autoscaling.metric.type",
         ),
         Rule(
             "!has(self.autoscaling) || self.autoscaling.metric.type != 'cpu' || "
@@ -2145,6 +2187,7 @@ __all__ = [
     "GROUP",
     "KIND",
     "LLM_FORMATS",
+    "LLM_METRIC_TYPES",
     "OPENAI_PORT",
     "PLURAL",
     "SHORT_NAMES",

@@ -11,6 +11,11 @@ from modeldeploy.render.common import RenderOptions, metadata
 DEFAULT_POD_METRICS: dict[str, str] = {
     "queueTime": "triton_queue_time_us_per_request",
     "pendingRequests": "nv_inference_pending_request_count",
+    # LLM pods: the OpenAI-compatible endpoint's own series (modeldeploy_runtime.openai_server)...
+    "inFlightRequests": "modeldeploy_openai_requests_in_flight",
+    "timeToFirstToken": "modeldeploy_openai_time_to_first_token_seconds",
+    # ...and the vLLM backend's KV-cache gauge on Triton's metrics port (0 to 1)
+    "kvCacheUsage": "vllm:gpu_cache_usage_perc",
 }
 
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.api.v1alpha1 import ModelDeployment, parse_quantity
 from modeldeploy.render.common import SCALEDOBJECT_CRD, Note, RenderOptions, metadata
+from modeldeploy.render.hpa import DEFAULT_POD_METRICS
 from modeldeploy.render.httpscaledobject import uses_http_addon
 from modeldeploy.render.service import service_name
+
+#: Series the LLM metric types read (see DEFAULT_POD_METRICS in render/hpa.py).
+INFLIGHT = DEFAULT_POD_METRICS["inFlightRequests"]
+TTFT = DEFAULT_POD_METRICS["timeToFirstToken"]
+KV_CACHE = DEFAULT_POD_METRICS["kvCacheUsage"]
+#: Metric types whose query is an average over the pods rather than a sum (KEDA metricType Value).
+AVERAGE_METRICS = ("queueTime", "timeToFirstToken", "kvCacheUsage")
 
 
 def _selector(md: ModelDeployment) -> str:
@@ -26,8 +34,22 @@ def prometheus_query(md: ModelDeployment) -> str:
         )
     if a.metric.type == "pendingRequests":
         return f"sum(nv_inference_pending_request_count{{{sel}}})"
+    if a.metric.type == "inFlightRequests":
+        # generations in progress at the OpenAI endpoints (KEDA divides by the replicas: per pod)
+        return f"sum({INFLIGHT}{{{sel}}})"
+    if a.metric.type == "timeToFirstToken":
+        # average time to first token (seconds) over the last minute, across all pods; 0 when idle
+        return f"sum(rate({TTFT}_sum{{{sel}}}[1m])) / clamp_min(sum(rate({TTFT}_count{{{sel}}}[1m])), 1e-9)"
+    if a.metric.type == "kvCacheUsage":
+        return f"avg({KV_CACHE}{{{sel}}})"  # mean KV-cache usage of the pods' vLLM engines, 0 to 1
     assert a.metric.query is not None
     return a.metric.query
+
+
+def keda_number(q: int | str) -> str:
+    """A Kubernetes quantity as the plain decimal KEDA's prometheus scaler parses (it reads the
+    threshold with ParseFloat: ``500m`` -> ``0.5``, ``1k`` -> ``1000``)."""
+    return format(parse_quantity(q).normalize(), "f")
 
 
 def keda_trigger(md: ModelDeployment) -> dict[str, Any]:
@@ -41,11 +63,11 @@ def keda_trigger(md: ModelDeployment) -> dict[str, Any]:
         "metadata": {
             "serverAddress": str(a.prometheusAddress),
             "query": prometheus_query(md),
-            "threshold": str(m.target),
+            "threshold": keda_number(m.target),
         },
     }
-    # queue time is an average (not additive per pod): compare the value itself with the target.
-    if m.type == "queueTime":
+    # averages (not additive per pod): compare the value itself with the target.
+    if m.type in AVERAGE_METRICS:
         trigger["metricType"] = "Value"
     return trigger
 
