@@ -202,6 +202,9 @@ def _package_llm(args: argparse.Namespace, name: str, fmt: str) -> int:
         package_vllm,
     )
 
+    if args.engine_arg and fmt != "vllm":
+        print(f"error: --engine-arg applies to --format vllm, not {fmt}", file=sys.stderr)
+        return 2
     kind = "KIND_CPU" if args.instance_kind == "KIND_AUTO" else args.instance_kind
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
@@ -223,11 +226,14 @@ def _package_llm(args: argparse.Namespace, name: str, fmt: str) -> int:
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    signer = _sign(args, res.version_dir) if args.sign_key else None
     if args.json:
         print(json.dumps({"model": res.model, "version": res.version, "path": str(res.version_dir), "sha256": res.digest,
                           "unchanged": res.unchanged, "seconds": round(res.seconds, 3), "files": res.files}))  # fmt: skip
     else:
         print(res.summary())
+    if signer:
+        print(f"signed {res.version_dir} ({signer})", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -131,3 +131,39 @@ def test_engine_args_only_set_what_the_manifest_resolves() -> None:
     assert engine_args({"model": "x"}, None, None) == {"model": "x", "disable_log_stats": False}
     got = engine_args({"disable_log_stats": True}, ManifestLLM(tensorParallelSize=1), Path("w"))
     assert got == {"model": str(Path("w").absolute()), "disable_log_stats": True, "tensor_parallel_size": 1}
+
+
+def test_signed_vllm_version_verifies_with_the_generated_model_json(
+    tiny_hf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """mdctl package --format vllm --sign-key; the agent (init, then a fresh sidecar process that
+    re-verifies what is present) serves it under a required signature policy although it wrote
+    model.json into the version; a changed packaged engine argument breaks the signature."""
+    from modeldeploy.cli import main
+    from modeldeploy_runtime.manifest import ManifestModel, ManifestVerification, ManifestVersion
+
+    from .test_trust_triton import make_key
+
+    key, pub = make_key(tmp_path / "k")
+    argv = ["package", str(tiny_hf), "-r", str(tmp_path / "store"), "-n", "chat", "--format", "vllm",
+            "--json", "--no-progress", "--sign-key", str(key)]  # fmt: skip
+    assert main(argv) == 0
+    digest = json.loads(capsys.readouterr().out)["sha256"]
+    model = ManifestModel(
+        name="chat", format="vllm", llm=ManifestLLM(tensorParallelSize=1),
+        versions=[ManifestVersion(version=1, source=f"file://{tmp_path}/store/chat/1", sha256=digest)],
+        verification=ManifestVerification(required=True, publicKeyPath=str(pub)),
+    )  # fmt: skip
+    pod = tmp_path / "pod"
+    assert Agent(tmp_path / "unused.json", pod).fill_repository(ModelManifest(models=[model]))
+    assert (pod / "chat" / "1" / "model.json").is_file()
+    sidecar = Agent(tmp_path / "unused.json", pod)
+    assert sidecar.fetch_wanted(model) == [1]  # verify_present: signature still valid
+    meta = pod / "chat" / "1" / "modeldeploy.json"
+    meta.write_text(
+        meta.read_text().replace('"engine_args": {}', '"engine_args": {"trust_remote_code": true}')
+    )
+    assert "trust_remote_code" in meta.read_text()
+    again = Agent(tmp_path / "unused.json", pod)
+    assert again.fetch_wanted(model) == []
+    assert again.states["chat"][1].state == "Failed"
