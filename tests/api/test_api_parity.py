@@ -5,7 +5,8 @@ apply`` does) and by :meth:`ModelDeployment.from_body`; every verdict must be th
 Inputs are mutations of the examples and of the tests/api valid/invalid catalogue: one field is
 replaced by a value that hypothesis-jsonschema draws from the CRD's own schema for that field, or by
 a near miss the two parsers are tempted to treat differently (a quoted number or boolean, a trailing
-newline, a fractional or negative number, a duplicated list item, an unknown key, a null).
+newline, a fractional or negative number, a duplicated list item, an unknown key, a null, a list or
+an object where a scalar belongs).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def json_schema(node: dict[str, Any]) -> dict[str, Any]:
         ints = {k: out.pop(k) for k in ("minimum", "maximum") if k in out}
         strs = {k: out.pop(k) for k in ("pattern", "maxLength") if k in out}
         out["anyOf"] = [{"type": "integer", **ints}, {"type": "string", **strs}]
+    elif "type" not in node and node.get("x-kubernetes-preserve-unknown-fields"):
+        # An untyped number-or-string quantity: numbers (fractions too) and quantity strings.
+        nums = {k: out.pop(k) for k in ("minimum", "maximum") if k in out}
+        strs = {k: out.pop(k) for k in ("pattern", "maxLength") if k in out}
+        out = {"anyOf": [{"type": "number", **nums}, {"type": "string", **strs}]}
     if out.get("type") == "object" and "properties" in out:
         out["additionalProperties"] = False
     return out
@@ -112,7 +118,7 @@ def paths(v: Any, prefix: list[str | int]) -> Iterator[list[str | int]]:
 
 def near_misses(value: Any) -> list[Any]:
     """Values a lax parser would coerce, or an RE2/Python regex difference would split."""
-    out: list[Any] = [None, True, "true", 1.5, -1]
+    out: list[Any] = [None, True, "true", 1.5, -1, 0.25, [], {}]
     if isinstance(value, bool):
         out += [str(value).lower(), int(value)]
     elif isinstance(value, int):
