@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +61,10 @@ log = logging.getLogger("modeldeploy.runtime.agent")
 FETCH_RETRY_BASE = 5.0
 MAX_PUSH_BYTES = 4 * 1024 * 1024
 FETCH_RETRY_MAX = 300.0
+#: Models synced at once. Each model has its own folder, config and Triton load, and Triton loads
+#: different models in parallel (``--model-load-thread-count``, default 4), so switching n models
+#: costs about one load instead of n in a row.
+PARALLEL_MODEL_SYNCS = 4
 
 
 @dataclass
@@ -428,6 +433,13 @@ class Agent:
                     if v not in serving and (v not in wanted or (name, v) in self._failed_loads):
                         self.fetcher.remove_version(name, v)
 
+    def _sync_one(self, model: ManifestModel) -> None:
+        try:
+            self.sync_model(model)
+        except Exception as exc:  # never let one model stop the others
+            log.exception("sync of %s failed", model.name)
+            self._error(f"{model.name}: sync failed: {exc.__class__.__name__}: {exc}")
+
     def remove_model(self, name: str) -> None:
         err = self.triton.unload(name)
         if err:
@@ -453,12 +465,15 @@ class Agent:
             for old in previous.models:
                 if old.name not in names:
                     self.remove_model(old.name)
-        for model in manifest.models:
-            try:
-                self.sync_model(model)
-            except Exception as exc:  # never let one model stop the others
-                log.exception("sync of %s failed", model.name)
-                self._error(f"{model.name}: sync failed: {exc.__class__.__name__}: {exc}")
+        models = list(manifest.models)
+        if len(models) > 1:
+            with ThreadPoolExecutor(
+                min(len(models), PARALLEL_MODEL_SYNCS), thread_name_prefix="sync"
+            ) as pool:
+                list(pool.map(self._sync_one, models))
+        else:
+            for model in models:
+                self._sync_one(model)
         with self.lock:
             self.applied_hash = manifest_hash
             self.applied_generation = manifest.generation

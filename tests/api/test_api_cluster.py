@@ -194,3 +194,71 @@ def test_kubectl_explain(cluster: Any, crd_installed: str, field: str, expected:
         if time.monotonic() > deadline:
             pytest.fail(f"kubectl explain {field} does not show {expected!r}:\n{out.stdout}{out.stderr}")
         time.sleep(1)
+
+
+# ------------------------------------------------------------------- plain-number quantities
+def _with_cpu(q: Any) -> dict[str, Any]:
+    doc = load_example(REPO / "tests" / "api" / "valid" / "08-requests-equal-limits.yaml")
+    doc["metadata"] = {"name": f"q-{uuid.uuid4().hex[:6]}"}
+    doc["spec"]["resources"] = {"requests": {"cpu": q}}
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("q", "admitted", "message"),
+    [
+        (0.5, True, ""),
+        (1073741824, True, ""),
+        ("500m", True, ""),
+        (-1, False, "should be greater than or equal to 0"),
+        ("-1", False, "should match"),
+        ("abc", False, "should match"),
+        (True, False, "must not validate the schema"),
+        ({"a": 1}, False, "must have at most 0 items"),
+        ([1], False, "must have at most 0 items"),
+    ],
+    ids=repr,
+)
+def test_plain_number_quantities_at_apply_time(
+    cluster: Any, api_ns: str, q: Any, admitted: bool, message: str
+) -> None:
+    """As in Pod specs: fractions, integers and quantity strings are admitted by ``kubectl apply``;
+    negative numbers, negative or malformed strings and other JSON types are refused naming the
+    field; the operator's parser gives the same verdict."""
+    out = kubectl_apply(cluster, api_ns, _with_cpu(q), "--dry-run=server")
+    assert (out.returncode == 0) == admitted, out.stderr
+    if not admitted:
+        assert "spec.resources.requests.cpu" in out.stderr and message in out.stderr, out.stderr
+    try:
+        api.ModelDeployment.from_body(_with_cpu(q))
+        parsed = True
+    except api.SpecError:
+        parsed = False
+    assert parsed == admitted
+
+
+def test_fractional_cpu_renders_a_deployment_the_api_server_admits(cluster: Any, api_ns: str) -> None:
+    """``cpu: 0.5`` (and ``memory: 1073741824``) are stored as numbers in the ModelDeployment; the
+    rendered Deployment carries them as quantity strings, which the API server admits (for real, not
+    a dry run) and canonicalises (0.5 to 500m)."""
+    from modeldeploy.render import render_children
+
+    doc = _with_cpu(0.5)
+    doc["spec"]["resources"] = {"requests": {"cpu": 0.5, "memory": 1073741824}, "limits": {"cpu": 1}}
+    stored = create(cluster, api_ns, doc)
+    assert stored["spec"]["resources"]["requests"] == {"cpu": 0.5, "memory": 1073741824}
+    md = api.ModelDeployment.from_body(stored)
+    dep = render_children(md)["Deployment"]
+    assert dep is not None
+    triton = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "triton")
+    assert triton["resources"]["requests"] == {"cpu": "0.5", "memory": "1073741824"}
+    out = cluster.kubectl(
+        "apply", "--server-side", "--field-manager=modeldeploy-tests", "-n", api_ns, "-o", "json", "-f", "-",
+        input=json.dumps(dep), check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    live = json.loads(out.stdout)
+    live_triton = next(c for c in live["spec"]["template"]["spec"]["containers"] if c["name"] == "triton")
+    assert live_triton["resources"]["requests"] == {"cpu": "500m", "memory": "1073741824"}
+    assert live_triton["resources"]["limits"] == {"cpu": "1"}
+    cluster.kubectl("delete", "deployment", dep["metadata"]["name"], "-n", api_ns, "--wait=false")

@@ -97,7 +97,39 @@ def test_printer_columns_point_at_fields(crd: dict[str, Any], schema: dict[str, 
         assert node is not None, f"printer column {col['name']}: {col['jsonPath']} is not in the schema"
 
 
-FORBIDDEN = {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "title", "const", "nullable"}
+FORBIDDEN = {"$ref", "$defs", "anyOf", "allOf", "oneOf", "title", "const", "nullable", api.UNTYPED_SCALAR}
+#: The one untyped node shape: a number-or-string quantity (api.Quantity), each value validation
+#: applying to one JSON type, objects and lists refused by contradictory counts, booleans by not-enum.
+UNTYPED_QUANTITY_KEYS = {
+    "description",
+    "default",
+    "x-kubernetes-preserve-unknown-fields",
+    "pattern",
+    "maxLength",
+    "minimum",
+    "minProperties",
+    "maxProperties",
+    "minItems",
+    "maxItems",
+    "not",
+}
+
+
+def _untyped_quantity_problem(node: dict[str, Any]) -> str | None:
+    if set(node) - UNTYPED_QUANTITY_KEYS:
+        return f"unexpected keys {sorted(set(node) - UNTYPED_QUANTITY_KEYS)} (CEL cannot compile on an untyped node)"
+    expected = {
+        "x-kubernetes-preserve-unknown-fields": True,
+        "pattern": api.UNSIGNED_QUANTITY_PATTERN,
+        "minimum": 0,
+        "minProperties": 1,
+        "maxProperties": 0,
+        "minItems": 1,
+        "maxItems": 0,
+        "not": {"enum": [True, False]},
+    }
+    wrong = [k for k, v in expected.items() if node.get(k) != v]
+    return f"an untyped node that is not a quantity: {wrong}" if wrong else None
 
 
 def test_schema_is_structural_and_cel_friendly(schema: dict[str, Any]) -> None:
@@ -105,10 +137,16 @@ def test_schema_is_structural_and_cel_friendly(schema: dict[str, Any]) -> None:
     for key in FORBIDDEN:
         assert f'"{key}"' not in text, f"{key} must not appear in a structural schema"
     problems = []
+    untyped = 0
     for path, node in crdgen.iter_schema_nodes(schema["properties"]["spec"], "spec"):
         t = node.get("type")
         if t is None and not node.get("x-kubernetes-int-or-string"):
-            problems.append(f"{path}: no type")
+            problem = _untyped_quantity_problem(node)
+            untyped += 1
+            if problem:
+                problems.append(f"{path}: no type: {problem}")
+        if "not" in node and t is not None:
+            problems.append(f"{path}: 'not' outside an untyped quantity")
         if t == "string" and "maxLength" not in node and "enum" not in node:
             problems.append(f"{path}: string without maxLength (CEL cost)")
         if t == "array" and "maxItems" not in node:
@@ -120,6 +158,8 @@ def test_schema_is_structural_and_cel_friendly(schema: dict[str, Any]) -> None:
         if path != "spec" and "description" not in node and not path.endswith(("[*]", ".*")):
             problems.append(f"{path}: no description (kubectl explain)")
     assert not problems, "\n".join(problems)
+    # cpu/memory of requests/limits (Triton and agent), sharedMemorySize, modelRepositorySizeLimit, weightsSize
+    assert untyped == 11, untyped
 
 
 def test_every_rule_is_in_the_crd(schema: dict[str, Any]) -> None:

@@ -203,16 +203,112 @@ def test_effective_images(monkeypatch: pytest.MonkeyPatch) -> None:
         ("1Gi", Decimal(2**30)),
         ("1.5k", Decimal(1500)),
         ("1e3", Decimal(1000)),
+        (0.5, Decimal("0.5")),
+        (0.1, Decimal("0.1")),
+        (1.5e9, Decimal(1500000000)),
     ],
 )
-def test_parse_quantity(q: int | str, value: Decimal) -> None:
+def test_parse_quantity(q: int | float | str, value: Decimal) -> None:
     assert api.parse_quantity(q) == value
 
 
 def test_quantities_keep_their_type() -> None:
-    spec = ModelDeployment.parse_spec(minimal(resources={"requests": {"cpu": 2, "memory": "1Gi"}})["spec"])
+    res = {"requests": {"cpu": 0.5, "memory": 1073741824}, "limits": {"cpu": 2, "memory": "1Gi"}}
+    spec = ModelDeployment.parse_spec(minimal(resources=res)["spec"])
     dumped = api.dump(spec)
-    assert dumped["resources"]["requests"] == {"cpu": 2, "memory": "1Gi"}
+    assert dumped["resources"]["requests"] == {"cpu": 0.5, "memory": 1073741824}
+    assert dumped["resources"]["limits"] == {"cpu": 2, "memory": "1Gi"}
+
+
+@pytest.mark.parametrize("q", [0.5, 1073741824, "500m", 0, 0.0, "+1", "1e-3", ".5", "8Gi", 1e20])
+def test_plain_numbers_and_strings_are_quantities(q: Any) -> None:
+    """As in Pod specs: a fraction, an integer, a string; so does the CRD (tests/api/test_api_cluster.py)."""
+    spec = ModelDeployment.parse_spec(
+        minimal(resources={"requests": {"cpu": q}}, server={"sharedMemorySize": q})["spec"]
+    )
+    assert spec.resources.requests is not None and spec.resources.requests.cpu == q
+    assert spec.server.sharedMemorySize == q
+
+
+@pytest.mark.parametrize(
+    "q",
+    [
+        -1,
+        -0.5,
+        "-1",
+        "-0",
+        "abc",
+        "",
+        "1Gi\n",
+        "1 Gi",
+        True,
+        False,
+        {},
+        {"a": 1},
+        [],
+        [1],
+        float("inf"),
+        "9" * 65,
+    ],
+)
+def test_not_quantities(q: Any) -> None:
+    """Negative numbers and strings, malformed strings and other JSON types are refused."""
+    with pytest.raises(SpecError) as exc_info:
+        ModelDeployment.from_body(minimal(resources={"limits": {"memory": q}}))
+    assert any(
+        e.startswith("spec.resources.limits.memory: must be a non-negative quantity")
+        for e in exc_info.value.errors
+    )
+
+
+@pytest.mark.parametrize(
+    ("q", "text"),
+    [(0.5, "0.5"), (1073741824, "1073741824"), ("500m", "500m"), (1e-07, "1e-07"), (-0.0, "0.0")],
+)
+def test_quantity_string(q: Any, text: str) -> None:
+    """What a rendered Pod spec carries; parse_quantity reads back the same amount."""
+    assert api.quantity_string(q) == text
+    assert api.parse_quantity(text) == api.parse_quantity(q)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        (
+            {"resources": {"requests": {"cpu": 2}, "limits": {"cpu": 0.5}}},
+            "spec.resources.requests.cpu",
+            "requests.cpu must be less than or equal to limits.cpu",
+        ),
+        (
+            {"runtime": {"resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": 1073741824}}}},
+            "spec.runtime.resources.requests.memory",
+            "requests.memory must be less than or equal to limits.memory",
+        ),
+        (
+            {"autoscaling": {"mode": "hpa", "maxReplicas": 3, "metric": {"type": "cpu", "target": 80}}},
+            "spec.resources.requests.cpu",
+            "autoscaling on cpu needs resources.requests.cpu",
+        ),
+    ],
+)
+def test_rules_on_plain_number_quantities_are_operator_rules(
+    spec: dict[str, Any], field: str, message: str
+) -> None:
+    """CEL cannot read a number-or-string quantity, so the API server admits these specs and so does
+    the parser (parity); the operator's check names the field (render: RenderError -> InvalidSpec)."""
+    from modeldeploy.render import RenderError, render_children
+
+    md = ModelDeployment.from_body(minimal(**spec))
+    assert api.operator_rule_errors(md.spec) == [(field, message)]
+    with pytest.raises(RenderError) as exc_info:
+        render_children(md)
+    assert exc_info.value.field == field and message in str(exc_info.value)
+
+
+def test_operator_rules_pass_on_equal_amounts_in_other_units() -> None:
+    res = {"requests": {"cpu": 0.5, "memory": 1073741824}, "limits": {"cpu": "500m", "memory": "1Gi"}}
+    md = ModelDeployment.from_body(minimal(resources=res))
+    assert api.operator_rule_errors(md.spec) == []
 
 
 def test_status_shape() -> None:

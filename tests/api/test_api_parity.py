@@ -5,7 +5,8 @@ apply`` does) and by :meth:`ModelDeployment.from_body`; every verdict must be th
 Inputs are mutations of the examples and of the tests/api valid/invalid catalogue: one field is
 replaced by a value that hypothesis-jsonschema draws from the CRD's own schema for that field, or by
 a near miss the two parsers are tempted to treat differently (a quoted number or boolean, a trailing
-newline, a fractional or negative number, a duplicated list item, an unknown key, a null).
+newline, a fractional or negative number, a duplicated list item, an unknown key, a null, a list or
+an object where a scalar belongs).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def json_schema(node: dict[str, Any]) -> dict[str, Any]:
         ints = {k: out.pop(k) for k in ("minimum", "maximum") if k in out}
         strs = {k: out.pop(k) for k in ("pattern", "maxLength") if k in out}
         out["anyOf"] = [{"type": "integer", **ints}, {"type": "string", **strs}]
+    elif "type" not in node and node.get("x-kubernetes-preserve-unknown-fields"):
+        # An untyped number-or-string quantity: numbers (fractions too) and quantity strings.
+        nums = {k: out.pop(k) for k in ("minimum", "maximum") if k in out}
+        strs = {k: out.pop(k) for k in ("pattern", "maxLength") if k in out}
+        out = {"anyOf": [{"type": "number", **nums}, {"type": "string", **strs}]}
     if out.get("type") == "object" and "properties" in out:
         out["additionalProperties"] = False
     return out
@@ -112,7 +118,7 @@ def paths(v: Any, prefix: list[str | int]) -> Iterator[list[str | int]]:
 
 def near_misses(value: Any) -> list[Any]:
     """Values a lax parser would coerce, or an RE2/Python regex difference would split."""
-    out: list[Any] = [None, True, "true", 1.5, -1]
+    out: list[Any] = [None, True, "true", 1.5, -1, 0.25, [], {}]
     if isinstance(value, bool):
         out += [str(value).lower(), int(value)]
     elif isinstance(value, int):
@@ -217,3 +223,49 @@ def test_parser_and_api_server_agree(judge: Any) -> None:
     agree()
     print(f"parity: {seen['accepted']} accepted and {seen['rejected']} rejected by both")
     assert seen["accepted"] >= 10 and seen["rejected"] >= 10, f"too one-sided to prove anything: {seen}"
+
+
+#: Where number-or-string quantities sit (api.Quantity: untyped in the CRD).
+QUANTITY_PATHS: list[list[str | int]] = [
+    ["resources", "requests", "cpu"],
+    ["resources", "limits", "memory"],
+    ["runtime", "resources", "requests", "memory"],
+    ["server", "sharedMemorySize"],
+    ["server", "modelRepositorySizeLimit"],
+]
+QUANTITY_VALUES = st.one_of(
+    strategy(sub_schema(QUANTITY_PATHS[0]) or {}),
+    st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**62), max_value=2**62),
+    st.from_regex(r"[-+]?[0-9.]{0,4}([eE][-+]?[0-9]{0,2})?(Ki|Mi|Gi|m|k|M|G|u|n|E|i)?\n?", fullmatch=True),
+    st.text(max_size=6),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.dictionaries(st.sampled_from(["a", "cpu"]), st.integers(0, 3), max_size=1),
+)
+
+
+def test_quantity_verdicts_agree(judge: Any) -> None:
+    """Plain numbers (fractions too), quantity strings and everything else at the quantity fields:
+    the API server's verdict on the untyped schema node and the parser's are the same."""
+    seen = {"accepted": 0, "rejected": 0}
+    base = load_example(valid_paths()[0])
+
+    @settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(QUANTITY_PATHS), QUANTITY_VALUES)
+    def agree(path: list[str | int], value: Any) -> None:
+        doc = copy.deepcopy(base)
+        node: Any = doc["spec"]
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+        doc = as_kubectl_sends({**doc, "metadata": {"name": f"q-{uuid.uuid4().hex[:8]}"}})
+        server_ok, server_msg = judge(doc)
+        parser_ok, parser_msg = parser_verdict(doc)
+        seen["accepted" if server_ok else "rejected"] += 1
+        assert server_ok == parser_ok, f"{path} = {value!r}: server {server_msg!r}, parser {parser_msg!r}"
+
+    agree()
+    print(f"quantity parity: {seen['accepted']} accepted and {seen['rejected']} rejected by both")
+    assert seen["accepted"] >= 10 and seen["rejected"] >= 10, seen

@@ -218,3 +218,41 @@ def test_quota_refusal_is_reported_and_retried_at_the_resync_rate(
 
     cluster.kubectl("delete", "resourcequota", "no-hpa", "-n", ns)
     wait_ready(cluster, ns, "hpa-queue", timeout=60)
+
+
+def test_fractional_cpu_is_served_and_requests_above_limits_say_why(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    """``cpu: 0.5`` (a plain number, as in Pod specs) is admitted and becomes a Deployment the API
+    server admits (``500m``). requests above limits cannot be compared by CEL on number-or-string
+    quantities, so the CRD admits it; the operator ends it in Ready=False/InvalidSpec naming the
+    field, writes no Deployment for it, and the fix recovers."""
+    doc = md_doc("cpu", ns)
+    doc["spec"]["resources"] = {"requests": {"cpu": 0.5, "memory": 268435456}, "limits": {"cpu": 1}}
+    apply(cluster, doc)
+    wait_ready(cluster, ns, "cpu-model")
+
+    def triton_resources() -> dict[str, Any]:
+        dep = get(cluster, "deployment", ns, "cpu-model") or {}
+        containers = dep["spec"]["template"]["spec"]["containers"]
+        return dict(next(c for c in containers if c["name"] == "triton")["resources"])
+
+    assert triton_resources()["requests"]["cpu"] == "500m"
+    assert triton_resources()["limits"]["cpu"] == "1"
+
+    cluster.kubectl("patch", "md/cpu-model", "-n", ns, "--type=merge", "-p",
+                    json.dumps({"spec": {"resources": {"limits": {"cpu": 0.25}}}}))  # fmt: skip
+    c = _not_ready(cluster, ns, "cpu-model", "InvalidSpec")
+    assert c["message"].startswith(
+        "spec.resources.requests.cpu: requests.cpu must be less than or equal to limits.cpu"
+    ), c["message"]
+    assert _warning_events(cluster, ns, "cpu-model", "InvalidSpec")
+    attempts, ever_ready = _watch(cluster, ns, "cpu-model", "deployments")
+    assert attempts == 0, f"{attempts} Deployment writes for a spec the operator refused"
+    assert not ever_ready
+    assert triton_resources()["limits"]["cpu"] == "1"  # the last good Deployment is left as it was
+
+    cluster.kubectl("patch", "md/cpu-model", "-n", ns, "--type=merge", "-p",
+                    json.dumps({"spec": {"resources": {"limits": {"cpu": 0.75}}}}))  # fmt: skip
+    wait_ready(cluster, ns, "cpu-model")
+    assert triton_resources()["limits"]["cpu"] == "750m"

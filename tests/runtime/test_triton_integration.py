@@ -428,3 +428,31 @@ def test_agent_cli_init_then_sidecar_survives_triton_restart(tmp_path: Path, sta
         out, _ = side.communicate(timeout=30)
     assert side.returncode == 0, out
     assert '"level": "info"' in out
+
+
+def test_models_switch_in_parallel(tmp_path: Path, start_triton: Any) -> None:
+    """Two models switch versions in one manifest change: their Triton loads overlap in time (one
+    load's wall time for both, not two in a row), and each ends serving exactly its new version."""
+    build = tmp_path / "build"
+    rs = {(n, v): make_const_model(build, n, v, float(v), sleep=0.5) for n in ("a", "b") for v in (1, 2)}
+    models = tmp_path / "models"
+    models.mkdir()
+    srv = start_triton(models)
+
+    def manifest(gen: int, v: int) -> dict[str, Any]:
+        ms = [_model(n, [(v, f"file://{rs[n, v].version_dir}", rs[n, v].digest)]) for n in ("a", "b")]
+        return {"generation": gen, "models": ms}
+
+    with _agent_env(tmp_path, srv.http_url) as (agent, mpath, _http, start):
+        write_manifest(mpath, manifest(1, 1))
+        start()
+        _wait(lambda: agent.ready()[0], 120, "a and b v1 ready")
+        write_manifest(mpath, manifest(2, 2))
+        _wait(lambda: agent.ready()[0] and agent.status().generation == 2, 120, "a and b v2 ready")
+        switches = {e["model"]: e for e in agent.switch_log if e["loaded"] == [2]}
+        assert set(switches) == {"a", "b"}, agent.switch_log
+        (a0, a1), (b0, b1) = ((e["at"] - e["seconds"], e["at"]) for e in (switches["a"], switches["b"]))
+        assert a0 < b1 and b0 < a1, (
+            f"the loads ran one after the other: a {a0:.2f}-{a1:.2f}, b {b0:.2f}-{b1:.2f}"
+        )
+        assert {m.name: m.served for m in agent.status().models} == {"a": [2], "b": [2]}

@@ -4,7 +4,10 @@ pydantic's JSON schema is turned into a *structural* OpenAPI v3 schema as Kubern
 
 * ``$ref``/``$defs`` are inlined and ``anyOf [X, null]`` (optional fields) collapses to ``X``: a
   field is optional simply by not being ``required``; ``null`` is never accepted;
-* int-or-string fields (quantities, percentages) become ``x-kubernetes-int-or-string``;
+* int-or-string fields (percentages, quantities that CEL compares) become
+  ``x-kubernetes-int-or-string``; number-or-string quantities (``cpu: 0.5`` as in Pod specs) stay
+  untyped (``x-kubernetes-preserve-unknown-fields`` with per-JSON-type value validations, see
+  :data:`modeldeploy.api.v1alpha1.Quantity`);
   ``dict[str, Any]`` fields become ``x-kubernetes-preserve-unknown-fields`` objects;
 * defaults are pydantic's defaults, including ``default_factory`` ones (dumped in full), so the
   API server and the operator fill in the same values;
@@ -61,6 +64,8 @@ _KNOWN_KEYS = {
     "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-map-type",
+    "not",
+    api.UNTYPED_SCALAR,  # kept through the (repeated) conversion, removed by structural_schema
 }
 
 
@@ -158,14 +163,15 @@ class _Converter:
                     "(use an int-or-string type or separate fields)"
                 )
             return self.convert_siblings(_overlay(self.convert(options[0], path), node), path)
-        if "oneOf" in node or "not" in node:
-            raise SchemaError(f"{path}: oneOf/not are not supported")
+        if "oneOf" in node or ("not" in node and not node.get(api.UNTYPED_SCALAR)):
+            raise SchemaError(f"{path}: oneOf/not are not supported (not only in an untyped scalar)")
         return self.convert_siblings(node, path, cls)
 
     def convert_siblings(
         self, node: dict[str, Any], path: str, cls: type[BaseModel] | None = None
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        untyped = bool(node.get(api.UNTYPED_SCALAR))
         for k, v in node.items():
             if k in _DROP_KEYS:
                 continue
@@ -191,9 +197,9 @@ class _Converter:
                 out[k] = copy.deepcopy(v)
             else:
                 raise SchemaError(f"{path}: unsupported schema keyword {k!r}")
-        if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
+        if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out and not untyped:
             out["type"] = "object"
-        if "type" not in out and not out.get("x-kubernetes-int-or-string"):
+        if "type" not in out and not out.get("x-kubernetes-int-or-string") and not untyped:
             raise SchemaError(f"{path}: no type (every structural schema node needs one)")
         if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
             raise SchemaError(f"{path}: properties and additionalProperties are mutually exclusive")
@@ -215,7 +221,18 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of one pydantic model."""
     schema = model.model_json_schema(mode="validation")
     registry = _model_registry(model)
-    return _Converter(schema, registry).convert(schema, model.__name__, model)
+    out: dict[str, Any] = _drop_marker(_Converter(schema, registry).convert(schema, model.__name__, model))
+    return out
+
+
+def _drop_marker(v: Any) -> Any:
+    """Without :data:`~modeldeploy.api.v1alpha1.UNTYPED_SCALAR` (the API server's structural
+    schema has no such key)."""
+    if isinstance(v, dict):
+        return {k: _drop_marker(x) for k, x in v.items() if k != api.UNTYPED_SCALAR}
+    if isinstance(v, list):
+        return [_drop_marker(x) for x in v]
+    return v
 
 
 def _root_schema() -> dict[str, Any]:

@@ -109,6 +109,8 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: Kubernetes resource.Quantity (as in controller-gen generated CRDs).
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+#: The same without a minus sign: a non-negative quantity string (a pattern needs no CEL).
+UNSIGNED_QUANTITY_PATTERN = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 PERCENT_OR_INT_PATTERN = r"^(100|[1-9]?[0-9])%$"
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
@@ -195,6 +197,11 @@ class _Base(BaseModel):
 
     #: Cross-field rules of this object (CEL in the CRD, Python in the operator).
     __rules__: ClassVar[tuple[Rule, ...]] = ()
+    #: Cross-field rules the CRD cannot express (CEL cannot read a number-or-string
+    #: :data:`Quantity`). Not part of admission, so the parser stays exactly as strict as the API
+    #: server; :func:`operator_rule_errors` checks them before rendering and the operator reports
+    #: a broken one as Ready=False/InvalidSpec naming the field. ``cel`` is unused (``""``).
+    __operator_rules__: ClassVar[tuple[Rule, ...]] = ()
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -228,6 +235,24 @@ class _Base(BaseModel):
                     {"message": rule.message, "field_path": rule.field_path or ""},
                 )
         return self
+
+
+def operator_rule_errors(obj: BaseModel, path: str = "spec") -> list[tuple[str, str]]:
+    """``(field, message)`` for each broken :attr:`_Base.__operator_rules__` rule in ``obj`` and
+    the objects it holds, ``field`` being a full path such as ``spec.resources.requests.cpu``."""
+    out: list[tuple[str, str]] = []
+    for rule in getattr(type(obj), "__operator_rules__", ()):
+        if rule.check is not None and not rule.check(obj):
+            out.append((path + (rule.field_path or ""), rule.message))
+    for name in type(obj).model_fields:
+        value = getattr(obj, name)
+        if isinstance(value, BaseModel):
+            out += operator_rule_errors(value, f"{path}.{name}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    out += operator_rule_errors(item, f"{path}.{name}[{i}]")
+    return out
 
 
 def _check_unique_lists(obj: BaseModel) -> None:
@@ -301,22 +326,42 @@ DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_P
 
 
 QUANTITY_MESSAGE = (
+    "must be a non-negative quantity: a number such as 0.5 or 1073741824, or a string such as "
+    "500m, 0.5 or 8Gi"
+)
+INT_OR_STRING_QUANTITY_MESSAGE = (
     "must be a non-negative quantity: an integer such as 2 or 1073741824, or a string such as "
     "500m, '0.5' or 8Gi (quote fractional numbers)"
 )
+#: Marks a CRD schema node that stays untyped: a scalar whose JSON type the node's own value
+#: validations decide (api/crd.py keeps it without ``type`` and drops the marker).
+UNTYPED_SCALAR = "x-modeldeploy-untyped-scalar"
 
 
-def _quantity(v: Any) -> int | str:
-    """A non-negative Kubernetes quantity: an integer, or a quantity string. A fractional plain
-    number (``0.5``) is refused exactly as the CRD's int-or-string schema refuses it: a structural
-    schema cannot say "number or string" and still let CEL rules compare the value."""
+def _quantity(v: Any) -> int | float | str:
+    """A non-negative Kubernetes quantity, as in Pod specs: a plain number (``0.5``,
+    ``1073741824``) or a quantity string (``500m``, ``8Gi``), exactly what the CRD's untyped
+    node admits: ``minimum: 0`` for numbers, the unsigned quantity pattern for strings, and no
+    other JSON type."""
     if isinstance(v, bool):
         raise ValueError(QUANTITY_MESSAGE)
-    if isinstance(v, int) and v >= 0:
+    if isinstance(v, int | float) and math.isfinite(v) and v >= 0:
+        return v
+    if isinstance(v, str) and len(v) <= 64 and full_match(UNSIGNED_QUANTITY_PATTERN, v):
+        return v
+    raise ValueError(QUANTITY_MESSAGE)
+
+
+def _int_or_string_quantity(v: Any) -> int | str:
+    """A non-negative quantity for fields that CEL rules compare (they need a type CEL can read,
+    and a structural schema has no "number or string" type CEL can read): an integer, or a
+    quantity string. A fractional plain number (``0.5``) is refused as the CRD's int-or-string
+    schema refuses it."""
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return v
     if isinstance(v, str) and len(v) <= 64 and full_match(QUANTITY_PATTERN, v) and parse_quantity(v) >= 0:
         return v
-    raise ValueError(QUANTITY_MESSAGE)
+    raise ValueError(INT_OR_STRING_QUANTITY_MESSAGE)
 
 
 def _int_or_percent(v: Any) -> int | str:
@@ -327,19 +372,44 @@ def _int_or_percent(v: Any) -> int | str:
     raise ValueError("must be a non-negative integer (at most 1000) or a percentage such as 25%")
 
 
-#: CEL twin of the sign check of :func:`_quantity` (the pattern checks the form).
+#: CEL twin of the sign check of :func:`_int_or_string_quantity` (the pattern checks the form).
 QUANTITY_CEL = "!quantity(string(self)).isLessThan(quantity('0'))"
-#: A non-negative Kubernetes quantity: an integer (``1073741824``) or a string such as ``500m``,
-#: ``0.5``, ``8Gi`` (int-or-string in the CRD, as controller-gen renders resource.Quantity).
+#: A non-negative Kubernetes quantity as in Pod specs: a number (``0.5``, ``1073741824``) or a
+#: string such as ``500m`` or ``8Gi``. A structural schema cannot type a node "number or string"
+#: (``x-kubernetes-int-or-string`` has no fractions), so the node is untyped and its value
+#: validations each apply to one JSON type: ``minimum`` to numbers, ``pattern``/``maxLength`` to
+#: strings, contradictory property/item counts refuse objects and lists, ``not enum`` refuses
+#: booleans; the API server prunes a null. CEL cannot read an untyped node, so rules comparing
+#: these quantities are operator-time checks (:attr:`_Base.__operator_rules__`).
 Quantity = Annotated[
-    int | str,
+    int | float | str,
     PlainValidator(_quantity),
+    WithJsonSchema(
+        {
+            UNTYPED_SCALAR: True,
+            "x-kubernetes-preserve-unknown-fields": True,
+            "pattern": UNSIGNED_QUANTITY_PATTERN,
+            "maxLength": 64,
+            "minimum": 0,
+            "minProperties": 1,
+            "maxProperties": 0,
+            "minItems": 1,
+            "maxItems": 0,
+            "not": {"enum": [True, False]},
+        }
+    ),
+]
+#: A non-negative quantity that CEL rules read: an integer or a quantity string
+#: (int-or-string in the CRD, as controller-gen renders resource.Quantity).
+IntOrStringQuantity = Annotated[
+    int | str,
+    PlainValidator(_int_or_string_quantity),
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
             "pattern": QUANTITY_PATTERN,
             "maxLength": 64,
-            "x-kubernetes-validations": [{"rule": QUANTITY_CEL, "message": QUANTITY_MESSAGE}],
+            "x-kubernetes-validations": [{"rule": QUANTITY_CEL, "message": INT_OR_STRING_QUANTITY_MESSAGE}],
         }
     ),
 ]
@@ -425,10 +495,12 @@ _QUANTITY_SUFFIX: dict[str, Decimal] = {
 }
 
 
-def parse_quantity(q: int | str) -> Decimal:
-    """A Kubernetes quantity as a Decimal (``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824)."""
+def parse_quantity(q: int | float | str) -> Decimal:
+    """A Kubernetes quantity as a Decimal (``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824, ``0.5`` -> 0.5)."""
     if isinstance(q, int):
         return Decimal(q)
+    if isinstance(q, float):
+        return Decimal(repr(q))
     m = re.fullmatch(r"([+-]?[0-9.]+)([eE][+-]?[0-9.]+)?([KMGTPE]i|[numkMGTPE])?", q.strip())
     if not m:
         raise ValueError(f"invalid quantity {q!r}")
@@ -439,8 +511,17 @@ def parse_quantity(q: int | str) -> Decimal:
     return number * _QUANTITY_SUFFIX[m.group(3) or ""]
 
 
-def _qle(a: int | str | None, b: int | str | None) -> bool:
+def _qle(a: int | float | str | None, b: int | float | str | None) -> bool:
     return a is None or b is None or parse_quantity(a) <= parse_quantity(b)
+
+
+def quantity_string(q: int | float | str) -> str:
+    """A quantity as the string a Pod spec carries: ``0.5`` -> ``"0.5"``, ``1073741824`` ->
+    ``"1073741824"``, ``"500m"`` as it is (the API server canonicalises each, e.g. to ``500m``).
+    A float is written by ``repr`` (``1e-07``: a valid quantity exponent form); ``-0.0`` as ``0.0``."""
+    if isinstance(q, float):
+        return repr(abs(q))
+    return str(q)
 
 
 def _is_zero(v: int | str) -> bool:
@@ -966,14 +1047,15 @@ class ServerSpec(_Base):
 class ComputeResources(_Base):
     """CPU and memory amounts."""
 
-    cpu: Quantity | None = Field(default=None, description="CPU, e.g. 2 or 500m.")
-    memory: Quantity | None = Field(default=None, description="Memory, e.g. 8Gi.")
+    cpu: Quantity | None = Field(default=None, description="CPU, e.g. 0.5, 2 or 500m.")
+    memory: Quantity | None = Field(default=None, description="Memory, e.g. 8Gi or 1073741824.")
 
 
 def _requests_le_limits(res: str) -> Rule:
+    """requests <= limits (operator-time: CEL cannot read a number-or-string quantity; the
+    Deployment's pod template would be refused by the API server)."""
     return Rule(
-        f"!has(self.requests) || !has(self.limits) || !has(self.requests.{res}) || !has(self.limits.{res}) || "
-        f"quantity(string(self.requests.{res})).compareTo(quantity(string(self.limits.{res}))) <= 0",
+        "",
         f"requests.{res} must be less than or equal to limits.{res}",
         lambda s: (
             s.requests is None or s.limits is None or _qle(getattr(s.requests, res), getattr(s.limits, res))
@@ -985,13 +1067,10 @@ def _requests_le_limits(res: str) -> Rule:
 class ContainerResources(_Base):
     """CPU/memory requests and limits of a container."""
 
-    __rules__: ClassVar[tuple[Rule, ...]] = ()  # set below (shares the rules with ResourcesSpec)
+    __operator_rules__ = (_requests_le_limits("cpu"), _requests_le_limits("memory"))
 
     requests: ComputeResources | None = Field(default=None, description="CPU/memory requests.")
     limits: ComputeResources | None = Field(default=None, description="CPU/memory limits.")
-
-
-ContainerResources.__rules__ = (_requests_le_limits("cpu"), _requests_le_limits("memory"))
 
 
 class MigSpec(_Base):
@@ -1022,9 +1101,8 @@ class ResourcesSpec(_Base):
             lambda s: s.gpuProduct is None or s.gpu > 0 or s.mig is not None,
             field_path=".gpuProduct",
         ),
-        _requests_le_limits("cpu"),
-        _requests_le_limits("memory"),
     )
+    __operator_rules__ = (_requests_le_limits("cpu"), _requests_le_limits("memory"))
 
     requests: ComputeResources | None = Field(default=None, description="CPU/memory requests.")
     limits: ComputeResources | None = Field(default=None, description="CPU/memory limits.")
@@ -1407,7 +1485,7 @@ class AutoscalingMetric(_Base):
             "usage, 0 to 1 (vllm:gpu_cache_usage_perc)."
         )
     )
-    target: Quantity = Field(
+    target: IntOrStringQuantity = Field(
         description=(
             "Target value per pod: cpu: utilisation percent of the CPU request; queueTime: "
             "microseconds per request; pendingRequests: requests per pod; prometheus: the query's "
@@ -1775,18 +1853,6 @@ class ModelDeploymentSpec(_Base):
             field_path=".autoscaling.metric.type",
         ),
         Rule(
-            "!has(self.autoscaling) || self.autoscaling.metric.type != 'cpu' || "
-            "(has(self.resources) && has(self.resources.requests) && has(self.resources.requests.cpu))",
-            "autoscaling on cpu needs resources.requests.cpu",
-            lambda s: (
-                s.autoscaling is None
-                or s.autoscaling.metric.type != "cpu"
-                or (s.resources.requests is not None and s.resources.requests.cpu is not None)
-            ),
-            field_path=".resources.requests",
-            reason="FieldValueRequired",
-        ),
-        Rule(
             "!has(self.server) || !has(self.server.modelControlMode) || self.server.modelControlMode == 'explicit' || "
             "(has(self.rollout) && has(self.rollout.strategy) && self.rollout.strategy == 'rolling')",
             "server.modelControlMode none needs rollout.strategy rolling (in-place rollouts load versions through the repository API)",
@@ -1799,6 +1865,18 @@ class ModelDeploymentSpec(_Base):
             lambda s: not s.podLabels or not any(k.startswith(RESERVED_LABEL_PREFIX) for k in s.podLabels),
             field_path=".podLabels",
             reason="FieldValueForbidden",
+        ),
+    )
+    __operator_rules__ = (
+        Rule(
+            "",
+            "autoscaling on cpu needs resources.requests.cpu",
+            lambda s: (
+                s.autoscaling is None
+                or s.autoscaling.metric.type != "cpu"
+                or (s.resources.requests is not None and s.resources.requests.cpu is not None)
+            ),
+            field_path=".resources.requests.cpu",
         ),
     )
 
@@ -2225,5 +2303,7 @@ __all__ = [
     "check_update",
     "dump",
     "format_validation_error",
+    "operator_rule_errors",
     "parse_quantity",
+    "quantity_string",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy import __version__
-from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, operator_rule_errors
 
 FIELD_MANAGER = "modeldeploy-operator"
 #: Label on every child (and every pod): the name of the owning ModelDeployment.
@@ -73,7 +73,9 @@ class RenderOptions:
 
 
 def check_names(md: ModelDeployment) -> None:
-    """Names must fit every child: the Service name is a DNS-1035 label (<= 63 chars, no dots)."""
+    """Names must fit every child (the Service name is a DNS-1035 label: <= 63 chars, no dots), and
+    the spec must keep the rules the CRD cannot check (``__operator_rules__``: requests <= limits,
+    a CPU request for CPU autoscaling)."""
     name = md.name
     if not name:
         raise RenderError("metadata.name", "is required")
@@ -84,6 +86,10 @@ def check_names(md: ModelDeployment) -> None:
             "letter, at most 63 characters): it names the Service of the Triton pods",
         )
     check_keys(md)
+    # Rules the CRD cannot check (they compare number-or-string quantities): the first broken one.
+    problems = operator_rule_errors(md.spec)
+    if problems:
+        raise RenderError(*problems[0])
 
 
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")

@@ -14,6 +14,7 @@ from modeldeploy.api.v1alpha1 import (
     ComputeResources,
     ModelDeployment,
     dump,
+    quantity_string,
 )
 from modeldeploy.render.common import (
     MANIFEST_HASH_ANNOTATION,
@@ -56,9 +57,9 @@ def _compute(res: ComputeResources | None) -> dict[str, Any]:
     if res is None:
         return out
     if res.cpu is not None:
-        out["cpu"] = str(res.cpu)
+        out["cpu"] = quantity_string(res.cpu)
     if res.memory is not None:
-        out["memory"] = str(res.memory)
+        out["memory"] = quantity_string(res.memory)
     return out
 
 
@@ -339,10 +340,10 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         fetch["resources"] = copy.deepcopy(agent_resources)
         agent["resources"] = agent_resources
 
-    dshm: dict[str, Any] = {"medium": "Memory", "sizeLimit": str(s.sharedMemorySize)}
+    dshm: dict[str, Any] = {"medium": "Memory", "sizeLimit": quantity_string(s.sharedMemorySize)}
     repo: dict[str, Any] = {}
     if s.modelRepositorySizeLimit is not None:
-        repo["sizeLimit"] = str(s.modelRepositorySizeLimit)
+        repo["sizeLimit"] = quantity_string(s.modelRepositorySizeLimit)
     volumes: list[dict[str, Any]] = [
         {"name": "model-repository", "emptyDir": repo},
         {"name": "dshm", "emptyDir": dshm},
