@@ -50,7 +50,15 @@ from modeldeploy_runtime.agentapi import (
 from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, VersionPolicy
 from modeldeploy_runtime.control import control_headers
 from modeldeploy_runtime.fetch import TMP_DIR, Fetcher, FetchError
-from modeldeploy_runtime.llm_engine import ENGINE_DIR, tensorrtllm_config, vllm_config, write_engine_args
+from modeldeploy_runtime.llm_engine import (
+    ENGINE_DIR,
+    engine_model_name,
+    has_text_front,
+    tensorrtllm_config,
+    vllm_config,
+    write_engine_args,
+    write_engine_entry,
+)
 from modeldeploy_runtime.manifest import FORMATS, ManifestModel, ModelManifest
 from modeldeploy_runtime.package import PACKAGE_META
 from modeldeploy_runtime.provenance import Provenance, SignatureError
@@ -251,9 +259,9 @@ class Agent:
         if model.instanceGroups:
             cfg.instance_groups = [InstanceGroup(g.count, g.kind) for g in model.instanceGroups]
         cfg.version_policy = VersionPolicy.specific(versions)
-        if model.format == "tensorrtllm" and versions:  # the newest served version's prebuilt engine
-            engine = self.repository / model.name / str(max(versions)) / ENGINE_DIR
-            cfg.parameters["gpt_model_path"] = str(engine.absolute())
+        newest = self.repository / model.name / str(max(versions)) if versions else None
+        if model.format == "tensorrtllm" and newest is not None and not has_text_front(newest):
+            cfg.parameters["gpt_model_path"] = str((newest / ENGINE_DIR).absolute())  # token-only engine
         return cfg
 
     def write_config(self, model: ManifestModel, versions: list[int]) -> bool:
@@ -263,6 +271,8 @@ class Agent:
         engines = False
         if model.format == "vllm":  # model.json of each version, from the manifest's engine settings
             engines = any([write_engine_args(d / str(v), model.llm) for v in versions])
+        if self._text_front(model, versions):  # <name>-engine: the newest version's prebuilt engine
+            engines = write_engine_entry(self.repository, model.name, d / str(max(versions)))
         text = self.model_config(model, versions).render()
         path = d / CONFIG_FILE
         if path.is_file() and path.read_text() == text:
@@ -271,6 +281,22 @@ class Agent:
         tmp.write_text(text)
         tmp.replace(path)
         return True
+
+    def _text_front(self, model: ManifestModel, versions: list[int]) -> bool:
+        """A tensorrtllm model packaged with its text front (it needs its ``<name>-engine``)."""
+        return (
+            model.format == "tensorrtllm"
+            and bool(versions)
+            and has_text_front(self.repository / model.name / str(max(versions)))
+        )
+
+    def _load_engine(self, model: ManifestModel, versions: list[int]) -> str | None:
+        """Load (or reload, when its config changed) the engine entry behind a text front before
+        the front itself; returns Triton's error."""
+        if not self._text_front(model, versions):
+            return None
+        err = self.triton.load(engine_model_name(model.name))
+        return f"{engine_model_name(model.name)}: {err}" if err else None
 
     # --------------------------------------------------------------------------------------- fetch
     def fetch_wanted(self, model: ManifestModel, force: bool = False) -> list[int]:
@@ -383,7 +409,7 @@ class Agent:
         if changed or new or gone:
             for v in new:
                 self._set(name, v, "Loading", "Loading", "loading into Triton")
-            err = self.triton.load(name)
+            err = self._load_engine(model, desired) or self.triton.load(name)
             try:
                 triton = self.triton.model_states(name)
             except requests.RequestException as exc:
@@ -429,6 +455,8 @@ class Agent:
                         self.fetcher.remove_version(name, v)
 
     def remove_model(self, name: str) -> None:
+        import shutil
+
         err = self.triton.unload(name)
         if err:
             self._error(f"{name}: unload failed: {_short(err)}")
@@ -436,9 +464,11 @@ class Agent:
             self.states.pop(name, None)
         d = self.repository / name
         if d.is_dir() and not name.startswith("."):
-            import shutil
-
             shutil.rmtree(d, ignore_errors=True)
+        engine = self.repository / engine_model_name(name)  # a tensorrtllm text front's engine entry
+        if engine.is_dir() and not name.startswith("."):
+            self.triton.unload(engine.name)
+            shutil.rmtree(engine, ignore_errors=True)
 
     def sync(self, manifest: ModelManifest, manifest_hash: str | None = None) -> None:
         with self.lock:
