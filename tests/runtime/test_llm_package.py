@@ -272,7 +272,7 @@ def test_mdctl_package_tensorrtllm_writes_a_text_front_over_the_engine(
 def test_package_tensorrtllm_needs_a_tokenizer(trt_engine: Path, tiny_hf: Path, tmp_path: Path) -> None:
     from modeldeploy_runtime.package import package_tensorrtllm
 
-    with pytest.raises(PackageError, match="no tokenizer in the engine directory.*--tokenizer DIR"):
+    with pytest.raises(PackageError, match=r"no tokenizer in the engine directory.*--tokenizer DIR"):
         package_tensorrtllm(trt_engine, tmp_path / "repo", "llama")
     with pytest.raises(PackageError, match="not a tokenizer folder"):
         package_tensorrtllm(trt_engine, tmp_path / "repo", "llama", tokenizer=trt_engine)
