@@ -513,6 +513,9 @@ class Agent:
             for v in m.wanted_versions():
                 if not self.triton.version_ready(m.name, v):
                     missing.append(f"{m.name}/{v}")
+            engine = self._engine_entry(m)
+            if engine and not self.triton.version_ready(engine, 1):
+                missing.append(f"{engine}/1")
         if not current:
             missing.append("manifest change not applied yet")
         return not missing, missing
@@ -546,7 +549,14 @@ class Agent:
             return False, [f"triton unreachable: {exc.__class__.__name__}"]
         ready = {e.get("name") for e in index if e.get("state") == "READY"}
         missing = [m.name for m in manifest.models if m.name not in ready]
+        missing += [e for e in map(self._engine_entry, manifest.models) if e and e not in ready]
         return not missing, missing
+
+    def _engine_entry(self, model: ManifestModel) -> str | None:
+        """The engine entry a tensorrtllm text front needs to serve (None for other models)."""
+        name = engine_model_name(model.name)
+        on_disk = (self.repository / name / CONFIG_FILE).is_file()
+        return name if model.format == "tensorrtllm" and on_disk else None
 
     def _served(self) -> dict[str, list[int]] | None:
         """model -> versions Triton reports READY now, or None when Triton cannot be asked."""

@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,11 @@ class TritonPythonModel:
 '''
 
 
+@dataclass
+class TrtStack(Stack):
+    agent: Any = None  # the agent that laid out the pod repository, pointed at this Triton
+
+
 def _stand_in_config(hf_dir: Path, max_batch_size: int) -> str:
     def tensor(kind: str, name: str, dtype: str, dims: list[int], optional: bool = False) -> str:
         opt = "  optional: true\n" if optional else ""
@@ -147,9 +153,9 @@ def _stand_in_config(hf_dir: Path, max_batch_size: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrtStack]:
     from modeldeploy.cli import main
-    from modeldeploy_runtime.agent import Agent
+    from modeldeploy_runtime.agent import Agent, TritonAPI
     from modeldeploy_runtime.config import parse_config
     from modeldeploy_runtime.manifest import ManifestModel, ManifestVersion, ModelManifest
     from modeldeploy_runtime.tiny_lm import build_tiny_lm
@@ -178,7 +184,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ManifestVersion(version=1, source=f"file://{vdir}", sha256=hashlib.sha256(digest).hexdigest())])]
     )  # fmt: skip
     pod = root / "pod"
-    assert Agent(root / "unused.json", pod).fill_repository(manifest)
+    agent = Agent(root / "unused.json", pod)
+    assert agent.fill_repository(manifest)
     # the engine entry the agent wrote declares exactly what the stand-in (the backend) takes
     ours, problems = parse_config((pod / ENGINE / "config.pbtxt").read_text())
     assert problems == [] and ours.backend == "tensorrtllm" and ours.decoupled
@@ -202,12 +209,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    agent.triton = TritonAPI(srv.http_url)
+    agent.manifest = manifest
     try:
         _wait(lambda: _up(url + "/v1/models"), 120, "the OpenAI endpoint", proc)
         warm = {"model": MODEL, "prompt": "hi", "max_tokens": 1}
         r = requests.post(url + "/v1/completions", json=warm, timeout=120)
         assert r.status_code == 200, r.text
-        yield Stack(hf, srv, url)
+        yield TrtStack(hf, srv, url, agent)
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -303,3 +312,38 @@ def test_seeded_sampling_reaches_the_engine(stack: Stack) -> None:
     assert client.completions.create(seed=7, **kw).choices[0].text == a
     others = {client.completions.create(seed=s, **kw).choices[0].text for s in (8, 9, 10)}
     assert others - {a}, "different seeds all gave the seed-7 text"
+
+
+def test_the_pod_serves_only_while_the_engine_does(stack: TrtStack) -> None:
+    """The agent's serving/ready checks (the pod's probes) need the engine entry too: a front
+    without its engine cannot generate."""
+    agent = stack.agent
+    assert agent.serving() == (True, [])
+    assert agent.triton.unload(ENGINE) is None
+    try:
+        _wait(lambda: not agent.serving()[0], 30, "the pod to stop serving")
+        assert agent.serving() == (False, [ENGINE])
+        assert f"{ENGINE}/1" in agent.ready()[1]
+    finally:
+        assert agent.triton.load(ENGINE) is None
+    assert agent.serving() == (True, [])
+    res = stack.client().completions.create(model=MODEL, prompt="hi", max_tokens=3, temperature=0)
+    assert res.choices[0].text
+
+
+def test_concurrent_streams_through_the_front_are_correct(stack: TrtStack, reference: Any) -> None:
+    """Each request runs on its own thread of the front, each with its own BLS stream."""
+    import concurrent.futures
+
+    prompts = [f"hello world {i}" for i in range(8)]
+    wants = {p: reference(p, 12)[0] for p in prompts}
+
+    def run(p: str) -> str:
+        events = stack.client().completions.create(
+            model=MODEL, prompt=p, max_tokens=12, temperature=0, stream=True
+        )
+        return "".join(ev.choices[0].text for ev in events if ev.choices)
+
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+        got = dict(zip(prompts, pool.map(run, prompts), strict=True))
+    assert got == wants
