@@ -159,6 +159,26 @@ def _short(msg: str, limit: int = 600) -> str:
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
+def _apply_io(cfg: ModelConfig, model: ManifestModel) -> None:
+    """The manifest's tensors, max_batch_size and dynamic batching over a model's config."""
+    from modeldeploy_runtime.config import DynamicBatching, TensorSpec
+
+    if model.inputs:
+        cfg.inputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.inputs]
+        cfg.max_batch_size = model.maxBatchSize
+    elif model.maxBatchSize > 0:
+        cfg.max_batch_size = model.maxBatchSize
+    if model.outputs:
+        cfg.outputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.outputs]
+    if model.dynamicBatching is not None:
+        cfg.dynamic_batching = DynamicBatching(
+            list(model.dynamicBatching.preferredBatchSizes),
+            model.dynamicBatching.maxQueueDelayMicroseconds,
+        )
+    if cfg.max_batch_size == 0:
+        cfg.dynamic_batching = None
+
+
 class Agent:
     def __init__(
         self,
@@ -240,23 +260,11 @@ class Agent:
             ):
                 cfg.platform, cfg.backend = "", "python"
         cfg.name = model.name
-        from modeldeploy_runtime.config import DynamicBatching, InstanceGroup, TensorSpec
-
-        if model.inputs:
-            cfg.inputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.inputs]
-            cfg.max_batch_size = model.maxBatchSize
-        elif model.maxBatchSize > 0:
-            cfg.max_batch_size = model.maxBatchSize
-        if model.outputs:
-            cfg.outputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.outputs]
-        if model.dynamicBatching is not None:
-            cfg.dynamic_batching = DynamicBatching(
-                list(model.dynamicBatching.preferredBatchSizes),
-                model.dynamicBatching.maxQueueDelayMicroseconds,
-            )
-        if cfg.max_batch_size == 0:
-            cfg.dynamic_batching = None
+        if not self._text_front(model, versions):  # a text front's batching is its engine entry's
+            _apply_io(cfg, model)
         if model.instanceGroups:
+            from modeldeploy_runtime.config import InstanceGroup
+
             cfg.instance_groups = [InstanceGroup(g.count, g.kind) for g in model.instanceGroups]
         cfg.version_policy = VersionPolicy.specific(versions)
         newest = self.repository / model.name / str(max(versions)) if versions else None
@@ -272,7 +280,8 @@ class Agent:
         if model.format == "vllm":  # model.json of each version, from the manifest's engine settings
             engines = any([write_engine_args(d / str(v), model.llm) for v in versions])
         if self._text_front(model, versions):  # <name>-engine: the newest version's prebuilt engine
-            engines = write_engine_entry(self.repository, model.name, d / str(max(versions)))
+            newest = d / str(max(versions))
+            engines = write_engine_entry(self.repository, model.name, newest, model.maxBatchSize)
         text = self.model_config(model, versions).render()
         path = d / CONFIG_FILE
         if path.is_file() and path.read_text() == text:

@@ -131,13 +131,15 @@ def has_text_front(version_dir: Path) -> bool:
     return fmt == "tensorrtllm" and bool(meta.get("engine_model")) and (version_dir / "model.py").is_file()
 
 
-def write_engine_entry(repository: Path, name: str, version_dir: Path) -> bool:
+def write_engine_entry(repository: Path, name: str, version_dir: Path, max_batch_size: int = 0) -> bool:
     """Write ``<repository>/<name>-engine``: the TensorRT-LLM backend's config.pbtxt with
-    ``gpt_model_path`` = ``version_dir``'s ``engine/`` folder (absolute) and version ``1`` holding
-    ``engine.json`` (which front version it serves). Returns whether anything changed."""
+    ``gpt_model_path`` = ``version_dir``'s ``engine/`` folder (absolute), ``max_batch_size`` (else
+    the packaged one), and version ``1`` holding ``engine.json`` (which front version it serves).
+    Returns whether anything changed."""
     engine = (version_dir / ENGINE_DIR).absolute()
     entry = repository / engine_model_name(name)
-    cfg = tensorrtllm_config(entry.name, engine_batch_size(version_dir), str(engine))
+    mbs = max_batch_size if max_batch_size > 0 else engine_batch_size(version_dir)
+    cfg = tensorrtllm_config(entry.name, mbs, str(engine))
     cfg.default_model_filename = ENGINE_POINTER
     pointer = json.dumps({"gpt_model_path": str(engine), "model": name, "version": int(version_dir.name)})
     changed = False

@@ -291,15 +291,16 @@ def test_agent_writes_the_front_and_its_engine_entry(trt_engine: Path, tiny_hf: 
 
     res = package_tensorrtllm(trt_engine, tmp_path / "store", "llama", tokenizer=tiny_hf)
     manifest = ModelManifest(
-        models=[ManifestModel(name="llama", format="tensorrtllm", versions=[
+        models=[ManifestModel(name="llama", format="tensorrtllm", maxBatchSize=8, versions=[
             ManifestVersion(version=1, source=f"file://{res.version_dir}", sha256=res.digest)])]
     )  # fmt: skip
     agent = Agent(tmp_path / "unused.json", tmp_path / "pod")
     assert agent.fill_repository(manifest)
     front, problems = parse_config((tmp_path / "pod" / "llama" / "config.pbtxt").read_text())
     assert problems == [] and front.backend == "python" and "gpt_model_path" not in front.parameters
+    assert front.max_batch_size == 0  # the endpoint's unbatched text tensors; maxBatchSize is the engine's
     cfg, problems = parse_config((tmp_path / "pod" / "llama-engine" / "config.pbtxt").read_text())
-    assert problems == [] and cfg.max_batch_size == 16
+    assert problems == [] and cfg.max_batch_size == 8
     assert cfg.parameters["gpt_model_path"] == str((tmp_path / "pod" / "llama" / "1" / "engine").absolute())
     assert errors(lint_repository(tmp_path / "pod")) == []
     agent.remove_model("llama")  # no Triton here: the unloads fail, the folders go
