@@ -305,7 +305,11 @@ class Agent:
         if not self._text_front(model, versions):
             return None
         err = self.triton.load(engine_model_name(model.name))
-        return f"{engine_model_name(model.name)}: {err}" if err else None
+        if not err:
+            return None
+        msg = f"{engine_model_name(model.name)}: {_short(err)}"
+        self._error(f"{model.name}: its engine failed to load: {msg}")
+        return msg
 
     # --------------------------------------------------------------------------------------- fetch
     def fetch_wanted(self, model: ManifestModel, force: bool = False) -> list[int]:

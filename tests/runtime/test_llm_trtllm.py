@@ -347,3 +347,22 @@ def test_concurrent_streams_through_the_front_are_correct(stack: TrtStack, refer
     with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
         got = dict(zip(prompts, pool.map(run, prompts), strict=True))
     assert got == wants
+
+
+def test_an_engine_that_fails_to_load_is_reported_and_the_old_one_keeps_serving(stack: TrtStack) -> None:
+    """The agent re-writes ``<name>-engine`` as the TensorRT-LLM backend's model, which this Triton
+    lacks: the reload fails, the agent says so naming the engine entry, and Triton keeps serving
+    the previous (stand-in) engine, so generation goes on. Runs last: it restores the stand-in."""
+    agent = stack.agent
+    pod = agent.repository
+    saved = (pod / ENGINE / "config.pbtxt").read_text()
+    try:
+        agent.sync_model(agent.manifest.models[0])
+        assert "tiny-trt-engine: " in (agent.last_error or ""), agent.last_error
+        assert "tensorrtllm" in agent.last_error
+        assert agent.serving() == (True, [])
+        res = stack.client().completions.create(model=MODEL, prompt="hi", max_tokens=3, temperature=0)
+        assert res.choices[0].text
+    finally:
+        (pod / ENGINE / "config.pbtxt").write_text(saved)
+        assert agent.triton.load(ENGINE) is None
