@@ -51,7 +51,15 @@ from modeldeploy_runtime.agentapi import (
 from modeldeploy_runtime.config import CONFIG_FILE, ModelConfig, VersionPolicy
 from modeldeploy_runtime.control import control_headers
 from modeldeploy_runtime.fetch import TMP_DIR, Fetcher, FetchError
-from modeldeploy_runtime.llm_engine import ENGINE_DIR, tensorrtllm_config, vllm_config, write_engine_args
+from modeldeploy_runtime.llm_engine import (
+    ENGINE_DIR,
+    engine_model_name,
+    has_text_front,
+    tensorrtllm_config,
+    vllm_config,
+    write_engine_args,
+    write_engine_entry,
+)
 from modeldeploy_runtime.manifest import FORMATS, ManifestModel, ModelManifest
 from modeldeploy_runtime.package import PACKAGE_META
 from modeldeploy_runtime.provenance import Provenance, SignatureError
@@ -156,6 +164,26 @@ def _short(msg: str, limit: int = 600) -> str:
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
+def _apply_io(cfg: ModelConfig, model: ManifestModel) -> None:
+    """The manifest's tensors, max_batch_size and dynamic batching over a model's config."""
+    from modeldeploy_runtime.config import DynamicBatching, TensorSpec
+
+    if model.inputs:
+        cfg.inputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.inputs]
+        cfg.max_batch_size = model.maxBatchSize
+    elif model.maxBatchSize > 0:
+        cfg.max_batch_size = model.maxBatchSize
+    if model.outputs:
+        cfg.outputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.outputs]
+    if model.dynamicBatching is not None:
+        cfg.dynamic_batching = DynamicBatching(
+            list(model.dynamicBatching.preferredBatchSizes),
+            model.dynamicBatching.maxQueueDelayMicroseconds,
+        )
+    if cfg.max_batch_size == 0:
+        cfg.dynamic_batching = None
+
+
 class Agent:
     def __init__(
         self,
@@ -237,28 +265,16 @@ class Agent:
             ):
                 cfg.platform, cfg.backend = "", "python"
         cfg.name = model.name
-        from modeldeploy_runtime.config import DynamicBatching, InstanceGroup, TensorSpec
-
-        if model.inputs:
-            cfg.inputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.inputs]
-            cfg.max_batch_size = model.maxBatchSize
-        elif model.maxBatchSize > 0:
-            cfg.max_batch_size = model.maxBatchSize
-        if model.outputs:
-            cfg.outputs = [TensorSpec(t.name, t.dataType, list(t.dims)) for t in model.outputs]
-        if model.dynamicBatching is not None:
-            cfg.dynamic_batching = DynamicBatching(
-                list(model.dynamicBatching.preferredBatchSizes),
-                model.dynamicBatching.maxQueueDelayMicroseconds,
-            )
-        if cfg.max_batch_size == 0:
-            cfg.dynamic_batching = None
+        if not self._text_front(model, versions):  # a text front's batching is its engine entry's
+            _apply_io(cfg, model)
         if model.instanceGroups:
+            from modeldeploy_runtime.config import InstanceGroup
+
             cfg.instance_groups = [InstanceGroup(g.count, g.kind) for g in model.instanceGroups]
         cfg.version_policy = VersionPolicy.specific(versions)
-        if model.format == "tensorrtllm" and versions:  # the newest served version's prebuilt engine
-            engine = self.repository / model.name / str(max(versions)) / ENGINE_DIR
-            cfg.parameters["gpt_model_path"] = str(engine.absolute())
+        newest = self.repository / model.name / str(max(versions)) if versions else None
+        if model.format == "tensorrtllm" and newest is not None and not has_text_front(newest):
+            cfg.parameters["gpt_model_path"] = str((newest / ENGINE_DIR).absolute())  # token-only engine
         return cfg
 
     def write_config(self, model: ManifestModel, versions: list[int]) -> bool:
@@ -268,6 +284,9 @@ class Agent:
         engines = False
         if model.format == "vllm":  # model.json of each version, from the manifest's engine settings
             engines = any([write_engine_args(d / str(v), model.llm) for v in versions])
+        if self._text_front(model, versions):  # <name>-engine: the newest version's prebuilt engine
+            newest = d / str(max(versions))
+            engines = write_engine_entry(self.repository, model.name, newest, model.maxBatchSize)
         text = self.model_config(model, versions).render()
         path = d / CONFIG_FILE
         if path.is_file() and path.read_text() == text:
@@ -276,6 +295,26 @@ class Agent:
         tmp.write_text(text)
         tmp.replace(path)
         return True
+
+    def _text_front(self, model: ManifestModel, versions: list[int]) -> bool:
+        """A tensorrtllm model packaged with its text front (it needs its ``<name>-engine``)."""
+        return (
+            model.format == "tensorrtllm"
+            and bool(versions)
+            and has_text_front(self.repository / model.name / str(max(versions)))
+        )
+
+    def _load_engine(self, model: ManifestModel, versions: list[int]) -> str | None:
+        """Load (or reload, when its config changed) the engine entry behind a text front before
+        the front itself; returns Triton's error."""
+        if not self._text_front(model, versions):
+            return None
+        err = self.triton.load(engine_model_name(model.name))
+        if not err:
+            return None
+        msg = f"{engine_model_name(model.name)}: {_short(err)}"
+        self._error(f"{model.name}: its engine failed to load: {msg}")
+        return msg
 
     # --------------------------------------------------------------------------------------- fetch
     def fetch_wanted(self, model: ManifestModel, force: bool = False) -> list[int]:
@@ -388,7 +427,7 @@ class Agent:
         if changed or new or gone:
             for v in new:
                 self._set(name, v, "Loading", "Loading", "loading into Triton")
-            err = self.triton.load(name)
+            err = self._load_engine(model, desired) or self.triton.load(name)
             try:
                 triton = self.triton.model_states(name)
             except requests.RequestException as exc:
@@ -441,6 +480,8 @@ class Agent:
             self._error(f"{model.name}: sync failed: {exc.__class__.__name__}: {exc}")
 
     def remove_model(self, name: str) -> None:
+        import shutil
+
         err = self.triton.unload(name)
         if err:
             self._error(f"{name}: unload failed: {_short(err)}")
@@ -448,9 +489,11 @@ class Agent:
             self.states.pop(name, None)
         d = self.repository / name
         if d.is_dir() and not name.startswith("."):
-            import shutil
-
             shutil.rmtree(d, ignore_errors=True)
+        engine = self.repository / engine_model_name(name)  # a tensorrtllm text front's engine entry
+        if engine.is_dir() and not name.startswith("."):
+            self.triton.unload(engine.name)
+            shutil.rmtree(engine, ignore_errors=True)
 
     def sync(self, manifest: ModelManifest, manifest_hash: str | None = None) -> None:
         with self.lock:
@@ -498,6 +541,9 @@ class Agent:
             for v in m.wanted_versions():
                 if not self.triton.version_ready(m.name, v):
                     missing.append(f"{m.name}/{v}")
+            engine = self._engine_entry(m)
+            if engine and not self.triton.version_ready(engine, 1):
+                missing.append(f"{engine}/1")
         if not current:
             missing.append("manifest change not applied yet")
         return not missing, missing
@@ -531,7 +577,14 @@ class Agent:
             return False, [f"triton unreachable: {exc.__class__.__name__}"]
         ready = {e.get("name") for e in index if e.get("state") == "READY"}
         missing = [m.name for m in manifest.models if m.name not in ready]
+        missing += [e for e in map(self._engine_entry, manifest.models) if e and e not in ready]
         return not missing, missing
+
+    def _engine_entry(self, model: ManifestModel) -> str | None:
+        """The engine entry a tensorrtllm text front needs to serve (None for other models)."""
+        name = engine_model_name(model.name)
+        on_disk = (self.repository / name / CONFIG_FILE).is_file()
+        return name if model.format == "tensorrtllm" and on_disk else None
 
     def _served(self) -> dict[str, list[int]] | None:
         """model -> versions Triton reports READY now, or None when Triton cannot be asked."""

@@ -205,6 +205,9 @@ def _package_llm(args: argparse.Namespace, name: str, fmt: str) -> int:
     if args.engine_arg and fmt != "vllm":
         print(f"error: --engine-arg applies to --format vllm, not {fmt}", file=sys.stderr)
         return 2
+    if args.tokenizer and fmt != "tensorrtllm":
+        print(f"error: --tokenizer applies to --format tensorrtllm, not {fmt}", file=sys.stderr)
+        return 2
     kind = "KIND_CPU" if args.instance_kind == "KIND_AUTO" else args.instance_kind
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
@@ -215,7 +218,7 @@ def _package_llm(args: argparse.Namespace, name: str, fmt: str) -> int:
             )  # fmt: skip
         elif fmt == "tensorrtllm":
             res = package_tensorrtllm(
-                args.source, args.repository, name, version=args.version,
+                args.source, args.repository, name, tokenizer=args.tokenizer, version=args.version,
                 max_batch_size=args.max_batch_size, progress=progress,
             )  # fmt: skip
         else:
@@ -398,7 +401,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    help="transformers: a Hugging Face causal-LM directory (config.json, safetensors, tokenizer) served "
                         "with transformers in Triton's python backend, decoupled, streaming tokens (auto-detected); "
                         "vllm: the same directory for Triton's vLLM backend (model.json written in the pod); "
-                        "tensorrtllm: a prebuilt TensorRT-LLM engine directory (*.engine + config.json)")  # fmt: skip
+                        "tensorrtllm: a prebuilt TensorRT-LLM engine directory (*.engine + config.json), served as "
+                        "NAME (a text front: tokenizer + streaming detokenization) over NAME-engine")  # fmt: skip
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="tensorrtllm: the model's Hugging Face tokenizer folder (default: the engine directory, "
+                        "when it holds tokenizer files)")  # fmt: skip
     p.add_argument("--engine-arg", action="append", type=_engine_arg, metavar="KEY=VALUE",
                    help="vllm: a vLLM engine argument packaged with the model, e.g. enforce_eager=true (repeat); "
                         "the ModelDeployment's llm settings override it in the pod")  # fmt: skip

@@ -63,6 +63,15 @@ def _check_tokenizer(folder: Path, problems: list[str]) -> None:
         _json(cfg, problems)
 
 
+def check_tokenizer(folder: Path) -> list[str]:
+    """Problems of a tokenizer folder (empty when AutoTokenizer should load it)."""
+    if not folder.is_dir():
+        return [f"{folder}: not a directory"]
+    problems: list[str] = []
+    _check_tokenizer(folder, problems)
+    return problems
+
+
 def check_hf_dir(folder: Path) -> list[str]:
     """Problems of a Hugging Face causal-LM directory (empty when it looks servable)."""
     if not folder.is_dir():

@@ -219,13 +219,15 @@ def _check_engine_args(path: Path, issues: list[Issue]) -> None:
 def _check_llm(vdir: Path, meta: dict[str, object], issues: list[Issue]) -> None:
     """An LLM version: its Hugging Face directory (transformers, vllm: config, every shard of the
     safetensors index, tokenizer) or its TensorRT-LLM engine directory; vLLM's packaged engine args."""
-    from modeldeploy_runtime.hf import HF_DIR, check_hf_dir
+    from modeldeploy_runtime.hf import HF_DIR, check_hf_dir, check_tokenizer
 
     problems: list[str] = []
     if meta.get("format") in ("transformers", "vllm"):
         problems = check_hf_dir(vdir / HF_DIR)
     elif meta.get("format") == "tensorrtllm":
         problems = check_engine_dir(vdir / ENGINE_DIR)
+        if meta.get("engine_model"):  # packaged with its text front: the tokenizer it loads
+            problems += check_tokenizer(vdir / HF_DIR)
     if meta.get("format") == "vllm":
         args = meta.get("engine_args", {})
         if not isinstance(args, dict):

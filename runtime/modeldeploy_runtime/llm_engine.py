@@ -11,9 +11,13 @@
   (the tensor-parallel size is the pod's GPU count unless ``llm.tensorParallelSize`` says
   otherwise). Because it is generated in the pod, ``model.json`` of such a version is not part of
   the version's content digest (see :func:`generated_files`).
-* ``tensorrtllm``: the TensorRT-LLM backend reads the prebuilt engine directory named by the
-  ``gpt_model_path`` parameter of ``config.pbtxt``; the agent points it at the served version's
-  ``engine/`` folder.
+* ``tensorrtllm``: two repository entries. ``<name>`` is the *text front*, a decoupled
+  python-backend model (trtllm_text_backend.py, with the tokenizer in ``<version>/hf/``) with the
+  same text tensors as the vLLM and transformers models; it tokenizes, streams the request through
+  ``<name>-engine`` (BLS) and detokenizes. ``<name>-engine`` is the TensorRT-LLM backend's model
+  (token ids in and out) over the prebuilt engine directory named by the ``gpt_model_path``
+  parameter of its ``config.pbtxt``: the newest served version's ``engine/`` folder. Its one
+  version folder holds ``engine.json``, which says so (:func:`write_engine_entry`).
 
 Only the standard library here (the agent imports this module).
 """
@@ -26,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modeldeploy_runtime.config import InstanceGroup, ModelConfig, TensorSpec
+from modeldeploy_runtime.config import CONFIG_FILE, InstanceGroup, ModelConfig, TensorSpec
 from modeldeploy_runtime.hf import HF_DIR, LLM_INPUTS, LLM_OUTPUTS
 from modeldeploy_runtime.manifest import ManifestLLM
 
@@ -45,6 +49,16 @@ _VLLM_ARGS: tuple[tuple[str, str], ...] = (
     ("dtype", "dtype"),
 )
 
+#: The python-backend text front of a tensorrtllm model (copied as ``<version>/model.py``), and the
+#: sampling/stop/sender helpers it shares with the transformers model (copied next to it).
+TEXT_FRONT = Path(__file__).with_name("trtllm_text_backend.py")
+TEXT_HELPERS = Path(__file__).with_name("transformers_backend.py")
+TEXT_HELPERS_FILE = "textgen.py"
+#: The repository entry of the TensorRT-LLM engine behind the text front ``<name>``.
+ENGINE_SUFFIX = "-engine"
+#: The file in the engine entry's version folder (``default_model_filename``): where the engine is.
+ENGINE_POINTER = "engine.json"
+
 #: Token-level tensors of the TensorRT-LLM backend (its inflight-batcher model; batch dim implicit).
 TRTLLM_INPUTS = [
     TensorSpec("input_ids", "TYPE_INT32", [-1]),
@@ -53,6 +67,11 @@ TRTLLM_INPUTS = [
     TensorSpec("end_id", "TYPE_INT32", [1], optional=True),
     TensorSpec("pad_id", "TYPE_INT32", [1], optional=True),
     TensorSpec("streaming", "TYPE_BOOL", [1], optional=True),
+    TensorSpec("temperature", "TYPE_FP32", [1], optional=True),
+    TensorSpec("runtime_top_k", "TYPE_INT32", [1], optional=True),
+    TensorSpec("runtime_top_p", "TYPE_FP32", [1], optional=True),
+    TensorSpec("random_seed", "TYPE_UINT64", [1], optional=True),
+    TensorSpec("exclude_input_in_output", "TYPE_BOOL", [1], optional=True),
 ]
 TRTLLM_OUTPUTS = [
     TensorSpec("output_ids", "TYPE_INT32", [-1, -1]),
@@ -82,6 +101,57 @@ def tensorrtllm_config(name: str, max_batch_size: int, engine_path: str = "") ->
         outputs=list(TRTLLM_OUTPUTS), instance_groups=[InstanceGroup(1, "KIND_CPU")], decoupled=True,
         parameters=params,
     )  # fmt: skip
+
+
+def engine_model_name(name: str) -> str:
+    """The repository entry of the TensorRT-LLM engine behind the text front ``name``."""
+    return name + ENGINE_SUFFIX
+
+
+def text_front_config(name: str, instance_count: int = 1) -> ModelConfig:
+    """config.pbtxt of a tensorrtllm model's text front: a decoupled python-backend model with the
+    text tensors of the other LLM formats, calling ``engine_model`` (its ``<name>-engine``)."""
+    return ModelConfig(
+        name=name, backend="python", max_batch_size=0, inputs=list(LLM_INPUTS), outputs=list(LLM_OUTPUTS),
+        instance_groups=[InstanceGroup(instance_count, "KIND_CPU")], decoupled=True,
+        parameters={"engine_model": engine_model_name(name)},
+    )  # fmt: skip
+
+
+def engine_batch_size(version_dir: Path) -> int:
+    """The engine entry's max_batch_size packaged with a version (modeldeploy.json), else 0."""
+    _, meta = _packaged_format(version_dir)
+    mbs = meta.get("engine_max_batch_size")
+    return mbs if isinstance(mbs, int) and mbs > 0 else 0
+
+
+def has_text_front(version_dir: Path) -> bool:
+    """Whether a tensorrtllm version was packaged with its text front (model.py + tokenizer)."""
+    fmt, meta = _packaged_format(version_dir)
+    return fmt == "tensorrtllm" and bool(meta.get("engine_model")) and (version_dir / "model.py").is_file()
+
+
+def write_engine_entry(repository: Path, name: str, version_dir: Path, max_batch_size: int = 0) -> bool:
+    """Write ``<repository>/<name>-engine``: the TensorRT-LLM backend's config.pbtxt with
+    ``gpt_model_path`` = ``version_dir``'s ``engine/`` folder (absolute), ``max_batch_size`` (else
+    the packaged one), and version ``1`` holding ``engine.json`` (which front version it serves).
+    Returns whether anything changed."""
+    engine = (version_dir / ENGINE_DIR).absolute()
+    entry = repository / engine_model_name(name)
+    mbs = max_batch_size if max_batch_size > 0 else engine_batch_size(version_dir)
+    cfg = tensorrtllm_config(entry.name, mbs, str(engine))
+    cfg.default_model_filename = ENGINE_POINTER
+    pointer = json.dumps({"gpt_model_path": str(engine), "model": name, "version": int(version_dir.name)})
+    changed = False
+    for path, text in ((entry / "1" / ENGINE_POINTER, pointer + "\n"), (entry / CONFIG_FILE, cfg.render())):
+        if path.is_file() and path.read_text() == text:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        changed = True
+    return changed
 
 
 def check_engine_dir(folder: Path) -> list[str]:
@@ -158,12 +228,22 @@ def write_engine_args(version_dir: Path, llm: ManifestLLM | None) -> bool:
 __all__ = [
     "ENGINE_ARGS_FILE",
     "ENGINE_DIR",
+    "ENGINE_POINTER",
+    "ENGINE_SUFFIX",
+    "TEXT_FRONT",
+    "TEXT_HELPERS",
+    "TEXT_HELPERS_FILE",
     "TRTLLM_INPUTS",
     "TRTLLM_OUTPUTS",
     "check_engine_dir",
     "engine_args",
+    "engine_batch_size",
+    "engine_model_name",
     "generated_files",
+    "has_text_front",
     "tensorrtllm_config",
+    "text_front_config",
     "vllm_config",
     "write_engine_args",
+    "write_engine_entry",
 ]

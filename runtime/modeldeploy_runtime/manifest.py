@@ -44,7 +44,9 @@ FORMATS: dict[str, FormatDefaults] = {
     # Large language models (decoupled, streaming): the packaged config is used when present.
     "transformers": FormatDefaults("", "python", "python", "model.py"),  # + hf/: the HF model directory
     "vllm": FormatDefaults("", "vllm", "vllm", "model.json"),  # the vLLM backend's engine arguments
-    "tensorrtllm": FormatDefaults("", "tensorrtllm", "tensorrtllm", "config.pbtxt"),  # prebuilt engine
+    # a prebuilt engine: served by the tensorrtllm backend as <name>-engine behind <name>, a python-
+    # backend text front, when packaged with its tokenizer (llm_engine.write_engine_entry)
+    "tensorrtllm": FormatDefaults("", "tensorrtllm", "tensorrtllm", "config.pbtxt"),
 }
 
 

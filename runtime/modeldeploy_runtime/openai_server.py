@@ -11,8 +11,9 @@
 
 Generation goes through Triton's gRPC streaming API (``ModelStreamInfer``) with the tensor interface
 of Triton's vLLM backend (``text_input``, ``stream``, ``sampling_parameters`` -> ``text_output``),
-which the transformers python-backend model (transformers_backend.py) implements too: the endpoint
-works the same in front of either. The tokenizer (read from ``<version>/hf/`` of the newest version
+which the transformers python-backend model (transformers_backend.py) and the text front of a
+tensorrtllm model (trtllm_text_backend.py, over its ``<name>-engine``) implement too: the endpoint
+works the same in front of each. The tokenizer (read from ``<version>/hf/`` of the newest version
 present) applies the chat template and counts prompt tokens; a prompt that does not fit the model's
 context is refused before it reaches Triton. When a streaming client goes away, the gRPC call is
 cancelled and the model stops generating.

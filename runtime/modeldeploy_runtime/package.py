@@ -648,43 +648,108 @@ def _engine_batch_size(src: Path) -> int | None:
     return mbs if isinstance(mbs, int) and mbs > 0 else None
 
 
+#: Files of a tokenizer folder that are not the tokenizer (weights): not copied into ``hf/``.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".onnx", ".engine")
+
+
+def _tokenizer_dir(engine_dir: Path, tokenizer: str | Path | None) -> Path:
+    """The tokenizer folder for the text front: ``tokenizer``, else the engine folder when it holds
+    a tokenizer; its problems are packaging errors."""
+    from modeldeploy_runtime.hf import TOKENIZER_FILES, check_tokenizer
+
+    if tokenizer is None:
+        if not any((engine_dir / f).is_file() for f in TOKENIZER_FILES):
+            raise PackageError(
+                f"{engine_dir}: no tokenizer in the engine directory (none of {', '.join(TOKENIZER_FILES)}): "
+                f"give the model's tokenizer folder (--tokenizer DIR)"
+            )
+        return engine_dir
+    tok = Path(tokenizer)
+    problems = check_tokenizer(tok)
+    if problems:
+        raise PackageError(f"{tok}: not a tokenizer folder: " + "; ".join(problems))
+    return tok
+
+
+def _copy_tokenizer(src: Path, tmp: Path, folder: str, progress: bool) -> dict[str, str]:
+    """Copy the tokenizer files of ``src`` (not weights, not engine ranks) into ``tmp/folder``."""
+    from modeldeploy_runtime.digest import copy_hashing
+    from modeldeploy_runtime.hf import SAFETENSORS_INDEX
+
+    known: dict[str, str] = {}
+    for f in sorted(p for p in src.iterdir() if p.is_file()):
+        if f.name.endswith(_WEIGHT_SUFFIXES) or f.name == SAFETENSORS_INDEX:
+            continue
+        rel = f"{folder}/{f.name}"
+        (tmp / folder).mkdir(parents=True, exist_ok=True)
+        with open(f, "rb") as fi, open(tmp / rel, "wb") as fo:
+            known[rel], _ = copy_hashing(fi, fo, f.stat().st_size, f"copy {f.name}", progress)
+    return known
+
+
 def package_tensorrtllm(
     engine_dir: str | Path,
     repository: str | Path,
     name: str,
     *,
+    tokenizer: str | Path | None = None,
     version: int | None = None,
     max_batch_size: int | None = None,
     progress: bool = False,
 ) -> PackageResult:
-    """Package a prebuilt TensorRT-LLM engine directory (``*.engine`` ranks + ``config.json``) for
-    the TensorRT-LLM backend: the files go to ``<version>/engine/`` (streamed and hashed), the
-    config.pbtxt is the backend's (inflight batching, decoupled) with ``gpt_model_path`` pointing at
-    the engine (the agent points it at the served version in the pod). ``max_batch_size`` defaults
-    to the engine's build_config.max_batch_size."""
-    from modeldeploy_runtime.llm_engine import ENGINE_DIR, check_engine_dir, tensorrtllm_config
+    """Package a prebuilt TensorRT-LLM engine directory (``*.engine`` ranks + ``config.json``) with
+    the model's tokenizer as two repository entries:
+
+    * ``<name>``: the text front (trtllm_text_backend.py as ``model.py``, decoupled python backend,
+      the text tensors of the other LLM formats); the version folder holds ``model.py``,
+      ``textgen.py``, the tokenizer files in ``hf/`` and the engine in ``engine/`` (all streamed
+      and hashed);
+    * ``<name>-engine``: the TensorRT-LLM backend's model (inflight batching, decoupled) with
+      ``gpt_model_path`` pointing at that ``engine/`` folder (the agent re-points it in the pod).
+
+    ``tokenizer`` defaults to the engine directory when it holds tokenizer files (else packaging
+    fails and says so). ``max_batch_size`` (the engine entry's) defaults to the engine's
+    build_config.max_batch_size."""
+    from modeldeploy_runtime.hf import HF_DIR
+    from modeldeploy_runtime.llm_engine import (
+        ENGINE_DIR,
+        TEXT_FRONT,
+        TEXT_HELPERS,
+        TEXT_HELPERS_FILE,
+        check_engine_dir,
+        engine_model_name,
+        text_front_config,
+        write_engine_entry,
+    )
 
     t0 = time.monotonic()
     _check_name(name)
+    _check_name(engine_model_name(name))
     src = Path(engine_dir)
     problems = check_engine_dir(src)
     if problems:
         raise PackageError(f"{src}: not a TensorRT-LLM engine directory: " + "; ".join(problems))
+    tok = _tokenizer_dir(src, tokenizer)
     built = _engine_batch_size(src)
     mbs = max_batch_size or built
     if mbs is None:
         raise PackageError(f"{src}/config.json has no build_config.max_batch_size: give max_batch_size")
     if built is not None and mbs > built:
         raise PackageError(f"max_batch_size {mbs} exceeds the engine's build_config.max_batch_size {built}")
-    cfg = tensorrtllm_config(name, mbs)
+    cfg = text_front_config(name)
     repository = Path(repository)
     version = version or next_version(repository / name)
     with _staging(repository, name) as tmp:
         known = _copy_hashing(src, tmp, ENGINE_DIR, progress)
-        meta = _meta("tensorrtllm", cfg, ENGINE_DIR, {"source": src.name})
-        engine = (repository / name / str(version) / ENGINE_DIR).absolute()
-        cfg.parameters["gpt_model_path"] = str(engine)  # this repository's config.pbtxt
-        return _finish(tmp, repository, cfg, version, meta, known, t0, progress)
+        known.update(_copy_tokenizer(tok, tmp, HF_DIR, progress))
+        shutil.copyfile(TEXT_FRONT, tmp / "model.py")
+        shutil.copyfile(TEXT_HELPERS, tmp / TEXT_HELPERS_FILE)
+        extra = {"source": src.name, "engine_model": engine_model_name(name), "engine_max_batch_size": mbs}
+        meta = _meta("tensorrtllm", cfg, ENGINE_DIR, extra)
+        res = _finish(tmp, repository, cfg, version, meta, known, t0, progress)
+    newest = next_version(repository / name) - 1  # the engine entry serves the newest version's engine
+    write_engine_entry(repository, name, repository / name / str(newest))
+    return res
 
 
 def read_package_meta(version_dir: Path) -> dict[str, Any] | None:

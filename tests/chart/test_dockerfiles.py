@@ -171,6 +171,7 @@ def _requirement_closure(extras: set[str]) -> set[str]:
 NOT_IN_IMAGE = {
     "runtime/modeldeploy_runtime/python_backend_wrapper.py",
     "runtime/modeldeploy_runtime/transformers_backend.py",
+    "runtime/modeldeploy_runtime/trtllm_text_backend.py",
 }
 
 

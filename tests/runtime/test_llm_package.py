@@ -221,55 +221,93 @@ def trt_engine(tmp_path: Path) -> Path:
     return d
 
 
-def test_mdctl_package_tensorrtllm_points_the_backend_at_the_engine(
-    trt_engine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_mdctl_package_tensorrtllm_writes_a_text_front_over_the_engine(
+    trt_engine: Path, tiny_hf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from modeldeploy.cli import main
+    from modeldeploy_runtime.hf import LLM_INPUTS, LLM_OUTPUTS
 
     repo = tmp_path / "repo"
-    argv = ["package", str(trt_engine), "-r", str(repo), "-n", "llama", "--format", "tensorrtllm", "--json"]
+    argv = ["package", str(trt_engine), "-r", str(repo), "-n", "llama", "--format", "tensorrtllm", "--json",
+            "--tokenizer", str(tiny_hf)]  # fmt: skip
     assert main([*argv, "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out)
     vdir = repo / "llama" / "1"
     listed = parse_sha_manifest((vdir / "manifest.sha256").read_bytes())
     for f in trt_engine.iterdir():
         assert listed[f"engine/{f.name}"] == _sha(f), f.name
-    assert set(out["files"]) >= {"engine/rank0.engine", "engine/rank1.engine", "engine/config.json"}
-    cfg, problems = parse_config((repo / "llama" / "config.pbtxt").read_text())
+    # the tokenizer (and the model's config, for its context) without the weights
+    assert listed["hf/tokenizer.json"] == _sha(tiny_hf / "tokenizer.json")
+    assert "hf/config.json" in listed and not any(k.endswith(".safetensors") for k in listed)
+    assert {"model.py", "textgen.py", "engine/rank0.engine"} <= set(out["files"])
+    # <name>: the text front, with the text tensors the OpenAI endpoint sends and reads
+    front, problems = parse_config((repo / "llama" / "config.pbtxt").read_text())
+    assert problems == []
+    assert (front.backend, front.max_batch_size, front.decoupled) == ("python", 0, True)
+    assert front.io_signature() == ModelConfig("x", inputs=LLM_INPUTS, outputs=LLM_OUTPUTS).io_signature()
+    assert front.parameters["engine_model"] == "llama-engine"
+    # <name>-engine: the TensorRT-LLM backend over the packaged engine
+    cfg, problems = parse_config((repo / "llama-engine" / "config.pbtxt").read_text())
     assert problems == []
     assert (cfg.backend, cfg.max_batch_size, cfg.decoupled) == ("tensorrtllm", 16, True)
     assert Path(cfg.parameters["gpt_model_path"]) == (vdir / "engine").absolute()
     assert cfg.parameters["gpt_model_type"] == "inflight_fused_batching"
     assert [t.name for t in cfg.inputs][:3] == ["input_ids", "input_lengths", "request_output_len"]
+    assert json.loads((repo / "llama-engine" / "1" / "engine.json").read_text())["version"] == 1
     assert main(["lint", str(repo)]) == 0
-    # more than the engine was built for is refused; a smaller batch is taken
+    # more than the engine was built for is refused; a smaller batch is taken; the entry follows v2
     assert main([*argv, "--no-progress", "--max-batch-size", "32"]) == 1
     assert "exceeds the engine's build_config.max_batch_size 16" in capsys.readouterr().err
     assert main([*argv, "--no-progress", "--max-batch-size", "4", "-v", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == 2
-    # a tampered engine file is a digest error lint reports
+    cfg, _ = parse_config((repo / "llama-engine" / "config.pbtxt").read_text())
+    assert cfg.max_batch_size == 4 and cfg.parameters["gpt_model_path"].endswith("/llama/2/engine")
+    # a tampered engine file is a digest error lint reports; so is a missing tokenizer
     (vdir / "engine" / "rank1.engine").write_bytes(b"\x02" * 300_000)
     assert any("rank1.engine" in i.path for i in errors(lint_repository(repo)))
+    (repo / "llama" / "2" / "hf" / "tokenizer.json").unlink()
+    assert any("no tokenizer" in i.message for i in errors(lint_repository(repo)))
 
 
-def test_agent_points_tensorrtllm_at_the_served_engine(trt_engine: Path, tmp_path: Path) -> None:
+def test_package_tensorrtllm_needs_a_tokenizer(trt_engine: Path, tiny_hf: Path, tmp_path: Path) -> None:
+    from modeldeploy_runtime.package import package_tensorrtllm
+
+    with pytest.raises(PackageError, match=r"no tokenizer in the engine directory.*--tokenizer DIR"):
+        package_tensorrtllm(trt_engine, tmp_path / "repo", "llama")
+    with pytest.raises(PackageError, match="not a tokenizer folder"):
+        package_tensorrtllm(trt_engine, tmp_path / "repo", "llama", tokenizer=trt_engine)
+    # a tokenizer shipped inside the engine directory is taken from there
+    shutil.copyfile(tiny_hf / "tokenizer.json", trt_engine / "tokenizer.json")
+    shutil.copyfile(tiny_hf / "tokenizer_config.json", trt_engine / "tokenizer_config.json")
+    res = package_tensorrtllm(trt_engine, tmp_path / "repo", "llama")
+    assert (res.version_dir / "hf" / "tokenizer.json").is_file()
+    assert not (res.version_dir / "hf" / "rank0.engine").exists()
+
+
+def test_agent_writes_the_front_and_its_engine_entry(trt_engine: Path, tiny_hf: Path, tmp_path: Path) -> None:
     from modeldeploy_runtime.agent import Agent
     from modeldeploy_runtime.manifest import ManifestModel, ManifestVersion, ModelManifest
     from modeldeploy_runtime.package import package_tensorrtllm
 
-    res = package_tensorrtllm(trt_engine, tmp_path / "store", "llama")
+    res = package_tensorrtllm(trt_engine, tmp_path / "store", "llama", tokenizer=tiny_hf)
     manifest = ModelManifest(
-        models=[ManifestModel(name="llama", format="tensorrtllm", versions=[
+        models=[ManifestModel(name="llama", format="tensorrtllm", maxBatchSize=8, versions=[
             ManifestVersion(version=1, source=f"file://{res.version_dir}", sha256=res.digest)])]
     )  # fmt: skip
-    assert Agent(tmp_path / "unused.json", tmp_path / "pod").fill_repository(manifest)
-    cfg, problems = parse_config((tmp_path / "pod" / "llama" / "config.pbtxt").read_text())
-    assert problems == [] and cfg.max_batch_size == 16
+    agent = Agent(tmp_path / "unused.json", tmp_path / "pod")
+    assert agent.fill_repository(manifest)
+    front, problems = parse_config((tmp_path / "pod" / "llama" / "config.pbtxt").read_text())
+    assert problems == [] and front.backend == "python" and "gpt_model_path" not in front.parameters
+    assert front.max_batch_size == 0  # the endpoint's unbatched text tensors; maxBatchSize is the engine's
+    cfg, problems = parse_config((tmp_path / "pod" / "llama-engine" / "config.pbtxt").read_text())
+    assert problems == [] and cfg.max_batch_size == 8
     assert cfg.parameters["gpt_model_path"] == str((tmp_path / "pod" / "llama" / "1" / "engine").absolute())
     assert errors(lint_repository(tmp_path / "pod")) == []
+    agent.remove_model("llama")  # no Triton here: the unloads fail, the folders go
+    assert not (tmp_path / "pod" / "llama").exists() and not (tmp_path / "pod" / "llama-engine").exists()
 
 
-def test_package_tensorrtllm_refuses_a_folder_without_engine(tmp_path: Path) -> None:
+def test_package_tensorrtllm_refuses_a_folder_without_engine(tmp_path: Path, tiny_hf: Path) -> None:
     from modeldeploy_runtime.package import package_tensorrtllm
 
     (tmp_path / "e").mkdir()
@@ -278,4 +316,4 @@ def test_package_tensorrtllm_refuses_a_folder_without_engine(tmp_path: Path) -> 
         package_tensorrtllm(tmp_path / "e", tmp_path / "repo", "x", max_batch_size=1)
     (tmp_path / "e" / "rank0.engine").write_bytes(b"x")
     with pytest.raises(PackageError, match=r"no build_config\.max_batch_size"):
-        package_tensorrtllm(tmp_path / "e", tmp_path / "repo", "x")
+        package_tensorrtllm(tmp_path / "e", tmp_path / "repo", "x", tokenizer=tiny_hf)
