@@ -66,6 +66,14 @@ def http_json(url: str) -> tuple[int, Any]:
         return 0, None
 
 
+def ready_versions(agent_port: int) -> list[int] | None:
+    """The versions the agent reports Ready; None while its /status does not answer (a busy machine)."""
+    code, body = http_json(f"http://127.0.0.1:{agent_port}/status")
+    if code != 200 or not body:
+        return None
+    return [v["version"] for m in body["models"] for v in m["versions"] if v["state"] == "Ready"]
+
+
 def build_model(seed: int) -> Any:
     import torch
 
@@ -306,7 +314,8 @@ def main() -> int:
                  "--poll-interval", "0.5", "--log-format", "text"],
                 stdout=fh, stderr=subprocess.STDOUT))  # fmt: skip
         wait_for(lambda: http_json(f"http://127.0.0.1:{agent_port}/ready")[0] == 200, 120, "agent /ready")
-        info("agent /status: " + json.dumps(http_json(f"http://127.0.0.1:{agent_port}/status")[1]["models"]))
+        status = wait_for(lambda: http_json(f"http://127.0.0.1:{agent_port}/status")[1], 60, "agent /status")
+        info("agent /status: " + json.dumps(status["models"]))
 
         client = triton_http.InferenceServerClient(triton.http_address)
         batch = np.random.default_rng(0).standard_normal((5, 4), dtype=np.float32)
@@ -337,8 +346,7 @@ def main() -> int:
         info(
             f"manifest ConfigMap updated in place after {time.monotonic() - t0:.1f}s (a pod's kubelet syncs the mount)"
         )
-        wait_for(lambda: [v["version"] for m in http_json(f"http://127.0.0.1:{agent_port}/status")[1]["models"]
-                          for v in m["versions"] if v["state"] == "Ready"] == [2], 120, "the agent to serve only v2")  # fmt: skip
+        wait_for(lambda: ready_versions(agent_port) == [2], 120, "the agent to serve only v2")
         info(f"agent switched Triton to v2 in {time.monotonic() - t0:.1f}s (v1 unloaded after v2 was READY)")
         got = infer()
         assert np.allclose(got, expected(2), atol=1e-5), "Triton's answer differs from torch v2"
