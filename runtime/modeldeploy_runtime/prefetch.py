@@ -77,6 +77,12 @@ def run(
         short["versions"] = [
             {k: v.get(k) for k in ("model", "version", "state")} for v in summary["versions"]
         ]
+        # corrupt entries the Job found and refetched (the operator puts them in status.cache)
+        short["corrupt"] = [
+            {k: e[k] for k in ("time", "digest", "event")}
+            for e in summary["events"]
+            if e["event"] in ("CorruptEntry", "CorruptEntryRefetched")
+        ][-4:]
         Path(termination_log).write_text(json.dumps(short, sort_keys=True)[:4000])
     except OSError:
         pass

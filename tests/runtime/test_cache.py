@@ -149,6 +149,42 @@ def test_corrupt_entry_detected_refetched_and_reported(
     assert any((cache / ".quarantine").iterdir())
     [e] = st["cache"]["entries"]
     assert e["digest"] == digest and e["bytes"] > 0 and e["lastVerified"]
+    _operator_sees_the_corrupt_entry(manifest, digest, {"pod-a": first.status().model_dump_json(),
+                                                        "pod-b": second.status().model_dump_json()})  # fmt: skip
+
+
+def _operator_sees_the_corrupt_entry(manifest: Path, digest: str, docs: dict[str, str]) -> None:
+    """The operator's side: the agents' /status JSON, parsed with the typed contract, becomes the
+    ModelDeployment's status.cache (the corrupt entry, found by pod-b) and each version's fetch
+    counts (pod-a downloaded and published it, pod-b found it corrupt and downloaded it again)."""
+    from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus
+    from modeldeploy.reconcile.cache_status import cache_status
+    from modeldeploy.reconcile.status import AgentReport, compute_status
+    from modeldeploy_runtime.agentapi import AgentStatus
+
+    version = json.loads(manifest.read_text())["models"][0]["versions"][0]
+    md = ModelDeployment.from_body({
+        "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "clf", "namespace": "ns", "generation": 1, "uid": "u"},
+        "spec": {"models": [{"name": "clf", "format": "python", "source": "https://example.com/clf",
+                             "versions": [{"version": 1, "sha256": digest, "source": version["source"]}]}],
+                 "cache": {"claimName": "cache", "prefetch": False}}})  # fmt: skip
+    pods = {pod: AgentStatus.model_validate_json(doc) for pod, doc in docs.items()}
+    cache = cache_status(md, None, [], pods)
+    assert cache is not None
+    assert [(c["event"], c["pod"]) for c in cache["corruptEntries"]] == [
+        ("CorruptEntry", "pod-b"),
+        ("CorruptEntryRefetched", "pod-b"),
+    ]
+    assert cache["entries"] == 1 and cache["versionsPresent"] == [f"clf:1@{digest[:12]}"]
+    dep = {"metadata": {"generation": 1}, "spec": {"replicas": 2}, "status": {
+        "observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}}  # fmt: skip
+    st = compute_status(md, dep, [], None, agents=AgentReport(pods=pods), manifest_generation=1)
+    st["cache"] = cache
+    typed = ModelDeploymentStatus.model_validate(st)
+    assert typed.models and typed.models[0].versions[0].fetch is not None
+    assert typed.models[0].versions[0].fetch.downloaded == 2
+    assert typed.models[0].versions[0].fetch.bytesDownloaded > 0
 
 
 def test_read_only_cache_is_used_without_writing(

@@ -1854,6 +1854,23 @@ class Condition(_Base):
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
 
 
+class VersionFetchStatus(_Base):
+    """Per pod count, from the agents' reports (cold start from the cache or the store)."""
+
+    fromCache: int = Field(
+        default=0, ge=0, description="Pods that read it from the shared model cache (0 bytes from the store)."
+    )
+    downloaded: int = Field(default=0, ge=0, description="Pods that downloaded it from the model store.")
+    local: int = Field(
+        default=0,
+        ge=0,
+        description="Pods that had it already (their own repository, or another version with its digest).",
+    )
+    bytesDownloaded: int = Field(
+        default=0, ge=0, description="Bytes these pods transferred from the model store for it."
+    )
+
+
 class VersionStatus(_Base):
     """The state of one model version across the pods."""
 
@@ -1871,6 +1888,9 @@ class VersionStatus(_Base):
         default=None,
         max_length=1024,
         description="Identity that signed the served version (verification policy).",
+    )
+    fetch: VersionFetchStatus | None = Field(
+        default=None, description="How the pods got this version: from the shared cache or downloaded."
     )
 
 
@@ -1900,6 +1920,16 @@ class Endpoints(_Base):
     )
 
 
+class CacheEventStatus(_Base):
+    """A corrupt cache entry an agent or the prefetch Job found (quarantined, then fetched again)."""
+
+    time: str = Field(max_length=64, description="When it was found (RFC 3339).")
+    digest: str = Field(max_length=80, description="sha256 of the entry.")
+    event: str = Field(max_length=64, description="CorruptEntry (found) or CorruptEntryRefetched (replaced).")
+    pod: str = Field(default="", max_length=253, description="The pod whose agent (or Job) found it.")
+    message: str = Field(default="", max_length=1024, description="What was wrong.")
+
+
 class CacheStatus(_Base):
     """The shared model cache as the operator last saw it."""
 
@@ -1916,7 +1946,16 @@ class CacheStatus(_Base):
     )
     bytes: int | None = Field(default=None, ge=0, description="Bytes of the cache's entries (when reported).")
     lastVerification: str | None = Field(
-        default=None, max_length=64, description="When the prefetch Job last verified the entries (RFC 3339)."
+        default=None,
+        max_length=64,
+        description="When the entries were last verified (the prefetch Job or an agent; RFC 3339).",
+    )
+    entries: int | None = Field(default=None, ge=0, description="Entries (digests) in the cache.")
+    corruptEntries: list[CacheEventStatus] | None = Field(
+        default=None,
+        max_length=10,
+        description="Corrupt entries found (quarantined and fetched again), newest last.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     message: str = Field(default="", max_length=32768, description="Details, e.g. why the Job failed.")
 

@@ -19,7 +19,7 @@ from typing import Any
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
 from modeldeploy.reconcile import agents
-from modeldeploy.reconcile.cache_status import cache_status
+from modeldeploy.reconcile.cache_status import cache_status, new_corrupt_entries
 from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
 from modeldeploy.reconcile.diff import in_effect
@@ -543,7 +543,7 @@ class Reconciler:
             propagating=propagating,
         )
         add_provenance(new, reports)  # digest + signer of each served version (#15)
-        cache = self._cache_status(md)
+        cache = self._cache_status(md, reports)
         if cache is not None:
             new["cache"] = cache
         conds = {c["type"]: c["status"] for c in new["conditions"]}
@@ -571,13 +571,13 @@ class Reconciler:
         # in place the manifest carries the versions; rolling, the pod template's hash of it too
         return {"ConfigMap", "Deployment"} if md.spec.rollout.strategy == "rolling" else {"ConfigMap"}
 
-    def _cache_status(self, md: ModelDeployment) -> dict[str, Any] | None:
+    def _cache_status(self, md: ModelDeployment, reports: AgentReport | None) -> dict[str, Any] | None:
         if md.spec.cache is None:
             return None
         job_name = prefetch_job_name(md)
         job = self.kube.get(JOB, md.namespace, job_name) if md.spec.cache.prefetch else None
         pods = self.kube.list(POD, md.namespace, label_selector=f"job-name={job_name}") if job else []
-        return cache_status(md, job, pods)
+        return cache_status(md, job, pods, reports.pods if reports else None)
 
     def _manifest_state(self, md: ModelDeployment) -> tuple[int | None, float | None]:
         """The live manifest's generation and its age in seconds (since our last write of it)."""
@@ -663,6 +663,8 @@ class Reconciler:
             self._event(body, "Normal", "Ready", f"serving {new.get('servedVersions', '')}".strip())
         elif diag is not None and (os_, oreason) != (ns_, nreason):
             self._event(body, "Warning", diag.reason, diag.message)
+        for ev in new_corrupt_entries(old, new):
+            self._event(body, "Warning", str(ev["event"]), f"{ev.get('pod', '')}: {ev.get('message', '')}")
 
     def _event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         if not self.config.post_events:

@@ -210,7 +210,7 @@ def _agent_versions(report: AgentReport | None, manifest_generation: int | None)
             for v in m.versions:
                 cur = agg.setdefault(
                     (m.name, v.version),
-                    {"state": "Ready", "reason": "", "message": "", "ready": 0, "stale": ""},
+                    {"state": "Ready", "reason": "", "message": "", "ready": 0, "stale": "", "fetch": {}},
                 )
                 _merge_agent_version(cur, pod, v)
                 if stale and not cur["stale"]:
@@ -220,7 +220,22 @@ def _agent_versions(report: AgentReport | None, manifest_generation: int | None)
     return agg
 
 
+#: FetchReport.origin -> the VersionFetchStatus counter it adds to.
+FETCH_COUNTERS = {"cache": "fromCache", "download": "downloaded", "repository": "local", "localCopy": "local"}
+
+
+def _count_fetch(fetch: dict[str, int], v: VersionReport) -> None:
+    """Add one pod's account of how it got the version (``status.models[].versions[].fetch``)."""
+    counter = FETCH_COUNTERS.get(v.fetch.origin) if v.fetch is not None else None
+    if v.fetch is None or counter is None:
+        return
+    fetch[counter] = fetch.get(counter, 0) + 1
+    if counter == "downloaded":
+        fetch["bytesDownloaded"] = fetch.get("bytesDownloaded", 0) + max(0, v.fetch.bytes)
+
+
 def _merge_agent_version(cur: dict[str, Any], pod: str, v: VersionReport) -> None:
+    _count_fetch(cur["fetch"], v)
     if v.state == "Ready":
         cur["ready"] += 1
     elif v.state == "Failed" or cur["state"] != "Failed":
@@ -251,6 +266,8 @@ def _unwanted_version(inp: StatusInputs, key: tuple[str, int]) -> dict[str, Any]
 
 def _from_agents(inp: StatusInputs, key: tuple[str, int], a: dict[str, Any]) -> dict[str, Any]:
     entry = _entry(key[1], a["state"], a["reason"], a["message"], readyReplicas=a["ready"])
+    if a.get("fetch"):
+        entry["fetch"] = dict(a["fetch"])
     if a["state"] == "Ready" and not inp.rollout.complete:
         entry.update(state="Loading", reason="RollingOut")
     elif a["state"] == "Ready" and a["stale"] and key not in inp.was_ready:
