@@ -1920,6 +1920,24 @@ class Endpoints(_Base):
     )
 
 
+class ScaleFromZeroStatus(_Base):
+    """How a request reaches a ModelDeployment scaled to zero (autoscaling.mode keda, minReplicas 0)."""
+
+    route: Literal["Interceptor", "Unavailable"] = Field(
+        description=(
+            "Interceptor: the Service is an ExternalName alias of the KEDA HTTP add-on interceptor, "
+            "so an HTTP request wakes the deployment; Unavailable: the add-on is not installed."
+        )
+    )
+    interceptor: str | None = Field(
+        default=None, max_length=512, description="The interceptor proxy Service (host:port) requests go to."
+    )
+    backendService: str | None = Field(
+        default=None, max_length=63, description="The pods' Service the interceptor forwards to."
+    )
+    message: str = Field(default="", max_length=32768, description="Details.")
+
+
 class CacheEventStatus(_Base):
     """A corrupt cache entry an agent or the prefetch Job found (quarantined, then fetched again)."""
 
@@ -2005,6 +2023,9 @@ class ModelDeploymentStatus(_Base):
     )
 
     cache: CacheStatus | None = Field(default=None, description="The shared model cache (spec.cache).")
+    scaleFromZero: ScaleFromZeroStatus | None = Field(
+        default=None, description="Scale from zero on a request (autoscaling.mode keda, minReplicas 0)."
+    )
 
     def condition(self, type_: str) -> Condition | None:
         for c in self.conditions or []:

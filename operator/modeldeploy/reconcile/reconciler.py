@@ -45,11 +45,13 @@ from modeldeploy.reconcile.status import (
     now_rfc3339,
     status_patch,
 )
-from modeldeploy.render import RenderOptions, render_children
+from modeldeploy.render import RenderOptions, child_kind, child_name, render_children
 from modeldeploy.render.common import (
     COMPONENT_LABEL,
+    DEFAULT_KEDA_INTERCEPTOR,
     FIELD_MANAGER,
     OWNER_LABEL,
+    ROUTED_NOTE,
     SCALEDOBJECT_CRD,
     SERVICEMONITOR_CRD,
     RenderError,
@@ -74,6 +76,7 @@ HANDOVER_MANAGER = "modeldeploy-operator-handover"
 #: A scheduled refresh runs this long after the transition is due (so that it is past, not at, it).
 DUE_SLACK_SECONDS = 0.25
 OPTIONAL_KINDS = (
+    "BackendService",
     "HorizontalPodAutoscaler",
     "ScaledObject",
     "HTTPScaledObject",
@@ -108,6 +111,9 @@ class OperatorConfig:
     manifest_sync_seconds: float = 90.0
     #: Where the operator runs: the NetworkPolicies let only this namespace reach the agent port.
     operator_namespace: str = "modeldeploy-system"
+    #: ``host:port`` of the KEDA HTTP add-on's interceptor proxy Service: with autoscaling.mode keda
+    #: and minReplicas 0 the ModelDeployment's Service becomes an ExternalName alias of it.
+    keda_interceptor: str = DEFAULT_KEDA_INTERCEPTOR
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -117,6 +123,7 @@ class OperatorConfig:
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
             operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
+            keda_interceptor=os.environ.get("MODELDEPLOY_KEDA_INTERCEPTOR") or DEFAULT_KEDA_INTERCEPTOR,
         )
 
 
@@ -324,6 +331,7 @@ class Reconciler:
             crds=crds,
             manifest_generation=_manifest_generation(md, live_cm),
             operator_namespace=self.config.operator_namespace,
+            keda_interceptor=self.config.keda_interceptor,
         )
         try:
             children = render_children(md, opts)
@@ -370,7 +378,7 @@ class Reconciler:
         """Delete our child of ``kind`` (no longer wanted); remember it is absent until a spec change."""
         if kind in absent:
             return
-        res, ns, name = BY_KIND[kind], run.md.namespace, run.md.name
+        res, ns, name = BY_KIND[child_kind(kind)], run.md.namespace, child_name(run.md, kind)
         live = self.kube.get(res, ns, name)
         if live is not None and owned_by(live, run.uid):
             self.kube.delete(res, ns, name, uid=live["metadata"].get("uid"))
@@ -380,7 +388,7 @@ class Reconciler:
 
     def _sync_child(self, run: _Pass, kind: str, desired: dict[str, Any]) -> None:
         """Apply ``desired`` unless the live object already has it in effect."""
-        res, ns = BY_KIND[kind], run.md.namespace
+        res, ns = BY_KIND[child_kind(kind)], run.md.namespace
         live = run.live_cm if kind == "ConfigMap" else self.kube.get(res, ns, desired["metadata"]["name"])
         if live is not None and not owned_by(live, run.uid):
             refs = live["metadata"].get("ownerReferences") or []
@@ -425,7 +433,7 @@ class Reconciler:
 
     def _apply_checked(self, run: _Pass, kind: str, desired: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.kube.apply(desired, BY_KIND[kind])
+            return self.kube.apply(desired, BY_KIND[child_kind(kind)])
         except KubeError as exc:
             self._child_rejected(run.body, run.key, run.md.generation, kind, desired["metadata"]["name"], exc)
             raise
@@ -541,6 +549,7 @@ class Reconciler:
             manifest_generation=manifest_generation,
             manifest_age=manifest_age,
             propagating=propagating,
+            interceptor=self.config.keda_interceptor if any(n.reason == ROUTED_NOTE for n in notes) else None,
         )
         add_provenance(new, reports)  # digest + signer of each served version (#15)
         cache = self._cache_status(md, reports)
@@ -627,7 +636,7 @@ class Reconciler:
             self.schedule(md.namespace, md.name, min(pending) + DUE_SLACK_SECONDS)
 
     def _notes(self, md: ModelDeployment) -> list[Any]:
-        opts = RenderOptions(crds=self.crds())
+        opts = RenderOptions(crds=self.crds(), keda_interceptor=self.config.keda_interceptor)
         try:
             render_children(md, opts)
         except RenderError:

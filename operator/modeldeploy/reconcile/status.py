@@ -19,8 +19,8 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus, ModelSpec
 from modeldeploy.reconcile.diagnose import Diagnosis
-from modeldeploy.render.common import Note, selector_string
-from modeldeploy.render.service import endpoints
+from modeldeploy.render.common import HTTPSCALEDOBJECT_CRD, Note, selector_string, wants_http_addon
+from modeldeploy.render.service import backend_service_name, endpoints
 from modeldeploy_runtime.agentapi import AgentStatus, VersionReport
 
 #: (model name, version) -> aggregated agent report, see :func:`_agent_versions`.
@@ -122,6 +122,8 @@ class StatusInputs:
     manifest_age: float | None
     #: (model, version) pairs Ready in the previous status
     was_ready: frozenset[tuple[str, int]]
+    #: host:port of the KEDA HTTP add-on interceptor the Service is routed through, or None
+    interceptor: str | None = None
 
     @property
     def old_pods_serving(self) -> bool:
@@ -489,8 +491,12 @@ def compute_status(
     manifest_generation: int | None = None,
     propagating: str | None = None,
     manifest_age: float | None = None,
+    interceptor: str | None = None,
 ) -> dict[str, Any]:
-    """``manifest_age``: seconds since the model manifest last changed; with agent reports and an
+    """``interceptor``: the KEDA HTTP add-on interceptor (host:port) the Service is routed through
+    (scale from zero on a request), or None.
+
+    ``manifest_age``: seconds since the model manifest last changed; with agent reports and an
     ``inPlace`` rollout, a wanted version still not Ready after ``rollout.readinessGate.timeoutSeconds``
     is Failed (LoadTimeout), so a load that hangs ends in Degraded instead of loading forever.
 
@@ -508,6 +514,7 @@ def compute_status(
         propagating=propagating,
         manifest_age=manifest_age,
         was_ready=_was_ready(previous),
+        interceptor=interceptor,
     )
     typed = assemble_status(inp, version_states(inp), previous, now or now_rfc3339())
     return typed.model_dump(mode="json", exclude_unset=True)
@@ -537,7 +544,7 @@ def assemble_status(
         "readyReplicas": ro.ready,
         "updatedReplicas": ro.updated,
         "selector": selector_string(md),
-        "endpoints": endpoints(md),
+        "endpoints": endpoints(md, _port_of(inp.interceptor)),
         "models": vs.models,
         "versionsReady": f"{vs.ready}/{vs.expected}",
         "replicasSummary": f"{ro.ready}/{ro.want}",
@@ -545,7 +552,29 @@ def assemble_status(
     }
     if vs.served:
         status["servedVersions"] = " ".join(vs.served)
+    if wants_http_addon(md):
+        status["scaleFromZero"] = scale_from_zero(md, inp.interceptor)
     return ModelDeploymentStatus.model_validate(status)
+
+
+def _port_of(interceptor: str | None) -> int | None:
+    if interceptor is None:
+        return None
+    port = interceptor.rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
+def scale_from_zero(md: ModelDeployment, interceptor: str | None) -> dict[str, Any]:
+    """``status.scaleFromZero``: whether a request can wake the deployment, and through what."""
+    if interceptor is None:
+        return {"route": "Unavailable",
+                "message": f"the KEDA HTTP add-on ({HTTPSCALEDOBJECT_CRD}) is not installed: requests "
+                           "cannot wake the deployment from zero replicas"}  # fmt: skip
+    http = endpoints(md, _port_of(interceptor))["http"]
+    return {"route": "Interceptor", "interceptor": interceptor, "backendService": backend_service_name(md),
+            "message": f"service {md.name} is an ExternalName alias of the interceptor: HTTP requests to "
+                       f"{http} wake the deployment; gRPC and metrics go to {backend_service_name(md)} "
+                       "directly and do not"}  # fmt: skip
 
 
 def invalid_status(
