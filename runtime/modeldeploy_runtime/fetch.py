@@ -665,18 +665,31 @@ class Fetcher:
         writable: fillers of one digest take turns, so it is downloaded once)."""
         with cache.filling(sha256) as may_publish:
             corrupt_before = cache.entry(sha256).is_dir()
-            if cache.lookup(sha256) is not None:
-                cache.materialize(sha256, staged)
+            found = cache.lookup(sha256)
+            if found is not None and self._materialized(cache, sha256, staged):
+                cache.touch(sha256)
                 cache.record(sha256, "Hit", f"{source}: served from the cache")
                 return sha256, 0, "cache"
             digest, nbytes = self._download(source, sha256, creds, work, staged, filename)
-            if corrupt_before:
+            if corrupt_before and found is None:
                 cache.record(
                     sha256, "CorruptEntryRefetched", f"{source}: corrupt cache entry downloaded again"
                 )
             if may_publish:
                 cache.publish(sha256, staged)
             return digest, nbytes, "download"
+
+    @staticmethod
+    def _materialized(cache: SharedCache, sha256: str, staged: Path) -> bool:
+        """Link the entry's files into ``staged``; False (and ``staged`` cleared) when the entry
+        went away meanwhile (evicted from under a read-only reader that held no lock): download."""
+        try:
+            cache.materialize(sha256, staged)
+            return True
+        except OSError as exc:
+            shutil.rmtree(staged, ignore_errors=True)
+            cache.record(sha256, "Miss", f"cache entry vanished while linking it: {exc}")
+            return False
 
     def _download(
         self,

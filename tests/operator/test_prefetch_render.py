@@ -59,6 +59,14 @@ def test_job_name_follows_the_versions_only() -> None:
     c = md_with_cache()
     c.spec.models[0].versions[1].sha256 = D2
     assert prefetch_job_name(c) != prefetch_job_name(a)
+    # maxSize: the Job evicts above it (another limit is another Job: its template is immutable)
+    limited = md_with_cache(maxSize="2Gi")
+    job = render_prefetch_job(limited)
+    assert job is not None and prefetch_job_name(limited) != prefetch_job_name(a)
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-bytes") + 1] == str(2 << 30)
+    assert args[args.index("--owner") + 1] == f"{a.namespace}/{a.name}"  # its refs in the cache
+    assert "--max-bytes" not in render_children(a)["Job"]["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[index]
     assert render_prefetch_job(md_with_cache(prefetch=False)) is None
     plain = ModelDeployment.from_body(load_case("cpu"))
     assert render_children(plain)["Job"] is None

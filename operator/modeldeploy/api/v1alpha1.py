@@ -1625,9 +1625,22 @@ class NetworkPolicySpec(_Base):
     )
 
 
+#: The smallest spec.cache.maxSize (a cache smaller than this holds no model).
+MIN_CACHE_SIZE = "1Mi"
+
+
 class ModelCacheSpec(_Base):
     """A shared model cache (issue #14): a PersistentVolumeClaim holding model versions by digest
     (``sha256/<digest>``), filled by a prefetch Job and mounted read-only by the model pods."""
+
+    __rules__ = (
+        Rule(
+            f"!has(self.maxSize) || !quantity(string(self.maxSize)).isLessThan(quantity('{MIN_CACHE_SIZE}'))",
+            f"cache.maxSize must be at least {MIN_CACHE_SIZE}",
+            lambda c: c.maxSize is None or parse_quantity(c.maxSize) >= parse_quantity(MIN_CACHE_SIZE),
+            field_path=".maxSize",
+        ),
+    )
 
     claimName: DNSSubdomain = Field(
         description=(
@@ -1640,6 +1653,14 @@ class ModelCacheSpec(_Base):
         description=(
             "Run a prefetch Job (the runtime image, prefetch mode) that fills the cache with every "
             "wanted version that pins a sha256; status.cache reports it (Prefetching while it runs)."
+        ),
+    )
+    maxSize: Quantity | None = Field(
+        default=None,
+        description=(
+            "Evict entries when the cache holds more than this (e.g. 200Gi): after each prefetch, "
+            "entries no ModelDeployment sharing the claim wants are removed, least recently used "
+            "first, never one being read or published. Unset: nothing is evicted."
         ),
     )
 

@@ -367,8 +367,10 @@ class Reconciler:
             self._event(body, "Normal", "Scaled", f"replicas {run.scaled[0]} -> {run.scaled[1]}")
         try:
             run.outcome.changes.extend(self._collect_manifests(md))
+            if md.spec.cache is not None or trigger != "resync":  # resyncs of cache-less ones: no LIST
+                run.outcome.changes.extend(self._collect_prefetch_jobs(md))
         except KubeError as exc:  # housekeeping: never in the way of the status
-            log.warning("%s: could not collect unused manifest ConfigMaps: %s", key, exc)
+            log.warning("%s: could not collect unused manifest ConfigMaps or prefetch Jobs: %s", key, exc)
         run.outcome.status_written = self._refresh(
             md_body=None, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
@@ -459,6 +461,26 @@ class Reconciler:
                 metrics.CHILD_WRITES.labels(kind="ConfigMap", action="delete").inc()
                 log.info("%s/%s: deleted unused manifest ConfigMap %s", ns, md.name, name)
                 deleted.append(f"deleted ConfigMap {name}")
+        return deleted
+
+    def _collect_prefetch_jobs(self, md: ModelDeployment) -> list[str]:
+        """Delete our prefetch Jobs other than the current one (their versions are no longer
+        wanted, or spec.cache is gone), running or finished, with their pods. The current Job stays
+        while its versions are wanted: its completion is the cache's recorded state (status.cache,
+        the rollout hold), and deleting it would make the reconciler run it again."""
+        c = md.spec.cache
+        keep = prefetch_job_name(md) if c is not None and c.prefetch else None
+        ns, uid = md.namespace, str(md.metadata.get("uid", ""))
+        jobs = self.kube.list(JOB, ns, label_selector=f"{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=prefetch")
+        deleted = []
+        for job in jobs:
+            name = job["metadata"]["name"]
+            if name == keep or not owned_by(job, uid) or job["metadata"].get("deletionTimestamp"):
+                continue
+            self.kube.delete(JOB, ns, name, uid=job["metadata"].get("uid"))
+            metrics.CHILD_WRITES.labels(kind="Job", action="delete").inc()
+            log.info("%s/%s: deleted prefetch Job %s (its versions are no longer wanted)", ns, md.name, name)
+            deleted.append(f"deleted Job {name}")
         return deleted
 
     def _child_rejected(
