@@ -95,6 +95,9 @@ class FetchResult:
     #: where the files came from: "repository" (already there), "localCopy" (same digest in this
     #: repository), "cache" (the shared cache), "download" (the source)
     origin: str = "download"
+    #: "repository": how the version first got there ({origin, bytes, seconds} from its source
+    #: record), e.g. the init container's download that the sidecar then finds in place
+    first_fetch: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------------------------- credentials
@@ -612,7 +615,10 @@ class Fetcher:
         final = self.repository / model / str(version)
         if self.is_current(model, version, source, sha256):
             rec = self.read_record(final) or {}
-            return FetchResult(final, rec.get("sha256"), True, 0, time.monotonic() - t0, source, "repository")
+            first = rec.get("fetch") if isinstance(rec.get("fetch"), dict) else None
+            return FetchResult(
+                final, rec.get("sha256"), True, 0, time.monotonic() - t0, source, "repository", first
+            )
         tmp_root = self.repository / TMP_DIR
         tmp_root.mkdir(parents=True, exist_ok=True)
         work = tmp_root / f"{model}-{version}-{uuid.uuid4().hex[:8]}"
@@ -641,6 +647,8 @@ class Fetcher:
                 "source": source,
                 "sha256": digest,
                 "fetchedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                # how it got here, for whoever finds it in place later (the sidecar after init)
+                "fetch": {"origin": origin, "bytes": nbytes, "seconds": round(time.monotonic() - t0, 3)},
             }
             if check is not None:
                 check(staged)

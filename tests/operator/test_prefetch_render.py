@@ -100,7 +100,7 @@ def test_cache_status_from_the_job() -> None:
     st = cache_status(md, done, [pod])
     assert st == {"claimName": "model-cache", "job": name, "state": "Ready", "bytes": 1234, "entries": 1,
                   "versionsPresent": [f"simple:1@{D1[:12]}"],  # version 2 pins no digest
-                  "lastVerification": "2026-01-01T00:00:00Z"}  # fmt: skip
+                  "lastVerification": "2026-01-01T00:00:00Z", "message": ""}  # fmt: skip
     failed = {
         "status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}
     }

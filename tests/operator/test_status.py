@@ -479,7 +479,9 @@ def test_each_version_says_how_many_pods_started_from_the_cache_or_downloaded() 
     assert v2["fetch"] == {"fromCache": 1, "downloaded": 2, "local": 1, "bytesDownloaded": 1024}
     only_cache = compute_status(md(), deployment(1), [running_pod()], None, now=T0,
                                 agents=AgentReport(pods={"a": doc("cache")}), manifest_generation=3)  # fmt: skip
-    assert only_cache["models"][0]["versions"][1]["fetch"] == {"fromCache": 1}
+    assert only_cache["models"][0]["versions"][1]["fetch"] == {
+        "fromCache": 1, "downloaded": 0, "local": 0, "bytesDownloaded": 0,
+    }  # fmt: skip
     none = compute_status(md(), deployment(1), [running_pod()], None, now=T0,
                           agents=AgentReport(pods={"e": doc(None)}), manifest_generation=3)  # fmt: skip
     assert "fetch" not in none["models"][0]["versions"][1]

@@ -250,6 +250,15 @@ def test_prefetch_mode_fills_the_cache_then_pods_start_from_it(
         "seconds": pytest.approx(0, abs=5),
     }
     assert handler.gets == 1
+    # the sidecar after the init container finds the version in place and reports how it got there
+    sidecar = Agent(
+        manifest,
+        tmp_path / "pod",
+        fetcher=Fetcher(tmp_path / "pod", cache=SharedCache(cache, read_only=True)),
+    )
+    sidecar.manifest, _ = sidecar.read_manifest()
+    assert sidecar.fill_repository(sidecar.manifest)
+    assert sidecar.status().model_dump(mode="json")["models"][0]["versions"][0]["fetch"]["origin"] == "cache"
 
 
 def test_use_rehashes_only_when_files_changed_since_the_last_full_verification(

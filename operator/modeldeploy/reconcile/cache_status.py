@@ -121,7 +121,8 @@ def cache_status(
             out["corruptEntries"] = sorted(both, key=lambda e: e["time"])[-MAX_CORRUPT:]
         if job_time and (not agent_time or job_time > agent_time):
             out["lastVerification"] = job_time
-    return CacheStatus.model_validate(out).model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    # with the defaults (message ""), as the API server stores them: an unchanged cache compares equal
+    return CacheStatus.model_validate(out).model_dump(mode="json", exclude_none=True)
 
 
 def _from_job(

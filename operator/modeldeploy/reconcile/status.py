@@ -268,8 +268,8 @@ def _unwanted_version(inp: StatusInputs, key: tuple[str, int]) -> dict[str, Any]
 
 def _from_agents(inp: StatusInputs, key: tuple[str, int], a: dict[str, Any]) -> dict[str, Any]:
     entry = _entry(key[1], a["state"], a["reason"], a["message"], readyReplicas=a["ready"])
-    if a.get("fetch"):
-        entry["fetch"] = dict(a["fetch"])
+    if a.get("fetch"):  # every counter, as the API server defaults them (no rewrite per refresh)
+        entry["fetch"] = {"fromCache": 0, "downloaded": 0, "local": 0, "bytesDownloaded": 0, **a["fetch"]}
     if a["state"] == "Ready" and not inp.rollout.complete:
         entry.update(state="Loading", reason="RollingOut")
     elif a["state"] == "Ready" and a["stale"] and key not in inp.was_ready:
