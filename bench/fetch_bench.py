@@ -7,7 +7,7 @@
 * a resumed transfer: the connection is cut at 50% (a TCP proxy in front of the server) and the
   download fails; a second process resumes it. Bytes the server sent in total / object size.
 
-    python bench/fetch_bench.py                      # 4 GB object (needs ~2x that in memory for moto)
+    python bench/fetch_bench.py                      # 4 GiB object (moto's process holds one copy)
     python bench/fetch_bench.py --size-mb 1024 --json figures.json
 
 Prints a JSON object with the figures (and writes it to --json).
@@ -18,6 +18,11 @@ GET, ranged or not (``FakeKey.value``), so each ranged request costs that server
 memory per concurrent request. Unless ``--stock-moto`` is given, the bench therefore memoizes each
 object's bytes in the server (one in-memory copy; a ranged GET then copies only its range, as a
 real store does). The client side (the code measured) is unchanged either way.
+
+The object is put into moto's in-process store directly, streamed into the key's spooled buffer
+(``--upload store``; ``--upload s3`` uploads it with boto3, which moto 5.2 cannot take at 4 GiB:
+its multipart upload reached 17 GiB of RSS). ``server_peak_rss_mib`` is the peak RSS of this
+process (moto's server; with the memoization, one copy of the object).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,20 +142,49 @@ def _compare(endpoint: str, tmp: Path, expected: str, size: int, a: argparse.Nam
     return out
 
 
+def _blocks(size: int) -> Iterator[bytes]:
+    """``size`` pseudo-random bytes in distinct 1 MiB blocks."""
+    seed = os.urandom(1 << 20)
+    for i in range(0, size, 1 << 20):
+        block = hashlib.sha256(i.to_bytes(8, "big")).digest() + seed[32:]
+        yield block[: min(1 << 20, size - i)]
+
+
 def _upload(s3: Any, size: int, tmp: Path) -> str:
-    """A file of ``size`` pseudo-random bytes (distinct 1 MiB blocks), uploaded; its sha256."""
+    """Through the S3 API (``--upload s3``): a file uploaded with boto3; its sha256. moto (5.2)
+    holds a multipart upload's parts in memory and joins them on completion: a 4 GiB object took
+    17 GiB of RSS and timed out."""
     src = tmp / "object.bin"
     h = hashlib.sha256()
-    seed = os.urandom(1 << 20)
     with open(src, "wb") as f:
-        for i in range(0, size, 1 << 20):
-            block = hashlib.sha256(i.to_bytes(8, "big")).digest() + seed[32:]
-            block = block[: min(1 << 20, size - i)]
+        for block in _blocks(size):
             h.update(block)
             f.write(block)
-    s3.create_bucket(Bucket=BUCKET)
     s3.upload_file(str(src), BUCKET, KEY)
     src.unlink()
+    return h.hexdigest()
+
+
+def _put_in_store(size: int) -> str:
+    """Into the in-process server's store directly (``--upload store``, the default): the object's
+    bytes are streamed 1 MiB at a time into the moto key's own buffer (a spooled file, on disk past
+    a few MiB), so putting it costs no memory; the downloads measured still go through the S3 API
+    over HTTP. Its sha256."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    key = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].put_object(BUCKET, KEY, b"")
+    h = hashlib.sha256()
+    with key.lock:
+        buf = key._value_buffer
+        buf.seek(0)
+        buf.truncate()
+        for block in _blocks(size):
+            h.update(block)
+            buf.write(block)
+        buf.flush()
+        key.contentsize = size
+        key._etag = None  # computed from the buffer on the first request
     return h.hexdigest()
 
 
@@ -163,6 +198,8 @@ def main() -> int:
     ap.add_argument("--per-connection-mbps", type=float, default=25.0,
                     help="also measure through a proxy capping each connection at this rate (0: skip)")  # fmt: skip
     ap.add_argument("--stock-moto", action="store_true", help="do not memoize object bytes in moto")
+    ap.add_argument("--upload", choices=["store", "s3"], default="store",
+                    help="put the object into moto's store directly (streamed) or upload it with boto3")  # fmt: skip
     ap.add_argument("--child", choices=["parallel", "single"], help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     ap.add_argument("--dest", help=argparse.SUPPRESS)
@@ -193,7 +230,9 @@ def main() -> int:
                           aws_secret_access_key="bench", config=Config(read_timeout=1800))  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="fetch-bench-") as d:
             tmp = Path(d)
-            expected = _upload(s3, size, tmp)
+            s3.create_bucket(Bucket=BUCKET)
+            expected = _upload(s3, size, tmp) if a.upload == "s3" else _put_in_store(size)
+            figures["upload"] = a.upload
             figures.update(_compare(endpoint, tmp, expected, size, a))
             if a.per_connection_mbps > 0:
                 rate = a.per_connection_mbps * 1e6
@@ -214,6 +253,7 @@ def main() -> int:
                 }
     finally:
         server.stop()
+    figures["server_peak_rss_mib"] = round(_peak_rss_mib(), 1)  # moto's process (this one)
     print(
         f"{a.size_mb} MiB object: single stream {figures['single']['mb_per_s']} MB/s "
         f"(peak RSS {figures['single']['peak_rss_mib']} MiB), parallel ranged {figures['parallel']['mb_per_s']}"

@@ -48,6 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "truth in the status and push changed manifests to it (default: on; --no-query-agents when "
         "the operator cannot reach pod IPs)",
     )
+    run.add_argument(
+        "--keda-interceptor",
+        default=None,
+        metavar="HOST:PORT",
+        help="the KEDA HTTP add-on's interceptor proxy Service; with autoscaling.mode keda and "
+        "minReplicas 0 a ModelDeployment's Service becomes an ExternalName alias of it (default: "
+        "$MODELDEPLOY_KEDA_INTERCEPTOR or keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local:8080)",
+    )
     run.set_defaults(func=_run)
 
     render = sub.add_parser("render", help="print the children of ModelDeployment manifests (no cluster)")
@@ -84,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         query_agents=args.query_agents,
         namespaces=list(args.namespace),
         manifest_sync_seconds=args.manifest_sync_seconds,
+        keda_interceptor=args.keda_interceptor or OperatorConfig.from_env().keda_interceptor,
     )
     registry = kopf.OperatorRegistry()
     register_handlers(registry, config)

@@ -317,6 +317,17 @@ class Agent:
         return msg
 
     # --------------------------------------------------------------------------------------- fetch
+    def _note_in_place(self, key: tuple[str, int]) -> None:
+        """A version found in the repository (fetched by the init container, or before a restart):
+        its origin is how it first got there, from its source record."""
+        with self.lock:
+            if key in self.origins:
+                return
+        rec = self.fetcher.read_record(self.repository / key[0] / str(key[1])) or {}
+        first = rec.get("fetch")
+        with self.lock:
+            self.origins[key] = first if isinstance(first, dict) else {"origin": "repository"}
+
     def fetch_wanted(self, model: ManifestModel, force: bool = False) -> list[int]:
         """Fetch the wanted versions; returns those present and verified."""
         ok: list[int] = []
@@ -336,6 +347,7 @@ class Agent:
                     self._set(model.name, num, "Failed", exc.reason, str(exc))
                     self.fetcher.remove_version(model.name, num)
                     continue
+                self._note_in_place(key)
                 ok.append(num)
                 continue
             nxt = self._fetch_retry.get(key)
@@ -364,7 +376,8 @@ class Agent:
             self._fetch_retry.pop(key, None)
             self.provenance.set_digest(model.name, num, res.digest)
             with self.lock:
-                self.origins[key] = {
+                # found in place (the init container fetched it): report how it first got there
+                self.origins[key] = res.first_fetch or {
                     "origin": res.origin,
                     "bytes": res.bytes,
                     "seconds": round(res.seconds, 3),

@@ -8,12 +8,24 @@ local volume)::
     .tmp/<uuid>/                        entries being written (never looked up)
     .locks/<digest>.lock                fcntl lock: one filler per digest at a time
     .quarantine/<digest>-<uuid>/        entries found corrupt (kept for inspection, then dropped)
+    .refs/<owner>.json                  digests a ModelDeployment wants (written by its prefetch Job)
+    .evicting/<digest>-<uuid>/          entries being evicted (renamed out of sha256/, then removed)
 
 *Atomic publish*: an entry is copied to ``.tmp/``, every file and folder is fsync'ed, then the
 folder is renamed to ``sha256/<digest>`` (one rename on one filesystem), so a reader never sees a
 partial entry. Fillers of the same digest serialize on its lock file; one that finds the entry
 already published (and verifying) drops its own copy (compare-by-digest). A reader without write
 access (the read-only mount in model pods) only looks up: it never locks or publishes.
+
+*Eviction* (:meth:`SharedCache.evict`, run by the prefetch Job with ``--max-bytes``): when the
+entries hold more than the limit, entries no ModelDeployment sharing the cache wants are removed,
+least recently used first, until the cache fits. "Wanted" is the union of the ``.refs/<owner>.json``
+files each prefetch Job writes (the digests its ModelDeployment wants now). An entry is evicted
+only while its fill lock can be taken at once: a filler publishing it, or an agent reading it
+(writable caches hold the lock; a read-only mount takes it shared when the lock file exists), makes
+the evictor skip it. The entry is renamed out of ``sha256/`` first (a reader sees it whole or not at
+all), then removed. Last use: a writable cache touches the entry's stamp on each hit; a read-only
+reader reads the stamp (its atime, as the mount keeps it), so the older of both is the LRU key.
 
 *Verification*: a full verification hashes every file of the entry and compares it with its file
 list (and the list's set of files with the folder). A filler does one when it publishes or finds an
@@ -130,9 +142,12 @@ class SharedCache:
 
     @contextlib.contextmanager
     def filling(self, digest: str) -> Iterator[bool]:
-        """Hold the digest's fill lock (blocking) when the cache is writable; yields whether held."""
+        """Hold the digest's fill lock (blocking) when the cache is writable; yields whether held.
+        A read-only reader holds it shared when the lock file exists (so no evictor removes the
+        entry under it) and yields False (it may not publish)."""
         if not self.writable:
-            yield False
+            with self._shared(digest):
+                yield False
             return
         locks = self.root / ".locks"
         locks.mkdir(exist_ok=True)
@@ -143,6 +158,112 @@ class SharedCache:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    @contextlib.contextmanager
+    def _shared(self, digest: str) -> Iterator[None]:
+        try:
+            fd = os.open(self.root / ".locks" / f"{digest}.lock", os.O_RDONLY)
+        except OSError:  # no lock file (nobody ever filled or evicted it) or not readable
+            yield
+            return
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------------------- eviction
+    def last_used(self, digest: str) -> float:
+        """When the entry was last used: its stamp's atime/mtime (touched by writable hits, read by
+        read-only ones), else the entry folder's mtime (its publication)."""
+        entry = self.entry(digest)
+        try:
+            st = (entry / STAMP).stat()
+            return max(st.st_atime, st.st_mtime)
+        except OSError:
+            return entry.stat().st_mtime
+
+    def touch(self, digest: str) -> None:
+        """Record a use (writable caches; the stamp is not part of the entry's fingerprint)."""
+        if self.writable:
+            with contextlib.suppress(OSError):
+                os.utime(self.entry(digest) / STAMP)
+
+    def write_refs(self, owner: str, digests: set[str]) -> None:
+        """``.refs/<owner>.json``: the digests ``owner`` (a ModelDeployment) wants now."""
+        refs = self.root / ".refs"
+        refs.mkdir(exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in owner)
+        tmp = refs / f".{safe}.{uuid.uuid4().hex[:6]}"
+        tmp.write_text(json.dumps({"owner": owner, "digests": sorted(digests), "time": _now()}))
+        tmp.replace(refs / f"{safe}.json")
+
+    def referenced(self) -> set[str]:
+        """The union of the digests every owner's refs file names."""
+        out: set[str] = set()
+        for f in (self.root / ".refs").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+                out |= set(json.loads(f.read_text()).get("digests") or [])
+        return out
+
+    def sizes(self) -> dict[str, int]:
+        base = self.root / ENTRIES
+        if not base.is_dir():
+            return {}
+        return {
+            e.name: sum((e / rel).stat().st_size for rel in _files(e)) for e in base.iterdir() if e.is_dir()
+        }
+
+    def _try_remove(self, digest: str) -> bool:
+        """Remove the entry if its lock can be taken at once (nobody reading or publishing it)."""
+        locks = self.root / ".locks"
+        locks.mkdir(exist_ok=True)
+        fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            gone = self.root / ".evicting" / f"{digest}-{uuid.uuid4().hex[:8]}"
+            gone.parent.mkdir(exist_ok=True)
+            try:
+                self.entry(digest).rename(gone)  # out of sha256/ at once: readers see all or nothing
+            except OSError:
+                return False
+            shutil.rmtree(gone, ignore_errors=True)
+            return True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def evict(self, max_bytes: int, keep: set[str] | None = None) -> list[str]:
+        """Evict unreferenced entries, least recently used first, until the entries hold at most
+        ``max_bytes``; entries in ``keep`` or in any refs file, and busy ones, stay. The evicted
+        digests, oldest first."""
+        if not self.writable:
+            return []
+        sizes = self.sizes()
+        total = sum(sizes.values())
+        if total <= max_bytes:
+            return []
+        protected = (keep or set()) | self.referenced()
+        candidates = sorted((d for d in sizes if d not in protected), key=self.last_used)
+        evicted = []
+        for digest in candidates:
+            if total <= max_bytes:
+                break
+            if self._try_remove(digest):
+                total -= sizes[digest]
+                evicted.append(digest)
+                self.record(
+                    digest,
+                    "Evicted",
+                    f"sha256/{digest[:12]}... evicted ({sizes[digest]} bytes, unreferenced)",
+                )
+            else:
+                self.record(digest, "EvictionSkipped", f"sha256/{digest[:12]}... in use: kept")
+        return evicted
 
     # ------------------------------------------------------------------------------ verification
     def _fingerprint(self, entry: Path) -> str:

@@ -328,7 +328,14 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_format)
     manifest = os.environ.get(args.manifest_env, "") if args.manifest_env else None
-    return run(args.manifest, args.cache_dir, args.termination_log, manifest_json=manifest)
+    return run(
+        args.manifest,
+        args.cache_dir,
+        args.termination_log,
+        manifest_json=manifest,
+        owner=args.owner,
+        max_bytes=args.max_bytes,
+    )
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -503,6 +510,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--cache-dir", default="/cache")
     p.add_argument("--termination-log", default="/dev/termination-log")
     p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.add_argument("--owner", help="who wants these versions (namespace/name): recorded in the cache's refs")
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=None,
+        help="after filling, evict unreferenced entries (least recently used first) above this size",
+    )
     p.set_defaults(func=cmd_prefetch)
 
     p = sub.add_parser("health", help="exit 0 when URL answers HTTP 200 (for exec probes)")

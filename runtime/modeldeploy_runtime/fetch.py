@@ -95,6 +95,9 @@ class FetchResult:
     #: where the files came from: "repository" (already there), "localCopy" (same digest in this
     #: repository), "cache" (the shared cache), "download" (the source)
     origin: str = "download"
+    #: "repository": how the version first got there ({origin, bytes, seconds} from its source
+    #: record), e.g. the init container's download that the sidecar then finds in place
+    first_fetch: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------------------------- credentials
@@ -612,7 +615,10 @@ class Fetcher:
         final = self.repository / model / str(version)
         if self.is_current(model, version, source, sha256):
             rec = self.read_record(final) or {}
-            return FetchResult(final, rec.get("sha256"), True, 0, time.monotonic() - t0, source, "repository")
+            first = rec.get("fetch") if isinstance(rec.get("fetch"), dict) else None
+            return FetchResult(
+                final, rec.get("sha256"), True, 0, time.monotonic() - t0, source, "repository", first
+            )
         tmp_root = self.repository / TMP_DIR
         tmp_root.mkdir(parents=True, exist_ok=True)
         work = tmp_root / f"{model}-{version}-{uuid.uuid4().hex[:8]}"
@@ -641,6 +647,8 @@ class Fetcher:
                 "source": source,
                 "sha256": digest,
                 "fetchedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                # how it got here, for whoever finds it in place later (the sidecar after init)
+                "fetch": {"origin": origin, "bytes": nbytes, "seconds": round(time.monotonic() - t0, 3)},
             }
             if check is not None:
                 check(staged)
@@ -665,18 +673,31 @@ class Fetcher:
         writable: fillers of one digest take turns, so it is downloaded once)."""
         with cache.filling(sha256) as may_publish:
             corrupt_before = cache.entry(sha256).is_dir()
-            if cache.lookup(sha256) is not None:
-                cache.materialize(sha256, staged)
+            found = cache.lookup(sha256)
+            if found is not None and self._materialized(cache, sha256, staged):
+                cache.touch(sha256)
                 cache.record(sha256, "Hit", f"{source}: served from the cache")
                 return sha256, 0, "cache"
             digest, nbytes = self._download(source, sha256, creds, work, staged, filename)
-            if corrupt_before:
+            if corrupt_before and found is None:
                 cache.record(
                     sha256, "CorruptEntryRefetched", f"{source}: corrupt cache entry downloaded again"
                 )
             if may_publish:
                 cache.publish(sha256, staged)
             return digest, nbytes, "download"
+
+    @staticmethod
+    def _materialized(cache: SharedCache, sha256: str, staged: Path) -> bool:
+        """Link the entry's files into ``staged``; False (and ``staged`` cleared) when the entry
+        went away meanwhile (evicted from under a read-only reader that held no lock): download."""
+        try:
+            cache.materialize(sha256, staged)
+            return True
+        except OSError as exc:
+            shutil.rmtree(staged, ignore_errors=True)
+            cache.record(sha256, "Miss", f"cache entry vanished while linking it: {exc}")
+            return False
 
     def _download(
         self,

@@ -4,8 +4,10 @@ model manifest before any pod needs them (the prefetch Job's command).
 Each wanted version with a pinned sha256 is fetched through :class:`~modeldeploy_runtime.fetch.Fetcher`
 into a scratch repository inside the cache volume, verified and published as ``sha256/<digest>``
 (or found there already and re-verified); the scratch repository is removed afterwards. A version
-without a pinned digest cannot be stored by digest: it is reported as skipped. The summary (JSON)
-goes to stdout and to the termination message, for the operator to read.
+without a pinned digest cannot be stored by digest: it is reported as skipped. With ``owner`` the
+wanted digests are recorded as that ModelDeployment's refs; with ``max_bytes`` unreferenced entries
+are then evicted, least recently used first, until the cache fits (``SharedCache.evict``). The
+summary (JSON) goes to stdout and to the termination message, for the operator to read.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from modeldeploy_runtime.manifest import FORMATS, ModelManifest
 log = logging.getLogger("modeldeploy.runtime.prefetch")
 
 
-def prefetch(manifest: ModelManifest, cache_dir: str | Path) -> dict[str, Any]:
+def prefetch(
+    manifest: ModelManifest, cache_dir: str | Path, owner: str | None = None, max_bytes: int | None = None
+) -> dict[str, Any]:
     """Fill the cache; returns the summary (``ok`` is False when a version failed)."""
     cache = SharedCache(cache_dir, verify="full")  # the Job re-hashes every entry it finds
     scratch = Path(cache_dir) / ".tmp" / f"prefetch-{uuid.uuid4().hex[:8]}"
@@ -51,8 +55,13 @@ def prefetch(manifest: ModelManifest, cache_dir: str | Path) -> dict[str, Any]:
                 versions.append(item)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    wanted = {v["digest"] for v in versions if v.get("digest")}
+    if owner:
+        cache.write_refs(owner, wanted)
+    evicted = cache.evict(max_bytes, keep=wanted) if max_bytes is not None else []
     st = cache.status()
     return {
+        "evicted": evicted,
         "ok": all(v["state"] != "Failed" for v in versions),
         "versions": versions,
         "entries": len(st["entries"]),
@@ -67,16 +76,25 @@ def run(
     cache_dir: str | Path,
     termination_log: str | Path,
     manifest_json: str | None = None,
+    owner: str | None = None,
+    max_bytes: int | None = None,
 ) -> int:
     manifest = ModelManifest.from_json(manifest_json or Path(manifest_path).read_text())
-    summary = prefetch(manifest, cache_dir)
+    summary = prefetch(manifest, cache_dir, owner=owner, max_bytes=max_bytes)
     text = json.dumps(summary, sort_keys=True)
     print(text)
     try:  # the operator reads the outcome from the pod's termination message (4 KiB at most)
         short = {k: summary[k] for k in ("ok", "entries", "bytes", "verifiedAt")}
+        short["evicted"] = len(summary["evicted"])
         short["versions"] = [
             {k: v.get(k) for k in ("model", "version", "state")} for v in summary["versions"]
         ]
+        # corrupt entries the Job found and refetched (the operator puts them in status.cache)
+        short["corrupt"] = [
+            {k: e[k] for k in ("time", "digest", "event")}
+            for e in summary["events"]
+            if e["event"] in ("CorruptEntry", "CorruptEntryRefetched")
+        ][-4:]
         Path(termination_log).write_text(json.dumps(short, sort_keys=True)[:4000])
     except OSError:
         pass

@@ -262,3 +262,41 @@ def test_fractional_cpu_renders_a_deployment_the_api_server_admits(cluster: Any,
     assert live_triton["resources"]["requests"] == {"cpu": "500m", "memory": "1073741824"}
     assert live_triton["resources"]["limits"] == {"cpu": "1"}
     cluster.kubectl("delete", "deployment", dep["metadata"]["name"], "-n", api_ns, "--wait=false")
+
+
+def test_cold_start_status_is_stored_as_computed(cluster: Any, api_ns: str) -> None:
+    """The operator writes the status only when it differs from the stored one: the cold-start
+    fields it computes (per-version fetch counts, status.cache from the agents, scaleFromZero) must
+    come back from the API server unchanged, CRD defaults included, or every refresh would rewrite
+    them."""
+    from modeldeploy.reconcile.cache_status import cache_status
+    from modeldeploy.reconcile.status import AgentReport, compute_status
+    from modeldeploy_runtime.agentapi import AgentStatus
+
+    digest = "c" * 64
+    example = load_example(REPO / "examples" / "cold-start-cache.yaml")
+    example["metadata"] = {"name": "coldst", "namespace": api_ns}
+    example["spec"]["models"][0]["versions"] = [{"version": 3, "sha256": digest}]
+    created = create(cluster, api_ns, example)
+    md = api.ModelDeployment.from_body(created)
+    agent = AgentStatus.model_validate({
+        "generation": 1, "appliedGeneration": 1,
+        "models": [{"name": "llm", "served": [3], "versions": [
+            {"version": 3, "state": "Ready", "fetch": {"origin": "cache", "bytes": 0, "seconds": 0.2}}]}],
+        "cache": {"root": "/var/cache/modeldeploy", "entries": [{"digest": digest, "bytes": 42,
+                  "lastVerified": "2026-01-01T00:00:00Z"}],
+                  "events": [{"time": "2026-01-01T00:00:01Z", "digest": digest, "event": "CorruptEntry",
+                              "message": "flipped"}]},
+    })  # fmt: skip
+    dep = {"metadata": {"generation": 1}, "spec": {"replicas": 1}, "status": {
+        "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}  # fmt: skip
+    status = compute_status(md, dep, [], None, agents=AgentReport(pods={"p": agent}), manifest_generation=1)
+    done = {"status": {"completionTime": "2026-01-01T00:00:02Z",
+                       "conditions": [{"type": "Complete", "status": "True"}]}}  # fmt: skip
+    status["cache"] = cache_status(md, done, [], {"p": agent})
+    assert status["scaleFromZero"]["route"] == "Unavailable"
+    assert status["models"][0]["versions"][0]["fetch"]["fromCache"] == 1
+    assert status["cache"]["corruptEntries"][0]["pod"] == "p"
+    cluster.kubectl("patch", "md", "coldst", "-n", api_ns, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": status}))  # fmt: skip
+    assert get_json(cluster, api_ns, "coldst")["status"] == status

@@ -112,6 +112,7 @@ def test_operator_deployment_defaults() -> None:
         "--metrics-port=8080",
         "--health-port=8081",
         "--query-agents",  # the default: status from the agents, manifests pushed
+        "--keda-interceptor=keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local:8080",
     ]
     env = _env(c)
     assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "ghcr.io/modeldeploy/runtime:0.1.0"
@@ -180,6 +181,7 @@ def test_all_values_render_every_option(tmp_path: Path) -> None:
         "--metrics-port=9090",
         "--health-port=9091",
         "--no-query-agents",  # all-values turns it off (operator cannot reach pod IPs)
+        f"--keda-interceptor={opts['operator']['kedaHttpInterceptor']}",
         *opts["operator"]["extraArgs"],
     ]
     env = _env(c)

@@ -65,9 +65,11 @@ def test_prefetch_job_admitted_observed_and_reported(
         60,
         "second Job",
     )
-    job_name = st["job"]
+    first_job, job_name = job_name, st["job"]
     wait_for(lambda: get(cluster, "jobs.batch", ns, job_name), 30, "second prefetch Job")
     assert _manifest_versions(cluster, ns) == [1]  # held back while the Job runs
+    # the first Job's versions are no longer wanted: the operator deletes it (and its pod)
+    wait_for(lambda: get(cluster, "jobs.batch", ns, first_job) is None, 60, "first prefetch Job deleted")
 
     pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"cache-{ns}"[:63]},
           "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": sc,
@@ -84,6 +86,7 @@ def test_prefetch_job_admitted_observed_and_reported(
             lambda: _manifest_versions(cluster, ns) == [1, 2], 60, "manifest released after the prefetch"
         )
         job = get(cluster, "jobs.batch", ns, job_name)
+        assert job is not None  # the current Job stays: its completion is the cache's recorded state
         assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
         # the model pods mount the same claim read-only
         dep = get(cluster, "deploy", ns, "cpu-model")
@@ -92,5 +95,8 @@ def test_prefetch_job_admitted_observed_and_reported(
             "name": "model-cache",
             "persistentVolumeClaim": {"claimName": "model-cache", "readOnly": True},
         } in vols
+        # no cache any more: the last prefetch Job goes too
+        apply(cluster, md_doc("cpu", ns, models=models))
+        wait_for(lambda: get(cluster, "jobs.batch", ns, job_name) is None, 60, "last prefetch Job deleted")
     finally:
         cluster.kubectl("delete", "pv", pv["metadata"]["name"], "--wait=false", check=False)

@@ -59,6 +59,14 @@ def test_job_name_follows_the_versions_only() -> None:
     c = md_with_cache()
     c.spec.models[0].versions[1].sha256 = D2
     assert prefetch_job_name(c) != prefetch_job_name(a)
+    # maxSize: the Job evicts above it (another limit is another Job: its template is immutable)
+    limited = md_with_cache(maxSize="2Gi")
+    job = render_prefetch_job(limited)
+    assert job is not None and prefetch_job_name(limited) != prefetch_job_name(a)
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-bytes") + 1] == str(2 << 30)
+    assert args[args.index("--owner") + 1] == f"{a.namespace}/{a.name}"  # its refs in the cache
+    assert "--max-bytes" not in render_children(a)["Job"]["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[index]
     assert render_prefetch_job(md_with_cache(prefetch=False)) is None
     plain = ModelDeployment.from_body(load_case("cpu"))
     assert render_children(plain)["Job"] is None
@@ -90,12 +98,65 @@ def test_cache_status_from_the_job() -> None:
     pod = {"status": {"containerStatuses": [{"name": "prefetch", "state": {"terminated": {
         "message": json.dumps({"ok": True, "bytes": 1234, "entries": 1})}}}]}}  # fmt: skip
     st = cache_status(md, done, [pod])
-    assert st == {"claimName": "model-cache", "job": name, "state": "Ready", "bytes": 1234,
+    assert st == {"claimName": "model-cache", "job": name, "state": "Ready", "bytes": 1234, "entries": 1,
                   "versionsPresent": [f"simple:1@{D1[:12]}"],  # version 2 pins no digest
-                  "lastVerification": "2026-01-01T00:00:00Z"}  # fmt: skip
+                  "lastVerification": "2026-01-01T00:00:00Z", "message": ""}  # fmt: skip
     failed = {
         "status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}
     }
     st = cache_status(md, failed, [])
     assert st is not None and st["state"] == "Failed" and "download" in st["message"]
     assert cache_status(md_with_cache(prefetch=False), None, [])["state"] == "NotPrefetched"  # type: ignore[index]
+
+
+def agent_with_cache(entries: list[tuple[str, int, str | None]], events: list[dict[str, str]]) -> Any:
+    from modeldeploy_runtime.agentapi import AgentStatus
+
+    return AgentStatus.model_validate({"cache": {
+        "root": CACHE_MOUNT,
+        "entries": [{"digest": d, "bytes": b, "lastVerified": t} for d, b, t in entries],
+        "events": events,
+    }})  # fmt: skip
+
+
+def test_cache_status_from_the_agents_reports() -> None:
+    """The agents' view of the cache completes status.cache: entries and bytes per digest (counted
+    once however many pods see them), the wanted versions present, the latest verification, and the
+    corrupt entries an agent found (hits and misses stay out of the status)."""
+    from modeldeploy.api.v1alpha1 import CacheStatus
+    from modeldeploy.reconcile.cache_status import new_corrupt_entries
+
+    md = md_with_cache()
+    running = {"status": {"active": 1}}
+    flipped = {"time": "2026-01-01T00:02:00Z", "digest": D1, "event": "CorruptEntry",
+               "message": "cache entry sha256/aaaa... is corrupt: model.onnx: sha256 ..."}  # fmt: skip
+    refetched = {**flipped, "time": "2026-01-01T00:02:01Z", "event": "CorruptEntryRefetched"}
+    hit = {"time": "2026-01-01T00:03:00Z", "digest": D1, "event": "Hit", "message": "served"}
+    agents = {
+        "pod-a": agent_with_cache([(D1, 100, "2026-01-01T00:01:00Z"), (D2, 7, None)], [flipped, refetched]),
+        "pod-b": agent_with_cache([(D1, 100, "2026-01-01T00:04:00Z")], [hit]),
+        "pod-c": agent_with_cache([], []).model_copy(update={"cache": None}),  # no cache mounted
+    }
+    st = cache_status(md, running, [], agents)
+    assert st is not None
+    CacheStatus.model_validate(st)
+    assert st["state"] == "Prefetching"  # the Job's state; the figures are the agents'
+    assert (st["entries"], st["bytes"]) == (2, 107)
+    assert st["versionsPresent"] == [f"simple:1@{D1[:12]}"]  # D2 is in the cache but not wanted
+    assert st["lastVerification"] == "2026-01-01T00:04:00Z"
+    assert [(e["event"], e["pod"]) for e in st["corruptEntries"]] == [
+        ("CorruptEntry", "pod-a"),
+        ("CorruptEntryRefetched", "pod-a"),
+    ]
+    # one Warning event per corrupt record the previous status did not have
+    assert new_corrupt_entries({}, {"cache": st}) == st["corruptEntries"]
+    assert new_corrupt_entries({"cache": st}, {"cache": st}) == []
+    # without any cache report: the Job's account only
+    assert cache_status(md, running, [], {"pod-c": agents["pod-c"]}) == cache_status(md, running, [])
+    # the Job's termination message carries the corrupt entries it found
+    done = {"status": {"completionTime": "2026-01-01T00:00:00Z",
+                       "conditions": [{"type": "Complete", "status": "True"}]}}  # fmt: skip
+    pod = {"status": {"containerStatuses": [{"name": "prefetch", "state": {"terminated": {
+        "message": json.dumps({"ok": True, "bytes": 5, "entries": 1, "corrupt": [flipped]})}}}]}}  # fmt: skip
+    st = cache_status(md, done, [pod])
+    assert st is not None and st["corruptEntries"][0]["pod"] == f"job/{prefetch_job_name(md)}"

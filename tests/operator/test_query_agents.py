@@ -175,6 +175,9 @@ def test_status_follows_the_real_agents(
             60, "Ready serving scale:1, as reported by the agent",
         )  # fmt: skip
         assert _cond(st, "Ready")["status"] == "True" and st["models"][0]["versions"][0]["readyReplicas"] == 1
+        # how the pod got v1: downloaded from the store by the init step (the sidecar found it in place)
+        fetch = st["models"][0]["versions"][0]["fetch"]
+        assert fetch["downloaded"] == 1 and fetch["bytesDownloaded"] > 0 and fetch["fromCache"] == 0, fetch
 
         # v2 in place: the operator rewrites the manifest; until the agent has it, v2 is not Ready
         apply(_md(qa_ns, loopback_node, store, [{"version": 1}, {"version": 2}]))

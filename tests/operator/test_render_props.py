@@ -265,3 +265,52 @@ def test_rollout_settings_reach_the_deployment() -> None:
     assert spec["progressDeadlineSeconds"] == 120 + 60 + 15
     inplace = render_deployment(md_of("cpu", rollout={**rollout, "strategy": "inPlace"}))["spec"]
     assert inplace["minReadySeconds"] == 0  # in place, versions switch inside the running pods
+
+
+def test_scale_from_zero_routes_the_service_through_the_keda_interceptor() -> None:
+    """minReplicas 0 with the HTTP add-on: <name> is an ExternalName alias of the configured
+    interceptor (its port), <name>-backend carries the pods' ports and is what the HTTPScaledObject
+    targets, the NetworkPolicy lets the interceptor's namespace reach the HTTP port, and the status
+    endpoints follow. Without the add-on's CRD, or with minReplicas 1, the Service is the usual one."""
+    from modeldeploy.api.v1alpha1 import ModelDeploymentStatus
+    from modeldeploy.reconcile.status import compute_status
+    from modeldeploy.render.common import ROUTED_NOTE, RenderError
+
+    md = md_of("keda", networkPolicy={"enabled": True})
+    opts = RenderOptions(keda_interceptor="interceptor.autoscale.svc.cluster.local:9080")
+    out = render_children(md, opts)
+    svc, backend, hso = out["Service"], out["BackendService"], out["HTTPScaledObject"]
+    assert svc is not None and backend is not None and hso is not None
+    assert svc["spec"]["type"] == "ExternalName" and "selector" not in svc["spec"]
+    assert svc["spec"]["externalName"] == "interceptor.autoscale.svc.cluster.local"
+    assert [p["port"] for p in svc["spec"]["ports"]] == [9080]
+    assert backend["metadata"]["name"] == f"{md.name}-backend" and backend["spec"]["type"] == "ClusterIP"
+    assert {p["name"] for p in backend["spec"]["ports"]} == {"http", "grpc", "metrics"}
+    assert hso["spec"]["scaleTargetRef"]["service"] == f"{md.name}-backend"
+    assert md.name in hso["spec"]["hosts"] and f"{md.name}.{md.namespace}.svc" in hso["spec"]["hosts"]
+    np = out["NetworkPolicy"]
+    assert np is not None
+    assert {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "autoscale"}}}],
+            "ports": [{"protocol": "TCP", "port": md.spec.server.ports.http}]} in np["spec"]["ingress"]  # fmt: skip
+    assert any(n.reason == ROUTED_NOTE for n in opts.notes)
+
+    st = compute_status(md, None, [], None, notes=opts.notes, interceptor=opts.keda_interceptor)
+    ModelDeploymentStatus.model_validate(st)
+    assert st["endpoints"]["http"] == f"http://{md.name}.{md.namespace}.svc:9080"
+    assert st["endpoints"]["grpc"].startswith(f"{md.name}-backend.{md.namespace}.svc:")
+    assert st["scaleFromZero"]["route"] == "Interceptor"
+    assert st["scaleFromZero"]["backendService"] == f"{md.name}-backend"
+
+    plain = render_children(md, RenderOptions(crds=frozenset({SCALEDOBJECT_CRD, SERVICEMONITOR_CRD})))
+    assert plain["Service"] is not None and plain["Service"]["spec"]["type"] == "ClusterIP"
+    assert plain["BackendService"] is None and plain["HTTPScaledObject"] is None
+    st = compute_status(md, None, [], None)
+    assert st["scaleFromZero"]["route"] == "Unavailable"
+    assert st["endpoints"]["http"] == f"http://{md.name}.{md.namespace}.svc:{md.spec.server.ports.http}"
+    one = md_of("keda", autoscaling={**load_case("keda")["spec"]["autoscaling"], "minReplicas": 1})
+    assert render_children(one)["BackendService"] is None and "scaleFromZero" not in compute_status(
+        one, None, [], None
+    )
+
+    with pytest.raises(RenderError, match="host:port"):
+        render_children(md, RenderOptions(keda_interceptor="no-port"))

@@ -18,14 +18,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 HTTP_CRD = "httpscaledobjects.http.keda.sh"
 
 
+def _service_type(cluster: Any, ns: str, name: str, want: str) -> dict[str, Any] | None:
+    svc = get(cluster, "service", ns, name)
+    return svc if svc is not None and svc["spec"].get("type") == want else None
+
+
 def test_httpscaledobject_admitted_by_the_real_crd(cluster: Any, operator: OperatorProcess, ns: str) -> None:
+    # minReplicas 1 first: the usual ClusterIP Service, which minReplicas 0 turns into the route
+    autoscaling = {**md_doc("keda", ns)["spec"]["autoscaling"], "minReplicas": 1}
+    apply(cluster, md_doc("keda", ns, autoscaling=autoscaling))
+    wait_for(lambda: _service_type(cluster, ns, "keda-zero", "ClusterIP"), 90, "ClusterIP Service")
     apply(cluster, md_doc("keda", ns))
     # the operator's CRD discovery is cached for 30 s: another test may have removed the CRD
     hso = wait_for(
         lambda: get(cluster, "httpscaledobjects.http.keda.sh", ns, "keda-zero"), 90, "HTTPScaledObject"
     )
     assert hso["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1", "kind": "Deployment", "name": "keda-zero", "service": "keda-zero", "port": 8000,
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "keda-zero", "service": "keda-zero-backend",
+        "port": 8000,
     }  # fmt: skip
     assert hso["spec"]["replicas"] == {"min": 0, "max": 5}
     assert hso["spec"]["hosts"][0] == f"keda-zero.{ns}.svc"
@@ -39,6 +49,32 @@ def test_httpscaledobject_admitted_by_the_real_crd(cluster: Any, operator: Opera
         return c if "wake the deployment from zero" in c.get("message", "") else None
 
     assert wait_for(explained, 60, "status names the wake-up path")["status"] == "False"
+
+    # the Service became an ExternalName alias of the interceptor (admitted by the API server, its
+    # ClusterIP released); the pods' ports are on <name>-backend, the HTTPScaledObject's target
+    svc = wait_for(lambda: _service_type(cluster, ns, "keda-zero", "ExternalName"), 60, "ExternalName")
+    assert svc["spec"]["externalName"] == "keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local"
+    assert svc["spec"].get("clusterIP") in (None, "") and "selector" not in svc["spec"]
+    backend = wait_for(lambda: _service_type(cluster, ns, "keda-zero-backend", "ClusterIP"), 60, "backend")
+    assert (
+        backend["spec"]["clusterIP"]
+        and backend["spec"]["selector"]["modeldeploy.io/deployment"] == "keda-zero"
+    )
+    assert {p["name"] for p in backend["spec"]["ports"]} == {"http", "grpc", "metrics"}
+
+    def routed() -> dict[str, Any] | None:
+        st = (get(cluster, "md", ns, "keda-zero") or {}).get("status") or {}
+        return st if (st.get("scaleFromZero") or {}).get("route") == "Interceptor" else None
+
+    st = wait_for(routed, 60, "status.scaleFromZero.route Interceptor")
+    assert st["scaleFromZero"]["backendService"] == "keda-zero-backend"
+    assert st["endpoints"]["http"] == f"http://keda-zero.{ns}.svc:8080"
+    assert st["endpoints"]["grpc"] == f"keda-zero-backend.{ns}.svc:8001"
+
+    # back to minReplicas 1: a ClusterIP Service again, the backend Service deleted
+    apply(cluster, md_doc("keda", ns, autoscaling=autoscaling))
+    wait_for(lambda: _service_type(cluster, ns, "keda-zero", "ClusterIP"), 60, "ClusterIP again")
+    wait_for(lambda: get(cluster, "service", ns, "keda-zero-backend") is None, 60, "backend deleted")
 
 
 @pytest.fixture

@@ -454,3 +454,34 @@ def test_a_pod_that_cannot_be_created_is_degraded() -> None:
         "ServiceAccountNotFound",
         "ServiceAccountNotFound",
     )
+
+
+def test_each_version_says_how_many_pods_started_from_the_cache_or_downloaded() -> None:
+    """status.models[].versions[].fetch: per wanted version, pods that read it from the shared
+    cache, downloaded it (and the bytes), or had it already, from the agents' FetchReports."""
+    from modeldeploy.reconcile.status import AgentReport
+
+    def doc(origin: str | None, nbytes: int = 0) -> AgentStatus:
+        v: dict[str, Any] = {"version": 2, "state": "Ready"}
+        if origin:
+            v["fetch"] = {"origin": origin, "bytes": nbytes, "seconds": 0.1}
+        return AgentStatus.model_validate(
+            {"generation": 3, "appliedGeneration": 3, "models": [{"name": "simple", "versions": [v]}]}
+        )
+
+    pods = {"a": doc("cache"), "b": doc("download", 1000), "c": doc("download", 24),
+            "d": doc("repository"), "e": doc(None)}  # fmt: skip
+    st = compute_status(md(), deployment(5), [running_pod()], None, now=T0,
+                        agents=AgentReport(pods=pods), manifest_generation=3)  # fmt: skip
+    ModelDeploymentStatus.model_validate(st)
+    v2 = st["models"][0]["versions"][1]
+    assert v2["state"] == "Ready" and v2["readyReplicas"] == 5
+    assert v2["fetch"] == {"fromCache": 1, "downloaded": 2, "local": 1, "bytesDownloaded": 1024}
+    only_cache = compute_status(md(), deployment(1), [running_pod()], None, now=T0,
+                                agents=AgentReport(pods={"a": doc("cache")}), manifest_generation=3)  # fmt: skip
+    assert only_cache["models"][0]["versions"][1]["fetch"] == {
+        "fromCache": 1, "downloaded": 0, "local": 0, "bytesDownloaded": 0,
+    }  # fmt: skip
+    none = compute_status(md(), deployment(1), [running_pod()], None, now=T0,
+                          agents=AgentReport(pods={"e": doc(None)}), manifest_generation=3)  # fmt: skip
+    assert "fetch" not in none["models"][0]["versions"][1]

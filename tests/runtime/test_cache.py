@@ -149,6 +149,42 @@ def test_corrupt_entry_detected_refetched_and_reported(
     assert any((cache / ".quarantine").iterdir())
     [e] = st["cache"]["entries"]
     assert e["digest"] == digest and e["bytes"] > 0 and e["lastVerified"]
+    _operator_sees_the_corrupt_entry(manifest, digest, {"pod-a": first.status().model_dump_json(),
+                                                        "pod-b": second.status().model_dump_json()})  # fmt: skip
+
+
+def _operator_sees_the_corrupt_entry(manifest: Path, digest: str, docs: dict[str, str]) -> None:
+    """The operator's side: the agents' /status JSON, parsed with the typed contract, becomes the
+    ModelDeployment's status.cache (the corrupt entry, found by pod-b) and each version's fetch
+    counts (pod-a downloaded and published it, pod-b found it corrupt and downloaded it again)."""
+    from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus
+    from modeldeploy.reconcile.cache_status import cache_status
+    from modeldeploy.reconcile.status import AgentReport, compute_status
+    from modeldeploy_runtime.agentapi import AgentStatus
+
+    version = json.loads(manifest.read_text())["models"][0]["versions"][0]
+    md = ModelDeployment.from_body({
+        "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "clf", "namespace": "ns", "generation": 1, "uid": "u"},
+        "spec": {"models": [{"name": "clf", "format": "python", "source": "https://example.com/clf",
+                             "versions": [{"version": 1, "sha256": digest, "source": version["source"]}]}],
+                 "cache": {"claimName": "cache", "prefetch": False}}})  # fmt: skip
+    pods = {pod: AgentStatus.model_validate_json(doc) for pod, doc in docs.items()}
+    cache = cache_status(md, None, [], pods)
+    assert cache is not None
+    assert [(c["event"], c["pod"]) for c in cache["corruptEntries"]] == [
+        ("CorruptEntry", "pod-b"),
+        ("CorruptEntryRefetched", "pod-b"),
+    ]
+    assert cache["entries"] == 1 and cache["versionsPresent"] == [f"clf:1@{digest[:12]}"]
+    dep = {"metadata": {"generation": 1}, "spec": {"replicas": 2}, "status": {
+        "observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}}  # fmt: skip
+    st = compute_status(md, dep, [], None, agents=AgentReport(pods=pods), manifest_generation=1)
+    st["cache"] = cache
+    typed = ModelDeploymentStatus.model_validate(st)
+    assert typed.models and typed.models[0].versions[0].fetch is not None
+    assert typed.models[0].versions[0].fetch.downloaded == 2
+    assert typed.models[0].versions[0].fetch.bytesDownloaded > 0
 
 
 def test_read_only_cache_is_used_without_writing(
@@ -179,7 +215,8 @@ def test_prefetch_mode_fills_the_cache_then_pods_start_from_it(
     term = tmp_path / "termination-log"
     proc = subprocess.run(
         [sys.executable, "-m", "modeldeploy_runtime.cli", "prefetch", "--manifest", str(manifest),
-         "--cache-dir", str(cache), "--termination-log", str(term)],
+         "--cache-dir", str(cache), "--termination-log", str(term), "--owner", "models/clf",
+         "--max-bytes", "1048576"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -196,7 +233,9 @@ def test_prefetch_mode_fills_the_cache_then_pods_start_from_it(
         }
     ]
     assert json.loads(term.read_text())["versions"] == [{"model": "clf", "version": 1, "state": "Present"}]
-    assert sorted(p.name for p in cache.iterdir() if p.name != ".locks") == [".tmp", ENTRIES]
+    assert json.loads((cache / ".refs" / "models_clf.json").read_text())["digests"] == [digest]
+    assert summary["evicted"] == []  # under the limit, and wanted anyway
+    assert sorted(p.name for p in cache.iterdir() if p.name not in (".locks", ".refs")) == [".tmp", ENTRIES]
     assert not any((cache / ".tmp").iterdir())  # the scratch repository is gone
     pod = Agent(
         manifest,
@@ -211,6 +250,15 @@ def test_prefetch_mode_fills_the_cache_then_pods_start_from_it(
         "seconds": pytest.approx(0, abs=5),
     }
     assert handler.gets == 1
+    # the sidecar after the init container finds the version in place and reports how it got there
+    sidecar = Agent(
+        manifest,
+        tmp_path / "pod",
+        fetcher=Fetcher(tmp_path / "pod", cache=SharedCache(cache, read_only=True)),
+    )
+    sidecar.manifest, _ = sidecar.read_manifest()
+    assert sidecar.fill_repository(sidecar.manifest)
+    assert sidecar.status().model_dump(mode="json")["models"][0]["versions"][0]["fetch"]["origin"] == "cache"
 
 
 def test_use_rehashes_only_when_files_changed_since_the_last_full_verification(
@@ -239,3 +287,62 @@ def test_use_rehashes_only_when_files_changed_since_the_last_full_verification(
     hashed.clear()
     assert ro.lookup(digest) is None and hashed  # re-hashed, found corrupt
     assert [e["event"] for e in ro.status()["events"]][-1] == "CorruptEntry"
+
+
+def _publish(cache: SharedCache, tmp: Path, tag: str, size: int, used: float) -> str:
+    """An entry of ``size`` bytes whose last use was at ``used`` (epoch seconds)."""
+    staged = tmp / f"staged-{tag}"
+    staged.mkdir()
+    (staged / "model.bin").write_bytes(tag.encode() * (size // len(tag)))
+    digest = hashlib.sha256(tag.encode()).hexdigest()
+    with cache.filling(digest):
+        cache.publish(digest, staged)
+    os.utime(cache.entry(digest) / ".modeldeploy-verified.json", (used, used))
+    return digest
+
+
+def test_eviction_removes_unreferenced_entries_least_recently_used_first_never_busy_ones(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    cache = SharedCache(root)
+    mib = 1 << 20
+    wanted = _publish(cache, tmp_path, "wanted", mib, 100)  # oldest, but this Job wants it
+    other = _publish(cache, tmp_path, "other", mib, 200)  # another ModelDeployment's refs name it
+    old = _publish(cache, tmp_path, "old", mib, 300)
+    busy = _publish(cache, tmp_path, "busy", mib, 400)  # being read: its lock is held shared
+    newer = _publish(cache, tmp_path, "newer", mib, 500)
+    cache.write_refs("models/other", {other})
+    assert cache.referenced() == {other}
+    assert cache.evict(10 * mib, keep={wanted}) == []  # fits: nothing to do
+
+    reader = SharedCache(root, read_only=True)
+    entered, release = threading.Event(), threading.Event()
+
+    def read_busy() -> None:
+        with reader.filling(busy):  # a model pod's agent linking the entry (read-only mount)
+            entered.set()
+            release.wait(30)
+
+    t = threading.Thread(target=read_busy)
+    t.start()
+    try:
+        assert entered.wait(10)
+        evicted = cache.evict(2 * mib + mib // 2, keep={wanted})
+    finally:
+        release.set()
+        t.join()
+    assert evicted == [old, newer]  # LRU order; busy skipped, wanted and referenced kept
+    assert {p.name for p in (root / ENTRIES).iterdir()} == {wanted, other, busy}
+    assert not any((root / ".evicting").iterdir())
+    events = [(e["event"], e["digest"]) for e in cache.status()["events"]]
+    assert ("EvictionSkipped", busy) in events and ("Evicted", old) in events
+    assert cache.lookup(busy) is not None  # what stayed is whole
+
+    # a filler publishing an entry holds its lock: the evictor skips it too
+    with cache.filling(busy):
+        assert cache.evict(0, keep={wanted}) == []
+    assert busy in {p.name for p in (root / ENTRIES).iterdir()}
+    assert cache.evict(0, keep={wanted}) == [busy]  # free now: the only unreferenced entry left
+    assert SharedCache(root, read_only=True).evict(0) == []  # a read-only mount never evicts

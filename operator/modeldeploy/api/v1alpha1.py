@@ -1739,9 +1739,22 @@ class NetworkPolicySpec(_Base):
     )
 
 
+#: The smallest spec.cache.maxSize (a cache smaller than this holds no model).
+MIN_CACHE_SIZE = "1Mi"
+
+
 class ModelCacheSpec(_Base):
     """A shared model cache (issue #14): a PersistentVolumeClaim holding model versions by digest
     (``sha256/<digest>``), filled by a prefetch Job and mounted read-only by the model pods."""
+
+    __rules__ = (
+        Rule(
+            f"!has(self.maxSize) || !quantity(string(self.maxSize)).isLessThan(quantity('{MIN_CACHE_SIZE}'))",
+            f"cache.maxSize must be at least {MIN_CACHE_SIZE}",
+            lambda c: c.maxSize is None or parse_quantity(c.maxSize) >= parse_quantity(MIN_CACHE_SIZE),
+            field_path=".maxSize",
+        ),
+    )
 
     claimName: DNSSubdomain = Field(
         description=(
@@ -1754,6 +1767,15 @@ class ModelCacheSpec(_Base):
         description=(
             "Run a prefetch Job (the runtime image, prefetch mode) that fills the cache with every "
             "wanted version that pins a sha256; status.cache reports it (Prefetching while it runs)."
+        ),
+    )
+    maxSize: IntOrStringQuantity | None = Field(
+        default=None,
+        description=(
+            "Evict entries when the cache holds more than this (e.g. 200Gi; an integer or a quantity "
+            "string, read by a CEL rule): after each prefetch, "
+            "entries no ModelDeployment sharing the claim wants are removed, least recently used "
+            "first, never one being read or published. Unset: nothing is evicted."
         ),
     )
 
@@ -1994,6 +2016,23 @@ class Condition(_Base):
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
 
 
+class VersionFetchStatus(_Base):
+    """Per pod count, from the agents' reports (cold start from the cache or the store)."""
+
+    fromCache: int = Field(
+        default=0, ge=0, description="Pods that read it from the shared model cache (0 bytes from the store)."
+    )
+    downloaded: int = Field(default=0, ge=0, description="Pods that downloaded it from the model store.")
+    local: int = Field(
+        default=0,
+        ge=0,
+        description="Pods that had it already (their own repository, or another version with its digest).",
+    )
+    bytesDownloaded: int = Field(
+        default=0, ge=0, description="Bytes these pods transferred from the model store for it."
+    )
+
+
 class VersionStatus(_Base):
     """The state of one model version across the pods."""
 
@@ -2011,6 +2050,9 @@ class VersionStatus(_Base):
         default=None,
         max_length=1024,
         description="Identity that signed the served version (verification policy).",
+    )
+    fetch: VersionFetchStatus | None = Field(
+        default=None, description="How the pods got this version: from the shared cache or downloaded."
     )
 
 
@@ -2040,6 +2082,34 @@ class Endpoints(_Base):
     )
 
 
+class ScaleFromZeroStatus(_Base):
+    """How a request reaches a ModelDeployment scaled to zero (autoscaling.mode keda, minReplicas 0)."""
+
+    route: Literal["Interceptor", "Unavailable"] = Field(
+        description=(
+            "Interceptor: the Service is an ExternalName alias of the KEDA HTTP add-on interceptor, "
+            "so an HTTP request wakes the deployment; Unavailable: the add-on is not installed."
+        )
+    )
+    interceptor: str | None = Field(
+        default=None, max_length=512, description="The interceptor proxy Service (host:port) requests go to."
+    )
+    backendService: str | None = Field(
+        default=None, max_length=63, description="The pods' Service the interceptor forwards to."
+    )
+    message: str = Field(default="", max_length=32768, description="Details.")
+
+
+class CacheEventStatus(_Base):
+    """A corrupt cache entry an agent or the prefetch Job found (quarantined, then fetched again)."""
+
+    time: str = Field(max_length=64, description="When it was found (RFC 3339).")
+    digest: str = Field(max_length=80, description="sha256 of the entry.")
+    event: str = Field(max_length=64, description="CorruptEntry (found) or CorruptEntryRefetched (replaced).")
+    pod: str = Field(default="", max_length=253, description="The pod whose agent (or Job) found it.")
+    message: str = Field(default="", max_length=1024, description="What was wrong.")
+
+
 class CacheStatus(_Base):
     """The shared model cache as the operator last saw it."""
 
@@ -2056,7 +2126,16 @@ class CacheStatus(_Base):
     )
     bytes: int | None = Field(default=None, ge=0, description="Bytes of the cache's entries (when reported).")
     lastVerification: str | None = Field(
-        default=None, max_length=64, description="When the prefetch Job last verified the entries (RFC 3339)."
+        default=None,
+        max_length=64,
+        description="When the entries were last verified (the prefetch Job or an agent; RFC 3339).",
+    )
+    entries: int | None = Field(default=None, ge=0, description="Entries (digests) in the cache.")
+    corruptEntries: list[CacheEventStatus] | None = Field(
+        default=None,
+        max_length=10,
+        description="Corrupt entries found (quarantined and fetched again), newest last.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     message: str = Field(default="", max_length=32768, description="Details, e.g. why the Job failed.")
 
@@ -2106,6 +2185,9 @@ class ModelDeploymentStatus(_Base):
     )
 
     cache: CacheStatus | None = Field(default=None, description="The shared model cache (spec.cache).")
+    scaleFromZero: ScaleFromZeroStatus | None = Field(
+        default=None, description="Scale from zero on a request (autoscaling.mode keda, minReplicas 0)."
+    )
 
     def condition(self, type_: str) -> Condition | None:
         for c in self.conditions or []:

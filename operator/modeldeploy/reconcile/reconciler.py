@@ -19,7 +19,7 @@ from typing import Any
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
 from modeldeploy.reconcile import agents
-from modeldeploy.reconcile.cache_status import cache_status
+from modeldeploy.reconcile.cache_status import cache_status, new_corrupt_entries
 from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
 from modeldeploy.reconcile.diff import in_effect
@@ -45,11 +45,13 @@ from modeldeploy.reconcile.status import (
     now_rfc3339,
     status_patch,
 )
-from modeldeploy.render import RenderOptions, render_children
+from modeldeploy.render import RenderOptions, child_kind, child_name, render_children
 from modeldeploy.render.common import (
     COMPONENT_LABEL,
+    DEFAULT_KEDA_INTERCEPTOR,
     FIELD_MANAGER,
     OWNER_LABEL,
+    ROUTED_NOTE,
     SCALEDOBJECT_CRD,
     SERVICEMONITOR_CRD,
     RenderError,
@@ -74,6 +76,7 @@ HANDOVER_MANAGER = "modeldeploy-operator-handover"
 #: A scheduled refresh runs this long after the transition is due (so that it is past, not at, it).
 DUE_SLACK_SECONDS = 0.25
 OPTIONAL_KINDS = (
+    "BackendService",
     "HorizontalPodAutoscaler",
     "ScaledObject",
     "HTTPScaledObject",
@@ -108,6 +111,9 @@ class OperatorConfig:
     manifest_sync_seconds: float = 90.0
     #: Where the operator runs: the NetworkPolicies let only this namespace reach the agent port.
     operator_namespace: str = "modeldeploy-system"
+    #: ``host:port`` of the KEDA HTTP add-on's interceptor proxy Service: with autoscaling.mode keda
+    #: and minReplicas 0 the ModelDeployment's Service becomes an ExternalName alias of it.
+    keda_interceptor: str = DEFAULT_KEDA_INTERCEPTOR
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -117,6 +123,7 @@ class OperatorConfig:
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
             operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
+            keda_interceptor=os.environ.get("MODELDEPLOY_KEDA_INTERCEPTOR") or DEFAULT_KEDA_INTERCEPTOR,
         )
 
 
@@ -324,6 +331,7 @@ class Reconciler:
             crds=crds,
             manifest_generation=_manifest_generation(md, live_cm),
             operator_namespace=self.config.operator_namespace,
+            keda_interceptor=self.config.keda_interceptor,
         )
         try:
             children = render_children(md, opts)
@@ -359,8 +367,10 @@ class Reconciler:
             self._event(body, "Normal", "Scaled", f"replicas {run.scaled[0]} -> {run.scaled[1]}")
         try:
             run.outcome.changes.extend(self._collect_manifests(md))
+            if md.spec.cache is not None or trigger != "resync":  # resyncs of cache-less ones: no LIST
+                run.outcome.changes.extend(self._collect_prefetch_jobs(md))
         except KubeError as exc:  # housekeeping: never in the way of the status
-            log.warning("%s: could not collect unused manifest ConfigMaps: %s", key, exc)
+            log.warning("%s: could not collect unused manifest ConfigMaps or prefetch Jobs: %s", key, exc)
         run.outcome.status_written = self._refresh(
             md_body=None, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
@@ -370,7 +380,7 @@ class Reconciler:
         """Delete our child of ``kind`` (no longer wanted); remember it is absent until a spec change."""
         if kind in absent:
             return
-        res, ns, name = BY_KIND[kind], run.md.namespace, run.md.name
+        res, ns, name = BY_KIND[child_kind(kind)], run.md.namespace, child_name(run.md, kind)
         live = self.kube.get(res, ns, name)
         if live is not None and owned_by(live, run.uid):
             self.kube.delete(res, ns, name, uid=live["metadata"].get("uid"))
@@ -380,7 +390,7 @@ class Reconciler:
 
     def _sync_child(self, run: _Pass, kind: str, desired: dict[str, Any]) -> None:
         """Apply ``desired`` unless the live object already has it in effect."""
-        res, ns = BY_KIND[kind], run.md.namespace
+        res, ns = BY_KIND[child_kind(kind)], run.md.namespace
         live = run.live_cm if kind == "ConfigMap" else self.kube.get(res, ns, desired["metadata"]["name"])
         if live is not None and not owned_by(live, run.uid):
             refs = live["metadata"].get("ownerReferences") or []
@@ -425,7 +435,7 @@ class Reconciler:
 
     def _apply_checked(self, run: _Pass, kind: str, desired: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.kube.apply(desired, BY_KIND[kind])
+            return self.kube.apply(desired, BY_KIND[child_kind(kind)])
         except KubeError as exc:
             self._child_rejected(run.body, run.key, run.md.generation, kind, desired["metadata"]["name"], exc)
             raise
@@ -451,6 +461,26 @@ class Reconciler:
                 metrics.CHILD_WRITES.labels(kind="ConfigMap", action="delete").inc()
                 log.info("%s/%s: deleted unused manifest ConfigMap %s", ns, md.name, name)
                 deleted.append(f"deleted ConfigMap {name}")
+        return deleted
+
+    def _collect_prefetch_jobs(self, md: ModelDeployment) -> list[str]:
+        """Delete our prefetch Jobs other than the current one (their versions are no longer
+        wanted, or spec.cache is gone), running or finished, with their pods. The current Job stays
+        while its versions are wanted: its completion is the cache's recorded state (status.cache,
+        the rollout hold), and deleting it would make the reconciler run it again."""
+        c = md.spec.cache
+        keep = prefetch_job_name(md) if c is not None and c.prefetch else None
+        ns, uid = md.namespace, str(md.metadata.get("uid", ""))
+        jobs = self.kube.list(JOB, ns, label_selector=f"{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=prefetch")
+        deleted = []
+        for job in jobs:
+            name = job["metadata"]["name"]
+            if name == keep or not owned_by(job, uid) or job["metadata"].get("deletionTimestamp"):
+                continue
+            self.kube.delete(JOB, ns, name, uid=job["metadata"].get("uid"))
+            metrics.CHILD_WRITES.labels(kind="Job", action="delete").inc()
+            log.info("%s/%s: deleted prefetch Job %s (its versions are no longer wanted)", ns, md.name, name)
+            deleted.append(f"deleted Job {name}")
         return deleted
 
     def _child_rejected(
@@ -541,9 +571,10 @@ class Reconciler:
             manifest_generation=manifest_generation,
             manifest_age=manifest_age,
             propagating=propagating,
+            interceptor=self.config.keda_interceptor if any(n.reason == ROUTED_NOTE for n in notes) else None,
         )
         add_provenance(new, reports)  # digest + signer of each served version (#15)
-        cache = self._cache_status(md)
+        cache = self._cache_status(md, reports)
         if cache is not None:
             new["cache"] = cache
         conds = {c["type"]: c["status"] for c in new["conditions"]}
@@ -571,13 +602,13 @@ class Reconciler:
         # in place the manifest carries the versions; rolling, the pod template's hash of it too
         return {"ConfigMap", "Deployment"} if md.spec.rollout.strategy == "rolling" else {"ConfigMap"}
 
-    def _cache_status(self, md: ModelDeployment) -> dict[str, Any] | None:
+    def _cache_status(self, md: ModelDeployment, reports: AgentReport | None) -> dict[str, Any] | None:
         if md.spec.cache is None:
             return None
         job_name = prefetch_job_name(md)
         job = self.kube.get(JOB, md.namespace, job_name) if md.spec.cache.prefetch else None
         pods = self.kube.list(POD, md.namespace, label_selector=f"job-name={job_name}") if job else []
-        return cache_status(md, job, pods)
+        return cache_status(md, job, pods, reports.pods if reports else None)
 
     def _manifest_state(self, md: ModelDeployment) -> tuple[int | None, float | None]:
         """The live manifest's generation and its age in seconds (since our last write of it)."""
@@ -627,7 +658,7 @@ class Reconciler:
             self.schedule(md.namespace, md.name, min(pending) + DUE_SLACK_SECONDS)
 
     def _notes(self, md: ModelDeployment) -> list[Any]:
-        opts = RenderOptions(crds=self.crds())
+        opts = RenderOptions(crds=self.crds(), keda_interceptor=self.config.keda_interceptor)
         try:
             render_children(md, opts)
         except RenderError:
@@ -663,6 +694,8 @@ class Reconciler:
             self._event(body, "Normal", "Ready", f"serving {new.get('servedVersions', '')}".strip())
         elif diag is not None and (os_, oreason) != (ns_, nreason):
             self._event(body, "Warning", diag.reason, diag.message)
+        for ev in new_corrupt_entries(old, new):
+            self._event(body, "Warning", str(ev["event"]), f"{ev.get('pod', '')}: {ev.get('message', '')}")
 
     def _event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         if not self.config.post_events:

@@ -19,8 +19,8 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus, ModelSpec
 from modeldeploy.reconcile.diagnose import Diagnosis
-from modeldeploy.render.common import Note, selector_string
-from modeldeploy.render.service import endpoints
+from modeldeploy.render.common import HTTPSCALEDOBJECT_CRD, Note, selector_string, wants_http_addon
+from modeldeploy.render.service import backend_service_name, endpoints
 from modeldeploy_runtime.agentapi import AgentStatus, VersionReport
 
 #: (model name, version) -> aggregated agent report, see :func:`_agent_versions`.
@@ -122,6 +122,8 @@ class StatusInputs:
     manifest_age: float | None
     #: (model, version) pairs Ready in the previous status
     was_ready: frozenset[tuple[str, int]]
+    #: host:port of the KEDA HTTP add-on interceptor the Service is routed through, or None
+    interceptor: str | None = None
 
     @property
     def old_pods_serving(self) -> bool:
@@ -210,7 +212,7 @@ def _agent_versions(report: AgentReport | None, manifest_generation: int | None)
             for v in m.versions:
                 cur = agg.setdefault(
                     (m.name, v.version),
-                    {"state": "Ready", "reason": "", "message": "", "ready": 0, "stale": ""},
+                    {"state": "Ready", "reason": "", "message": "", "ready": 0, "stale": "", "fetch": {}},
                 )
                 _merge_agent_version(cur, pod, v)
                 if stale and not cur["stale"]:
@@ -220,7 +222,22 @@ def _agent_versions(report: AgentReport | None, manifest_generation: int | None)
     return agg
 
 
+#: FetchReport.origin -> the VersionFetchStatus counter it adds to.
+FETCH_COUNTERS = {"cache": "fromCache", "download": "downloaded", "repository": "local", "localCopy": "local"}
+
+
+def _count_fetch(fetch: dict[str, int], v: VersionReport) -> None:
+    """Add one pod's account of how it got the version (``status.models[].versions[].fetch``)."""
+    counter = FETCH_COUNTERS.get(v.fetch.origin) if v.fetch is not None else None
+    if v.fetch is None or counter is None:
+        return
+    fetch[counter] = fetch.get(counter, 0) + 1
+    if counter == "downloaded":
+        fetch["bytesDownloaded"] = fetch.get("bytesDownloaded", 0) + max(0, v.fetch.bytes)
+
+
 def _merge_agent_version(cur: dict[str, Any], pod: str, v: VersionReport) -> None:
+    _count_fetch(cur["fetch"], v)
     if v.state == "Ready":
         cur["ready"] += 1
     elif v.state == "Failed" or cur["state"] != "Failed":
@@ -251,6 +268,8 @@ def _unwanted_version(inp: StatusInputs, key: tuple[str, int]) -> dict[str, Any]
 
 def _from_agents(inp: StatusInputs, key: tuple[str, int], a: dict[str, Any]) -> dict[str, Any]:
     entry = _entry(key[1], a["state"], a["reason"], a["message"], readyReplicas=a["ready"])
+    if a.get("fetch"):  # every counter, as the API server defaults them (no rewrite per refresh)
+        entry["fetch"] = {"fromCache": 0, "downloaded": 0, "local": 0, "bytesDownloaded": 0, **a["fetch"]}
     if a["state"] == "Ready" and not inp.rollout.complete:
         entry.update(state="Loading", reason="RollingOut")
     elif a["state"] == "Ready" and a["stale"] and key not in inp.was_ready:
@@ -472,8 +491,12 @@ def compute_status(
     manifest_generation: int | None = None,
     propagating: str | None = None,
     manifest_age: float | None = None,
+    interceptor: str | None = None,
 ) -> dict[str, Any]:
-    """``manifest_age``: seconds since the model manifest last changed; with agent reports and an
+    """``interceptor``: the KEDA HTTP add-on interceptor (host:port) the Service is routed through
+    (scale from zero on a request), or None.
+
+    ``manifest_age``: seconds since the model manifest last changed; with agent reports and an
     ``inPlace`` rollout, a wanted version still not Ready after ``rollout.readinessGate.timeoutSeconds``
     is Failed (LoadTimeout), so a load that hangs ends in Degraded instead of loading forever.
 
@@ -491,6 +514,7 @@ def compute_status(
         propagating=propagating,
         manifest_age=manifest_age,
         was_ready=_was_ready(previous),
+        interceptor=interceptor,
     )
     typed = assemble_status(inp, version_states(inp), previous, now or now_rfc3339())
     return typed.model_dump(mode="json", exclude_unset=True)
@@ -520,7 +544,7 @@ def assemble_status(
         "readyReplicas": ro.ready,
         "updatedReplicas": ro.updated,
         "selector": selector_string(md),
-        "endpoints": endpoints(md),
+        "endpoints": endpoints(md, _port_of(inp.interceptor)),
         "models": vs.models,
         "versionsReady": f"{vs.ready}/{vs.expected}",
         "replicasSummary": f"{ro.ready}/{ro.want}",
@@ -528,7 +552,29 @@ def assemble_status(
     }
     if vs.served:
         status["servedVersions"] = " ".join(vs.served)
+    if wants_http_addon(md):
+        status["scaleFromZero"] = scale_from_zero(md, inp.interceptor)
     return ModelDeploymentStatus.model_validate(status)
+
+
+def _port_of(interceptor: str | None) -> int | None:
+    if interceptor is None:
+        return None
+    port = interceptor.rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
+def scale_from_zero(md: ModelDeployment, interceptor: str | None) -> dict[str, Any]:
+    """``status.scaleFromZero``: whether a request can wake the deployment, and through what."""
+    if interceptor is None:
+        return {"route": "Unavailable",
+                "message": f"the KEDA HTTP add-on ({HTTPSCALEDOBJECT_CRD}) is not installed: requests "
+                           "cannot wake the deployment from zero replicas"}  # fmt: skip
+    http = endpoints(md, _port_of(interceptor))["http"]
+    return {"route": "Interceptor", "interceptor": interceptor, "backendService": backend_service_name(md),
+            "message": f"service {md.name} is an ExternalName alias of the interceptor: HTTP requests to "
+                       f"{http} wake the deployment; gRPC and metrics go to {backend_service_name(md)} "
+                       "directly and do not"}  # fmt: skip
 
 
 def invalid_status(

@@ -19,7 +19,7 @@ from modeldeploy.render.manifest import render_configmap
 from modeldeploy.render.networkpolicy import render_networkpolicy
 from modeldeploy.render.pdb import render_pdb
 from modeldeploy.render.prefetch import render_prefetch_job
-from modeldeploy.render.service import render_service
+from modeldeploy.render.service import backend_service_name, render_backend_service, render_service
 from modeldeploy.render.servicemonitor import render_servicemonitor
 
 RenderFn = Callable[[ModelDeployment, RenderOptions], "dict[str, Any] | None"]
@@ -29,6 +29,7 @@ RENDERERS: dict[str, RenderFn] = {
     "Job": render_prefetch_job,  # first: the reconciler holds new versions back until it finished
     "ConfigMap": render_configmap,
     "Service": render_service,
+    "BackendService": render_backend_service,  # <name>-backend: only while routed through KEDA's interceptor
     "Deployment": render_deployment,
     "HorizontalPodAutoscaler": render_hpa,
     "ScaledObject": render_scaledobject,
@@ -38,6 +39,21 @@ RENDERERS: dict[str, RenderFn] = {
     "NetworkPolicy": render_networkpolicy,
 }
 CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
+#: Table keys that are not the child's kind.
+KIND_OF: dict[str, str] = {"BackendService": "Service"}
+
+
+def child_kind(key: str) -> str:
+    """The Kubernetes kind of the child rendered under ``key`` in :data:`RENDERERS`."""
+    return KIND_OF.get(key, key)
+
+
+def child_name(md: ModelDeployment, key: str) -> str:
+    """The name of the child under ``key`` (all but the backend Service and the Job: the
+    ModelDeployment's name; the Job is collected by the reconciler, see prefetch Job cleanup)."""
+    if key == "BackendService":
+        return backend_service_name(md)
+    return md.name
 
 
 def render_children(
@@ -58,4 +74,13 @@ def render_all(md: ModelDeployment, opts: RenderOptions | None = None) -> list[d
     return [b for b in render_children(md, opts).values() if b is not None]
 
 
-__all__ = ["CHILD_KINDS", "RENDERERS", "RenderError", "RenderOptions", "render_all", "render_children"]
+__all__ = [
+    "CHILD_KINDS",
+    "RENDERERS",
+    "RenderError",
+    "RenderOptions",
+    "child_kind",
+    "child_name",
+    "render_all",
+    "render_children",
+]

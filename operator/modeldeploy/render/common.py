@@ -31,6 +31,11 @@ CREDENTIALS_MOUNT_ROOT = "/var/run/secrets/modeldeploy"
 
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 SCALEDOBJECT_CRD = "scaledobjects.keda.sh"
+HTTPSCALEDOBJECT_CRD = "httpscaledobjects.http.keda.sh"
+#: The KEDA HTTP add-on's interceptor proxy Service (its Helm chart's default name and port).
+DEFAULT_KEDA_INTERCEPTOR = "keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local:8080"
+#: Note reason while the Service is routed through the interceptor (the status reads it).
+ROUTED_NOTE = "ScaleFromZeroOnRequest"
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -65,11 +70,50 @@ class RenderOptions:
     manifest_generation: int | None = None
     #: The operator's namespace: the only one whose pods may reach the agent port (NetworkPolicy).
     operator_namespace: str = "modeldeploy-system"
+    #: ``host:port`` of the KEDA HTTP add-on's interceptor proxy Service (operator config).
+    keda_interceptor: str = DEFAULT_KEDA_INTERCEPTOR
     #: Extra notes gathered while rendering (e.g. "ServiceMonitor CRD not installed").
     notes: list[Note] = field(default_factory=list, compare=False)
 
     def has_crd(self, name: str) -> bool:
         return self.crds is None or name in self.crds
+
+    @property
+    def interceptor_host(self) -> str:
+        return self.keda_interceptor.rpartition(":")[0] or self.keda_interceptor
+
+    @property
+    def interceptor_port(self) -> int:
+        host, _, port = self.keda_interceptor.rpartition(":")
+        return int(port) if host and port.isdigit() else 8080
+
+    @property
+    def interceptor_namespace(self) -> str:
+        """``<service>.<namespace>.svc...``: the namespace (the NetworkPolicy lets it reach http)."""
+        parts = self.interceptor_host.split(".")
+        return parts[1] if len(parts) > 1 else "keda"
+
+
+def wants_http_addon(md: ModelDeployment) -> bool:
+    """``autoscaling.mode: keda`` with ``minReplicas: 0``: requests must be able to wake it."""
+    a = md.spec.autoscaling
+    return a is not None and a.mode == "keda" and a.minReplicas == 0
+
+
+def uses_http_addon(md: ModelDeployment, opts: RenderOptions) -> bool:
+    """Whether scaling from zero is handed to the HTTP add-on (wanted and its CRD installed): then
+    the Service is routed through the add-on's interceptor."""
+    return wants_http_addon(md) and opts.has_crd(HTTPSCALEDOBJECT_CRD)
+
+
+def check_interceptor(opts: RenderOptions) -> None:
+    """The operator's interceptor setting names a Service (``host:port``)."""
+    host, _, port = opts.keda_interceptor.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RenderError(
+            "spec.autoscaling",
+            f"the operator's KEDA interceptor setting {opts.keda_interceptor!r} is not host:port",
+        )
 
 
 def check_names(md: ModelDeployment) -> None:

@@ -9,6 +9,10 @@ header are held while the add-on scales the Deployment from zero and then forwar
 the add-on then scales on in-flight requests (concurrency) and owns the Deployment's KEDA
 ScaledObject, so :func:`modeldeploy.render.keda.render_scaledobject` renders none. Without the CRD
 the status says that requests cannot wake the deployment.
+
+The ModelDeployment's Service ``<name>`` is then an ExternalName alias of the interceptor and the
+HTTPScaledObject targets ``<name>-backend`` (:mod:`modeldeploy.render.service`): clients calling
+``http://<name>.<ns>.svc:<interceptor port>`` send one of the hosts below and wake it.
 """
 
 from __future__ import annotations
@@ -17,27 +21,27 @@ import math
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment, parse_quantity
-from modeldeploy.render.common import Note, RenderOptions, metadata
-from modeldeploy.render.service import service_name
+from modeldeploy.render.common import (
+    HTTPSCALEDOBJECT_CRD,
+    ROUTED_NOTE,
+    Note,
+    RenderOptions,
+    metadata,
+    uses_http_addon,
+    wants_http_addon,
+)
+from modeldeploy.render.service import backend_service_name, service_name
 
-HTTPSCALEDOBJECT_CRD = "httpscaledobjects.http.keda.sh"
+__all__ = ["HTTPSCALEDOBJECT_CRD", "hosts", "render_httpscaledobject", "uses_http_addon", "wants_http_addon"]
 #: In-flight requests per replica the add-on aims for when the metric is not pendingRequests.
 DEFAULT_CONCURRENCY = 100
 
 
-def wants_http_addon(md: ModelDeployment) -> bool:
-    a = md.spec.autoscaling
-    return a is not None and a.mode == "keda" and a.minReplicas == 0
-
-
-def uses_http_addon(md: ModelDeployment, opts: RenderOptions) -> bool:
-    """Whether scaling is handed to the HTTP add-on (scale to zero and its CRD installed)."""
-    return wants_http_addon(md) and opts.has_crd(HTTPSCALEDOBJECT_CRD)
-
-
 def hosts(md: ModelDeployment) -> list[str]:
-    svc = service_name(md)
-    return [f"{svc}.{md.namespace}.svc", f"{svc}.{md.namespace}.svc.cluster.local"]
+    """The names a client in the cluster may call the Service by (the interceptor matches the Host
+    header without its port)."""
+    svc, ns = service_name(md), md.namespace
+    return [f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local", f"{svc}.{ns}", svc]
 
 
 def _concurrency(md: ModelDeployment) -> int:
@@ -67,9 +71,11 @@ def render_httpscaledobject(md: ModelDeployment, opts: RenderOptions | None = No
         return None
     opts.notes.append(
         Note(
-            "ScaleFromZeroOnRequest",
-            "requests to the KEDA HTTP add-on interceptor with Host "
-            f"{hosts(md)[0]} wake the deployment from zero replicas",
+            ROUTED_NOTE,
+            f"service {service_name(md)} is routed through the KEDA HTTP add-on interceptor "
+            f"({opts.keda_interceptor}): HTTP requests to http://{hosts(md)[0]}:{opts.interceptor_port} "
+            f"wake the deployment from zero replicas; gRPC and metrics go to {backend_service_name(md)} "
+            "and do not",
         )
     )
     return {
@@ -82,7 +88,7 @@ def render_httpscaledobject(md: ModelDeployment, opts: RenderOptions | None = No
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
                 "name": md.name,
-                "service": service_name(md),
+                "service": backend_service_name(md),
                 "port": md.spec.server.ports.http,
             },
             "replicas": {"min": 0, "max": a.maxReplicas},

@@ -3,7 +3,9 @@
 * inference ports (HTTP, gRPC, and the OpenAI endpoint of LLM pods): from ``spec.networkPolicy.inferenceFrom`` (default: every pod of
   the same namespace);
 * the agent port: only from the operator's namespace (``RenderOptions.operator_namespace``);
-* the metrics port: only from ``spec.networkPolicy.monitoringNamespace`` (unset: no rule).
+* the metrics port: only from ``spec.networkPolicy.monitoringNamespace`` (unset: no rule);
+* the HTTP port from the KEDA HTTP add-on interceptor's namespace while the Service is routed
+  through it (scale from zero on a request).
 
 Namespaces by name use the ``kubernetes.io/metadata.name`` label the API server sets on every
 namespace. Egress is not restricted (the agent fetches from arbitrary storage endpoints).
@@ -15,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import AGENT_PORT, OPENAI_PORT, ModelDeployment, NetworkPeer
-from modeldeploy.render.common import RenderOptions, metadata, selector_labels
+from modeldeploy.render.common import RenderOptions, metadata, selector_labels, uses_http_addon
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -53,6 +55,8 @@ def render_networkpolicy(md: ModelDeployment, opts: RenderOptions) -> dict[str, 
         {"from": inference, "ports": _ports(ports.http, ports.grpc, *openai)},
         {"from": [_namespace(opts.operator_namespace)], "ports": _ports(AGENT_PORT)},
     ]
+    if uses_http_addon(md, opts):  # the KEDA HTTP add-on's interceptor forwards the woken requests
+        ingress.append({"from": [_namespace(opts.interceptor_namespace)], "ports": _ports(ports.http)})
     if np.monitoringNamespace:
         ingress.append(
             {"from": [_namespace(np.monitoringNamespace)], "ports": _ports(ports.metrics, *openai)}

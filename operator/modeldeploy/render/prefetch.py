@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.api.v1alpha1 import ModelDeployment, parse_quantity
 from modeldeploy.render.common import (
     RenderOptions,
     container_security,
@@ -59,8 +59,19 @@ def prefetch_manifest_json(md: ModelDeployment) -> str:
     return build_manifest(md, generation=0).to_json()
 
 
+def prefetch_args(md: ModelDeployment) -> list[str]:
+    args = ["prefetch", "--manifest-env", MANIFEST_ENV, "--cache-dir", CACHE_MOUNT]
+    args += ["--owner", f"{md.namespace}/{md.name}"]  # its refs: what eviction must keep
+    c = md.spec.cache
+    if c is not None and c.maxSize is not None:
+        args += ["--max-bytes", str(int(parse_quantity(c.maxSize)))]
+    return args
+
+
 def prefetch_job_name(md: ModelDeployment) -> str:
-    return f"{md.name}-prefetch-{stable_hash(prefetch_manifest_json(md))[:8]}"
+    """``<name>-prefetch-<hash of what the Job does>``: a Job's pod template is immutable, so other
+    versions (or another maxSize) make another Job."""
+    return f"{md.name}-prefetch-{stable_hash([prefetch_manifest_json(md), prefetch_args(md)])[:8]}"
 
 
 def pod_labels(md: ModelDeployment) -> dict[str, str]:
@@ -96,7 +107,7 @@ def render_prefetch_job(md: ModelDeployment, opts: RenderOptions | None = None) 
         "image": spec.runtime_image(),
         **({"imagePullPolicy": spec.server.imagePullPolicy} if spec.server.imagePullPolicy else {}),
         "command": ["modeldeploy-runtime"],
-        "args": ["prefetch", "--manifest-env", MANIFEST_ENV, "--cache-dir", CACHE_MOUNT],
+        "args": prefetch_args(md),
         "env": [{"name": MANIFEST_ENV, "value": prefetch_manifest_json(md)}],
         "volumeMounts": mounts,
         "securityContext": container_security(read_only_root=True),
