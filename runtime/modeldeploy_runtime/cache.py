@@ -8,7 +8,8 @@ local volume)::
     .tmp/<uuid>/                        entries being written (never looked up)
     .locks/<digest>.lock                fcntl lock: one filler per digest at a time
     .quarantine/<digest>-<uuid>/        entries found corrupt (kept for inspection, then dropped)
-    .refs/<owner>.json                  digests a ModelDeployment wants (written by its prefetch Job)
+    .refs/<owner>.json                  digests a ModelDeployment wants (written by its prefetch Job,
+                                        removed by a later one once that ModelDeployment is gone)
     .evicting/<digest>-<uuid>/          entries being evicted (renamed out of sha256/, then removed)
 
 *Atomic publish*: an entry is copied to ``.tmp/``, every file and folder is fsync'ed, then the
@@ -20,7 +21,9 @@ access (the read-only mount in model pods) only looks up: it never locks or publ
 *Eviction* (:meth:`SharedCache.evict`, run by the prefetch Job with ``--max-bytes``): when the
 entries hold more than the limit, entries no ModelDeployment sharing the cache wants are removed,
 least recently used first, until the cache fits. "Wanted" is the union of the ``.refs/<owner>.json``
-files each prefetch Job writes (the digests its ModelDeployment wants now). An entry is evicted
+files each prefetch Job writes (the digests its ModelDeployment wants now); before evicting, a Job
+removes the refs files of its namespace's ModelDeployments that the operator no longer lists as
+users of the claim (:meth:`SharedCache.prune_refs`: deleted ones). An entry is evicted
 only while its fill lock can be taken at once: a filler publishing it, or an agent reading it
 (writable caches hold the lock; a read-only mount takes it shared when the lock file exists), makes
 the evictor skip it. The entry is renamed out of ``sha256/`` first (a reader sees it whole or not at
@@ -182,7 +185,10 @@ class SharedCache:
             st = (entry / STAMP).stat()
             return max(st.st_atime, st.st_mtime)
         except OSError:
-            return entry.stat().st_mtime
+            try:
+                return entry.stat().st_mtime
+            except OSError:  # evicted by another process meanwhile
+                return 0.0
 
     def touch(self, digest: str) -> None:
         """Record a use (writable caches; the stamp is not part of the entry's fingerprint)."""
@@ -199,6 +205,25 @@ class SharedCache:
         tmp.write_text(json.dumps({"owner": owner, "digests": sorted(digests), "time": _now()}))
         tmp.replace(refs / f"{safe}.json")
 
+    def prune_refs(self, namespace: str, live: set[str], grace_s: float) -> list[str]:
+        """Remove the refs files of ``namespace``'s ModelDeployments not in ``live`` (deleted, or no
+        longer naming this cache) so that their digests can be evicted; returns their owners.
+
+        A refs file younger than ``grace_s`` stays: ``live`` was listed by the operator before this
+        Job started, so a ModelDeployment created since (whose own Job just wrote its refs) is not
+        in it. Other namespaces' refs (one volume bound to claims in several) are never touched."""
+        removed = []
+        for f in sorted((self.root / ".refs").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                owner = str(json.loads(f.read_text()).get("owner") or "")
+                ns, _, name = owner.partition("/")
+                if ns != namespace or not name or name in live or time.time() - f.stat().st_mtime < grace_s:
+                    continue
+                f.unlink()
+                removed.append(owner)
+                self.record("", "RefsRemoved", f"{owner} no longer uses this cache: its refs removed")
+        return removed
+
     def referenced(self) -> set[str]:
         """The union of the digests every owner's refs file names."""
         out: set[str] = set()
@@ -208,15 +233,20 @@ class SharedCache:
         return out
 
     def sizes(self) -> dict[str, int]:
+        """Bytes per entry; an entry evicted by another process meanwhile is left out."""
         base = self.root / ENTRIES
         if not base.is_dir():
             return {}
-        return {
-            e.name: sum((e / rel).stat().st_size for rel in _files(e)) for e in base.iterdir() if e.is_dir()
-        }
+        out = {}
+        for e in base.iterdir():
+            with contextlib.suppress(OSError):
+                if e.is_dir():
+                    out[e.name] = sum((e / rel).stat().st_size for rel in _files(e))
+        return out
 
     def _try_remove(self, digest: str) -> bool:
-        """Remove the entry if its lock can be taken at once (nobody reading or publishing it)."""
+        """Remove the entry if its lock can be taken at once (nobody reading or publishing it) and
+        no refs file names it now (a prefetch Job writes its refs before it takes any lock)."""
         locks = self.root / ".locks"
         locks.mkdir(exist_ok=True)
         fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -224,6 +254,8 @@ class SharedCache:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                return False
+            if digest in self.referenced():  # a Job wrote its refs since the evictor read them
                 return False
             gone = self.root / ".evicting" / f"{digest}-{uuid.uuid4().hex[:8]}"
             gone.parent.mkdir(exist_ok=True)
@@ -262,7 +294,9 @@ class SharedCache:
                     f"sha256/{digest[:12]}... evicted ({sizes[digest]} bytes, unreferenced)",
                 )
             else:
-                self.record(digest, "EvictionSkipped", f"sha256/{digest[:12]}... in use: kept")
+                self.record(
+                    digest, "EvictionSkipped", f"sha256/{digest[:12]}... in use or referenced now: kept"
+                )
         return evicted
 
     # ------------------------------------------------------------------------------ verification
@@ -377,15 +411,10 @@ class SharedCache:
 
     # ------------------------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
-        entries = []
-        base = self.root / ENTRIES
-        if base.is_dir():
-            for e in sorted(base.iterdir()):
-                if e.is_dir():
-                    size = sum((e / rel).stat().st_size for rel in _files(e))
-                    entries.append(
-                        {"digest": e.name, "bytes": size, "lastVerified": self.last_verification.get(e.name)}
-                    )
+        entries = [
+            {"digest": d, "bytes": size, "lastVerified": self.last_verification.get(d)}
+            for d, size in sorted(self.sizes().items())
+        ]
         with self._lock:
             events = [ev.to_dict() for ev in self.events]
         return {"root": str(self.root), "writable": self.writable, "entries": entries, "events": events}

@@ -335,6 +335,8 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
         manifest_json=manifest,
         owner=args.owner,
         max_bytes=args.max_bytes,
+        sharers_file=args.sharers_file,
+        refs_grace_s=args.refs_grace_seconds,
     )
 
 
@@ -516,6 +518,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         type=int,
         default=None,
         help="after filling, evict unreferenced entries (least recently used first) above this size",
+    )
+    p.add_argument(
+        "--sharers-file",
+        help="JSON {namespace, modelDeployments}: the cache's live users; with --max-bytes the refs "
+        "of the namespace's others (deleted ModelDeployments) are removed before evicting",
+    )
+    p.add_argument(
+        "--refs-grace-seconds",
+        type=float,
+        default=900.0,
+        help="never remove a refs file younger than this (its owner may postdate the list)",
     )
     p.set_defaults(func=cmd_prefetch)
 

@@ -11,9 +11,16 @@ from opsupport import load_case
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.reconcile.cache_status import cache_status
 from modeldeploy.render import render_children
-from modeldeploy.render.common import selector_labels
+from modeldeploy.render.common import RenderOptions, selector_labels
 from modeldeploy.render.deployment import render_deployment
-from modeldeploy.render.prefetch import CACHE_MOUNT, MANIFEST_ENV, prefetch_job_name, render_prefetch_job
+from modeldeploy.render.prefetch import (
+    CACHE_MOUNT,
+    MANIFEST_ENV,
+    SHARERS_KEY,
+    SHARERS_MOUNT,
+    prefetch_job_name,
+    render_prefetch_job,
+)
 
 D1, D2 = "a" * 64, "b" * 64
 
@@ -70,6 +77,41 @@ def test_job_name_follows_the_versions_only() -> None:
     assert render_prefetch_job(md_with_cache(prefetch=False)) is None
     plain = ModelDeployment.from_body(load_case("cpu"))
     assert render_children(plain)["Job"] is None
+
+
+def test_evicting_job_reads_the_live_users_of_its_claim_from_a_configmap() -> None:
+    md = md_with_cache(maxSize="2Gi")
+    opts = RenderOptions(cache_sharers=("zeta", "alpha"))
+    children = render_children(md, opts)
+    cm, job = children["CacheSharers"], children["Job"]
+    assert cm is not None and job is not None
+    assert cm["kind"] == "ConfigMap" and cm["metadata"]["name"] == f"{md.name}-cache-sharers"
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "u-1"  # goes with its ModelDeployment
+    assert json.loads(cm["data"][SHARERS_KEY]) == {
+        "namespace": md.namespace,
+        "claimName": "model-cache",
+        "modelDeployments": sorted(["alpha", "zeta", md.name]),  # itself always included
+    }
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][-2:] == ["--sharers-file", f"{SHARERS_MOUNT}/{SHARERS_KEY}"]
+    assert {"name": "cache-sharers", "mountPath": SHARERS_MOUNT, "readOnly": True} in c["volumeMounts"]
+    assert {"name": "cache-sharers", "configMap": {"name": cm["metadata"]["name"], "optional": True}} in pod[
+        "volumes"
+    ]
+    # others coming and going rewrite the ConfigMap, never the Job (a new Job re-verifies everything)
+    other = render_children(md, RenderOptions(cache_sharers=("alpha",)))
+    assert other["Job"] == job and other["CacheSharers"] != cm
+    # unknown users (mdctl render) or no eviction: no ConfigMap, so no refs file is ever removed
+    assert render_children(md)["CacheSharers"] is None
+    plain = md_with_cache()
+    assert render_children(plain, opts)["CacheSharers"] is None
+    plain_job = render_prefetch_job(plain)
+    assert (
+        plain_job is not None
+        and "--sharers-file" not in plain_job["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert not any(v["name"] == "cache-sharers" for v in plain_job["spec"]["template"]["spec"]["volumes"])
 
 
 def test_model_pods_mount_the_cache_read_only() -> None:

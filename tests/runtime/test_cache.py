@@ -346,3 +346,96 @@ def test_eviction_removes_unreferenced_entries_least_recently_used_first_never_b
     assert busy in {p.name for p in (root / ENTRIES).iterdir()}
     assert cache.evict(0, keep={wanted}) == [busy]  # free now: the only unreferenced entry left
     assert SharedCache(root, read_only=True).evict(0) == []  # a read-only mount never evicts
+
+
+def _prefetch_cmd(
+    manifest: Path, cache: Path, term: Path, owner: str, max_bytes: int, *extra: str
+) -> list[str]:
+    return [sys.executable, "-m", "modeldeploy_runtime.cli", "prefetch", "--manifest", str(manifest),
+            "--cache-dir", str(cache), "--termination-log", str(term), "--owner", owner,
+            "--max-bytes", str(max_bytes), "--log-format", "text", *extra]  # fmt: skip
+
+
+def _hold_shared(cache: Path, digest: str) -> subprocess.Popen[str]:
+    """A model pod's agent reading ``digest`` through the read-only mount (holds its lock shared)."""
+    code = (
+        "import sys; from modeldeploy_runtime.cache import SharedCache\n"
+        f"with SharedCache({str(cache)!r}, read_only=True).filling({digest!r}):\n"
+        "    print('holding', flush=True); sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def _refs(cache: SharedCache, owner: str, digests: set[str], age_s: float) -> None:
+    cache.write_refs(owner, digests)
+    f = cache.root / ".refs" / f"{owner.replace('/', '_')}.json"
+    t = time.time() - age_s
+    os.utime(f, (t, t))
+
+
+def test_prefetch_process_removes_refs_of_deleted_deployments_then_evicts_their_entries(
+    tmp_path: Path, archive_server: tuple[str, type[_Archive], str]
+) -> None:
+    url, handler, digest = archive_server
+    handler.delay = 0.0
+    root = tmp_path / "cache"
+    root.mkdir()
+    cache = SharedCache(root)
+    mib = 1 << 20
+    gone_old = _publish(cache, tmp_path, "gone-old", mib, 100)  # a deleted ModelDeployment's, LRU
+    gone_locked = _publish(cache, tmp_path, "gone-locked", mib, 150)  # its too, but being read
+    gone_new = _publish(cache, tmp_path, "gone-new", mib, 200)
+    gone_spare = _publish(cache, tmp_path, "gone-spare", mib, 900)  # its too, most recently used
+    live = _publish(cache, tmp_path, "live", mib, 50)  # a live sibling's (oldest of all)
+    fresh = _publish(cache, tmp_path, "fresh", mib, 60)  # one created after the operator's list
+    foreign = _publish(cache, tmp_path, "foreign", mib, 70)  # another namespace's (shared volume)
+    _refs(cache, "models/gone", {gone_old, gone_locked, gone_new, gone_spare}, age_s=3600)
+    _refs(cache, "models/live", {live}, age_s=3600)
+    _refs(cache, "models/fresh", {fresh}, age_s=0)
+    _refs(cache, "elsewhere/x", {foreign}, age_s=3600)
+    sharers = tmp_path / "sharers.json"
+    sharers.write_text(
+        json.dumps({"namespace": "models", "claimName": "c", "modelDeployments": ["clf", "live"]})
+    )
+    manifest = _manifest(tmp_path / "manifest.json", url, digest)
+    reader = _hold_shared(root, gone_locked)
+    try:
+        # 7 MiB + the Job's own entry; a limit of 5.5 MiB: two entries must go
+        proc = subprocess.run(
+            _prefetch_cmd(manifest, root, tmp_path / "term", "models/clf", 5 * mib + mib // 2,
+                          "--sharers-file", str(sharers)),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        assert reader.stdin is not None
+        reader.stdin.write("\n")
+        reader.stdin.close()
+        reader.wait(10)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["refsRemoved"] == ["models/gone"]
+    assert summary["evicted"] == [gone_old, gone_new]  # LRU order; the locked one skipped
+    assert summary["bytes"] <= 5 * mib + mib // 2
+    assert {p.name for p in (root / ENTRIES).iterdir()} == {
+        digest,
+        gone_locked,
+        gone_spare,
+        live,
+        fresh,
+        foreign,
+    }
+    assert sorted(p.name for p in (root / ".refs").glob("*.json")) == [
+        "elsewhere_x.json", "models_clf.json", "models_fresh.json", "models_live.json"
+    ]  # fmt: skip
+    assert SharedCache(root, read_only=True, verify="full").lookup(gone_locked) is not None  # whole
+    # without the sharers file (mdctl render, or the ConfigMap not there yet): no refs removed
+    _refs(cache, "models/gone", {gone_spare}, age_s=3600)
+    proc = subprocess.run(_prefetch_cmd(manifest, root, tmp_path / "term", "models/clf", 0),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["refsRemoved"] == [] and gone_spare not in summary["evicted"]
+    assert summary["evicted"] == [gone_locked]  # unreferenced since, and free now

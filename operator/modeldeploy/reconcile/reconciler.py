@@ -332,6 +332,7 @@ class Reconciler:
             manifest_generation=_manifest_generation(md, live_cm),
             operator_namespace=self.config.operator_namespace,
             keda_interceptor=self.config.keda_interceptor,
+            cache_sharers=self._cache_sharers(md),
         )
         try:
             children = render_children(md, opts)
@@ -375,6 +376,22 @@ class Reconciler:
             md_body=None, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
         return run.outcome
+
+    def _cache_sharers(self, md: ModelDeployment) -> tuple[str, ...] | None:
+        """The namespace's live ModelDeployments whose spec.cache names md's claim, for md's
+        evicting prefetch Job (only with maxSize: one LIST of the namespace's ModelDeployments;
+        the one place that reads them, to be served by a watch-fed cache once there is one)."""
+        c = md.spec.cache
+        if c is None or not c.prefetch or c.maxSize is None:
+            return None
+        return tuple(
+            sorted(
+                str(b["metadata"]["name"])
+                for b in self.kube.list(MODELDEPLOYMENT, md.namespace)
+                if not b["metadata"].get("deletionTimestamp")
+                and ((b.get("spec") or {}).get("cache") or {}).get("claimName") == c.claimName
+            )
+        )
 
     def _delete_unwanted(self, run: _Pass, kind: str, absent: set[str]) -> None:
         """Delete our child of ``kind`` (no longer wanted); remember it is absent until a spec change."""

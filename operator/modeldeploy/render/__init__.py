@@ -18,7 +18,7 @@ from modeldeploy.render.keda import render_scaledobject
 from modeldeploy.render.manifest import render_configmap
 from modeldeploy.render.networkpolicy import render_networkpolicy
 from modeldeploy.render.pdb import render_pdb
-from modeldeploy.render.prefetch import render_prefetch_job
+from modeldeploy.render.prefetch import render_cache_sharers, render_prefetch_job, sharers_configmap_name
 from modeldeploy.render.service import backend_service_name, render_backend_service, render_service
 from modeldeploy.render.servicemonitor import render_servicemonitor
 
@@ -26,6 +26,7 @@ RenderFn = Callable[[ModelDeployment, RenderOptions], "dict[str, Any] | None"]
 
 #: Child kinds in apply order (the prefetch Job, then the ConfigMap: the pods mount it).
 RENDERERS: dict[str, RenderFn] = {
+    "CacheSharers": render_cache_sharers,  # <name>-cache-sharers: read by the evicting prefetch Job
     "Job": render_prefetch_job,  # first: the reconciler holds new versions back until it finished
     "ConfigMap": render_configmap,
     "Service": render_service,
@@ -40,7 +41,7 @@ RENDERERS: dict[str, RenderFn] = {
 }
 CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
 #: Table keys that are not the child's kind.
-KIND_OF: dict[str, str] = {"BackendService": "Service"}
+KIND_OF: dict[str, str] = {"BackendService": "Service", "CacheSharers": "ConfigMap"}
 
 
 def child_kind(key: str) -> str:
@@ -53,6 +54,8 @@ def child_name(md: ModelDeployment, key: str) -> str:
     ModelDeployment's name; the Job is collected by the reconciler, see prefetch Job cleanup)."""
     if key == "BackendService":
         return backend_service_name(md)
+    if key == "CacheSharers":
+        return sharers_configmap_name(md)
     return md.name
 
 

@@ -72,6 +72,10 @@ class RenderOptions:
     operator_namespace: str = "modeldeploy-system"
     #: ``host:port`` of the KEDA HTTP add-on's interceptor proxy Service (operator config).
     keda_interceptor: str = DEFAULT_KEDA_INTERCEPTOR
+    #: Names of the namespace's live ModelDeployments whose ``spec.cache`` names the same claim
+    #: (the operator lists them for a ModelDeployment with ``spec.cache.maxSize``); ``None``:
+    #: unknown (``mdctl render``), then no sharers ConfigMap is rendered and no refs are removed.
+    cache_sharers: tuple[str, ...] | None = None
     #: Extra notes gathered while rendering (e.g. "ServiceMonitor CRD not installed").
     notes: list[Note] = field(default_factory=list, compare=False)
 

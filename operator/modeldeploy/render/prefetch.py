@@ -8,10 +8,19 @@ atomically published; see ``modeldeploy_runtime.cache``). Its manifest is passed
 immutable, so a new set of versions is a new Job, and an unchanged set keeps the completed one.
 The model pods mount the claim read-only; their agents read or link from it and fall back to their
 own download when a digest is missing.
+
+With ``spec.cache.maxSize`` the Job also evicts unreferenced entries. Its refs file on the volume
+names what its ModelDeployment wants; a deleted ModelDeployment's refs file would keep its digests
+forever (no finalizers here), so the operator renders ``<name>-cache-sharers``, a ConfigMap listing
+the namespace's live ModelDeployments that use the same claim (``RenderOptions.cache_sharers``), and
+the Job mounts it (optional: absent, nothing is removed) and removes the refs files of the others
+before evicting. A ConfigMap rather than Job arguments: the list changes when other ModelDeployments
+come and go, which must not make a new Job (a new Job re-verifies every wanted entry).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment, parse_quantity
@@ -29,6 +38,9 @@ CACHE_MOUNT = "/var/cache/modeldeploy"
 CACHE_VOLUME = "model-cache"
 PREFETCH_CONTAINER = "prefetch"
 MANIFEST_ENV = "MODELDEPLOY_PREFETCH_MANIFEST"
+SHARERS_VOLUME = "cache-sharers"
+SHARERS_MOUNT = "/etc/modeldeploy/cache-sharers"
+SHARERS_KEY = "sharers.json"
 BACKOFF_LIMIT = 3
 
 
@@ -65,7 +77,31 @@ def prefetch_args(md: ModelDeployment) -> list[str]:
     c = md.spec.cache
     if c is not None and c.maxSize is not None:
         args += ["--max-bytes", str(int(parse_quantity(c.maxSize)))]
+        args += ["--sharers-file", f"{SHARERS_MOUNT}/{SHARERS_KEY}"]
     return args
+
+
+def sharers_configmap_name(md: ModelDeployment) -> str:
+    return f"{md.name}-cache-sharers"
+
+
+def render_cache_sharers(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any] | None:
+    """``<name>-cache-sharers``: who uses this ModelDeployment's cache claim now (itself included),
+    for its evicting prefetch Job; None without maxSize or when the list is unknown."""
+    c = md.spec.cache
+    if c is None or not c.prefetch or c.maxSize is None or opts is None or opts.cache_sharers is None:
+        return None
+    doc = {
+        "namespace": md.namespace,
+        "claimName": c.claimName,
+        "modelDeployments": sorted({*opts.cache_sharers, md.name}),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(md, sharers_configmap_name(md), component="prefetch"),
+        "data": {SHARERS_KEY: json.dumps(doc, sort_keys=True)},
+    }
 
 
 def prefetch_job_name(md: ModelDeployment) -> str:
@@ -102,6 +138,11 @@ def render_prefetch_job(md: ModelDeployment, opts: RenderOptions | None = None) 
             {"name": f"credentials-{i}", "mountPath": credentials_mount_path(secret), "readOnly": True}
         )
         volumes.append({"name": f"credentials-{i}", "secret": {"secretName": secret}})
+    if c.maxSize is not None:  # the cache's live users (optional: absent, no refs are removed)
+        mounts.append({"name": SHARERS_VOLUME, "mountPath": SHARERS_MOUNT, "readOnly": True})
+        volumes.append(
+            {"name": SHARERS_VOLUME, "configMap": {"name": sharers_configmap_name(md), "optional": True}}
+        )
     container: dict[str, Any] = {
         "name": PREFETCH_CONTAINER,
         "image": spec.runtime_image(),
