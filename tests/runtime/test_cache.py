@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -439,3 +440,65 @@ def test_prefetch_process_removes_refs_of_deleted_deployments_then_evicts_their_
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["refsRemoved"] == [] and gone_spare not in summary["evicted"]
     assert summary["evicted"] == [gone_locked]  # unreferenced since, and free now
+
+
+def _serve_model(tmp: Path, name: str, value: float, delay: float) -> tuple[str, str, ThreadingHTTPServer]:
+    v = make_const_model(tmp / f"build-{name}", name, 1, value)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        t.add(v.version_dir, arcname="1")
+    handler = type("Archive", (_Archive,), {"body": buf.getvalue(), "gets": 0, "delay": delay})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/{name}-1.tar.gz"
+    return url, hashlib.sha256(handler.body).hexdigest(), srv
+
+
+def test_two_evicting_prefetch_processes_on_one_cache_keep_what_the_other_publishes_or_reads(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    cache = SharedCache(root)
+    kib = 1 << 10
+    url_a, dig_a, srv_a = _serve_model(tmp_path, "a", 1.0, delay=0.0)
+    url_b, dig_b, srv_b = _serve_model(tmp_path, "b", 2.0, delay=0.0)
+    try:
+        # A downloads while B evicts; both evict at once; B downloads while A evicts
+        for rnd, delays in enumerate([(0.5, 0.0), (0.0, 0.0), (0.0, 0.5)]):
+            srv_a.RequestHandlerClass.delay, srv_b.RequestHandlerClass.delay = delays  # type: ignore[attr-defined]
+            # fresh owners: last round's entries start unreferenced, so each Job must protect its own
+            shutil.rmtree(root / ".refs", ignore_errors=True)
+            old = [_publish(cache, tmp_path, f"r{rnd}-old{i}", 256 * kib, 100 + i) for i in range(10)]
+            busy = old[0]  # the least recently used, but a model pod is reading it
+            limit = 300 * kib + sum(cache.sizes().get(d, 0) for d in (dig_a, dig_b)) + 64 * kib
+            runs = []
+            reader = _hold_shared(root, busy)
+            try:
+                for tag, url, dig in (("a", url_a, dig_a), ("b", url_b, dig_b)):
+                    m = _manifest(tmp_path / f"m-{tag}.json", url, dig)
+                    runs.append(subprocess.Popen(
+                        _prefetch_cmd(m, root, tmp_path / f"t-{tag}", f"models/{tag}{rnd}", limit),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                    ))  # fmt: skip
+                outs = [p.communicate(timeout=120) for p in runs]
+            finally:
+                assert reader.stdin is not None
+                reader.stdin.write("\n")
+                reader.stdin.close()
+                reader.wait(10)
+            assert [p.returncode for p in runs] == [0, 0], [e for _, e in outs]
+            sums = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+            assert [s["versions"][0]["state"] for s in sums] == ["Present", "Present"]
+            ev_a, ev_b = (set(s["evicted"]) for s in sums)
+            assert not ev_a & ev_b and ev_a | ev_b == set(old) - {busy}  # each entry removed once
+            left = SharedCache(root, read_only=True, verify="full")
+            assert set(left.sizes()) == {dig_a, dig_b, busy}
+            for d in (dig_a, dig_b, busy):  # what stayed is whole
+                assert left.lookup(d) is not None
+            assert sum(left.sizes().values()) <= limit
+            assert not any((root / ".evicting").iterdir()) and not any((root / ".tmp").iterdir())
+            assert cache.evict(0) == [busy]  # free now; the next round starts from the two wanted
+    finally:
+        srv_a.shutdown()
+        srv_b.shutdown()
