@@ -100,3 +100,37 @@ def test_prefetch_job_admitted_observed_and_reported(
         wait_for(lambda: get(cluster, "jobs.batch", ns, job_name) is None, 60, "last prefetch Job deleted")
     finally:
         cluster.kubectl("delete", "pv", pv["metadata"]["name"], "--wait=false", check=False)
+
+
+def _sharers(cluster: Any, ns: str, md: str) -> list[str] | None:
+    cm = get(cluster, "configmap", ns, f"{md}-cache-sharers")
+    return json.loads(cm["data"]["sharers.json"])["modelDeployments"] if cm else None
+
+
+def test_evicting_jobs_learn_which_deployments_still_use_the_claim(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    models = [{"name": "simple", "format": "onnx", "source": "s3://models/simple",
+               "versions": [{"version": 1, "sha256": DIGEST}]}]  # fmt: skip
+    shared = {"claimName": "model-cache", "maxSize": "1Gi"}
+    for name, cache in (("a", shared), ("b", shared), ("c", {**shared, "claimName": "other-cache"})):
+        apply(cluster, md_doc("cpu", ns, name=name, models=models, cache=cache))
+    wait_for(lambda: _sharers(cluster, ns, "a") == ["a", "b"], 60, "a's list: a and b share model-cache")
+    wait_for(lambda: _sharers(cluster, ns, "b") == ["a", "b"], 60, "b's list")
+    assert wait_for(lambda: _sharers(cluster, ns, "c"), 60, "c's list") == ["c"]  # another claim
+    job_name = wait_for(
+        lambda: (((get(cluster, "md", ns, "a") or {}).get("status") or {}).get("cache") or {}).get("job"),
+        60,
+        "a's Job in status.cache",
+    )
+    job = wait_for(lambda: get(cluster, "jobs.batch", ns, job_name), 30, "a's prefetch Job")
+    vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert vols["cache-sharers"]["configMap"]["name"] == "a-cache-sharers"  # read by the evicting Job
+    assert vols["cache-sharers"]["configMap"]["optional"] is True
+
+    cluster.kubectl("delete", "md", "b", "-n", ns)  # no finalizer: gone at once
+    wait_for(lambda: _sharers(cluster, ns, "a") == ["a"], 60, "b dropped from a's list")
+    again = get(cluster, "jobs.batch", ns, job_name)  # the same Job: the list is not part of it
+    assert again is not None and again["metadata"]["uid"] == job["metadata"]["uid"]
+    apply(cluster, md_doc("cpu", ns, name="a", models=models, cache={"claimName": "model-cache"}))
+    wait_for(lambda: _sharers(cluster, ns, "a") is None, 60, "no maxSize: no list")
