@@ -300,3 +300,39 @@ def test_cold_start_status_is_stored_as_computed(cluster: Any, api_ns: str) -> N
     cluster.kubectl("patch", "md", "coldst", "-n", api_ns, "--subresource=status", "--type=merge",
                     "-p", json.dumps({"status": status}))  # fmt: skip
     assert get_json(cluster, api_ns, "coldst")["status"] == status
+
+
+@pytest.mark.parametrize(
+    ("example", "path"),
+    [
+        ("examples/cold-start-cache.yaml", ("cache", "maxSize")),
+        ("tests/api/valid/05-llm-kv-cache-usage-at-one.yaml", ("autoscaling", "metric", "target")),
+        ("tests/api/valid/05-hpa-cpu.yaml", ("autoscaling", "metric", "target")),
+        ("tests/api/valid/08-requests-equal-limits.yaml", ("resources", "requests", "cpu")),
+    ],
+)
+@pytest.mark.parametrize("value", ["1e99999999", "1e999999Ki", "+9e-99999999"])
+def test_huge_exponent_quantities_are_refused_quickly(
+    cluster: Any, api_ns: str, example: str, path: tuple[str, ...], value: str
+) -> None:
+    """Quantities that CEL rules compare are scaled to one exponent first: ``1e99999999`` used to
+    keep the API server busy for minutes (and gigabytes) per request, even though the field's
+    pattern already refused it, because the API server evaluates CEL rules on such a value too.
+    Every such rule now checks the form first: refused at once, by the pattern, naming the field."""
+    doc = load_example(REPO / example)
+    doc["metadata"] = {"name": f"exp-{uuid.uuid4().hex[:6]}"}
+    node = doc["spec"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    t0 = time.monotonic()
+    out = cluster.kubectl(
+        "create", "--dry-run=server", "--request-timeout=30s", "-n", api_ns, "-f", "-",
+        input=json.dumps(doc), check=False,
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    assert out.returncode != 0, "a huge exponent was admitted"
+    assert "spec." + ".".join(path) in out.stderr and "should match" in out.stderr, out.stderr
+    assert took < 10, f"the API server took {took:.1f}s to refuse {value!r}"
+    with pytest.raises(api.SpecError):
+        api.ModelDeployment.from_body(doc)

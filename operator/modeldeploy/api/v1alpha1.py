@@ -109,8 +109,16 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: Kubernetes resource.Quantity (as in controller-gen generated CRDs).
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-#: The same without a minus sign: a non-negative quantity string (a pattern needs no CEL).
-UNSIGNED_QUANTITY_PATTERN = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+#: A non-negative quantity string (a pattern needs no CEL), with a decimal exponent of at most two
+#: digits: the API server scales such a value to render and compare it, and ``1e99999999`` in a Pod
+#: spec would cost it minutes; no resource needs a larger exponent.
+UNSIGNED_QUANTITY_PATTERN = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
+#: A quantity string that CEL rules compare: as QUANTITY_PATTERN, but a decimal exponent has at most
+#: two digits. Comparing quantities scales them to one exponent, so ``1e99999999`` makes the API
+#: server's CEL evaluation run for minutes (a generated parity case found it); no size needs more.
+CEL_QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
+)
 PERCENT_OR_INT_PATTERN = r"^(100|[1-9]?[0-9])%$"
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
@@ -359,7 +367,7 @@ def _int_or_string_quantity(v: Any) -> int | str:
     schema refuses it."""
     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return v
-    if isinstance(v, str) and len(v) <= 64 and full_match(QUANTITY_PATTERN, v) and parse_quantity(v) >= 0:
+    if isinstance(v, str) and len(v) <= 64 and full_match(CEL_QUANTITY_PATTERN, v) and parse_quantity(v) >= 0:
         return v
     raise ValueError(INT_OR_STRING_QUANTITY_MESSAGE)
 
@@ -373,7 +381,16 @@ def _int_or_percent(v: Any) -> int | str:
 
 
 #: CEL twin of the sign check of :func:`_int_or_string_quantity` (the pattern checks the form).
-QUANTITY_CEL = "!quantity(string(self)).isLessThan(quantity('0'))"
+
+
+def cel_quantity_ok(expr: str) -> str:
+    """CEL: ``expr`` (int-or-string) is a quantity of CEL_QUANTITY_PATTERN's form. The API server runs
+    CEL rules even on a value its pattern refused, so every rule that compares quantities starts
+    with this guard (the pattern's own error names the field), never with an unbounded exponent."""
+    return f"string({expr}).matches(r'{CEL_QUANTITY_PATTERN}')"
+
+
+QUANTITY_CEL = f"!{cel_quantity_ok('self')} || !quantity(string(self)).isLessThan(quantity('0'))"
 #: A non-negative Kubernetes quantity as in Pod specs: a number (``0.5``, ``1073741824``) or a
 #: string such as ``500m`` or ``8Gi``. A structural schema cannot type a node "number or string"
 #: (``x-kubernetes-int-or-string`` has no fractions), so the node is untyped and its value
@@ -407,7 +424,7 @@ IntOrStringQuantity = Annotated[
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
-            "pattern": QUANTITY_PATTERN,
+            "pattern": CEL_QUANTITY_PATTERN,
             "maxLength": 64,
             "x-kubernetes-validations": [{"rule": QUANTITY_CEL, "message": INT_OR_STRING_QUANTITY_MESSAGE}],
         }
@@ -1460,13 +1477,14 @@ class AutoscalingMetric(_Base):
             field_path=".metricName",
         ),
         Rule(
-            "quantity(string(self.target)).isGreaterThan(quantity('0'))",
+            f"!{cel_quantity_ok('self.target')} || quantity(string(self.target)).isGreaterThan(quantity('0'))",
             "target must be greater than 0",
             lambda s: parse_quantity(s.target) > 0,
             field_path=".target",
         ),
         Rule(
-            "self.type != 'kvCacheUsage' || !quantity(string(self.target)).isGreaterThan(quantity('1'))",
+            f"self.type != 'kvCacheUsage' || !{cel_quantity_ok('self.target')} || "
+            "!quantity(string(self.target)).isGreaterThan(quantity('1'))",
             "target for metric type kvCacheUsage is a fraction of the KV cache, at most 1 (e.g. 800m for 80%)",
             lambda s: s.type != "kvCacheUsage" or parse_quantity(s.target) <= 1,
             field_path=".target",
@@ -1749,7 +1767,8 @@ class ModelCacheSpec(_Base):
 
     __rules__ = (
         Rule(
-            f"!has(self.maxSize) || !quantity(string(self.maxSize)).isLessThan(quantity('{MIN_CACHE_SIZE}'))",
+            f"!has(self.maxSize) || !{cel_quantity_ok('self.maxSize')} || "
+            f"!quantity(string(self.maxSize)).isLessThan(quantity('{MIN_CACHE_SIZE}'))",
             f"cache.maxSize must be at least {MIN_CACHE_SIZE}",
             lambda c: c.maxSize is None or parse_quantity(c.maxSize) >= parse_quantity(MIN_CACHE_SIZE),
             field_path=".maxSize",
