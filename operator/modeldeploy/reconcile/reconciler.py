@@ -229,6 +229,10 @@ class Reconciler:
         #: per ModelDeployment: the generation one of whose children the API server refused (403/404:
         #: may pass later, so resyncs retry; the status keeps saying why meanwhile)
         self._rejected: dict[str, int] = {}
+        #: per ModelDeployment: (uid, generation) of the last pass that brought every child to that
+        #: generation's rendered state. A body older than it is stale (a resync's listed copy, say):
+        #: never applied; and the status claims a generation only once it is here.
+        self._applied: dict[str, tuple[str, int]] = {}
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the refresher)
         self.schedule: Callable[[str, str, float], None] | None = None
@@ -266,6 +270,7 @@ class Reconciler:
         self._invalid.pop(key, None)
         self._tokens.pop(key, None)
         self._rejected.pop(key, None)
+        self._applied.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -278,7 +283,10 @@ class Reconciler:
         start = time.monotonic()
         with self.lock(key):
             try:
-                out = self._reconcile(body, trigger, key)
+                latest = self._latest(body, key)
+                if latest is None:
+                    return Outcome()  # gone meanwhile
+                out = self._reconcile(latest, trigger, key)
                 metrics.RECONCILES.labels(trigger=trigger, result="ok").inc()
                 return out
             except InvalidSpec:
@@ -297,6 +305,24 @@ class Reconciler:
                 raise
             finally:
                 metrics.RECONCILE_DURATION.labels(trigger=trigger).observe(time.monotonic() - start)
+
+    def _latest(self, body: dict[str, Any], key: str) -> dict[str, Any] | None:
+        """``body``, unless a newer generation of the same object was already applied: then the
+        object as it is now (a spec change that landed after ``body`` was read must not be reverted)."""
+        meta = body["metadata"]
+        applied = self._applied.get(key)
+        generation = int(meta.get("generation") or 0)
+        if applied is None or applied[0] != meta.get("uid") or generation >= applied[1]:
+            return body
+        log.info(
+            "%s: generation %d is older than the applied %d: reading the latest", key, generation, applied[1]
+        )
+        latest = self.kube.get(MODELDEPLOYMENT, meta["namespace"], meta["name"])
+        if latest is None or latest["metadata"].get("uid") != meta.get("uid"):
+            return None
+        if latest["metadata"].get("deletionTimestamp"):
+            return None
+        return latest
 
     def _parse(self, body: dict[str, Any], key: str) -> ModelDeployment:
         """The spec, or InvalidSpec (after writing why into the status)."""
@@ -351,6 +377,7 @@ class Reconciler:
                 self._sync_child(run, kind, desired)
 
         self._rejected.pop(key, None)
+        self._applied[key] = (run.uid, md.generation)
         if run.created_dep:
             self._event(
                 body, "Normal", "Created", f"created the Triton deployment serving {_versions_summary(md)}"
@@ -516,6 +543,10 @@ class Reconciler:
         key = f"{ns}/{name}"
         if md.generation in (self._invalid.get(key), self._rejected.get(key)):
             return False  # a child was refused: keep Ready=False (never Ready without that child)
+        if self._applied.get(key) != (str(body["metadata"].get("uid", "")), md.generation):
+            # The children do not (yet) carry this generation's rendered state: its reconcile is
+            # pending or running. Saying observedGeneration = it (and Ready) now would be a lie.
+            return False
         if notes is None:
             notes = self._notes(md)
         dep = live_dep or self.kube.get(DEPLOYMENT, ns, name)
