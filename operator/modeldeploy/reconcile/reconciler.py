@@ -19,6 +19,7 @@ from typing import Any
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
 from modeldeploy.reconcile import agents
+from modeldeploy.reconcile.cache import OWNED, PART_OF
 from modeldeploy.reconcile.cache_status import cache_status
 from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
@@ -98,6 +99,8 @@ class OperatorConfig:
     #: the status) and push changed manifests to it (reconcile/agents.py). Needs pod IPs reachable.
     query_agents: bool = True
     status_debounce_seconds: float = 0.3
+    #: A child changed by someone else (seen through the watches): reconcile its owner this soon.
+    repair_debounce_seconds: float = 0.2
     post_events: bool = True
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
@@ -201,6 +204,11 @@ def _manifest_generation(md: ModelDeployment, live_cm: dict[str, Any] | None) ->
     return md.generation
 
 
+def pod_selector(md: ModelDeployment) -> str:
+    """The model pods (the Deployment's selector), with the label the pod cache is kept by."""
+    return f"{selector_string(md)},{PART_OF}"
+
+
 def mounted_configmaps(replicasets: list[dict[str, Any]]) -> set[str]:
     """ConfigMaps mounted by the pod templates of the ReplicaSets that have (or want) pods."""
     out: set[str] = set()
@@ -262,6 +270,7 @@ class Reconciler:
             ):
                 found.add(name)
         self._crds = (now, frozenset(found))
+        self.kube.watch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd in found])
         return self._crds[1]
 
     def forget(self, namespace: str, name: str) -> None:
@@ -318,6 +327,8 @@ class Reconciler:
             "%s: generation %d is older than the applied %d: reading the latest", key, generation, applied[1]
         )
         latest = self.kube.get(MODELDEPLOYMENT, meta["namespace"], meta["name"])
+        if latest is not None and int(latest["metadata"].get("generation") or 0) < applied[1]:
+            latest = self.kube.get_live(MODELDEPLOYMENT, meta["namespace"], meta["name"])  # cache behind
         if latest is None or latest["metadata"].get("uid") != meta.get("uid"):
             return None
         if latest["metadata"].get("deletionTimestamp"):
@@ -338,7 +349,7 @@ class Reconciler:
 
     def _reconcile(self, body: dict[str, Any], trigger: str, key: str) -> Outcome:
         md = self._parse(body, key)
-        if trigger == "resync" and self._invalid.get(key) == md.generation:
+        if trigger in ("resync", "drift") and self._invalid.get(key) == md.generation:
             return Outcome()  # rejected before; wait for a spec change rather than retrying per tick
         self._invalid.pop(key, None)
         absent = self._absent.setdefault(key, set())
@@ -358,7 +369,7 @@ class Reconciler:
             raise InvalidSpec(str(exc)) from None
         # Secrets the pods reference, before the Deployment: Triton's control key, the push token.
         self.control.ensure(md)
-        if trigger != "resync" or key not in self._tokens:
+        if trigger not in ("resync", "drift") or key not in self._tokens:
             self._tokens[key] = agents.ensure_token(self.kube, md)
 
         run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
@@ -409,6 +420,10 @@ class Reconciler:
         """Apply ``desired`` unless the live object already has it in effect."""
         res, ns = BY_KIND[kind], run.md.namespace
         live = run.live_cm if kind == "ConfigMap" else self.kube.get(res, ns, desired["metadata"]["name"])
+        if live is None and self.kube.reads_cached:
+            # not in the cache: confirm before creating (an object we do not own has no label of ours
+            # and so is in no cache; and the cache may not have our own creation yet)
+            live = self.kube.get_live(res, ns, desired["metadata"]["name"])
         if live is not None and not owned_by(live, run.uid):
             refs = live["metadata"].get("ownerReferences") or []
             if any(r.get("controller") for r in refs):
@@ -446,7 +461,7 @@ class Reconciler:
         rather than waiting for the kubelet to sync the ConfigMap volume."""
         if not self.config.query_agents or md.spec.rollout.strategy != "inPlace":
             return
-        pods = self.kube.list(POD, md.namespace, label_selector=selector_string(md))
+        pods = self.kube.list(POD, md.namespace, label_selector=pod_selector(md))
         manifest = ModelManifest.from_json(configmap["data"][MANIFEST_KEY])
         self.pusher.submit(md, pods, manifest, self._tokens[key])
 
@@ -463,7 +478,7 @@ class Reconciler:
         ``rolling``). A revision whose old pods still run keeps its ConfigMap until they are gone."""
         ns, uid = md.namespace, str(md.metadata.get("uid", ""))
         cms = self.kube.list(
-            CONFIGMAP, ns, label_selector=f"{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=model-manifest"
+            CONFIGMAP, ns, label_selector=f"{OWNED},{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=model-manifest"
         )
         keep = {manifest_configmap_name(md)}
         stale = [c for c in cms if owned_by(c, uid) and c["metadata"]["name"] not in keep]
@@ -550,7 +565,7 @@ class Reconciler:
         if notes is None:
             notes = self._notes(md)
         dep = live_dep or self.kube.get(DEPLOYMENT, ns, name)
-        pods = self.kube.list(POD, ns, label_selector=selector_string(md)) if dep else []
+        pods = self.kube.list(POD, ns, label_selector=pod_selector(md)) if dep else []
         diag = diagnose(dep, pods, _gpu_request(md))
         reports = manifest_generation = manifest_age = None
         if self.config.query_agents:
@@ -607,7 +622,9 @@ class Reconciler:
             return None
         job_name = prefetch_job_name(md)
         job = self.kube.get(JOB, md.namespace, job_name) if md.spec.cache.prefetch else None
-        pods = self.kube.list(POD, md.namespace, label_selector=f"job-name={job_name}") if job else []
+        pods = (
+            self.kube.list(POD, md.namespace, label_selector=f"{PART_OF},job-name={job_name}") if job else []
+        )
         return cache_status(md, job, pods)
 
     def _manifest_state(self, md: ModelDeployment) -> tuple[int | None, float | None]:
