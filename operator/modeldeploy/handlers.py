@@ -13,8 +13,9 @@
 * time-based transitions (end of a propagation window, a load timeout) -> a status refresh
   scheduled for when they fall due.
 
-kopf's own bookkeeping lives in annotations (``modeldeploy.io/…``) and is written only when a spec
-change is handled, never per resync; kopf posts k8s Events only for warnings. No finalizers:
+kopf's "last handled configuration" is kept in memory (:class:`MemoryDiffBase`), so kopf writes
+nothing to the object when a change is handled; its progress annotations (``modeldeploy.io/…``)
+appear only while a handler is being retried; kopf posts k8s Events only for warnings. No finalizers:
 children go by owner-reference garbage collection.
 
 Usable with ``mdctl operator run`` (which calls :func:`register` on a fresh registry) and with
@@ -94,6 +95,25 @@ def content_changed(old: dict[str, Any] | None, new: dict[str, Any] | None) -> b
     return any(old.get(k) != new.get(k) for k in _CONTENT) or any(om.get(k) != nm.get(k) for k in _META)
 
 
+class MemoryDiffBase(kopf.DiffBaseStorage):
+    """kopf's "last handled" essence of each ModelDeployment, kept in memory rather than written
+    into an annotation of the object (one write per object and spec change saved). After a restart
+    kopf finds none and handles every object as created, which runs the same reconcile as resuming."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._essences: dict[str, kopf.BodyEssence] = {}
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._essences.get(str(body.get("metadata", {}).get("uid")))
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._essences[str(body.get("metadata", {}).get("uid"))] = essence
+
+    def forget(self, uid: str) -> None:
+        self._essences.pop(uid, None)
+
+
 class State:
     """The per-process objects the handlers share (created at kopf startup)."""
 
@@ -104,6 +124,7 @@ class State:
         self.refresher: StatusRefresher | None = None
         self.repairs: StatusRefresher | None = None
         self.resync: ResyncLoop | None = None
+        self.diffbase = MemoryDiffBase()
 
     def start(self, api_client: Any | None = None) -> None:
         api = api_client or _load_client()
@@ -179,9 +200,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="modeldeploy.io", key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = state.diffbase
         settings.posting.level = logging.WARNING
         if config.namespaces and not any(set(ns) & set("*?[]!,") for ns in config.namespaces):
             # Exact namespaces: no cluster-wide namespace/CRD scanning, which would need RBAC to
@@ -229,6 +248,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
     def md_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         if type == "DELETED" and state.reconciler is not None:
             state.reconciler.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+            state.diffbase.forget(str(body["metadata"].get("uid")))
 
     return state
 
