@@ -114,6 +114,15 @@ class MemoryDiffBase(kopf.DiffBaseStorage):
         self._essences.pop(uid, None)
 
 
+class ProgressAnnotations(kopf.AnnotationsProgressStorage):
+    """kopf's progress annotations (present only while a handler is being retried), without the
+    one-time ``<prefix>/kopf-managed`` marker kopf adds to every object it handles: nothing reads
+    it, and writing it was one patch of every new ModelDeployment."""
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        return None
+
+
 class State:
     """The per-process objects the handlers share (created at kopf startup)."""
 
@@ -199,7 +208,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeldeploy.io")
+        settings.persistence.progress_storage = ProgressAnnotations(prefix="modeldeploy.io")
         settings.persistence.diffbase_storage = state.diffbase
         settings.posting.level = logging.WARNING
         if config.namespaces and not any(set(ns) & set("*?[]!,") for ns in config.namespaces):

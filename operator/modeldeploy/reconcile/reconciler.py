@@ -399,6 +399,8 @@ class Reconciler:
             run.outcome.changes.extend(self._collect_manifests(md))
         except KubeError as exc:  # housekeeping: never in the way of the status
             log.warning("%s: could not collect unused manifest ConfigMaps: %s", key, exc)
+        if trigger == "drift" and not run.outcome.changes:
+            return run.outcome  # nothing to repair: the status follows the children's own events
         run.outcome.status_written = self._refresh(
             md_body=None, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
