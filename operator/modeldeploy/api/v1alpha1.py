@@ -112,7 +112,9 @@ QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkM
 #: A non-negative quantity string (a pattern needs no CEL), with a decimal exponent of at most two
 #: digits: the API server scales such a value to render and compare it, and ``1e99999999`` in a Pod
 #: spec would cost it minutes; no resource needs a larger exponent.
-UNSIGNED_QUANTITY_PATTERN = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
+UNSIGNED_QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
+)
 #: A quantity string that CEL rules compare: as QUANTITY_PATTERN, but a decimal exponent has at most
 #: two digits. Comparing quantities scales them to one exponent, so ``1e99999999`` makes the API
 #: server's CEL evaluation run for minutes (a generated parity case found it); no size needs more.

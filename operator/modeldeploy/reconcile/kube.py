@@ -8,6 +8,7 @@ can see what the operator does.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +18,8 @@ from kubernetes.client.exceptions import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.render.common import FIELD_MANAGER
+
+Items = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,18 @@ class Kube:
                 return None
             raise
 
+    def get_live(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """From the API server even where reads come from a cache (see reconcile/cache.py)."""
+        return self.get(res, namespace, name)
+
+    @property
+    def reads_cached(self) -> bool:
+        """Whether ``get``/``list`` may answer from a watch-fed store (then ``get_live`` differs)."""
+        return False
+
+    def watch_kinds(self, kinds: Any) -> None:
+        """Keep ``kinds`` in watch-fed stores: nothing to do without a cache."""
+
     def list(
         self,
         res: Resource,
@@ -164,6 +179,67 @@ class Kube:
             query["fieldSelector"] = field_selector
         out = self.request("GET", res.path(namespace), query=query, kind=res.kind, verb="list")
         return list(out.get("items") or [])
+
+    def list_with_version(
+        self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> tuple[Items, str]:
+        """The items and the list's resourceVersion (where a watch of the same selection starts)."""
+        query = {"labelSelector": label_selector} if label_selector else {}
+        out = self.request("GET", res.path(namespace), query=query, kind=res.kind, verb="list")
+        return list(out.get("items") or []), str((out.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events (``{"type": ..., "object": ...}``) of a selection from ``resource_version``
+        on, with bookmarks, until the server ends the watch (after about ``timeout_seconds``)."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        query = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            query["labelSelector"] = label_selector
+        path = res.path(namespace)
+        _, url, hdrs, _, _ = self.api.param_serialize(
+            "GET",
+            path,
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        _count("watch", res.kind)
+        try:
+            resp = self.api.call_api(
+                "GET", url, header_params=hdrs, _request_timeout=(10, timeout_seconds + 30)
+            )
+        except ApiException as exc:
+            raise KubeError(int(exc.status or 0), "WATCH", path, str(exc.reason or exc)) from None
+        except Exception as exc:  # urllib3 connection errors
+            raise KubeError(0, "WATCH", path, str(exc)) from None
+        raw = resp.response
+        try:
+            if not 200 <= resp.status <= 299:
+                raise KubeError(resp.status, "WATCH", path, raw.data.decode(errors="replace")[:500])
+            for line in iter_resp_lines(raw):
+                if line:
+                    yield json.loads(line)
+        except KubeError:
+            raise
+        except Exception as exc:  # the connection broke mid-stream
+            raise KubeError(0, "WATCH", path, str(exc)) from None
+        finally:
+            raw.close()  # a watch connection is never reused (it may be left mid-stream)
+            raw.release_conn()
 
     # --------------------------------------------------------------- writes
     def apply(

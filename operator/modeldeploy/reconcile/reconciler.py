@@ -19,6 +19,7 @@ from typing import Any
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
 from modeldeploy.reconcile import agents
+from modeldeploy.reconcile.cache import OWNED, PART_OF
 from modeldeploy.reconcile.cache_status import cache_status, new_corrupt_entries
 from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
@@ -101,6 +102,8 @@ class OperatorConfig:
     #: the status) and push changed manifests to it (reconcile/agents.py). Needs pod IPs reachable.
     query_agents: bool = True
     status_debounce_seconds: float = 0.3
+    #: A child changed by someone else (seen through the watches): reconcile its owner this soon.
+    repair_debounce_seconds: float = 0.2
     post_events: bool = True
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
@@ -208,6 +211,11 @@ def _manifest_generation(md: ModelDeployment, live_cm: dict[str, Any] | None) ->
     return md.generation
 
 
+def pod_selector(md: ModelDeployment) -> str:
+    """The model pods (the Deployment's selector), with the label the pod cache is kept by."""
+    return f"{selector_string(md)},{PART_OF}"
+
+
 def mounted_configmaps(replicasets: list[dict[str, Any]]) -> set[str]:
     """ConfigMaps mounted by the pod templates of the ReplicaSets that have (or want) pods."""
     out: set[str] = set()
@@ -236,6 +244,10 @@ class Reconciler:
         #: per ModelDeployment: the generation one of whose children the API server refused (403/404:
         #: may pass later, so resyncs retry; the status keeps saying why meanwhile)
         self._rejected: dict[str, int] = {}
+        #: per ModelDeployment: (uid, generation) of the last pass that brought every child to that
+        #: generation's rendered state. A body older than it is stale (a resync's listed copy, say):
+        #: never applied; and the status claims a generation only once it is here.
+        self._applied: dict[str, tuple[str, int]] = {}
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the refresher)
         self.schedule: Callable[[str, str, float], None] | None = None
@@ -265,6 +277,7 @@ class Reconciler:
             ):
                 found.add(name)
         self._crds = (now, frozenset(found))
+        self.kube.watch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd in found])
         return self._crds[1]
 
     def forget(self, namespace: str, name: str) -> None:
@@ -273,6 +286,7 @@ class Reconciler:
         self._invalid.pop(key, None)
         self._tokens.pop(key, None)
         self._rejected.pop(key, None)
+        self._applied.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -285,7 +299,10 @@ class Reconciler:
         start = time.monotonic()
         with self.lock(key):
             try:
-                out = self._reconcile(body, trigger, key)
+                latest = self._latest(body, key)
+                if latest is None:
+                    return Outcome()  # gone meanwhile
+                out = self._reconcile(latest, trigger, key)
                 metrics.RECONCILES.labels(trigger=trigger, result="ok").inc()
                 return out
             except InvalidSpec:
@@ -305,6 +322,26 @@ class Reconciler:
             finally:
                 metrics.RECONCILE_DURATION.labels(trigger=trigger).observe(time.monotonic() - start)
 
+    def _latest(self, body: dict[str, Any], key: str) -> dict[str, Any] | None:
+        """``body``, unless a newer generation of the same object was already applied: then the
+        object as it is now (a spec change that landed after ``body`` was read must not be reverted)."""
+        meta = body["metadata"]
+        applied = self._applied.get(key)
+        generation = int(meta.get("generation") or 0)
+        if applied is None or applied[0] != meta.get("uid") or generation >= applied[1]:
+            return body
+        log.info(
+            "%s: generation %d is older than the applied %d: reading the latest", key, generation, applied[1]
+        )
+        latest = self.kube.get(MODELDEPLOYMENT, meta["namespace"], meta["name"])
+        if latest is not None and int(latest["metadata"].get("generation") or 0) < applied[1]:
+            latest = self.kube.get_live(MODELDEPLOYMENT, meta["namespace"], meta["name"])  # cache behind
+        if latest is None or latest["metadata"].get("uid") != meta.get("uid"):
+            return None
+        if latest["metadata"].get("deletionTimestamp"):
+            return None
+        return latest
+
     def _parse(self, body: dict[str, Any], key: str) -> ModelDeployment:
         """The spec, or InvalidSpec (after writing why into the status)."""
         try:
@@ -319,7 +356,7 @@ class Reconciler:
 
     def _reconcile(self, body: dict[str, Any], trigger: str, key: str) -> Outcome:
         md = self._parse(body, key)
-        if trigger == "resync" and self._invalid.get(key) == md.generation:
+        if trigger in ("resync", "drift") and self._invalid.get(key) == md.generation:
             return Outcome()  # rejected before; wait for a spec change rather than retrying per tick
         self._invalid.pop(key, None)
         absent = self._absent.setdefault(key, set())
@@ -341,7 +378,7 @@ class Reconciler:
             raise InvalidSpec(str(exc)) from None
         # Secrets the pods reference, before the Deployment: Triton's control key, the push token.
         self.control.ensure(md)
-        if trigger != "resync" or key not in self._tokens:
+        if trigger not in ("resync", "drift") or key not in self._tokens:
             self._tokens[key] = agents.ensure_token(self.kube, md)
 
         run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
@@ -360,6 +397,7 @@ class Reconciler:
                 self._sync_child(run, kind, desired)
 
         self._rejected.pop(key, None)
+        self._applied[key] = (run.uid, md.generation)
         if run.created_dep:
             self._event(
                 body, "Normal", "Created", f"created the Triton deployment serving {_versions_summary(md)}"
@@ -372,6 +410,8 @@ class Reconciler:
                 run.outcome.changes.extend(self._collect_prefetch_jobs(md))
         except KubeError as exc:  # housekeeping: never in the way of the status
             log.warning("%s: could not collect unused manifest ConfigMaps or prefetch Jobs: %s", key, exc)
+        if trigger == "drift" and not run.outcome.changes:
+            return run.outcome  # nothing to repair: the status follows the children's own events
         run.outcome.status_written = self._refresh(
             md_body=None, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
@@ -379,8 +419,8 @@ class Reconciler:
 
     def _cache_sharers(self, md: ModelDeployment) -> tuple[str, ...] | None:
         """The namespace's live ModelDeployments whose spec.cache names md's claim, for md's
-        evicting prefetch Job (only with maxSize: one LIST of the namespace's ModelDeployments;
-        the one place that reads them, to be served by a watch-fed cache once there is one)."""
+        evicting prefetch Job (only with maxSize; read from the ModelDeployment store once the
+        watch has synced, else one LIST of the namespace's ModelDeployments)."""
         c = md.spec.cache
         if c is None or not c.prefetch or c.maxSize is None:
             return None
@@ -409,6 +449,10 @@ class Reconciler:
         """Apply ``desired`` unless the live object already has it in effect."""
         res, ns = BY_KIND[child_kind(kind)], run.md.namespace
         live = run.live_cm if kind == "ConfigMap" else self.kube.get(res, ns, desired["metadata"]["name"])
+        if live is None and self.kube.reads_cached:
+            # not in the cache: confirm before creating (an object we do not own has no label of ours
+            # and so is in no cache; and the cache may not have our own creation yet)
+            live = self.kube.get_live(res, ns, desired["metadata"]["name"])
         if live is not None and not owned_by(live, run.uid):
             refs = live["metadata"].get("ownerReferences") or []
             if any(r.get("controller") for r in refs):
@@ -446,7 +490,7 @@ class Reconciler:
         rather than waiting for the kubelet to sync the ConfigMap volume."""
         if not self.config.query_agents or md.spec.rollout.strategy != "inPlace":
             return
-        pods = self.kube.list(POD, md.namespace, label_selector=selector_string(md))
+        pods = self.kube.list(POD, md.namespace, label_selector=pod_selector(md))
         manifest = ModelManifest.from_json(configmap["data"][MANIFEST_KEY])
         self.pusher.submit(md, pods, manifest, self._tokens[key])
 
@@ -463,7 +507,7 @@ class Reconciler:
         ``rolling``). A revision whose old pods still run keeps its ConfigMap until they are gone."""
         ns, uid = md.namespace, str(md.metadata.get("uid", ""))
         cms = self.kube.list(
-            CONFIGMAP, ns, label_selector=f"{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=model-manifest"
+            CONFIGMAP, ns, label_selector=f"{OWNED},{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=model-manifest"
         )
         keep = {manifest_configmap_name(md)}
         stale = [c for c in cms if owned_by(c, uid) and c["metadata"]["name"] not in keep]
@@ -563,10 +607,14 @@ class Reconciler:
         key = f"{ns}/{name}"
         if md.generation in (self._invalid.get(key), self._rejected.get(key)):
             return False  # a child was refused: keep Ready=False (never Ready without that child)
+        if self._applied.get(key) != (str(body["metadata"].get("uid", "")), md.generation):
+            # The children do not (yet) carry this generation's rendered state: its reconcile is
+            # pending or running. Saying observedGeneration = it (and Ready) now would be a lie.
+            return False
         if notes is None:
             notes = self._notes(md)
         dep = live_dep or self.kube.get(DEPLOYMENT, ns, name)
-        pods = self.kube.list(POD, ns, label_selector=selector_string(md)) if dep else []
+        pods = self.kube.list(POD, ns, label_selector=pod_selector(md)) if dep else []
         diag = diagnose(dep, pods, _gpu_request(md))
         reports = manifest_generation = manifest_age = None
         if self.config.query_agents:
@@ -624,7 +672,9 @@ class Reconciler:
             return None
         job_name = prefetch_job_name(md)
         job = self.kube.get(JOB, md.namespace, job_name) if md.spec.cache.prefetch else None
-        pods = self.kube.list(POD, md.namespace, label_selector=f"job-name={job_name}") if job else []
+        pods = (
+            self.kube.list(POD, md.namespace, label_selector=f"{PART_OF},job-name={job_name}") if job else []
+        )
         return cache_status(md, job, pods, reports.pods if reports else None)
 
     def _manifest_state(self, md: ModelDeployment) -> tuple[int | None, float | None]:

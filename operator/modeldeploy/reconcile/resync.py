@@ -2,9 +2,12 @@
 
 kopf's timers and daemons put a finalizer on every object (so that they can be stopped before the
 object goes), which would leave ModelDeployments stuck in deletion while the operator is down. This
-loop instead lists the ModelDeployments in scope every ``interval`` seconds (one LIST call) and runs
-the normal reconcile for each: children deleted or edited by hand are restored within one interval,
-and nothing is written when nothing changed.
+loop instead takes the ModelDeployments in scope every ``interval`` seconds and runs the normal
+reconcile for each: nothing is written when nothing changed. With the operator's
+:class:`~modeldeploy.reconcile.cache.CachedKube` the list and every read of the reconcile come from
+the watch-fed stores (no API read at all in the steady state); hand edits are normally repaired
+sooner, through the children's watch events (see modeldeploy.handlers), and this loop is the
+backstop.
 """
 
 from __future__ import annotations

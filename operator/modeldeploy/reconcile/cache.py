@@ -1,0 +1,182 @@
+"""The operator's reads from watch-fed stores: :class:`CachedKube` is a :class:`Kube` whose ``get`` and
+``list`` answer from an :class:`~modeldeploy.reconcile.informer.Informer` when one covers the request
+and has synced, and from the API server otherwise; its writes go to the API server and their answers
+into the store (write-through). ``get_live`` always asks the API server (used before creating a
+child: an object we do not own carries no label of ours and so is in no store).
+
+Kinds kept (in the namespaces in scope; server-side label selectors): ModelDeployments (all), and our
+children by ``app.kubernetes.io/managed-by``: ConfigMaps, Services, Deployments, HPAs, PDBs,
+NetworkPolicies, Jobs, plus ScaledObjects, HTTPScaledObjects and ServiceMonitors once their CRD is
+established; pods by ``app.kubernetes.io/part-of=modeldeploy`` (model and prefetch pods), without
+their managedFields. Secrets are not watched: the operator creates its two Secrets once and keeps
+the push token in memory, so it needs no list/watch on Secrets (least privilege).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from modeldeploy.reconcile.informer import EventSink, Informer, parse_selector
+from modeldeploy.reconcile.kube import (
+    CONFIGMAP,
+    DEPLOYMENT,
+    HPA,
+    JOB,
+    MODELDEPLOYMENT,
+    NETWORKPOLICY,
+    PDB,
+    POD,
+    SERVICE,
+    Kube,
+    Resource,
+)
+from modeldeploy.render.common import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
+
+PART_OF = "app.kubernetes.io/part-of=modeldeploy"
+OWNED = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+#: kind -> (label selector of its watch, metadata fields not kept)
+SELECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    MODELDEPLOYMENT.kind: ("", ()),
+    POD.kind: (PART_OF, ("managedFields",)),
+}
+BASE_KINDS = (MODELDEPLOYMENT, CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, NETWORKPOLICY, JOB, POD)
+
+
+def _exact(namespaces: Sequence[str]) -> list[str] | None:
+    """The namespaces to watch one by one, or None: watch all (globs or no restriction)."""
+    if namespaces and not any(set(ns) & set("*?[]!") for ns in namespaces):
+        return list(namespaces)
+    return None
+
+
+class CachedKube(Kube):
+    def __init__(
+        self,
+        kube: Kube,
+        namespaces: Sequence[str] = (),
+        in_scope: Callable[[str], bool] = lambda _ns: True,
+        on_event: EventSink | None = None,
+        watch_kube: Kube | None = None,
+    ) -> None:
+        super().__init__(kube.api, kube.timeout)
+        self.watch_kube = watch_kube or kube  # long-lived watches: best on a connection pool of their own
+        self.exact = _exact(namespaces)
+        self.in_scope = in_scope
+        self.on_event = on_event
+        self._informers: dict[tuple[str, str | None], Informer] = {}
+        self._lock = threading.Lock()
+
+    # --------------------------------------------------------------- informers
+    def start(self, kinds: Sequence[Resource] = BASE_KINDS) -> CachedKube:
+        self.watch_kinds(kinds)
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            informers = list(self._informers.values())
+        for inf in informers:
+            inf.stop()
+
+    def watch_kinds(self, kinds: Sequence[Resource]) -> None:
+        """Start keeping ``kinds`` (idempotent; called again when a CRD appears)."""
+        for res in kinds:
+            selector, strip = SELECTIONS.get(res.kind, (OWNED, ()))
+            scopes: list[str | None] = list(self.exact) if self.exact else [None]
+            for ns in scopes:
+                with self._lock:
+                    if (res.kind, ns) in self._informers:
+                        continue
+                    inf = Informer(
+                        self.watch_kube, res, ns, selector, self.on_event, in_scope=self.in_scope, strip=strip
+                    )
+                    self._informers[(res.kind, ns)] = inf
+                inf.start()
+
+    def informers(self) -> list[Informer]:
+        with self._lock:
+            return list(self._informers.values())
+
+    def wait_synced(self, timeout: float) -> bool:
+        return all(inf.wait_synced(timeout) for inf in self.informers())
+
+    def _informer(self, res: Resource, namespace: str | None) -> Informer | None:
+        with self._lock:
+            return self._informers.get((res.kind, namespace if self.exact else None))
+
+    # --------------------------------------------------------------------- reads
+    def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        inf = self._informer(res, namespace)
+        if inf is not None and namespace is not None and inf.covers(namespace, inf.selector):
+            return inf.get(namespace, name)
+        return super().get(res, namespace, name)
+
+    def get_live(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        obj = super().get(res, namespace, name)
+        inf = self._informer(res, namespace)
+        if obj is not None and inf is not None:
+            inf.put(obj)
+        return obj
+
+    def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        selector = parse_selector(label_selector)
+        inf = self._informer(res, namespace)
+        if (
+            inf is not None
+            and selector is not None
+            and not field_selector
+            and inf.covers(namespace, selector)
+        ):
+            return inf.list(namespace, selector)
+        return super().list(res, namespace, label_selector=label_selector, field_selector=field_selector)
+
+    @property
+    def reads_cached(self) -> bool:
+        return True
+
+    # -------------------------------------------------------------------- writes
+    def apply(
+        self,
+        obj: dict[str, Any],
+        res: Resource | None = None,
+        *,
+        force: bool = True,
+        manager: str = FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        out = super().apply(obj, res, force=force, manager=manager)
+        self._put(res, out)
+        return out
+
+    def delete(self, res: Resource, namespace: str | None, name: str, uid: str | None = None) -> bool:
+        done = super().delete(res, namespace, name, uid)
+        inf = self._informer(res, namespace)
+        if inf is not None and namespace is not None:
+            inf.drop(namespace, name)
+        return done
+
+    def patch_status(self, res: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        out = super().patch_status(res, namespace, name, patch)
+        self._put(res, out)
+        return out
+
+    def create(self, res: Resource, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
+        out = super().create(res, namespace, obj)
+        self._put(res, out)
+        return out
+
+    def _put(self, res: Resource | None, obj: dict[str, Any]) -> None:
+        from modeldeploy.reconcile.kube import BY_KIND
+
+        res = res or BY_KIND.get(str(obj.get("kind")))
+        meta = obj.get("metadata") or {}
+        inf = self._informer(res, meta.get("namespace")) if res is not None else None
+        if inf is not None and meta.get("name"):
+            inf.put(obj)

@@ -1,0 +1,151 @@
+"""Unit tests of the watch-fed store (reconcile/informer.py) against a scripted API: the list, the
+watch stream, a watch that expires (410) or breaks (API-server restart) and what the store and its
+event sink see then."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from modeldeploy.reconcile.informer import Informer, parse_selector
+from modeldeploy.reconcile.kube import CONFIGMAP, Items, Kube, KubeError, Resource
+
+SEL = "app.kubernetes.io/managed-by=modeldeploy-operator"
+
+
+def cm(name: str, rv: int, data: str = "x", ns: str = "a") -> dict[str, Any]:
+    return {
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "resourceVersion": str(rv),
+            "labels": parse_selector(SEL),
+        },
+        "data": {"k": data},
+    }
+
+
+class ScriptedKube(Kube):
+    """LIST answers the current ``world``; each watch streams what the test puts in ``events``
+    (``None`` ends the watch normally, an exception breaks it)."""
+
+    def __init__(self) -> None:
+        self.world: dict[str, dict[str, Any]] = {}
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.lists = 0
+        self.fail_lists = 0
+
+    def list_with_version(
+        self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> tuple[Items, str]:
+        if self.fail_lists:
+            self.fail_lists -= 1
+            raise KubeError(0, "GET", res.plural, "connection refused")
+        self.lists += 1
+        items = list(self.world.values())
+        return items, str(max((int(o["metadata"]["resourceVersion"]) for o in items), default=1))
+
+    def watch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> Iterator[dict[str, Any]]:
+        while True:
+            ev = self.events.get()
+            if ev is None:
+                return
+            if isinstance(ev, Exception):
+                raise ev
+            yield ev
+
+
+def until(cond: Any, what: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def informer(kube: ScriptedKube, seen: list[tuple[str | None, str | None]]) -> Informer:
+    def sink(kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        seen.append(
+            (old and old["metadata"]["resourceVersion"], new and new["metadata"]["resourceVersion"])  # type: ignore[arg-type]
+        )
+
+    return Informer(kube, CONFIGMAP, "a", SEL, sink).start()
+
+
+def test_list_then_watch_keeps_the_store_and_reports_changes() -> None:
+    kube, seen = ScriptedKube(), []
+    kube.world["c1"] = cm("c1", 5)
+    inf = informer(kube, seen)
+    assert inf.wait_synced(5)
+    assert inf.get("a", "c1") is not None and seen == [(None, "5")]
+    kube.events.put({"type": "MODIFIED", "object": cm("c1", 6, "y")})
+    kube.events.put({"type": "ADDED", "object": cm("c2", 7)})
+    kube.events.put({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "8"}}})
+    kube.events.put({"type": "DELETED", "object": cm("c1", 9)})
+    until(lambda: len(seen) == 4, "four changes")
+    assert seen[1:] == [("5", "6"), (None, "7"), ("6", None)]
+    assert inf.get("a", "c1") is None and inf.get("a", "c2") is not None
+    assert inf.covers("a", parse_selector(f"{SEL},x=y")) and not inf.covers("a", parse_selector("x=y"))
+    assert not inf.covers("b", parse_selector(SEL))
+    inf.stop()
+    kube.events.put(None)
+
+
+def test_a_write_through_is_not_undone_by_an_older_event() -> None:
+    kube, seen = ScriptedKube(), []
+    kube.world["c1"] = cm("c1", 5)
+    inf = informer(kube, seen)
+    assert inf.wait_synced(5)
+    inf.put(cm("c1", 10, "ours"))  # our apply's answer
+    kube.events.put({"type": "MODIFIED", "object": cm("c1", 8, "older")})
+    kube.events.put({"type": "MODIFIED", "object": cm("c1", 10, "ours")})  # the echo of our write
+    kube.events.put({"type": "ADDED", "object": cm("c9", 11)})  # a marker: the above were handled
+    until(lambda: inf.get("a", "c9") is not None, "the marker")
+    c1 = inf.get("a", "c1")
+    assert c1 is not None and c1["data"]["k"] == "ours"
+    assert seen == [(None, "5"), (None, "11")], "the echo of our own write is no change"
+    inf.stop()
+    kube.events.put(None)
+
+
+def test_an_expired_or_broken_watch_lists_again_and_reports_what_it_missed() -> None:
+    kube, seen = ScriptedKube(), []
+    kube.world["c1"] = cm("c1", 5)
+    kube.world["c2"] = cm("c2", 6)
+    inf = informer(kube, seen)
+    assert inf.wait_synced(5)
+    # while the API server is away: c1 changes, c2 goes, c3 comes
+    kube.world = {"c1": cm("c1", 20, "new"), "c3": cm("c3", 21)}
+    kube.fail_lists = 2  # the first two LISTs after the break fail too (server still starting)
+    kube.events.put(KubeError(0, "WATCH", "configmaps", "connection reset"))
+    until(lambda: not inf.synced or kube.lists > 1, "the informer noticing the break")
+    until(lambda: inf.synced and kube.lists == 2, "a successful LIST again", timeout=15)
+    assert {k for k in ("c1", "c2", "c3") if inf.get("a", k)} == {"c1", "c3"}
+    assert set(seen[2:]) == {("5", "20"), ("6", None), (None, "21")}
+    # 410 Gone: list again (no change this time: nothing reported)
+    kube.events.put({"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}})
+    until(lambda: kube.lists == 3, "a LIST after 410")
+    assert len(seen) == 5
+    inf.stop()
+    kube.events.put(None)
+
+
+def test_unsynced_store_is_not_used() -> None:
+    kube = ScriptedKube()
+    kube.fail_lists = 1000
+    inf = Informer(kube, CONFIGMAP, "a", SEL).start()
+    until(lambda: kube.fail_lists < 1000, "a failed LIST")
+    assert not inf.covers("a", parse_selector(SEL))
+    inf.stop()
