@@ -118,6 +118,19 @@ class _Sender:
             return bool(self.sender.is_cancelled())
 
 
+def text_response(text: str, n_in: int, n_out: int, finish: str) -> Any:
+    """One response of the text interface every LLM entry serves (``text_output``, token counts,
+    ``finish_reason``); also used by the TensorRT-LLM text front, which loads this file."""
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
+            pb_utils.Tensor("num_input_tokens", np.array([n_in], dtype=np.int32)),
+            pb_utils.Tensor("num_output_tokens", np.array([n_out], dtype=np.int32)),
+            pb_utils.Tensor("finish_reason", np.array([finish.encode()], dtype=np.object_)),
+        ]
+    )
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         import torch
@@ -193,14 +206,7 @@ class TritonPythonModel:
                 self.threads.discard(threading.current_thread())
 
     def _response(self, text: str, n_in: int, n_out: int, finish: str) -> Any:
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
-                pb_utils.Tensor("num_input_tokens", np.array([n_in], dtype=np.int32)),
-                pb_utils.Tensor("num_output_tokens", np.array([n_out], dtype=np.int32)),
-                pb_utils.Tensor("finish_reason", np.array([finish.encode()], dtype=np.object_)),
-            ]
-        )
+        return text_response(text, n_in, n_out, finish)
 
     def _generate(self, prompt: str, stream: bool, params: dict[str, Any], sender: _Sender) -> None:
         ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)

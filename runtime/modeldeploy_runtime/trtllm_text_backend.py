@@ -144,14 +144,7 @@ class TritonPythonModel:
         )
 
     def _response(self, text: str, n_in: int, n_out: int, finish: str) -> Any:
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
-                pb_utils.Tensor("num_input_tokens", np.array([n_in], dtype=np.int32)),
-                pb_utils.Tensor("num_output_tokens", np.array([n_out], dtype=np.int32)),
-                pb_utils.Tensor("finish_reason", np.array([finish.encode()], dtype=np.object_)),
-            ]
-        )
+        return self.tg.text_response(text, n_in, n_out, finish)
 
     def _generate(self, prompt: str, stream: bool, params: dict[str, Any], sender: Any) -> None:
         ids = [int(t) for t in self.tokenizer(prompt)["input_ids"]]

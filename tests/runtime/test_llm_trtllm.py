@@ -30,8 +30,9 @@ import pytest
 import requests
 
 from modeldeploy_runtime.ports import free_port
-from tests.runtime.test_llm_serving import Stack, _metric, _up, _wait
-from tests.runtime.test_llm_serving import reference as reference  # the transformers.generate oracle
+
+from .test_llm_serving import Stack, _metric, _up, _wait
+from .test_llm_serving import reference as reference  # the transformers.generate oracle
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.slow]
 
