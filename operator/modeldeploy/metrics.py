@@ -50,6 +50,11 @@ CHILD_WRITES = Counter(
 STATUS_WRITES = Counter(
     "modeldeploy_status_writes_total", "Status patches of ModelDeployments.", registry=REGISTRY
 )
+STATUS_DEFERRED = Counter(
+    "modeldeploy_status_deferred_total",
+    "Status changes that were progress only, held back until the per-object interval ended.",
+    registry=REGISTRY,
+)
 MANAGED = Gauge(
     "modeldeploy_managed_modeldeployments",
     "ModelDeployments managed by this operator, by condition type and status.",

@@ -45,6 +45,7 @@ from modeldeploy.reconcile.status import (
     invalid_status,
     now_rfc3339,
     status_patch,
+    urgent_change,
 )
 from modeldeploy.render import RenderOptions, child_kind, child_name, render_children
 from modeldeploy.render.common import (
@@ -105,6 +106,11 @@ class OperatorConfig:
     #: A child changed by someone else (seen through the watches): reconcile its owner this soon.
     repair_debounce_seconds: float = 0.2
     post_events: bool = True
+    #: Progress in the status (replica counts, messages, a reason within the same condition status)
+    #: is written at most once per this many seconds per object; the first status of a generation,
+    #: condition flips (Ready, Degraded, ...), served versions and new corrupt cache entries are
+    #: written at once (status.urgent_change). 0: every change at once.
+    status_progress_seconds: float = 5.0
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
     namespaces: list[str] = field(default_factory=list)
@@ -125,6 +131,7 @@ class OperatorConfig:
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
+            status_progress_seconds=float(os.environ.get("MODELDEPLOY_STATUS_PROGRESS_SECONDS", "5")),
             operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
             keda_interceptor=os.environ.get("MODELDEPLOY_KEDA_INTERCEPTOR") or DEFAULT_KEDA_INTERCEPTOR,
         )
@@ -248,6 +255,9 @@ class Reconciler:
         #: generation's rendered state. A body older than it is stale (a resync's listed copy, say):
         #: never applied; and the status claims a generation only once it is here.
         self._applied: dict[str, tuple[str, int]] = {}
+        #: per ModelDeployment: when (``clock``) this operator last wrote its status
+        self._status_at: dict[str, float] = {}
+        self.clock: Callable[[], float] = time.monotonic
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the refresher)
         self.schedule: Callable[[str, str, float], None] | None = None
@@ -287,6 +297,7 @@ class Reconciler:
         self._tokens.pop(key, None)
         self._rejected.pop(key, None)
         self._applied.pop(key, None)
+        self._status_at.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -646,11 +657,28 @@ class Reconciler:
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         self._schedule(md, [window_left, self._load_timeout_left(md, manifest_age, conds)])
         patch = status_patch(current, new)
-        if patch is None:
+        if patch is None or self._deferred(md, key, current, new):
             return False
         self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
+        self._status_at[key] = self.clock()
         metrics.STATUS_WRITES.inc()
         self._transition_events(body, current, new, diag)
+        return True
+
+    def _deferred(self, md: ModelDeployment, key: str, current: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Whether to hold back a status change that is progress only (status.urgent_change): within
+        ``status_progress_seconds`` of this operator's last status write of the object it waits,
+        and a refresh is scheduled for when the interval ends (so the progress shows by then even if
+        nothing else happens; a change that turns urgent meanwhile is written at once)."""
+        interval = self.config.status_progress_seconds
+        last = self._status_at.get(key)
+        if interval <= 0 or last is None or urgent_change(current, new):
+            return False
+        wait = last + interval - self.clock()
+        if wait <= 0:
+            return False
+        self._schedule(md, [wait])
+        metrics.STATUS_DEFERRED.inc()
         return True
 
     def _held_for_prefetch(self, md: ModelDeployment, live_cm: dict[str, Any] | None) -> set[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus, ModelSpec
+from modeldeploy.reconcile.cache_status import new_corrupt_entries
 from modeldeploy.reconcile.diagnose import Diagnosis
 from modeldeploy.render.common import HTTPSCALEDOBJECT_CRD, Note, selector_string, wants_http_addon
 from modeldeploy.render.service import backend_service_name, endpoints
@@ -613,3 +614,24 @@ def status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dic
         if k not in desired:
             patch[k] = None
     return patch or None
+
+
+def _condition_states(status: dict[str, Any]) -> dict[Any, Any]:
+    return {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+
+
+def urgent_change(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether going from ``current`` to ``new`` says something a reader must see at once: the first
+    status, a new generation observed, a condition turning True/False/appearing/going (Ready,
+    Degraded, Progressing, kstatus' Stalled/Reconciling), other versions served, a new corrupt cache
+    entry. Everything else (replica counts, messages, a reason within the same condition status,
+    per-version progress) is progress: written at most once per interval (Reconciler._deferred)."""
+    if not current:
+        return True
+    if current.get("observedGeneration") != new.get("observedGeneration"):
+        return True
+    if _condition_states(current) != _condition_states(new):
+        return True
+    if current.get("servedVersions") != new.get("servedVersions"):
+        return True
+    return bool(new_corrupt_entries(current, new))
