@@ -144,6 +144,17 @@ def by_verb(events: list[dict[str, Any]]) -> dict[str, int]:
     return dict(c.most_common())
 
 
+def status_writes_histogram(writes: list[dict[str, Any]]) -> dict[str, int]:
+    """How many ModelDeployments got 1, 2, ... status writes (``{"2": 80, "3": 20}``)."""
+    per: collections.Counter[str] = collections.Counter(
+        str((e.get("objectRef") or {}).get("name"))
+        for e in writes
+        if (e.get("objectRef") or {}).get("resource") == "modeldeployments"
+        and (e.get("objectRef") or {}).get("subresource") == "status"
+    )
+    return {str(k): v for k, v in sorted(collections.Counter(per.values()).items())}
+
+
 def stamp(ev: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(ev["stageTimestamp"].replace("Z", "+00:00")).timestamp()
 
@@ -389,6 +400,7 @@ def measure_operator(
         "status_lag_s": p50_p99([ready[n] - avail[n] for n in ready if n in avail]),
         "operator_writes_per_md_until_ready": round(len(writes) / args.n, 2),
         "operator_writes_by_kind": by_verb(writes),
+        "status_writes_per_md": status_writes_histogram(writes),
         "quiet_period_s": args.quiet_seconds,
         "operator_requests_in_quiet_period": quiet,
         "operator_writes_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in WRITE_VERBS),
