@@ -52,7 +52,8 @@ STATUS_WRITES = Counter(
 )
 STATUS_DEFERRED = Counter(
     "modeldeploy_status_deferred_total",
-    "Status changes that were progress only, held back until the per-object interval ended.",
+    "Status changes held back until their per-object interval ended, by kind of change.",
+    ["change"],
     registry=REGISTRY,
 )
 MANAGED = Gauge(

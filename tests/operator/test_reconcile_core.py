@@ -244,7 +244,8 @@ def test_a_quick_rollout_is_two_status_writes_the_first_and_ready() -> None:
         rollout_step(kube, ready_pods, running)
         assert rec.refresh_status(NS, "m") is False
     assert status_writes(kube) == 1
-    assert scheduled and all(0 < s <= 5.0 + 0.25 for s in scheduled), scheduled  # shown by the end of it
+    # each held-back change has its refresh scheduled: detail within 30 s, the READY column within 5 s
+    assert [round(s, 2) for s in scheduled] == [29.45, 28.65, 27.85, 2.05, 1.25]
     clock.now += 0.8  # 4.8 s after the first write: Ready is written at once, not at the interval's end
     rollout_step(kube, 3, 3)
     assert rec.refresh_status(NS, "m") is True
@@ -256,24 +257,44 @@ def test_a_quick_rollout_is_two_status_writes_the_first_and_ready() -> None:
     assert rec.refresh_status(NS, "m") is False and kube.writes == []
 
 
-def test_a_slow_rollout_shows_progress_once_per_interval() -> None:
+def test_a_slow_rollout_shows_ready_replicas_within_the_progress_interval() -> None:
     kube, rec, clock, scheduled = rolling_setup()
     rec.reconcile(body(kube), trigger="create")
     clock.now += 1.0
-    rollout_step(kube, 0, 1)
-    assert rec.refresh_status(NS, "m") is False  # held back: 1 s after the last write
-    assert scheduled[-1] == pytest.approx(4.0 + 0.25)
-    clock.now += 4.25  # the scheduled refresh: the progress is written now, nothing new happened
+    rollout_step(kube, 0, 1)  # detail only (counts of replicas/updated, reasons): waits 30 s
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(29.0 + 0.25)
+    clock.now += 1.0
+    rollout_step(kube, 1, 3)  # the READY column moves: at most once per 5 s
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(3.0 + 0.25)
+    clock.now += 3.25  # the scheduled refresh: written now, with the detail held back so far
     assert rec.refresh_status(NS, "m") is True
     st = body(kube)["status"]
-    assert st["replicas"] == 3 and ready(kube)["status"] == "False"
+    assert st["readyReplicas"] == 1 and st["replicas"] == 3 and ready(kube)["status"] == "False"
     clock.now += 1.0
-    rollout_step(kube, 1, 3)
+    rollout_step(kube, 2, 3)
     assert rec.refresh_status(NS, "m") is False  # the next progress waits for the next interval
-    clock.now += 5.0
+    clock.now += 4.0
     assert rec.refresh_status(NS, "m") is True
-    assert body(kube)["status"]["readyReplicas"] == 1
+    assert body(kube)["status"]["readyReplicas"] == 2
     assert status_writes(kube) == 3
+
+
+def test_detail_waits_for_the_detail_interval() -> None:
+    kube, rec, clock, _ = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    first = copy.deepcopy(body(kube)["status"])
+    clock.now += 1.0
+    rollout_step(kube, 0, 3)  # pods Running: Loading instead of Pending; replicas 0 -> 3
+    for _ in range(5):
+        clock.now += 5.0
+        assert rec.refresh_status(NS, "m") is False
+    assert body(kube)["status"] == first
+    clock.now += 4.0  # 30 s after the first write
+    assert rec.refresh_status(NS, "m") is True
+    assert body(kube)["status"]["replicas"] == 3
+    assert status_writes(kube) == 2
 
 
 def test_losing_readiness_is_written_at_once() -> None:
@@ -290,7 +311,7 @@ def test_losing_readiness_is_written_at_once() -> None:
 
 def test_without_an_interval_every_change_is_written() -> None:
     kube, rec, clock, _ = rolling_setup()
-    rec.config.status_progress_seconds = 0
+    rec.config.status_progress_seconds = rec.config.status_detail_seconds = 0
     rec.reconcile(body(kube), trigger="create")
     for ready_pods in range(3):
         clock.now += 0.5

@@ -46,6 +46,7 @@ from modeldeploy.reconcile.status import (
     now_rfc3339,
     status_patch,
     urgent_change,
+    visible_progress,
 )
 from modeldeploy.render import RenderOptions, child_kind, child_name, render_children
 from modeldeploy.render.common import (
@@ -106,11 +107,14 @@ class OperatorConfig:
     #: A child changed by someone else (seen through the watches): reconcile its owner this soon.
     repair_debounce_seconds: float = 0.2
     post_events: bool = True
-    #: Progress in the status (replica counts, messages, a reason within the same condition status)
-    #: is written at most once per this many seconds per object; the first status of a generation,
-    #: condition flips (Ready, Degraded, ...), served versions and new corrupt cache entries are
-    #: written at once (status.urgent_change). 0: every change at once.
+    #: Status writes per object (status.urgent_change, status.visible_progress): the first status of
+    #: a generation, condition flips (Ready, Degraded, ...), served versions and new corrupt cache
+    #: entries are written at once; a change of the READY/VERSIONS columns (or of a Degraded reason)
+    #: at most once per ``status_progress_seconds``; other detail (messages, reasons within the same
+    #: condition status, replica/updated counts) at most once per ``status_detail_seconds``, or with
+    #: the next write that is due anyway. 0 and 0: every change at once.
     status_progress_seconds: float = 5.0
+    status_detail_seconds: float = 30.0
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
     namespaces: list[str] = field(default_factory=list)
@@ -132,6 +136,7 @@ class OperatorConfig:
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
             status_progress_seconds=float(os.environ.get("MODELDEPLOY_STATUS_PROGRESS_SECONDS", "5")),
+            status_detail_seconds=float(os.environ.get("MODELDEPLOY_STATUS_DETAIL_SECONDS", "30")),
             operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
             keda_interceptor=os.environ.get("MODELDEPLOY_KEDA_INTERCEPTOR") or DEFAULT_KEDA_INTERCEPTOR,
         )
@@ -666,19 +671,23 @@ class Reconciler:
         return True
 
     def _deferred(self, md: ModelDeployment, key: str, current: dict[str, Any], new: dict[str, Any]) -> bool:
-        """Whether to hold back a status change that is progress only (status.urgent_change): within
-        ``status_progress_seconds`` of this operator's last status write of the object it waits,
-        and a refresh is scheduled for when the interval ends (so the progress shows by then even if
-        nothing else happens; a change that turns urgent meanwhile is written at once)."""
-        interval = self.config.status_progress_seconds
+        """Whether to hold back a status change that is not urgent (status.urgent_change): within
+        its interval (progress or detail, see OperatorConfig) of this operator's last status write
+        of the object it waits, and a refresh is scheduled for when the interval ends, so it shows
+        by then even if nothing else happens (a change that turns urgent meanwhile goes at once)."""
         last = self._status_at.get(key)
-        if interval <= 0 or last is None or urgent_change(current, new):
+        if last is None or urgent_change(current, new):
             return False
+        cfg = self.config
+        progress = visible_progress(current, new)
+        interval = cfg.status_progress_seconds
+        if not progress:
+            interval = max(cfg.status_detail_seconds, interval)
         wait = last + interval - self.clock()
         if wait <= 0:
             return False
         self._schedule(md, [wait])
-        metrics.STATUS_DEFERRED.inc()
+        metrics.STATUS_DEFERRED.labels(change="progress" if progress else "detail").inc()
         return True
 
     def _held_for_prefetch(self, md: ModelDeployment, live_cm: dict[str, Any] | None) -> set[str]:
