@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -267,7 +268,9 @@ def wait_until(cond: Any, timeout: float, interval: float = 0.2) -> bool:
     return bool(cond())
 
 
-def start_operator(cluster: Any, ns: str, resync: float, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_operator(
+    cluster: Any, ns: str, resync: float, log: Path, extra: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     from modeldeploy_runtime.ports import free_ports
 
     health, metrics_port = free_ports(2)
@@ -276,6 +279,7 @@ def start_operator(cluster: Any, ns: str, resync: float, log: Path) -> tuple[sub
         "--resync-seconds", str(resync), "--metrics-port", str(metrics_port),
         "--health-port", str(health), "--bind-address", "127.0.0.1", "--log-format", "json",
         "--no-query-agents",  # KWOK pods: their IPs lead nowhere
+        *(extra or []),
     ]  # fmt: skip
     with log.open("wb") as f:
         op = subprocess.Popen(cmd, env=cluster.env(), stdout=f, stderr=subprocess.STDOUT)
@@ -355,6 +359,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quiet-seconds", type=float, default=35.0, help="quiet period measured after all are Ready"
     )
     ap.add_argument("--floor-workers", type=int, default=8, help="parallel objects of the floor's client")
+    ap.add_argument(
+        "--operator-args",
+        default="",
+        help="more flags of `mdctl operator run` (say '--status-progress-seconds 0 "
+        "--status-detail-seconds 0' for a status write on every change)",
+    )
     ap.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
@@ -431,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
         cluster.wait_established("modeldeployments.modeldeploy.io")
         cluster.kubectl("create", "namespace", ns)
-        op, _ = start_operator(cluster, ns, args.resync_seconds, log)
+        op, _ = start_operator(cluster, ns, args.resync_seconds, log, shlex.split(args.operator_args))
         api = cluster.api_client()
         api.user_agent = BENCH_UA
         kube = Kube(api)
