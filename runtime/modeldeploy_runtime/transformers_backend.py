@@ -118,6 +118,26 @@ class _Sender:
             return bool(self.sender.is_cancelled())
 
 
+def spawn_requests(
+    requests: list[Any], ipc: Any, lock: threading.Lock, threads: set[threading.Thread], serve: Any
+) -> None:
+    """Start ``serve(prompt, stream, raw_sampling, sender)`` on a thread of its own per request of
+    the text interface (also used by the TensorRT-LLM text front, which loads this file). Inputs and
+    the sender are taken here, on the stub's thread; generation runs on its own."""
+    for request in requests:
+        raw = _optional(request, "sampling_parameters")
+        job = (
+            _text(_optional(request, "text_input") or b""),
+            bool(_optional(request, "stream") or False),
+            _text(raw) if raw is not None else "",
+            _Sender(request.get_response_sender(), ipc),
+        )
+        th = threading.Thread(target=serve, args=job, daemon=True)
+        with lock:
+            threads.add(th)
+        th.start()
+
+
 def text_response(text: str, n_in: int, n_out: int, finish: str) -> Any:
     """One response of the text interface every LLM entry serves (``text_output``, token counts,
     ``finish_reason``); also used by the TensorRT-LLM text front, which loads this file."""
@@ -171,20 +191,7 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------------------------ requests
     def execute(self, requests: list[Any]) -> None:
-        for request in requests:
-            # inputs and the sender are taken here, on the stub's thread; generation runs on its own
-            raw = _optional(request, "sampling_parameters")
-            job = (
-                _text(_optional(request, "text_input") or b""),
-                bool(_optional(request, "stream") or False),
-                _text(raw) if raw is not None else "",
-                _Sender(request.get_response_sender(), self.ipc),
-            )
-            th = threading.Thread(target=self._serve, args=job, daemon=True)
-            with self.lock:
-                self.threads.add(th)
-            th.start()
-        return None
+        spawn_requests(requests, self.ipc, self.lock, self.threads, self._serve)
 
     def _serve(self, prompt: str, stream: bool, raw: str, sender: _Sender) -> None:
         try:

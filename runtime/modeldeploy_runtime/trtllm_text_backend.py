@@ -95,20 +95,7 @@ class TritonPythonModel:
         self.threads: set[threading.Thread] = set()
 
     def execute(self, requests: list[Any]) -> None:
-        tg = self.tg
-        for request in requests:
-            raw = tg._optional(request, "sampling_parameters")
-            job = (
-                tg._text(tg._optional(request, "text_input") or b""),
-                bool(tg._optional(request, "stream") or False),
-                tg._text(raw) if raw is not None else "",
-                tg._Sender(request.get_response_sender(), self.ipc),
-            )
-            th = threading.Thread(target=self._serve, args=job, daemon=True)
-            with self.lock:
-                self.threads.add(th)
-            th.start()
-        return None
+        self.tg.spawn_requests(requests, self.ipc, self.lock, self.threads, self._serve)
 
     def _serve(self, prompt: str, stream: bool, raw: str, sender: Any) -> None:
         try:
