@@ -26,7 +26,7 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -585,18 +585,25 @@ def package_transformers(
         return _finish(tmp, repository, cfg, version, meta, known, t0, progress)
 
 
-def _copy_hashing(src: Path, tmp: Path, folder: str, progress: bool) -> dict[str, str]:
-    """Copy every file of ``src`` into ``tmp/folder`` while hashing it (1 MiB chunks: a
-    multi-gigabyte shard never sits in memory and is read once); returns path -> sha256."""
+def _copy_files(src: Path, files: Iterable[Path], tmp: Path, folder: str, progress: bool) -> dict[str, str]:
+    """Copy ``files`` (below ``src``) into ``tmp/folder``, keeping their paths relative to ``src``,
+    while hashing them (1 MiB chunks: a multi-gigabyte shard never sits in memory and is read
+    once); returns path -> sha256."""
     from modeldeploy_runtime.digest import copy_hashing
 
     known: dict[str, str] = {}
-    for f in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for f in sorted(files):
         rel = f"{folder}/{f.relative_to(src).as_posix()}"
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         with open(f, "rb") as fi, open(tmp / rel, "wb") as fo:
             known[rel], _ = copy_hashing(fi, fo, f.stat().st_size, f"copy {f.name}", progress)
     return known
+
+
+def _copy_hashing(src: Path, tmp: Path, folder: str, progress: bool) -> dict[str, str]:
+    """Copy every file of ``src`` (recursively, no ``__pycache__``) into ``tmp/folder`` while hashing."""
+    files = (p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return _copy_files(src, files, tmp, folder, progress)
 
 
 # ---------------------------------------------------------------------------------------------- vllm
@@ -673,18 +680,14 @@ def _tokenizer_dir(engine_dir: Path, tokenizer: str | Path | None) -> Path:
 
 def _copy_tokenizer(src: Path, tmp: Path, folder: str, progress: bool) -> dict[str, str]:
     """Copy the tokenizer files of ``src`` (not weights, not engine ranks) into ``tmp/folder``."""
-    from modeldeploy_runtime.digest import copy_hashing
     from modeldeploy_runtime.hf import SAFETENSORS_INDEX
 
-    known: dict[str, str] = {}
-    for f in sorted(p for p in src.iterdir() if p.is_file()):
-        if f.name.endswith(_WEIGHT_SUFFIXES) or f.name == SAFETENSORS_INDEX:
-            continue
-        rel = f"{folder}/{f.name}"
-        (tmp / folder).mkdir(parents=True, exist_ok=True)
-        with open(f, "rb") as fi, open(tmp / rel, "wb") as fo:
-            known[rel], _ = copy_hashing(fi, fo, f.stat().st_size, f"copy {f.name}", progress)
-    return known
+    files = (
+        p
+        for p in src.iterdir()
+        if p.is_file() and not p.name.endswith(_WEIGHT_SUFFIXES) and p.name != SAFETENSORS_INDEX
+    )
+    return _copy_files(src, files, tmp, folder, progress)
 
 
 def package_tensorrtllm(
