@@ -224,19 +224,23 @@ def test_sampling_is_reproducible_with_a_seed_and_honours_stop(stack: Stack, ref
 
 
 # -------------------------------------------------------------------------------------- concurrency
-def test_sixteen_concurrent_streams_complete_correctly(stack: Stack, reference: Any) -> None:
-    prompts = [f"hello world {i}" for i in range(16)]
-    wants = {p: reference(p, 16)[0] for p in prompts}
+def concurrent_streams(client: Any, model: str, prompts: list[str], max_tokens: int) -> dict[str, str]:
+    """Each prompt streamed greedily by its own client thread, all at once: prompt -> text."""
 
     def run(p: str) -> str:
-        stream = stack.client().completions.create(
-            model=MODEL, prompt=p, max_tokens=16, temperature=0, stream=True
+        stream = client().completions.create(
+            model=model, prompt=p, max_tokens=max_tokens, temperature=0, stream=True
         )
         return "".join(ev.choices[0].text for ev in stream if ev.choices)
 
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        got = dict(zip(prompts, pool.map(run, prompts), strict=True))
-    assert got == wants
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+        return dict(zip(prompts, pool.map(run, prompts), strict=True))
+
+
+def test_sixteen_concurrent_streams_complete_correctly(stack: Stack, reference: Any) -> None:
+    prompts = [f"hello world {i}" for i in range(16)]
+    wants = {p: reference(p, 16)[0] for p in prompts}
+    assert concurrent_streams(stack.client, MODEL, prompts, 16) == wants
 
 
 def test_client_disconnect_stops_the_generation(stack: Stack) -> None:

@@ -31,7 +31,7 @@ import requests
 
 from modeldeploy_runtime.ports import free_port
 
-from .test_llm_serving import Stack, _metric, _up, _wait
+from .test_llm_serving import Stack, _metric, _up, _wait, concurrent_streams
 from .test_llm_serving import reference as reference  # the transformers.generate oracle
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.slow]
@@ -334,20 +334,9 @@ def test_the_pod_serves_only_while_the_engine_does(stack: TrtStack) -> None:
 
 def test_concurrent_streams_through_the_front_are_correct(stack: TrtStack, reference: Any) -> None:
     """Each request runs on its own thread of the front, each with its own BLS stream."""
-    import concurrent.futures
-
     prompts = [f"hello world {i}" for i in range(8)]
     wants = {p: reference(p, 12)[0] for p in prompts}
-
-    def run(p: str) -> str:
-        events = stack.client().completions.create(
-            model=MODEL, prompt=p, max_tokens=12, temperature=0, stream=True
-        )
-        return "".join(ev.choices[0].text for ev in events if ev.choices)
-
-    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
-        got = dict(zip(prompts, pool.map(run, prompts), strict=True))
-    assert got == wants
+    assert concurrent_streams(stack.client, MODEL, prompts, 12) == wants
 
 
 def test_an_engine_that_fails_to_load_is_reported_and_the_old_one_keeps_serving(stack: TrtStack) -> None:
