@@ -107,16 +107,14 @@ _NOT_SLASH_OR_SPACE = r"[^/\t\n\f\r ]"
 TRITON_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-#: Kubernetes resource.Quantity (as in controller-gen generated CRDs).
-QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 #: A non-negative quantity string (a pattern needs no CEL), with a decimal exponent of at most two
 #: digits: the API server scales such a value to render and compare it, and ``1e99999999`` in a Pod
 #: spec would cost it minutes; no resource needs a larger exponent.
 UNSIGNED_QUANTITY_PATTERN = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
 )
-#: A quantity string that CEL rules compare: as QUANTITY_PATTERN, but a decimal exponent has at most
-#: two digits. Comparing quantities scales them to one exponent, so ``1e99999999`` makes the API
+#: A quantity string that CEL rules compare: Kubernetes' resource.Quantity form (as in
+#: controller-gen generated CRDs, signed), but a decimal exponent has at most two digits. Comparing quantities scales them to one exponent, so ``1e99999999`` makes the API
 #: server's CEL evaluation run for minutes (a generated parity case found it); no size needs more.
 CEL_QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
