@@ -90,6 +90,15 @@ class CachedKube(Kube):
         for inf in informers:
             inf.stop()
 
+    def unwatch_kinds(self, kinds: Sequence[Resource]) -> None:
+        """Stop keeping ``kinds`` (their CRD was removed: a LIST would only answer 404)."""
+        gone = {res.kind for res in kinds}
+        with self._lock:
+            keys = [k for k in self._informers if k[0] in gone]
+            stopped = [self._informers.pop(k) for k in keys]
+        for inf in stopped:
+            inf.stop()
+
     def watch_crds(self, names: Sequence[str]) -> None:
         """Keep the CRDs ``names`` (one watch each, by name; idempotent); their changes go to
         ``on_event`` as kind ``CustomResourceDefinition``."""

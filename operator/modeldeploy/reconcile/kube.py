@@ -164,6 +164,9 @@ class Kube:
     def watch_kinds(self, kinds: Any) -> None:
         """Keep ``kinds`` in watch-fed stores: nothing to do without a cache."""
 
+    def unwatch_kinds(self, kinds: Any) -> None:
+        """Stop keeping ``kinds`` (their CRD went away): nothing to do without a cache."""
+
     def established_crds(self, names: Sequence[str]) -> frozenset[str] | None:
         """Which of the CRDs ``names`` are established, from a watch; None: not watched (GET them)."""
         return None

@@ -274,6 +274,7 @@ class Reconciler:
         if found is None:
             found = self._crds_read()
         self.kube.watch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd in found])
+        self.kube.unwatch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd not in found])
         return found
 
     def _crds_read(self) -> frozenset[str]:
