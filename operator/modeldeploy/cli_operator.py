@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     run.add_argument(
         "--workers",
         type=int,
-        default=8,
+        default=16,
         help="reconciles of different ModelDeployments run in parallel up to this bound (the work "
         "queue's worker threads; one object is never reconciled twice at once)",
     )

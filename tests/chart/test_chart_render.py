@@ -113,7 +113,7 @@ def test_operator_deployment_defaults() -> None:
         "--health-port=8081",
         "--query-agents",  # the default: status from the agents, manifests pushed
         "--keda-interceptor=keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local:8080",
-        "--workers=8",  # the work queue's bound
+        "--workers=16",  # the work queue's bound
     ]
     env = _env(c)
     assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "ghcr.io/modeldeploy/runtime:0.1.0"
@@ -183,7 +183,7 @@ def test_all_values_render_every_option(tmp_path: Path) -> None:
         "--health-port=9091",
         "--no-query-agents",  # all-values turns it off (operator cannot reach pod IPs)
         f"--keda-interceptor={opts['operator']['kedaHttpInterceptor']}",
-        "--workers=16",
+        "--workers=24",
         *opts["operator"]["extraArgs"],
     ]
     env = _env(c)

@@ -203,3 +203,22 @@ def test_mark_in_fires_when_due_and_the_earliest_due_wins(rec: Recorder) -> None
         assert q.pending(("ns", "a")) is None, "one run per due time"
     finally:
         q.stop()
+
+
+def test_a_status_refresh_does_not_wait_behind_a_backlog_of_reconciles(rec: Recorder) -> None:
+    q = WorkQueue(rec, workers=2, light_workers=1, light=frozenset({"refresh"})).start()
+    try:
+        rec.gate.clear()  # every run holds its worker
+        heavy = [q.mark(("ns", f"r{i}"), "create") for i in range(5)]
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: sum(rec.active.values()) == 2, 20)
+        q.mark(("ns", "s"), "refresh")
+        with rec.cond:  # the light worker takes it although both general workers are busy
+            assert rec.cond.wait_for(lambda: rec.active.get(("ns", "s")) == 1, 20)
+        time.sleep(0.05)
+        assert sum(rec.active.values()) == 3, "the light worker took a reconcile"
+        rec.gate.set()
+        for f in heavy:
+            f.result(timeout=20)
+    finally:
+        q.stop()

@@ -99,7 +99,7 @@ class ApplyRejected(Exception):
 class OperatorConfig:
     resync_seconds: float = 30.0
     #: The work queue's worker threads: reconciles of different objects in parallel up to this.
-    workers: int = 8
+    workers: int = 16
     #: Talk to each pod's runtime agent over the pod IP: read its /status (the per-version truth in
     #: the status) and push changed manifests to it (reconcile/agents.py). Needs pod IPs reachable.
     query_agents: bool = True
@@ -124,7 +124,7 @@ class OperatorConfig:
     def from_env(cls) -> OperatorConfig:
         return cls(
             resync_seconds=float(os.environ.get("MODELDEPLOY_RESYNC_SECONDS", "30")),
-            workers=int(os.environ.get("MODELDEPLOY_WORKERS", "8")),
+            workers=int(os.environ.get("MODELDEPLOY_WORKERS", "16")),
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),

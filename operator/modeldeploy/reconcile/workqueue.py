@@ -4,7 +4,9 @@ status refresh of a ModelDeployment runs.
 * Keys are ``(namespace, name)``. A key marked many times before it runs is run once (the *dirty*
   set): the marks' reasons are merged and handed to the run together.
 * A key is never run by two workers at once: a mark while it runs queues it once more, for after.
-* ``workers`` threads run different keys in parallel (the bound), earliest due first.
+* ``workers`` threads run different keys in parallel (the bound), earliest due first; besides them
+  ``light_workers`` threads take only runs whose reasons are all ``light`` (status refreshes: cheap,
+  and the status lag should not wait behind a backlog of reconciles of other objects).
 * :meth:`WorkQueue.mark` with ``delay`` debounces (the earliest due time of the pending marks wins:
   a later mark never postpones a pending run); :meth:`WorkQueue.mark_in` schedules a run for when a
   time-based transition falls due.
@@ -49,6 +51,8 @@ class WorkQueue:
         process: Process,
         workers: int = 8,
         *,
+        light_workers: int = 0,
+        light: frozenset[str] = frozenset(),
         permanent: tuple[type[BaseException], ...] = (),
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
@@ -60,6 +64,7 @@ class WorkQueue:
             raise ValueError("workers must be at least 1")
         self._process = process
         self._permanent = permanent
+        self._light = light
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._clock = clock
@@ -71,7 +76,11 @@ class WorkQueue:
         self._cond = threading.Condition()
         self._stop = False
         self._threads = [
-            threading.Thread(target=self._run, name=f"{name}-worker-{i}", daemon=True) for i in range(workers)
+            threading.Thread(target=self._run, args=(False,), name=f"{name}-worker-{i}", daemon=True)
+            for i in range(workers)
+        ] + [
+            threading.Thread(target=self._run, args=(True,), name=f"{name}-light-{i}", daemon=True)
+            for i in range(light_workers)
         ]
 
     # ------------------------------------------------------------------ control
@@ -142,14 +151,14 @@ class WorkQueue:
         return float(min(self.backoff_cap, self.backoff_base * 2 ** max(0, failures - 1)))
 
     # ------------------------------------------------------------------ workers
-    def _next(self) -> tuple[Key, _Pending] | None:
+    def _next(self, light_only: bool) -> tuple[Key, _Pending] | None:
         with self._cond:
             while not self._stop:
                 now = self._clock()
                 best: tuple[float, Key] | None = None
                 wait: float | None = None
                 for k, p in self._pending.items():
-                    if k in self._running:
+                    if k in self._running or (light_only and not p.reasons <= self._light):
                         continue
                     if p.due <= now:
                         best = (p.due, k) if best is None or (p.due, k) < best else best
@@ -162,9 +171,9 @@ class WorkQueue:
                 self._cond.wait(timeout=min(wait, 1.0) if wait is not None else 1.0)
             return None
 
-    def _run(self) -> None:
+    def _run(self, light_only: bool) -> None:
         while True:
-            item = self._next()
+            item = self._next(light_only)
             if item is None:
                 return
             key, work = item
