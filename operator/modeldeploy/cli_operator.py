@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         help="level-based resync interval per ModelDeployment (drift repair)",
     )
     run.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="reconciles of different ModelDeployments run in parallel up to this bound (the work "
+        "queue's worker threads; one object is never reconciled twice at once)",
+    )
+    run.add_argument(
         "--manifest-sync-seconds",
         type=float,
         default=90.0,
@@ -89,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("kopf").setLevel(logging.WARNING)
     config = OperatorConfig(
         resync_seconds=args.resync_seconds,
+        workers=args.workers,
         query_agents=args.query_agents,
         namespaces=list(args.namespace),
         manifest_sync_seconds=args.manifest_sync_seconds,

@@ -1,6 +1,12 @@
 """kopf handlers (thin): everything else lives in :mod:`modeldeploy.reconcile`.
 
-* create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted);
+Every trigger below only *marks* the object in one work queue (reconcile/workqueue.py): marks that
+arrive before it runs coalesce into one run, one object is never run by two threads at once (a mark
+while it runs queues it once more), ``workers`` objects run in parallel at most, and a run that
+failed on a retryable error is retried after a per-object backoff (0.5 s doubling to 60 s).
+
+* create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted):
+  the ``async`` handler marks the object and awaits the outcome of a run that started after the mark;
 * reads come from watch-fed stores (reconcile/cache.py, reconcile/informer.py): the
   ModelDeployments and every kind of child the operator owns, pods of its label;
 * a child created, edited or deleted by someone else (seen through those watches) -> a debounced
@@ -11,7 +17,9 @@
 * events of our Deployments, pods and Jobs -> a debounced status refresh of the owner (a
   Deployment's ``ReplicaFailure``/``FailedCreate`` or progress deadline is in the status within seconds);
 * time-based transitions (end of a propagation window, a load timeout) -> a status refresh
-  scheduled for when they fall due.
+  scheduled for when they fall due;
+* a CRD we render for (KEDA, HTTP add-on, ServiceMonitor) established or removed, seen through its
+  watch -> a reconcile and status refresh of every ModelDeployment.
 
 kopf's "last handled configuration" is kept in memory (:class:`MemoryDiffBase`), so kopf writes
 nothing to the object when a change is handled; its progress annotations (``modeldeploy.io/…``)
@@ -21,28 +29,31 @@ children go by owner-reference garbage collection.
 Usable with ``mdctl operator run`` (which calls :func:`register` on a fresh registry) and with
 ``kopf run -m modeldeploy.handlers`` (module import registers into kopf's default registry, with
 settings from the environment: KUBECONFIG, MODELDEPLOY_RESYNC_SECONDS, MODELDEPLOY_NAMESPACES (comma
-separated, globs allowed; must match kopf's --namespace), MODELDEPLOY_QUERY_AGENTS (default true)).
+separated, globs allowed; must match kopf's --namespace), MODELDEPLOY_QUERY_AGENTS (default true), MODELDEPLOY_WORKERS (default 16)).
 
 Talking to the agents (reading /status, pushing manifests) is blocking HTTP with short timeouts: it
-runs in the reconcile's thread (kopf runs sync handlers in its executor, never on the event loop), in
-the status refresher's threads, and, for pushes, on the reconciler's own push pool.
+runs in the work queue's threads (never on the event loop: the async kopf handler only marks the
+object and awaits the queued reconcile's outcome) and, for pushes, on the reconciler's own push pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 import kopf
 
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.reconcile.cache import CachedKube
-from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube, KubeError
-from modeldeploy.reconcile.reconciler import ApplyRejected, InvalidSpec, OperatorConfig, Reconciler
-from modeldeploy.reconcile.refresher import StatusRefresher
+from modeldeploy.reconcile.cache import CachedKube, crd_established
+from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, Kube
+from modeldeploy.reconcile.reconciler import KIND_CRD, ApplyRejected, InvalidSpec, OperatorConfig, Reconciler
 from modeldeploy.reconcile.resync import ResyncLoop, in_scope
+from modeldeploy.reconcile.workqueue import WorkQueue
 from modeldeploy.render.common import FIELD_MANAGER, OWNER_LABEL
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"  # the prefetch pods' owner
@@ -123,6 +134,19 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
         return None
 
 
+#: Reasons of a mark, most significant first: the reconcile of a run is labelled by the first present.
+#: ``refresh`` alone recomputes only the status.
+TRIGGERS = ("create", "update", "resume", "drift", "resync")
+SPEC_TRIGGERS = ("create", "update", "resume")
+Key = tuple[str, str]
+
+
+def retry_delay(queue: WorkQueue, key: Key) -> float:
+    """When the queue retries ``key`` (kopf's own retry should not come sooner)."""
+    pending = queue.pending(key)
+    return max(1.0, pending if pending is not None else queue.backoff(queue.failures(key)))
+
+
 class State:
     """The per-process objects the handlers share (created at kopf startup)."""
 
@@ -130,10 +154,12 @@ class State:
         self.config = config
         self.cache: CachedKube | None = None
         self.reconciler: Reconciler | None = None
-        self.refresher: StatusRefresher | None = None
-        self.repairs: StatusRefresher | None = None
+        self.queue: WorkQueue | None = None
         self.resync: ResyncLoop | None = None
         self.diffbase = MemoryDiffBase()
+        #: per key: the newest body kopf handed us (the store may not have seen it yet)
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        self._bodies_lock = threading.Lock()
 
     def start(self, api_client: Any | None = None) -> None:
         api = api_client or _load_client()
@@ -146,61 +172,134 @@ class State:
             watch_kube=Kube(_watch_client(api)),
         )
         self.reconciler = Reconciler(self.cache, self.config)
-        self.refresher = StatusRefresher(
-            self.reconciler.refresh_status, debounce=self.config.status_debounce_seconds
+        self.queue = WorkQueue(
+            self.process,
+            workers=self.config.workers,
+            light_workers=2,  # status refreshes never wait behind a backlog of reconciles
+            light=frozenset({"refresh"}),
+            permanent=(InvalidSpec, ApplyRejected),
+            on_start=_observe_latency,
         ).start()
-        # drift seen through the watches: one reconcile of the owner per debounce window
-        self.repairs = StatusRefresher(self.repair, debounce=self.config.repair_debounce_seconds).start()
-        self.reconciler.pusher.done = self.refresher.mark  # a push round done: re-read the agents
-        self.reconciler.schedule = self.refresher.mark_in  # time-based transitions, on time
+        queue = self.queue
+        # a push round done: re-read the agents
+        self.reconciler.pusher.done = lambda ns, name: self.refresh(ns, name)
+        self.reconciler.schedule = self.schedule  # time-based transitions, on time
         self.cache.start()
-        reconciler = self.reconciler
+        self.cache.watch_crds(list(KIND_CRD.values()))  # a CRD installed later: see crd_event
+        self.resync = ResyncLoop(
+            self.cache,
+            lambda body: queue.mark(_key(body), "resync"),
+            self.config.resync_seconds,
+            namespaces,
+        ).start()
 
-        def resync(body: dict[str, Any]) -> None:
-            try:
-                reconciler.reconcile(body, trigger="resync")
-            except (InvalidSpec, ApplyRejected):
-                pass  # already in the status; InvalidSpec waits for a spec change, ApplyRejected for the next resync
+    def mark(self, body: dict[str, Any], reason: str, urgent: bool) -> Future[Any]:
+        """Queue a reconcile of a ModelDeployment kopf handed us (a spec change: ``urgent``)."""
+        assert self.queue is not None
+        key = _key(body)
+        with self._bodies_lock:
+            cur = self._bodies.get(key)
+            if cur is None or _generation(body) >= _generation(cur):
+                self._bodies[key] = body
+        return self.queue.mark(key, reason, urgent=urgent)
 
-        self.resync = ResyncLoop(self.cache, resync, self.config.resync_seconds, namespaces).start()
+    def schedule(self, namespace: str, name: str, seconds: float) -> None:
+        if self.queue is not None:
+            self.queue.mark_in((namespace, name), seconds)
+
+    def refresh(self, namespace: str, name: str) -> None:
+        if self.queue is not None:
+            self.queue.mark((namespace, name), "refresh", self.config.status_debounce_seconds)
 
     def child_event(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """A change seen by a watch (on the informer's thread: only marks owners)."""
-        if kind == "ModelDeployment":
+        if kind == "ModelDeployment" or self.queue is None:
             return  # kopf's handlers take spec changes
+        if kind == CRD.kind:
+            self.crd_event(old, new)
+            return
         meta = (new or old or {}).get("metadata") or {}
         labels = meta.get("labels") or {}
         owner = labels.get(OWNER_LABEL) or (labels.get(INSTANCE_LABEL) if kind == "Pod" else None)
         ns = meta.get("namespace")
         if not owner or not ns:
             return
-        if kind in ("Pod", "Deployment", "Job") and self.refresher is not None:
-            self.refresher.mark(ns, owner)
-        if kind != "Pod" and self.repairs is not None and (kind == "Job" or content_changed(old, new)):
-            self.repairs.mark(ns, owner)
+        if kind in ("Pod", "Deployment", "Job"):
+            self.refresh(ns, owner)
+        if kind != "Pod" and (kind == "Job" or content_changed(old, new)):
+            # drift seen through the watches: one reconcile of the owner per debounce window
+            self.queue.mark((ns, owner), "drift", self.config.repair_debounce_seconds)
 
-    def repair(self, namespace: str, name: str) -> None:
-        """Reconcile an owner whose child changed (from the cache: no API read when nothing differs)."""
-        if self.cache is None or self.reconciler is None:
+    def crd_event(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """A CRD we render for was installed, established or removed: every ModelDeployment's
+        children (and notes) may change. One drift repair + status refresh of each, queued."""
+        if crd_established(old) == crd_established(new) or self.cache is None or self.queue is None:
             return
-        body = self.cache.get(MODELDEPLOYMENT, namespace, name)
+        name = ((new or old or {}).get("metadata") or {}).get("name")
+        log.info("CRD %s %s", name, "established" if crd_established(new) else "gone")
+        if self.resync is None:
+            return
+        keys = [_key(b) for b in self.resync.items()]
+        self.queue.mark_all(keys, "drift")
+        self.queue.mark_all(keys, "refresh")
+
+    def body(self, key: Key) -> dict[str, Any] | None:
+        """The newest body of ``key``: the store's, or kopf's if that is of a newer generation."""
+        assert self.cache is not None
+        stored = self.cache.get(MODELDEPLOYMENT, *key)
+        with self._bodies_lock:
+            handed = self._bodies.pop(key, None)
+        if handed is None:
+            return stored
+        if stored is None:
+            return None if handed["metadata"].get("deletionTimestamp") else handed
+        same = stored["metadata"].get("uid") == handed["metadata"].get("uid")
+        return handed if same and _generation(handed) > _generation(stored) else stored
+
+    def process(self, key: Key, reasons: frozenset[str]) -> Any:
+        """One run of the queue for ``key``: a reconcile if any trigger asks for one, else (or also,
+        when a drift repair found nothing to change) a status refresh."""
+        assert self.reconciler is not None
+        trigger = next((t for t in TRIGGERS if t in reasons), None)
+        if trigger is None:
+            return self.reconciler.refresh_status(*key)
+        body = self.body(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        try:
-            self.reconciler.reconcile(body, trigger="drift")
-        except (InvalidSpec, ApplyRejected):
-            pass  # in the status already
+            return None
+        outcome = self.reconciler.reconcile(body, trigger=trigger)
+        if trigger == "drift" and "refresh" in reasons and not outcome.changes:
+            self.reconciler.refresh_status(*key)
+        return outcome
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._bodies_lock:
+            self._bodies.pop((namespace, name), None)
+        if self.reconciler is not None:
+            self.reconciler.forget(namespace, name)
 
     def stop(self) -> None:
         if self.reconciler:
             self.reconciler.pusher.stop()
-        for loop in (self.refresher, self.repairs):
-            if loop:
-                loop.stop()
+        if self.queue:
+            self.queue.stop()
         if self.resync:
             self.resync.stop()
         if self.cache:
             self.cache.stop()
+
+
+def _key(body: dict[str, Any]) -> Key:
+    meta = body["metadata"]
+    return str(meta["namespace"]), str(meta["name"])
+
+
+def _generation(body: dict[str, Any]) -> int:
+    return int(body["metadata"].get("generation") or 0)
+
+
+def _observe_latency(key: Key, reasons: frozenset[str], waited: float) -> None:
+    if reasons & {"drift", "refresh"} and not reasons & set(SPEC_TRIGGERS):
+        metrics.HANDLER_LATENCY.labels(trigger="child-event").observe(waited)
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client: Any | None = None) -> State:
@@ -230,33 +329,31 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
     def cleanup(**_: Any) -> None:
         state.stop()
 
-    def _run(body: Any, trigger: str, retry: int = 0) -> None:
-        assert state.reconciler is not None
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def reconcile(body: kopf.Body, reason: str, retry: int, **_: Any) -> None:
+        lat = _latency_since_change(body)
+        if lat is not None and reason in ("create", "update"):
+            metrics.HANDLER_LATENCY.labels(trigger=str(reason)).observe(lat)
+        # Queued (coalesced with every other trigger of this object) and awaited: the outcome of
+        # a reconcile that started after this mark. kopf's retries wait for the queue's backoff.
+        fut = state.mark(dict(body), str(reason), urgent=retry == 0)
         try:
-            state.reconciler.reconcile(dict(body), trigger=trigger)
+            await asyncio.wrap_future(fut)
         except InvalidSpec as exc:
             raise kopf.PermanentError(f"InvalidSpec: {exc}") from None
         except ApplyRejected as exc:
             # In the status already; the resync loop retries at its normal rate (it may pass later).
             raise kopf.PermanentError(f"ApplyRejected: {exc}") from None
-        except KubeError as exc:
-            if exc.retryable or exc.status == 403:
-                raise kopf.TemporaryError(str(exc), delay=min(60, 2 ** min(retry, 6))) from None
-            raise kopf.TemporaryError(str(exc), delay=30) from None
-
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    def reconcile(body: kopf.Body, reason: str, retry: int, **_: Any) -> None:
-        lat = _latency_since_change(body)
-        if lat is not None and reason in ("create", "update"):
-            metrics.HANDLER_LATENCY.labels(trigger=str(reason)).observe(lat)
-        _run(body, str(reason), retry)
+        except Exception as exc:  # retryable: the queue retries it after its backoff
+            assert state.queue is not None
+            raise kopf.TemporaryError(str(exc), delay=retry_delay(state.queue, _key(dict(body)))) from None
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def md_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         if type == "DELETED" and state.reconciler is not None:
-            state.reconciler.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+            state.forget(body["metadata"]["namespace"], body["metadata"]["name"])
             state.diffbase.forget(str(body["metadata"].get("uid")))
 
     return state

@@ -113,6 +113,7 @@ def test_operator_deployment_defaults() -> None:
         "--health-port=8081",
         "--query-agents",  # the default: status from the agents, manifests pushed
         "--keda-interceptor=keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local:8080",
+        "--workers=16",  # the work queue's bound
     ]
     env = _env(c)
     assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "ghcr.io/modeldeploy/runtime:0.1.0"
@@ -182,6 +183,7 @@ def test_all_values_render_every_option(tmp_path: Path) -> None:
         "--health-port=9091",
         "--no-query-agents",  # all-values turns it off (operator cannot reach pod IPs)
         f"--keda-interceptor={opts['operator']['kedaHttpInterceptor']}",
+        "--workers=24",
         *opts["operator"]["extraArgs"],
     ]
     env = _env(c)
@@ -323,6 +325,7 @@ def test_servicemonitor_needs_the_service(tmp_path: Path) -> None:
         ({"health": {"port": 70000}}, "at '/health/port': maximum: got 70,000, want 65,535"),
         ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy': value must be one of"),
         ({"operator": {"logFormat": "xml"}}, "at '/operator/logFormat': value must be one of 'json', 'text'"),
+        ({"operator": {"workers": 0}}, "at '/operator/workers'"),
         ({"watchNamespaces": "models"}, "at '/watchNamespaces': got string, want array"),
         ({"watchNamespaces": ["Bad_NS"]}, "at '/watchNamespaces/0'"),
         ({"image": {"digest": "latest"}}, "at '/image/digest'"),

@@ -9,6 +9,8 @@ as here, so both are counted; the operator's requests are told from the test's b
 * no GET/LIST (watch requests only): reads come from the watch-fed stores (reconcile/cache.py), so
   the resync passes in the window compare the stores with the desired state without an API read.
   The counts per verb are printed (``pytest -rP``) and recorded in the README.
+* no cluster-scoped GET/LIST either: the CRDs the operator renders for (KEDA, HTTP add-on,
+  ServiceMonitor) come from watches by name, not from a GET every 30 s.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from opsupport import (
     wait_for,
 )
 
-from modeldeploy.reconcile.kube import MODELDEPLOYMENT
+from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
 
@@ -49,6 +51,8 @@ class Quiet:
     counts: dict[str, int]  # "verb resource" -> requests by the operator in the window
     events: list[dict[str, Any]]  # every audit event of the namespace in the window
     probe_seen: bool  # the test's own GET in the window was logged: reads are audited
+    cluster_counts: dict[str, int]  # "verb resource" -> cluster-scoped requests by the operator
+    cluster_probe_seen: bool  # the test's own cluster-scoped GET (a CRD) was logged
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +80,27 @@ def quiet(cluster: Any, modeldeploy_crd: str, tmp_path_factory: pytest.TempPathF
         t0 = time.monotonic()
         time.sleep(QUIET_S / 2)  # the quiet period is the measurement itself
         assert kube.get(MODELDEPLOYMENT, ns, names[0]) is not None  # the probe read
+        assert kube.get(CRD, None, modeldeploy_crd) is not None  # the cluster-scoped probe read
         time.sleep(QUIET_S / 2)
         seconds = time.monotonic() - t0
-        events = [e for e in tail.read() if (e.get("objectRef") or {}).get("namespace") == ns]
+        logged = tail.read()
+        events = [e for e in logged if (e.get("objectRef") or {}).get("namespace") == ns]
         probe = any(e.get("userAgent") == TEST_UA and e.get("verb") == "get" for e in events)
-        q = Quiet(seconds, requests_by_verb(events), events, probe)
+        cluster_wide = [e for e in logged if e.get("objectRef") and not e["objectRef"].get("namespace")]
+        cluster_probe = any(
+            e.get("userAgent") == TEST_UA
+            and e.get("verb") == "get"
+            and e["objectRef"].get("resource") == "customresourcedefinitions"
+            for e in cluster_wide
+        )
+        q = Quiet(
+            seconds, requests_by_verb(events), events, probe, requests_by_verb(cluster_wide), cluster_probe
+        )
         print(f"\n{N} Ready ModelDeployments, {seconds:.0f} s quiet, resync {RESYNC_S:.0f} s:")
         for k, v in q.counts.items():
             print(f"  {k}: {v}")
+        for k, v in q.cluster_counts.items():
+            print(f"  {k} (cluster-scoped): {v}")
         yield q
 
 
@@ -98,3 +115,10 @@ def test_quiet_period_has_no_get_or_list(quiet: Quiet) -> None:
     assert quiet.probe_seen
     reads = {k: v for k, v in quiet.counts.items() if k.split()[0] in ("get", "list")}
     assert reads == {}, f"GET/LIST at idle ({quiet.seconds:.0f} s, {N} Ready): {reads}"
+
+
+def test_quiet_period_has_no_cluster_scoped_get_or_list(quiet: Quiet) -> None:
+    """The CRDs the operator renders for are watched, not read per reconcile or timer."""
+    assert quiet.cluster_probe_seen, "cluster-scoped reads are not in the audit log: nothing measured"
+    reads = {k: v for k, v in quiet.cluster_counts.items() if k.split()[0] in ("get", "list")}
+    assert reads == {}, f"cluster-scoped GET/LIST at idle ({quiet.seconds:.0f} s, {N} Ready): {reads}"

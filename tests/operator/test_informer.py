@@ -39,7 +39,12 @@ class ScriptedKube(Kube):
         self.fail_lists = 0
 
     def list_with_version(
-        self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> tuple[Items, str]:
         if self.fail_lists:
             self.fail_lists -= 1
@@ -55,6 +60,7 @@ class ScriptedKube(Kube):
         resource_version: str,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         timeout_seconds: int = 300,
     ) -> Iterator[dict[str, Any]]:
         while True:

@@ -1,4 +1,5 @@
-"""The status refresher's scheduling (real worker threads) and the manifest-revision bookkeeping."""
+"""Status refreshes through the work queue (real worker threads, real clock: a scheduled refresh
+runs when due, a change does not wait for it) and the manifest-revision bookkeeping."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import queue
 import time
 
 from modeldeploy.reconcile.reconciler import mounted_configmaps
-from modeldeploy.reconcile.refresher import StatusRefresher
+from modeldeploy.reconcile.workqueue import WorkQueue
 
 
-def refresher() -> tuple[StatusRefresher, queue.Queue[tuple[str, str, float]]]:
+def refresher() -> tuple[WorkQueue, queue.Queue[tuple[str, str, float]]]:
     calls: queue.Queue[tuple[str, str, float]] = queue.Queue()
-    r = StatusRefresher(lambda ns, name: calls.put((ns, name, time.monotonic())), debounce=0.05).start()
+    r = WorkQueue(lambda key, _reasons: calls.put((*key, time.monotonic())), workers=2).start()
     return r, calls
 
 
@@ -19,12 +20,12 @@ def test_a_scheduled_refresh_runs_when_due_not_before() -> None:
     r, calls = refresher()
     try:
         t0 = time.monotonic()
-        r.mark_in("ns", "a", 1.0)
-        r.mark_in("ns", "a", 30)  # a later due time does not postpone the earlier one
+        r.mark_in(("ns", "a"), 1.0)
+        r.mark_in(("ns", "a"), 30)  # a later due time does not postpone the earlier one
         ns, name, at = calls.get(timeout=10)
         assert (ns, name) == ("ns", "a")
         assert 1.0 <= at - t0 < 3.0, at - t0
-        assert r.pending("ns", "a") is None, "one refresh per due time"
+        assert r.pending(("ns", "a")) is None, "one refresh per due time"
     finally:
         r.stop()
 
@@ -32,13 +33,13 @@ def test_a_scheduled_refresh_runs_when_due_not_before() -> None:
 def test_a_change_does_not_wait_for_a_scheduled_refresh() -> None:
     r, calls = refresher()
     try:
-        r.mark_in("ns", "a", 60)
+        r.mark_in(("ns", "a"), 60)
         t0 = time.monotonic()
-        r.mark("ns", "a")
+        r.mark(("ns", "a"), "refresh", delay=0.05)  # debounced, like a child's event
         _, _, at = calls.get(timeout=10)
         assert at - t0 < 2.0
-        r.mark_in("ns", "a", 60)
-        pending = r.pending("ns", "a")
+        r.mark_in(("ns", "a"), 60)
+        pending = r.pending(("ns", "a"))
         assert pending is not None and 50 < pending <= 60
     finally:
         r.stop()

@@ -29,7 +29,7 @@ def test_httpscaledobject_admitted_by_the_real_crd(cluster: Any, operator: Opera
     apply(cluster, md_doc("keda", ns, autoscaling=autoscaling))
     wait_for(lambda: _service_type(cluster, ns, "keda-zero", "ClusterIP"), 90, "ClusterIP Service")
     apply(cluster, md_doc("keda", ns))
-    # the operator's CRD discovery is cached for 30 s: another test may have removed the CRD
+    # another test may have removed the CRD and installed it again (the operator watches it)
     hso = wait_for(
         lambda: get(cluster, "httpscaledobjects.http.keda.sh", ns, "keda-zero"), 90, "HTTPScaledObject"
     )

@@ -8,7 +8,9 @@ Kinds kept (in the namespaces in scope; server-side label selectors): ModelDeplo
 children by ``app.kubernetes.io/managed-by``: ConfigMaps, Services, Deployments, HPAs, PDBs,
 NetworkPolicies, Jobs, plus ScaledObjects, HTTPScaledObjects and ServiceMonitors once their CRD is
 established; pods by ``app.kubernetes.io/part-of=modeldeploy`` (model and prefetch pods), without
-their managedFields. Secrets are not watched: the operator creates its two Secrets once and keeps
+their managedFields. The CRDs the operator renders for (KEDA's, the HTTP add-on's,
+prometheus-operator's ServiceMonitor) are watched one by one (``fieldSelector=metadata.name=<crd>``:
+a CRD installed or removed later is seen at once, without a GET per reconcile or timer). Secrets are not watched: the operator creates its two Secrets once and keeps
 the push token in memory, so it needs no list/watch on Secrets (least privilege).
 """
 
@@ -21,6 +23,7 @@ from typing import Any
 from modeldeploy.reconcile.informer import EventSink, Informer, parse_selector
 from modeldeploy.reconcile.kube import (
     CONFIGMAP,
+    CRD,
     DEPLOYMENT,
     HPA,
     JOB,
@@ -42,6 +45,13 @@ SELECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     POD.kind: (PART_OF, ("managedFields",)),
 }
 BASE_KINDS = (MODELDEPLOYMENT, CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, NETWORKPOLICY, JOB, POD)
+
+
+def crd_established(crd: dict[str, Any] | None) -> bool:
+    return any(
+        c.get("type") == "Established" and c.get("status") == "True"
+        for c in ((crd or {}).get("status") or {}).get("conditions") or []
+    )
 
 
 def _exact(namespaces: Sequence[str]) -> list[str] | None:
@@ -66,6 +76,7 @@ class CachedKube(Kube):
         self.in_scope = in_scope
         self.on_event = on_event
         self._informers: dict[tuple[str, str | None], Informer] = {}
+        self._crd_informers: dict[str, Informer] = {}  # CRD name -> its watch
         self._lock = threading.Lock()
 
     # --------------------------------------------------------------- informers
@@ -75,9 +86,47 @@ class CachedKube(Kube):
 
     def stop(self) -> None:
         with self._lock:
-            informers = list(self._informers.values())
+            informers = list(self._informers.values()) + list(self._crd_informers.values())
         for inf in informers:
             inf.stop()
+
+    def unwatch_kinds(self, kinds: Sequence[Resource]) -> None:
+        """Stop keeping ``kinds`` (their CRD was removed: a LIST would only answer 404)."""
+        gone = {res.kind for res in kinds}
+        with self._lock:
+            keys = [k for k in self._informers if k[0] in gone]
+            stopped = [self._informers.pop(k) for k in keys]
+        for inf in stopped:
+            inf.stop()
+
+    def watch_crds(self, names: Sequence[str]) -> None:
+        """Keep the CRDs ``names`` (one watch each, by name; idempotent); their changes go to
+        ``on_event`` as kind ``CustomResourceDefinition``."""
+        for name in names:
+            with self._lock:
+                if name in self._crd_informers:
+                    continue
+                inf = Informer(
+                    self.watch_kube,
+                    CRD,
+                    None,
+                    "",
+                    self.on_event,
+                    in_scope=lambda _ns: True,
+                    strip=("managedFields",),
+                    field_selector=f"metadata.name={name}",
+                )
+                self._crd_informers[name] = inf
+            inf.start()
+
+    def established_crds(self, names: Sequence[str]) -> frozenset[str] | None:
+        """Which of ``names`` are established, from their watches (None until each has listed)."""
+        self.watch_crds(names)
+        with self._lock:
+            infs = [(n, self._crd_informers[n]) for n in names]
+        if not all(inf.synced for _, inf in infs):
+            return None
+        return frozenset(n for n, inf in infs if crd_established(inf.get("", n)))
 
     def watch_kinds(self, kinds: Sequence[Resource]) -> None:
         """Start keeping ``kinds`` (idempotent; called again when a CRD appears)."""

@@ -75,12 +75,15 @@ class Informer:
         in_scope: Callable[[str], bool] = lambda _ns: True,
         strip: Iterable[str] = (),
         watch_timeout: int = 300,
+        field_selector: str | None = None,
     ) -> None:
         self.kube = kube
         self.res = res
         self.namespace = namespace
         self.label_selector = label_selector
         self.selector = parse_selector(label_selector) or {}
+        #: server-side only (e.g. ``metadata.name=X``: one object, within RBAC's resourceNames)
+        self.field_selector = field_selector
         self.on_event = on_event
         self.in_scope = in_scope
         self.strip = tuple(strip)  # metadata fields not kept (memory), e.g. managedFields of pods
@@ -91,7 +94,9 @@ class Informer:
         self._stop = threading.Event()
         self.relists = 0
         self._thread = threading.Thread(
-            target=self._run, name=f"informer-{res.plural}-{namespace or 'all'}", daemon=True
+            target=self._run,
+            name=f"informer-{res.plural}-{field_selector or namespace or 'all'}",
+            daemon=True,
         )
 
     # ----------------------------------------------------------------- reads
@@ -166,7 +171,9 @@ class Informer:
                 backoff = min(backoff * 2, 10.0)
 
     def _relist(self) -> str:
-        items, rv = self.kube.list_with_version(self.res, self.namespace, label_selector=self.label_selector)
+        items, rv = self.kube.list_with_version(
+            self.res, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
+        )
         fresh = {_key(o): self._trim(o) for o in items if self.in_scope(_key(o)[0])}
         with self._lock:
             old, self._objs = self._objs, fresh
@@ -187,6 +194,7 @@ class Informer:
             self.namespace,
             rv,
             label_selector=self.label_selector,
+            field_selector=self.field_selector,
             timeout_seconds=self.watch_timeout,
         ):
             if self._stop.is_set():

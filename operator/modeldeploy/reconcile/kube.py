@@ -8,7 +8,7 @@ can see what the operator does.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -164,6 +164,13 @@ class Kube:
     def watch_kinds(self, kinds: Any) -> None:
         """Keep ``kinds`` in watch-fed stores: nothing to do without a cache."""
 
+    def unwatch_kinds(self, kinds: Any) -> None:
+        """Stop keeping ``kinds`` (their CRD went away): nothing to do without a cache."""
+
+    def established_crds(self, names: Sequence[str]) -> frozenset[str] | None:
+        """Which of the CRDs ``names`` are established, from a watch; None: not watched (GET them)."""
+        return None
+
     def list(
         self,
         res: Resource,
@@ -181,10 +188,17 @@ class Kube:
         return list(out.get("items") or [])
 
     def list_with_version(
-        self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> tuple[Items, str]:
         """The items and the list's resourceVersion (where a watch of the same selection starts)."""
         query = {"labelSelector": label_selector} if label_selector else {}
+        if field_selector:
+            query["fieldSelector"] = field_selector
         out = self.request("GET", res.path(namespace), query=query, kind=res.kind, verb="list")
         return list(out.get("items") or []), str((out.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -195,6 +209,7 @@ class Kube:
         resource_version: str,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         timeout_seconds: int = 300,
     ) -> Iterator[dict[str, Any]]:
         """The watch events (``{"type": ..., "object": ...}``) of a selection from ``resource_version``
@@ -209,6 +224,8 @@ class Kube:
         }
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         path = res.path(namespace)
         _, url, hdrs, _, _ = self.api.param_serialize(
             "GET",

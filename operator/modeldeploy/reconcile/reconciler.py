@@ -19,7 +19,7 @@ from typing import Any
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
 from modeldeploy.reconcile import agents
-from modeldeploy.reconcile.cache import OWNED, PART_OF
+from modeldeploy.reconcile.cache import OWNED, PART_OF, crd_established
 from modeldeploy.reconcile.cache_status import cache_status, new_corrupt_entries
 from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
@@ -98,6 +98,8 @@ class ApplyRejected(Exception):
 @dataclass
 class OperatorConfig:
     resync_seconds: float = 30.0
+    #: The work queue's worker threads: reconciles of different objects in parallel up to this.
+    workers: int = 16
     #: Talk to each pod's runtime agent over the pod IP: read its /status (the per-version truth in
     #: the status) and push changed manifests to it (reconcile/agents.py). Needs pod IPs reachable.
     query_agents: bool = True
@@ -122,6 +124,7 @@ class OperatorConfig:
     def from_env(cls) -> OperatorConfig:
         return cls(
             resync_seconds=float(os.environ.get("MODELDEPLOY_RESYNC_SECONDS", "30")),
+            workers=int(os.environ.get("MODELDEPLOY_WORKERS", "16")),
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
@@ -249,7 +252,7 @@ class Reconciler:
         #: never applied; and the status claims a generation only once it is here.
         self._applied: dict[str, tuple[str, int]] = {}
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
-        #: (namespace, name, seconds): refresh the status then (set by the handlers: the refresher)
+        #: (namespace, name, seconds): refresh the status then (set by the handlers: the work queue)
         self.schedule: Callable[[str, str, float], None] | None = None
         #: per ModelDeployment: the agents' push token (read from / created as its Secret)
         self._tokens: dict[str, str] = {}
@@ -265,20 +268,22 @@ class Reconciler:
             yield
 
     def crds(self) -> frozenset[str]:
+        """The established CRDs among those we render for: from their watches where the kube keeps
+        them (the operator: no API read), else read at most every ``crd_cache_seconds``."""
+        found = self.kube.established_crds(list(KIND_CRD.values()))
+        if found is None:
+            found = self._crds_read()
+        self.kube.watch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd in found])
+        self.kube.unwatch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd not in found])
+        return found
+
+    def _crds_read(self) -> frozenset[str]:
         now = time.monotonic()
         if self._crds and now - self._crds[0] < self.config.crd_cache_seconds:
             return self._crds[1]
-        found = set()
-        for name in KIND_CRD.values():
-            crd = self.kube.get(CRD, None, name)
-            if crd is not None and any(
-                c.get("type") == "Established" and c.get("status") == "True"
-                for c in (crd.get("status") or {}).get("conditions") or []
-            ):
-                found.add(name)
-        self._crds = (now, frozenset(found))
-        self.kube.watch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd in found])
-        return self._crds[1]
+        found = frozenset(n for n in KIND_CRD.values() if crd_established(self.kube.get(CRD, None, n)))
+        self._crds = (now, found)
+        return found
 
     def forget(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"

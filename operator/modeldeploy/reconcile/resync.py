@@ -2,8 +2,10 @@
 
 kopf's timers and daemons put a finalizer on every object (so that they can be stopped before the
 object goes), which would leave ModelDeployments stuck in deletion while the operator is down. This
-loop instead takes the ModelDeployments in scope every ``interval`` seconds and runs the normal
-reconcile for each: nothing is written when nothing changed. With the operator's
+loop instead takes the ModelDeployments in scope every ``interval`` seconds and marks each in the
+operator's work queue (reconcile/workqueue.py: coalesced with any other trigger of the object, never
+run concurrently with one, within the queue's bound), whose reconcile reads the object's latest
+state and writes nothing when nothing changed. With the operator's
 :class:`~modeldeploy.reconcile.cache.CachedKube` the list and every read of the reconcile come from
 the watch-fed stores (no API read at all in the steady state); hand edits are normally repaired
 sooner, through the children's watch events (see modeldeploy.handlers), and this loop is the
@@ -15,12 +17,9 @@ from __future__ import annotations
 import fnmatch
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from modeldeploy import metrics
 from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube
 
 log = logging.getLogger("modeldeploy.resync")
@@ -34,16 +33,14 @@ class ResyncLoop:
     def __init__(
         self,
         kube: Kube,
-        reconcile: Callable[[dict[str, Any]], object],
+        mark: Callable[[dict[str, Any]], object],
         interval: float,
         namespaces: Sequence[str] = (),
-        workers: int = 4,
     ) -> None:
         self.kube = kube
-        self.reconcile = reconcile
+        self.mark = mark
         self.interval = interval
         self.namespaces = list(namespaces)
-        self.workers = workers
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="resync", daemon=True)
 
@@ -54,7 +51,7 @@ class ResyncLoop:
     def stop(self) -> None:
         self._stop.set()
 
-    def _list(self) -> list[dict[str, Any]]:
+    def items(self) -> list[dict[str, Any]]:
         exact = [p for p in self.namespaces if not any(ch in p for ch in "*?[")]
         if self.namespaces and len(exact) == len(self.namespaces):
             items: list[dict[str, Any]] = []
@@ -68,21 +65,11 @@ class ResyncLoop:
         ]
 
     def run_once(self) -> int:
-        items = [i for i in self._list() if not i["metadata"].get("deletionTimestamp")]
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="resync") as pool:
-            for item in items:
-                pool.submit(self._one, item)
+        """Mark every ModelDeployment in scope (the queue runs them); how many were marked."""
+        items = [i for i in self.items() if not i["metadata"].get("deletionTimestamp")]
+        for item in items:
+            self.mark(item)
         return len(items)
-
-    def _one(self, body: dict[str, Any]) -> None:
-        start = time.monotonic()
-        try:
-            self.reconcile(body)
-        except Exception as exc:
-            meta = body["metadata"]
-            log.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
-        finally:
-            metrics.HANDLER_LATENCY.labels(trigger="resync").observe(time.monotonic() - start)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -1,0 +1,218 @@
+"""The operator's one work queue (client-go workqueue semantics), through which every reconcile and
+status refresh of a ModelDeployment runs.
+
+* Keys are ``(namespace, name)``. A key marked many times before it runs is run once (the *dirty*
+  set): the marks' reasons are merged and handed to the run together.
+* A key is never run by two workers at once: a mark while it runs queues it once more, for after.
+* ``workers`` threads run different keys in parallel (the bound), earliest due first; besides them
+  ``light_workers`` threads take only runs whose reasons are all ``light`` (status refreshes: cheap,
+  and the status lag should not wait behind a backlog of reconciles of other objects).
+* :meth:`WorkQueue.mark` with ``delay`` debounces (the earliest due time of the pending marks wins:
+  a later mark never postpones a pending run); :meth:`WorkQueue.mark_in` schedules a run for when a
+  time-based transition falls due.
+* A run that raises a *retryable* exception is queued again after a per-key exponential backoff
+  (``backoff_base`` doubling up to ``backoff_cap``; reset by a success). Until then only *urgent*
+  marks (a spec change) run it sooner. One of the ``permanent`` exception types ends the attempt:
+  the key waits for a new mark.
+* Each mark returns a :class:`~concurrent.futures.Future` of the outcome of the first run that
+  *starts after* the mark (its result, or its exception), so an ``async`` handler can await it with
+  :func:`asyncio.wrap_future` instead of blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("modeldeploy.workqueue")
+
+Key = tuple[str, str]
+#: (key, reasons of the marks it serves) -> outcome
+Process = Callable[[Key, frozenset[str]], Any]
+
+
+@dataclass
+class _Pending:
+    due: float
+    first: float  # when the earliest of its marks was made (queue latency)
+    reasons: set[str] = field(default_factory=set)
+    futures: list[Future[Any]] = field(default_factory=list)
+    urgent: bool = False  # a spec change among its marks: not held back by a backoff
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        process: Process,
+        workers: int = 8,
+        *,
+        light_workers: int = 0,
+        light: frozenset[str] = frozenset(),
+        permanent: tuple[type[BaseException], ...] = (),
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_start: Callable[[Key, frozenset[str], float], None] | None = None,
+        name: str = "reconcile",
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._process = process
+        self._permanent = permanent
+        self._light = light
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._clock = clock
+        self._on_start = on_start
+        self._pending: dict[Key, _Pending] = {}
+        self._running: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._not_before: dict[Key, float] = {}  # backoff: non-urgent marks wait until then
+        self._cond = threading.Condition()
+        self._stop = False
+        self._threads = [
+            threading.Thread(target=self._run, args=(False,), name=f"{name}-worker-{i}", daemon=True)
+            for i in range(workers)
+        ] + [
+            threading.Thread(target=self._run, args=(True,), name=f"{name}-light-{i}", daemon=True)
+            for i in range(light_workers)
+        ]
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> WorkQueue:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+
+    def poke(self) -> None:
+        """Re-evaluate due times now (after an injected clock moved)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    # -------------------------------------------------------------------- marks
+    def mark(
+        self, key: Key, reason: str = "update", delay: float = 0.0, *, urgent: bool = False
+    ) -> Future[Any]:
+        """Run ``key`` in ``delay`` seconds (or sooner, if already due sooner)."""
+        now = self._clock()
+        return self._mark(key, reason, now + max(0.0, delay), now, urgent)
+
+    def mark_in(self, key: Key, seconds: float, reason: str = "refresh") -> Future[Any]:
+        """Run ``key`` in ``seconds``: a time-based transition falls due then."""
+        due = self._clock() + max(0.0, seconds)
+        return self._mark(key, reason, due, due, urgent=False)
+
+    def mark_all(self, keys: Iterable[Key], reason: str, delay: float = 0.0) -> None:
+        for key in keys:
+            self.mark(key, reason, delay)
+
+    def _mark(self, key: Key, reason: str, due: float, first: float, urgent: bool) -> Future[Any]:
+        fut: Future[Any] = Future()
+        with self._cond:
+            if not urgent:
+                due = max(due, self._not_before.get(key, due))
+            cur = self._pending.get(key)
+            if cur is None:
+                cur = self._pending[key] = _Pending(due=due, first=first)
+            else:
+                cur.due, cur.first = min(cur.due, due), min(cur.first, first)
+            cur.reasons.add(reason)
+            cur.urgent = cur.urgent or urgent
+            cur.futures.append(fut)
+            self._cond.notify_all()
+        return fut
+
+    # ---------------------------------------------------------------- inspection
+    def pending(self, key: Key) -> float | None:
+        """Seconds until the pending run of ``key`` (None: none pending)."""
+        with self._cond:
+            cur = self._pending.get(key)
+            return None if cur is None else cur.due - self._clock()
+
+    def failures(self, key: Key) -> int:
+        with self._cond:
+            return self._failures.get(key, 0)
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def backoff(self, failures: int) -> float:
+        return float(min(self.backoff_cap, self.backoff_base * 2 ** max(0, failures - 1)))
+
+    # ------------------------------------------------------------------ workers
+    def _next(self, light_only: bool) -> tuple[Key, _Pending] | None:
+        with self._cond:
+            while not self._stop:
+                now = self._clock()
+                best: tuple[float, Key] | None = None
+                wait: float | None = None
+                for k, p in self._pending.items():
+                    if k in self._running or (light_only and not p.reasons <= self._light):
+                        continue
+                    if p.due <= now:
+                        best = (p.due, k) if best is None or (p.due, k) < best else best
+                    else:
+                        wait = p.due - now if wait is None else min(wait, p.due - now)
+                if best is not None:
+                    key = best[1]
+                    self._running.add(key)
+                    return key, self._pending.pop(key)
+                self._cond.wait(timeout=min(wait, 1.0) if wait is not None else 1.0)
+            return None
+
+    def _run(self, light_only: bool) -> None:
+        while True:
+            item = self._next(light_only)
+            if item is None:
+                return
+            key, work = item
+            reasons = frozenset(work.reasons)
+            if self._on_start is not None:
+                self._on_start(key, reasons, max(0.0, self._clock() - work.first))
+            try:
+                result = self._process(key, reasons)
+            except BaseException as exc:
+                self._failed(key, work, exc)
+            else:
+                self._done(key, work, result)
+
+    def _done(self, key: Key, work: _Pending, result: Any) -> None:
+        with self._cond:
+            self._failures.pop(key, None)
+            self._not_before.pop(key, None)
+            self._running.discard(key)
+            self._cond.notify_all()
+        for fut in work.futures:
+            fut.set_result(result)
+
+    def _failed(self, key: Key, work: _Pending, exc: BaseException) -> None:
+        with self._cond:
+            self._running.discard(key)
+            if isinstance(exc, self._permanent):
+                self._failures.pop(key, None)
+                self._not_before.pop(key, None)
+            else:
+                n = self._failures[key] = self._failures.get(key, 0) + 1
+                due = self._clock() + self.backoff(n)
+                self._not_before[key] = due
+                log.info("%s/%s failed (%s); retrying in %.1fs", *key, exc, due - self._clock())
+                retry = self._pending.get(key)
+                if retry is None:
+                    retry = self._pending[key] = _Pending(due=due, first=due)
+                elif not retry.urgent:  # marked while it ran: served by the retry, after the backoff
+                    retry.due = max(retry.due, due)
+                retry.reasons |= work.reasons
+            self._cond.notify_all()
+        for fut in work.futures:
+            fut.set_exception(exc)

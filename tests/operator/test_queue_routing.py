@@ -1,0 +1,77 @@
+"""How the handlers' State routes a run of the work queue (no cluster: the in-memory API of
+memkube.py and the real Reconciler): which body a reconcile works from, and which reasons reconcile
+and which only refresh the status."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from memkube import MemoryKube
+from opsupport import small_md
+
+from modeldeploy.handlers import State
+from modeldeploy.reconcile.reconciler import OperatorConfig, Reconciler
+
+NS = "models"
+
+
+def setup() -> tuple[MemoryKube, State]:
+    kube = MemoryKube()
+    kube.put(small_md(NS, "m", replicas=1))
+    state = State(OperatorConfig(query_agents=False))
+    state.cache = kube  # type: ignore[assignment]  # the same read/write interface as CachedKube
+    state.reconciler = Reconciler(kube, state.config)
+    return kube, state
+
+
+def stored(kube: MemoryKube) -> dict[str, Any]:
+    md = kube.obj("ModelDeployment", NS, "m")
+    assert md is not None
+    return md
+
+
+def replicas(kube: MemoryKube) -> int:
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    return int(dep["spec"]["replicas"])
+
+
+def test_a_newer_generation_handed_by_kopf_wins_over_a_store_that_is_behind() -> None:
+    kube, state = setup()
+    state.process((NS, "m"), frozenset({"create"}))
+    assert replicas(kube) == 1
+    newer = copy.deepcopy(stored(kube))
+    newer["spec"]["replicas"] = 3
+    newer["metadata"]["generation"] += 1  # kopf saw it; the store has not yet
+    with state._bodies_lock:
+        state._bodies[(NS, "m")] = newer
+    state.process((NS, "m"), frozenset({"update", "refresh"}))
+    assert replicas(kube) == 3
+
+
+def test_an_older_body_handed_by_kopf_loses_to_the_store() -> None:
+    kube, state = setup()
+    older = copy.deepcopy(stored(kube))
+    md = stored(kube)
+    md["spec"]["replicas"] = 2
+    md["metadata"]["generation"] += 1
+    with state._bodies_lock:
+        state._bodies[(NS, "m")] = older
+    state.process((NS, "m"), frozenset({"update"}))
+    assert replicas(kube) == 2
+
+
+def test_refresh_alone_writes_no_child_and_drift_reconciles() -> None:
+    kube, state = setup()
+    state.process((NS, "m"), frozenset({"refresh"}))
+    assert not [w for w in kube.writes if w[0] == "apply"], "a status refresh applied children"
+    state.process((NS, "m"), frozenset({"drift", "refresh"}))
+    assert {kind for verb, kind, _ in kube.writes if verb == "apply"} >= {"Deployment", "Service"}
+
+
+def test_a_deleted_object_is_not_reconciled() -> None:
+    kube, state = setup()
+    del kube.objs[("ModelDeployment", NS, "m")]
+    assert state.process((NS, "m"), frozenset({"resync"})) is None
+    assert not kube.writes

@@ -1,0 +1,224 @@
+"""The work queue (reconcile/workqueue.py): coalescing, one run per key at a time, bounded
+parallelism, per-key backoff, delayed marks. Real worker threads; waits on conditions only."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from modeldeploy.reconcile.workqueue import Key, WorkQueue
+
+
+class Permanent(Exception):
+    pass
+
+
+class Recorder:
+    """A process function that records its runs (key, reasons, start time) and can be held."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.runs: list[tuple[Key, frozenset[str], float]] = []
+        self.cond = threading.Condition()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.active: dict[Key, int] = {}
+        self.max_active_per_key = 0
+        self.max_active = 0
+        self.fail: Exception | None = None
+
+    def __call__(self, key: Key, reasons: frozenset[str]) -> str:
+        with self.cond:
+            self.runs.append((key, reasons, self.clock()))
+            self.active[key] = self.active.get(key, 0) + 1
+            self.max_active_per_key = max(self.max_active_per_key, self.active[key])
+            self.max_active = max(self.max_active, sum(self.active.values()))
+            self.cond.notify_all()
+        try:
+            self.gate.wait(30)
+            time.sleep(0.002)  # long enough for another worker to overlap if the queue allowed it
+            if self.fail is not None:
+                raise self.fail
+            return f"{key[1]}:{len(self.runs)}"
+        finally:
+            with self.cond:
+                self.active[key] -= 1
+                self.cond.notify_all()
+
+    def wait_runs(self, n: int, timeout: float = 20) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.runs) >= n, timeout), (
+                f"{len(self.runs)} runs, want {n}"
+            )
+
+    def wait_idle(self, timeout: float = 20) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: not any(self.active.values()), timeout)
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    return Recorder()
+
+
+def test_a_hundred_marks_before_it_runs_are_one_run(rec: Recorder) -> None:
+    q = WorkQueue(rec, workers=4)  # not started yet: every mark lands before the first run
+    futs = [q.mark(("ns", "a"), reason=f"r{i % 3}") for i in range(100)]
+    q.start()
+    try:
+        results = {f.result(timeout=20) for f in futs}
+        assert len(rec.runs) == 1
+        assert rec.runs[0][1] == {"r0", "r1", "r2"}, "the run serves every mark's reason"
+        assert results == {"a:1"}, "every mark gets the outcome of that one run"
+        assert q.depth() == 0
+    finally:
+        q.stop()
+
+
+def test_a_key_never_runs_twice_at_once_and_a_mark_while_running_reruns_once(rec: Recorder) -> None:
+    q = WorkQueue(rec, workers=8).start()
+    try:
+        rec.gate.clear()
+        first = q.mark(("ns", "a"))
+        rec.wait_runs(1)
+        later = [q.mark(("ns", "a"), reason="drift") for _ in range(50)]  # while it runs
+        time.sleep(0.05)  # give idle workers every chance to (wrongly) start it again
+        assert len(rec.runs) == 1 and q.pending(("ns", "a")) is not None
+        rec.gate.set()
+        assert first.result(timeout=20) == "a:1"
+        assert {f.result(timeout=20) for f in later} == {"a:2"}, "marks during a run get the next run"
+        rec.wait_idle()
+        assert len(rec.runs) == 2, "exactly one re-run"
+        assert rec.max_active_per_key == 1
+    finally:
+        q.stop()
+
+
+def test_parallelism_is_bounded_and_every_key_is_served(rec: Recorder) -> None:
+    q = WorkQueue(rec, workers=3).start()
+    try:
+        rec.gate.clear()
+        futs = [q.mark(("ns", f"k{i}")) for i in range(30)]
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: sum(rec.active.values()) == 3, 20)
+        time.sleep(0.05)
+        assert sum(rec.active.values()) == 3, "more runs at once than workers"
+        rec.gate.set()
+        for f in futs:
+            f.result(timeout=30)
+        assert {k for k, _, _ in rec.runs} == {("ns", f"k{i}") for i in range(30)}
+        assert len(rec.runs) == 30 and rec.max_active == 3
+    finally:
+        q.stop()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_retryable_failures_back_off_per_key_and_a_success_resets() -> None:
+    clock = FakeClock()
+    rec = Recorder(clock)
+    rec.fail = RuntimeError("transient")
+    q = WorkQueue(rec, workers=2, clock=clock, backoff_base=0.5, backoff_cap=4.0).start()
+    key = ("ns", "a")
+    try:
+        fut = q.mark(key)
+        with pytest.raises(RuntimeError):
+            fut.result(timeout=20)
+        expected = [0.5, 1.0, 2.0, 4.0, 4.0]  # doubling up to the cap
+        for n, delay in enumerate(expected, start=1):
+            rec.wait_runs(n)
+            wait_for(lambda n=n: q.failures(key) == n)  # type: ignore[misc]
+            assert q.pending(key) == pytest.approx(delay)
+            assert q.mark(key, reason="drift").done() is False  # a non-urgent mark waits for the backoff
+            assert q.pending(key) == pytest.approx(delay)
+            clock.t += delay - 0.01
+            q.poke()
+            time.sleep(0.02)
+            assert len(rec.runs) == n, "ran before its backoff was over"
+            clock.t += 0.01
+            q.poke()
+        rec.wait_runs(len(expected) + 1)
+        starts = [t for k, _, t in rec.runs if k == key]
+        gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
+        assert gaps == expected
+        rec.fail = None
+        # another key is not held back by this one's backoff
+        assert q.mark(("ns", "b")).result(timeout=20)
+        urgent = q.mark(key, urgent=True)  # a spec change runs at once, despite the backoff
+        assert urgent.result(timeout=20)
+        assert q.failures(key) == 0 and q.pending(key) is None, "a success resets the backoff"
+    finally:
+        q.stop()
+
+
+def test_a_permanent_failure_waits_for_a_new_mark() -> None:
+    rec = Recorder()
+    rec.fail = Permanent("invalid")
+    q = WorkQueue(rec, workers=2, permanent=(Permanent,)).start()
+    try:
+        with pytest.raises(Permanent):
+            q.mark(("ns", "a")).result(timeout=20)
+        rec.wait_idle()
+        assert q.pending(("ns", "a")) is None and q.failures(("ns", "a")) == 0
+        rec.fail = None
+        assert q.mark(("ns", "a")).result(timeout=20) == "a:2"
+    finally:
+        q.stop()
+
+
+def test_mark_in_fires_when_due_and_the_earliest_due_wins(rec: Recorder) -> None:
+    clock = FakeClock()
+    rec.clock = clock
+    q = WorkQueue(rec, workers=2, clock=clock).start()
+    try:
+        fut: Future[Any] = q.mark_in(("ns", "a"), 5.0)
+        q.mark_in(("ns", "a"), 60.0)  # a later due time does not postpone the earlier one
+        clock.t += 4.9
+        q.poke()
+        time.sleep(0.05)
+        assert not rec.runs and q.pending(("ns", "a")) == pytest.approx(0.1)
+        clock.t += 0.1
+        q.poke()
+        assert fut.result(timeout=20) == "a:1"
+        assert rec.runs[0][1] == {"refresh"} and rec.runs[0][2] == pytest.approx(1005.0)
+        assert q.pending(("ns", "a")) is None, "one run per due time"
+    finally:
+        q.stop()
+
+
+def test_a_status_refresh_does_not_wait_behind_a_backlog_of_reconciles(rec: Recorder) -> None:
+    q = WorkQueue(rec, workers=2, light_workers=1, light=frozenset({"refresh"})).start()
+    try:
+        rec.gate.clear()  # every run holds its worker
+        heavy = [q.mark(("ns", f"r{i}"), "create") for i in range(5)]
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: sum(rec.active.values()) == 2, 20)
+        q.mark(("ns", "s"), "refresh")
+        with rec.cond:  # the light worker takes it although both general workers are busy
+            assert rec.cond.wait_for(lambda: rec.active.get(("ns", "s")) == 1, 20)
+        time.sleep(0.05)
+        assert sum(rec.active.values()) == 3, "the light worker took a reconcile"
+        rec.gate.set()
+        for f in heavy:
+            f.result(timeout=20)
+    finally:
+        q.stop()
