@@ -17,13 +17,11 @@ resourceVersion and labels beside it so that ordering and label selection need n
 decodes a fresh copy (0.02-0.3 ms an object), which callers may change freely. One large
 allocation an object (not thousands of small ones) is what lets the process give the memory back
 after objects are deleted; :func:`release_memory` hands freed heap pages back to the system when a
-store shrank a lot.
+store shrank a lot (:mod:`modeldeploy.memory`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import threading
@@ -31,6 +29,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from modeldeploy import memory, metrics
 from modeldeploy.reconcile.kube import Kube, KubeError, Resource
 
 log = logging.getLogger("modeldeploy.informer")
@@ -73,32 +72,9 @@ class Entry(NamedTuple):
         return out
 
 
-def _libc_trim() -> Callable[[], None]:
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc
-        trim = None
-    if trim is None:
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-
-    def run() -> None:
-        trim(0)
-
-    return run
-
-
-_trim_heap: Callable[[], None] | None = None
-
-
 def release_memory() -> None:
-    """Give freed heap pages back to the system (glibc ``malloc_trim``; nothing elsewhere)."""
-    global _trim_heap
-    if _trim_heap is None:
-        _trim_heap = _libc_trim()
-    _trim_heap()
+    """Give freed heap pages back to the system (see :mod:`modeldeploy.memory`)."""
+    memory.release()
 
 
 def parse_selector(selector: str | None) -> dict[str, str] | None:
@@ -206,8 +182,14 @@ class Informer:
 
     def drop(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._objs.pop((namespace, name), None)
+            gone = self._objs.pop((namespace, name), None)
+        if gone is not None:
+            self._count(-1)
         self._shrunk()
+
+    def _count(self, delta: int) -> None:
+        if delta:
+            metrics.CACHE_OBJECTS.labels(kind=self.res.kind).inc(delta)
 
     def _shrunk(self) -> None:
         """After many deletions, hand the freed memory back (once per shrink of RELEASE_AFTER)."""
@@ -251,6 +233,7 @@ class Informer:
         fresh = {k: Entry.pack(o) for k, o in objs.items()}
         with self._lock:
             old, self._objs = self._objs, fresh
+        self._count(len(fresh) - len(old))
         self.relists += 1
         self._synced.set()
         if self.on_event is not None:  # what changed while we were not watching
@@ -286,8 +269,10 @@ class Informer:
             if kind == "DELETED":
                 with self._lock:
                     old = self._objs.pop(_key(obj), None)
-                if old is not None and self.on_event is not None:
-                    self._notify(old.unpack(), None)
+                if old is not None:
+                    self._count(-1)
+                    if self.on_event is not None:
+                        self._notify(old.unpack(), None)
                 self._shrunk()
             else:
                 self._upsert(obj, notify=True)
@@ -303,6 +288,8 @@ class Informer:
             if old_rv is not None and new_rv is not None and new_rv < old_rv:
                 return  # older than what we hold (our write-through got here first)
             self._objs[k] = entry
+        if old is None:
+            self._count(1)
         if notify and old_rv != new_rv and self.on_event is not None:
             self._notify(old.unpack() if old else None, obj)
 
