@@ -18,8 +18,13 @@ possible and reports, all from one run so that ratios can be compared:
   period afterwards;
 * the operator's RSS: idle before, peak (VmHWM), and after every object is deleted again.
 
+With ``--baseline-ref REF`` the same measurement runs a second time in the same session, with the
+operator of an earlier commit (``git archive REF``, run from a temporary directory) in a fresh
+namespace, and the ratios between the two are printed (``vs_baseline``): #12's "at most 0.7x
+today's time, in the same run".
+
     python bench/reconcile.py --n 100
-    python bench/reconcile.py --n 1000 --cpu-nodes 10
+    python bench/reconcile.py --n 1000 --cpu-nodes 10 --baseline-ref d7c9af8
 """
 
 from __future__ import annotations
@@ -256,7 +261,10 @@ def wait_until(cond: Any, timeout: float, interval: float = 0.2) -> bool:
     return bool(cond())
 
 
-def start_operator(cluster: Any, ns: str, resync: float, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_operator(
+    cluster: Any, ns: str, resync: float, log: Path, source: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The operator as in production; from ``source`` (a tree with operator/ and runtime/) if given."""
     from modeldeploy_runtime.ports import free_ports
 
     health, metrics_port = free_ports(2)
@@ -266,8 +274,11 @@ def start_operator(cluster: Any, ns: str, resync: float, log: Path) -> tuple[sub
         "--health-port", str(health), "--bind-address", "127.0.0.1", "--log-format", "json",
         "--no-query-agents",  # KWOK pods: their IPs lead nowhere
     ]  # fmt: skip
+    env = cluster.env()
+    if source is not None:
+        env["PYTHONPATH"] = f"{source / 'operator'}{os.pathsep}{source / 'runtime'}"
     with log.open("wb") as f:
-        op = subprocess.Popen(cmd, env=cluster.env(), stdout=f, stderr=subprocess.STDOUT)
+        op = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=source)
 
     def healthy() -> bool:
         try:
@@ -347,7 +358,69 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
+    ap.add_argument(
+        "--baseline-ref", default=None, help="also measure the operator of this git commit (same run)"
+    )
     return ap.parse_args(argv)
+
+
+def export_tree(ref: str) -> Path:
+    """``operator/`` and ``runtime/`` of commit ``ref``, in a temporary directory."""
+    out = Path(tempfile.mkdtemp(prefix=f"mdbench-{ref[:12]}-"))
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref, "operator", "runtime"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
+    """One full measurement (create N, Ready, quiet period, delete all) in a fresh namespace."""
+    from modeldeploy.reconcile.kube import Kube
+
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    op: subprocess.Popen[bytes] | None = None
+    log = Path(tempfile.mkdtemp(prefix="mdbench-")) / "operator.log"
+    try:
+        cluster.kubectl("create", "namespace", ns)
+        op, _ = start_operator(cluster, ns, args.resync_seconds, log, source)
+        api = cluster.api_client()
+        api.user_agent = BENCH_UA
+        kube = Kube(api)
+        time.sleep(2)  # the operator's first LISTs and kopf's start are part of idle
+        rss_idle = rss_mib(op.pid)
+        result = measure_operator(cluster, kube, api, ns, args, op)
+        result |= {"resync_seconds": args.resync_seconds, "operator_rss_idle_mib": round(rss_idle, 1)}
+        deleted = delete_all(kube, ns, args.timeout)
+        time.sleep(args.resync_seconds)  # one resync pass over the empty namespace
+        result["operator_rss_after_delete_mib"] = round(rss_mib(op.pid), 1) if deleted else None
+        return result
+    finally:
+        if op is not None and op.poll() is None:
+            op.send_signal(signal.SIGTERM)
+            try:
+                op.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                op.kill()
+        if not args.keep:
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+#: Figures compared with the baseline (ours / baseline; below 1 is better).
+COMPARED = ("all_ready_s", "operator_writes_per_md_until_ready", "operator_peak_rss_mib")
+
+
+def compare(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for k in COMPARED:
+        a, b = ours.get(k), base.get(k)
+        out[k] = round(a / b, 2) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
+    for k in ("status_lag_s", "operator_reaction_s", "apply_to_ready_s"):
+        a, b = (ours.get(k) or {}).get("p99"), (base.get(k) or {}).get("p99")
+        out[f"{k}_p99"] = round(a / b, 2) if a is not None and b and not math.isnan(b) else None
+    return out
 
 
 def measure_operator(
@@ -412,38 +485,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster up in {time.monotonic() - t:.1f}s", file=sys.stderr)
     else:
         cluster = LocalCluster.attach(Path(args.kubeconfig))
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
-    op: subprocess.Popen[bytes] | None = None
-    log = Path(tempfile.mkdtemp(prefix="mdbench-")) / "operator.log"
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
         cluster.wait_established("modeldeployments.modeldeploy.io")
-        cluster.kubectl("create", "namespace", ns)
-        op, _ = start_operator(cluster, ns, args.resync_seconds, log)
-        api = cluster.api_client()
-        api.user_agent = BENCH_UA
-        kube = Kube(api)
-        rss_idle = rss_mib(op.pid)
-        result = measure_operator(cluster, kube, api, ns, args, op)
-        result |= {"resync_seconds": args.resync_seconds, "operator_rss_idle_mib": round(rss_idle, 1)}
-        deleted = delete_all(kube, ns, args.timeout)
-        time.sleep(args.resync_seconds)  # one resync pass over the empty namespace
-        result["operator_rss_after_delete_mib"] = round(rss_mib(op.pid), 1) if deleted else None
+        result = run_operator(cluster, args, None)
+        ok = result["ready"] == args.n
+        if args.baseline_ref:
+            base = run_operator(cluster, args, export_tree(args.baseline_ref))
+            result |= {
+                "baseline_ref": args.baseline_ref,
+                "baseline": base,
+                "vs_baseline": compare(result, base),
+            }
+            ok = ok and base["ready"] == args.n
         if not args.no_floor:
-            result |= run_floor(cluster, kube, api, args.n, args.floor_workers, args.timeout)
+            api = cluster.api_client()
+            api.user_agent = BENCH_UA
+            result |= run_floor(cluster, Kube(api), api, args.n, args.floor_workers, args.timeout)
             floor = result["floor_all_available_s"]
             result["operator_vs_floor"] = round(result["all_ready_s"] / floor, 2) if floor else None
         print(json.dumps(result, indent=2))
-        return 0 if result["ready"] == args.n else 1
+        return 0 if ok else 1
     finally:
-        if op is not None and op.poll() is None:
-            op.send_signal(signal.SIGTERM)
-            try:
-                op.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                op.kill()
-        if not args.keep:
-            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
         if own:
             cluster.down()
 

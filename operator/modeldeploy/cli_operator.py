@@ -84,10 +84,11 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from modeldeploy import metrics
+    from modeldeploy import memory, metrics
     from modeldeploy.handlers import register as register_handlers
     from modeldeploy.reconcile.reconciler import OperatorConfig
 
+    memory.limit_arenas()  # before any thread starts: see modeldeploy.memory
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,

@@ -50,6 +50,12 @@ CHILD_WRITES = Counter(
 STATUS_WRITES = Counter(
     "modeldeploy_status_writes_total", "Status patches of ModelDeployments.", registry=REGISTRY
 )
+CACHE_OBJECTS = Gauge(
+    "modeldeploy_cache_objects",
+    "Objects held in the operator's watch-fed stores, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
 MANAGED = Gauge(
     "modeldeploy_managed_modeldeployments",
     "ModelDeployments managed by this operator, by condition type and status.",

@@ -4,13 +4,19 @@ event sink see then."""
 
 from __future__ import annotations
 
+import copy
+import gc
 import queue
 import time
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
+from opsupport import small_md
+
+from modeldeploy.reconcile import informer as informer_mod
 from modeldeploy.reconcile.informer import Informer, parse_selector
-from modeldeploy.reconcile.kube import CONFIGMAP, Items, Kube, KubeError, Resource
+from modeldeploy.reconcile.kube import CONFIGMAP, DEPLOYMENT, Items, Kube, KubeError, Resource
 
 SEL = "app.kubernetes.io/managed-by=modeldeploy-operator"
 
@@ -155,3 +161,72 @@ def test_unsynced_store_is_not_used() -> None:
     until(lambda: kube.fail_lists < 1000, "a failed LIST")
     assert not inf.covers("a", parse_selector(SEL))
     inf.stop()
+
+
+def _deployment(i: int) -> dict[str, Any]:
+    """A realistic stored object: a rendered Deployment with the fields the API server adds."""
+    from modeldeploy.api.v1alpha1 import ModelDeployment
+    from modeldeploy.render import render_children
+
+    body = small_md("a", f"md-{i}")
+    body["metadata"] |= {"uid": f"uid-{i}", "generation": 1}
+    dep = render_children(ModelDeployment.from_body(body))["Deployment"]
+    assert dep is not None
+    dep["metadata"] |= {
+        "resourceVersion": str(100 + i),
+        "uid": f"dep-uid-{i}",
+        "creationTimestamp": "2026-11-29T00:00:00Z",
+        # managedFields mirror the applied spec (fieldsV1 names every field we set)
+        "managedFields": [{"manager": "modeldeploy", "operation": "Apply", "fieldsV1": dep["spec"]}],
+    }
+    dep["status"] = {
+        "replicas": 1,
+        "readyReplicas": 1,
+        "conditions": [{"type": "Available", "status": "True"}],
+    }
+    return dep
+
+
+def test_the_store_keeps_objects_compact_and_hands_out_copies() -> None:
+    """300 realistic Deployments held as compressed JSON take a fraction of their size as dicts;
+    a read is a fresh copy, so a caller changing it does not change the store."""
+    kube = ScriptedKube()
+    objs = [_deployment(i) for i in range(300)]
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    as_dicts = copy.deepcopy(objs)
+    dict_bytes = tracemalloc.get_traced_memory()[0] - base
+    del as_dicts
+    gc.collect()
+    base, _ = tracemalloc.get_traced_memory()
+    inf = Informer(kube, DEPLOYMENT, "a", "")
+    for o in objs:
+        inf.put(o)
+    store_bytes = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert len(inf) == 300
+    print(f"300 Deployments: {dict_bytes / 2**20:.1f} MiB as dicts, {store_bytes / 2**20:.1f} MiB stored")
+    assert store_bytes * 4 < dict_bytes, (store_bytes, dict_bytes)
+    got = inf.get("a", "md-7")
+    assert got == objs[7]
+    got["spec"]["replicas"] = 99
+    again = inf.get("a", "md-7")
+    assert again is not None and again["spec"]["replicas"] == objs[7]["spec"]["replicas"]
+    chosen = inf.list("a", {"app.kubernetes.io/instance": "md-3"})
+    assert [o["metadata"]["name"] for o in chosen] == ["md-3"]
+
+
+def test_a_store_that_shrank_a_lot_hands_memory_back(monkeypatch: Any) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(informer_mod, "release_memory", lambda: calls.append(len(inf)))
+    inf = Informer(ScriptedKube(), CONFIGMAP, "a", SEL)
+    for i in range(informer_mod.RELEASE_AFTER + 10):
+        inf.put(cm(f"c{i}", i + 1))
+    inf.drop("a", "c0")  # the high-water mark is taken on a deletion
+    assert calls == []
+    for i in range(1, informer_mod.RELEASE_AFTER):
+        inf.drop("a", f"c{i}")
+    assert calls == [], "one short of RELEASE_AFTER deletions"
+    inf.drop("a", f"c{informer_mod.RELEASE_AFTER}")
+    assert calls == [9]
