@@ -193,8 +193,9 @@ class Informer:
         self._shrunk()
 
     def _count(self, delta: int) -> None:
+        gauge = metrics.CACHE_OBJECTS.labels(kind=self.res.kind)  # exported from the first LIST on
         if delta:
-            metrics.CACHE_OBJECTS.labels(kind=self.res.kind).inc(delta)
+            gauge.inc(delta)
 
     def _shrunk(self) -> None:
         """After many deletions, hand the freed memory back (once per shrink of RELEASE_AFTER)."""
