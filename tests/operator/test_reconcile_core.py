@@ -186,3 +186,135 @@ def test_a_child_controlled_by_another_owner_is_not_taken_over() -> None:
     assert svc is not None and svc["metadata"]["ownerReferences"][0]["uid"] == "u-x"
     assert "controlled by Deployment/x" in ready(kube)["message"]
     assert not [w for w in kube.writes if w[:2] == ("apply", "Service")]
+
+
+# ----------------------------------------------------------------- status writes during a rollout
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rollout_step(kube: MemoryKube, ready_pods: int, running_pods: int, want: int = 3) -> None:
+    """The Deployment controller's and kubelet's view after some pods started (as the watches see it)."""
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    dep["status"] = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": want,
+        "updatedReplicas": want,
+        "readyReplicas": ready_pods,
+        "availableReplicas": ready_pods,
+    }
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    for i in range(want):
+        phase = "Running" if i < running_pods else "Pending"
+        ready_ = "True" if i < ready_pods else "False"
+        kube.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"m-{i}", "namespace": NS, "labels": dict(labels)},
+                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready_}]},
+            }
+        )
+
+
+def status_writes(kube: MemoryKube) -> int:
+    return len([w for w in kube.writes if w[0] == "patch_status"])
+
+
+def rolling_setup() -> tuple[MemoryKube, Reconciler, Clock, list[float]]:
+    kube, rec = setup(replicas=3)
+    clock, scheduled = Clock(), []
+    rec.clock = clock
+    rec.schedule = lambda ns, name, seconds: scheduled.append(seconds)
+    return kube, rec, clock, scheduled
+
+
+def test_a_quick_rollout_is_two_status_writes_the_first_and_ready() -> None:
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    assert status_writes(kube) == 1 and ready(kube)["reason"] != "Available"
+    # every intermediate state the watches deliver within the interval: progress only, held back
+    for ready_pods, running in [(0, 0), (0, 1), (0, 3), (1, 3), (2, 3)]:
+        clock.now += 0.8
+        rollout_step(kube, ready_pods, running)
+        assert rec.refresh_status(NS, "m") is False
+    assert status_writes(kube) == 1
+    # each held-back change has its refresh scheduled: detail within 30 s, the READY column within 5 s
+    assert [round(s, 2) for s in scheduled] == [29.45, 28.65, 27.85, 2.05, 1.25]
+    clock.now += 0.8  # 4.8 s after the first write: Ready is written at once, not at the interval's end
+    rollout_step(kube, 3, 3)
+    assert rec.refresh_status(NS, "m") is True
+    assert status_writes(kube) == 2
+    st = body(kube)["status"]
+    assert ready(kube)["status"] == "True" and st["readyReplicas"] == 3 and st["replicasSummary"] == "3/3"
+    assert [w[1] for w in kube.writes if w[0] == "create"].count("Event") == 2  # Created, Ready
+    kube.clear_log()
+    assert rec.refresh_status(NS, "m") is False and kube.writes == []
+
+
+def test_a_slow_rollout_shows_ready_replicas_within_the_progress_interval() -> None:
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 1.0
+    rollout_step(kube, 0, 1)  # detail only (counts of replicas/updated, reasons): waits 30 s
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(29.0 + 0.25)
+    clock.now += 1.0
+    rollout_step(kube, 1, 3)  # the READY column moves: at most once per 5 s
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(3.0 + 0.25)
+    clock.now += 3.25  # the scheduled refresh: written now, with the detail held back so far
+    assert rec.refresh_status(NS, "m") is True
+    st = body(kube)["status"]
+    assert st["readyReplicas"] == 1 and st["replicas"] == 3 and ready(kube)["status"] == "False"
+    clock.now += 1.0
+    rollout_step(kube, 2, 3)
+    assert rec.refresh_status(NS, "m") is False  # the next progress waits for the next interval
+    clock.now += 4.0
+    assert rec.refresh_status(NS, "m") is True
+    assert body(kube)["status"]["readyReplicas"] == 2
+    assert status_writes(kube) == 3
+
+
+def test_detail_waits_for_the_detail_interval() -> None:
+    kube, rec, clock, _ = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    first = copy.deepcopy(body(kube)["status"])
+    clock.now += 1.0
+    rollout_step(kube, 0, 3)  # pods Running: Loading instead of Pending; replicas 0 -> 3
+    for _ in range(5):
+        clock.now += 5.0
+        assert rec.refresh_status(NS, "m") is False
+    assert body(kube)["status"] == first
+    clock.now += 4.0  # 30 s after the first write
+    assert rec.refresh_status(NS, "m") is True
+    assert body(kube)["status"]["replicas"] == 3
+    assert status_writes(kube) == 2
+
+
+def test_losing_readiness_is_written_at_once() -> None:
+    kube, rec, clock, _ = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    rollout_step(kube, 3, 3)
+    clock.now += 0.5
+    assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
+    clock.now += 0.5
+    rollout_step(kube, 2, 3)  # a pod stopped serving, 0.5 s after the last write
+    assert rec.refresh_status(NS, "m") is True
+    assert ready(kube)["status"] == "False"
+
+
+def test_without_an_interval_every_change_is_written() -> None:
+    kube, rec, clock, _ = rolling_setup()
+    rec.config.status_progress_seconds = rec.config.status_detail_seconds = 0
+    rec.reconcile(body(kube), trigger="create")
+    for ready_pods in range(3):
+        clock.now += 0.5
+        rollout_step(kube, ready_pods, 3)
+        rec.refresh_status(NS, "m")
+    assert status_writes(kube) >= 3

@@ -45,6 +45,8 @@ from modeldeploy.reconcile.status import (
     invalid_status,
     now_rfc3339,
     status_patch,
+    urgent_change,
+    visible_progress,
 )
 from modeldeploy.render import RenderOptions, child_kind, child_name, render_children
 from modeldeploy.render.common import (
@@ -105,6 +107,14 @@ class OperatorConfig:
     #: A child changed by someone else (seen through the watches): reconcile its owner this soon.
     repair_debounce_seconds: float = 0.2
     post_events: bool = True
+    #: Status writes per object (status.urgent_change, status.visible_progress): the first status of
+    #: a generation, condition flips (Ready, Degraded, ...), served versions and new corrupt cache
+    #: entries are written at once; a change of the READY/VERSIONS columns (or of a Degraded reason)
+    #: at most once per ``status_progress_seconds``; other detail (messages, reasons within the same
+    #: condition status, replica/updated counts) at most once per ``status_detail_seconds``, or with
+    #: the next write that is due anyway. 0 and 0: every change at once.
+    status_progress_seconds: float = 5.0
+    status_detail_seconds: float = 30.0
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
     namespaces: list[str] = field(default_factory=list)
@@ -125,6 +135,8 @@ class OperatorConfig:
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
+            status_progress_seconds=float(os.environ.get("MODELDEPLOY_STATUS_PROGRESS_SECONDS", "5")),
+            status_detail_seconds=float(os.environ.get("MODELDEPLOY_STATUS_DETAIL_SECONDS", "30")),
             operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
             keda_interceptor=os.environ.get("MODELDEPLOY_KEDA_INTERCEPTOR") or DEFAULT_KEDA_INTERCEPTOR,
         )
@@ -248,6 +260,9 @@ class Reconciler:
         #: generation's rendered state. A body older than it is stale (a resync's listed copy, say):
         #: never applied; and the status claims a generation only once it is here.
         self._applied: dict[str, tuple[str, int]] = {}
+        #: per ModelDeployment: when (``clock``) this operator last wrote its status
+        self._status_at: dict[str, float] = {}
+        self.clock: Callable[[], float] = time.monotonic
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the refresher)
         self.schedule: Callable[[str, str, float], None] | None = None
@@ -287,6 +302,7 @@ class Reconciler:
         self._tokens.pop(key, None)
         self._rejected.pop(key, None)
         self._applied.pop(key, None)
+        self._status_at.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -646,11 +662,32 @@ class Reconciler:
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         self._schedule(md, [window_left, self._load_timeout_left(md, manifest_age, conds)])
         patch = status_patch(current, new)
-        if patch is None:
+        if patch is None or self._deferred(md, key, current, new):
             return False
         self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
+        self._status_at[key] = self.clock()
         metrics.STATUS_WRITES.inc()
         self._transition_events(body, current, new, diag)
+        return True
+
+    def _deferred(self, md: ModelDeployment, key: str, current: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Whether to hold back a status change that is not urgent (status.urgent_change): within
+        its interval (progress or detail, see OperatorConfig) of this operator's last status write
+        of the object it waits, and a refresh is scheduled for when the interval ends, so it shows
+        by then even if nothing else happens (a change that turns urgent meanwhile goes at once)."""
+        last = self._status_at.get(key)
+        if last is None or urgent_change(current, new):
+            return False
+        cfg = self.config
+        progress = visible_progress(current, new)
+        interval = cfg.status_progress_seconds
+        if not progress:
+            interval = max(cfg.status_detail_seconds, interval)
+        wait = last + interval - self.clock()
+        if wait <= 0:
+            return False
+        self._schedule(md, [wait])
+        metrics.STATUS_DEFERRED.labels(change="progress" if progress else "detail").inc()
         return True
 
     def _held_for_prefetch(self, md: ModelDeployment, live_cm: dict[str, Any] | None) -> set[str]:

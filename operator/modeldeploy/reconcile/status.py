@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus, ModelSpec
+from modeldeploy.reconcile.cache_status import new_corrupt_entries
 from modeldeploy.reconcile.diagnose import Diagnosis
 from modeldeploy.render.common import HTTPSCALEDOBJECT_CRD, Note, selector_string, wants_http_addon
 from modeldeploy.render.service import backend_service_name, endpoints
@@ -613,3 +614,41 @@ def status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dic
         if k not in desired:
             patch[k] = None
     return patch or None
+
+
+def _condition_states(status: dict[str, Any]) -> dict[Any, Any]:
+    return {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+
+
+def urgent_change(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether going from ``current`` to ``new`` says something a reader must see at once: the first
+    status, a new generation observed, a condition turning True/False/appearing/going (Ready,
+    Degraded, Progressing, kstatus' Stalled/Reconciling), other versions served, a new corrupt cache
+    entry. Everything else is progress (:func:`visible_progress`) or detail, written at most once per
+    interval (Reconciler._deferred)."""
+    if not current:
+        return True
+    if current.get("observedGeneration") != new.get("observedGeneration"):
+        return True
+    if _condition_states(current) != _condition_states(new):
+        return True
+    if current.get("servedVersions") != new.get("servedVersions"):
+        return True
+    return bool(new_corrupt_entries(current, new))
+
+
+def _degraded_reason(status: dict[str, Any]) -> str | None:
+    return next(
+        (str(c.get("reason")) for c in status.get("conditions") or [] if c.get("type") == "Degraded"), None
+    )
+
+
+def visible_progress(current: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a change that is not urgent moves what ``kubectl get modeldeployments`` shows (the
+    READY replicas and VERSIONS columns) or names another problem while Degraded: progress a
+    reader watching a slow rollout should see within seconds. The rest (condition messages and
+    reasons within the same status, replica/updated counts, per-version Pending -> Loading) is
+    detail that can wait longer."""
+    if any(current.get(k) != new.get(k) for k in ("readyReplicas", "replicasSummary", "versionsReady")):
+        return True
+    return _degraded_reason(current) != _degraded_reason(new)
