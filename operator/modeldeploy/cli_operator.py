@@ -44,15 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "--status-progress-seconds",
         type=float,
         default=5.0,
-        help="write a change of a ModelDeployment's READY/VERSIONS columns at most this often "
-        "(condition flips, a new generation and served versions are written at once)",
+        help="write a change of a ModelDeployment's conditions' reasons or READY/VERSIONS columns "
+        "at most this long after its last status write (condition flips, a new generation and "
+        "served versions are written at once)",
     )
     run.add_argument(
         "--status-detail-seconds",
         type=float,
         default=30.0,
-        help="write other status detail (messages, reasons within one condition status, replica "
-        "counts) at most this often, unless written with a more urgent change (0 and 0: every change "
+        help="write other status detail (condition messages, replica counts) at most this often, unless written with a more urgent change (0 and 0: every change "
         "at once)",
     )
     run.add_argument(

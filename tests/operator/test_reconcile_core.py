@@ -244,8 +244,10 @@ def test_a_quick_rollout_is_two_status_writes_the_first_and_ready() -> None:
         rollout_step(kube, ready_pods, running)
         assert rec.refresh_status(NS, "m") is False
     assert status_writes(kube) == 1
-    # each held-back change has its refresh scheduled: detail within 30 s, the READY column within 5 s
-    assert [round(s, 2) for s in scheduled] == [29.45, 28.65, 27.85, 2.05, 1.25]
+    # each held-back change has its refresh scheduled, for when it is due: detail (replica counts)
+    # within 30 s; progress within 5 s of the first write: a condition's reason (pods Running:
+    # ModelsReady VersionsPending -> VersionsLoading) or the READY column
+    assert [round(s, 2) for s in scheduled] == [29.45, 3.65, 2.85, 2.05, 1.25]
     clock.now += 0.8  # 4.8 s after the first write: Ready is written at once, not at the interval's end
     rollout_step(kube, 3, 3)
     assert rec.refresh_status(NS, "m") is True
@@ -261,7 +263,7 @@ def test_a_slow_rollout_shows_ready_replicas_within_the_progress_interval() -> N
     kube, rec, clock, scheduled = rolling_setup()
     rec.reconcile(body(kube), trigger="create")
     clock.now += 1.0
-    rollout_step(kube, 0, 1)  # detail only (counts of replicas/updated, reasons): waits 30 s
+    rollout_step(kube, 0, 0)  # detail only (counts of replicas/updated): waits 30 s
     assert rec.refresh_status(NS, "m") is False
     assert scheduled[-1] == pytest.approx(29.0 + 0.25)
     clock.now += 1.0
@@ -281,12 +283,16 @@ def test_a_slow_rollout_shows_ready_replicas_within_the_progress_interval() -> N
     assert status_writes(kube) == 3
 
 
+def conditions_of(kube: MemoryKube) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in body(kube)["status"]["conditions"]}
+
+
 def test_detail_waits_for_the_detail_interval() -> None:
     kube, rec, clock, _ = rolling_setup()
     rec.reconcile(body(kube), trigger="create")
     first = copy.deepcopy(body(kube)["status"])
     clock.now += 1.0
-    rollout_step(kube, 0, 3)  # pods Running: Loading instead of Pending; replicas 0 -> 3
+    rollout_step(kube, 0, 0)  # pods created, none Running: replicas 0 -> 3, every reason the same
     for _ in range(5):
         clock.now += 5.0
         assert rec.refresh_status(NS, "m") is False
@@ -295,6 +301,47 @@ def test_detail_waits_for_the_detail_interval() -> None:
     assert rec.refresh_status(NS, "m") is True
     assert body(kube)["status"]["replicas"] == 3
     assert status_writes(kube) == 2
+
+
+def test_a_condition_reason_change_is_written_within_the_progress_interval() -> None:
+    """Pods Running: ModelsReady VersionsPending -> VersionsLoading while every condition's status
+    stays. A reader (human, kstatus) sees a changed reason within the progress interval, through a
+    refresh scheduled for when it is due, not at the detail interval or the next resync."""
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    before = conditions_of(kube)
+    clock.now += 1.0
+    rollout_step(kube, 0, 3)
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(4.0 + 0.25)  # due 5 s after the first write
+    clock.now += scheduled[-1]
+    assert rec.refresh_status(NS, "m") is True
+    after = conditions_of(kube)
+    assert before["ModelsReady"] == ("False", "VersionsPending")
+    assert after["ModelsReady"] == ("False", "VersionsLoading")
+    assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}
+    assert status_writes(kube) == 2
+
+
+def test_ready_keeps_one_reason_from_create_to_ready() -> None:
+    """The Deployment controller creating the pods (updated = wanted) does not flip Ready's reason
+    RollingOut -> PodsNotReady (which would cost a status write per create): PodsNotReady only
+    once the Deployment has completed its rollout (Progressing: NewReplicaSetAvailable)."""
+    kube, rec, clock, _ = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    assert conditions_of(kube)["Ready"] == ("False", "RollingOut")
+    rollout_step(kube, 0, 0)
+    clock.now += 40.0
+    assert rec.refresh_status(NS, "m") is True  # the detail (replica counts), same reasons
+    assert conditions_of(kube)["Ready"] == ("False", "RollingOut")
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    dep["status"]["conditions"] = [
+        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+    ]
+    clock.now += 40.0
+    assert rec.refresh_status(NS, "m") is True
+    assert conditions_of(kube)["Ready"] == ("False", "PodsNotReady")
 
 
 def test_losing_readiness_is_written_at_once() -> None:

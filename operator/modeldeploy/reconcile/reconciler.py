@@ -109,10 +109,11 @@ class OperatorConfig:
     post_events: bool = True
     #: Status writes per object (status.urgent_change, status.visible_progress): the first status of
     #: a generation, condition flips (Ready, Degraded, ...), served versions and new corrupt cache
-    #: entries are written at once; a change of the READY/VERSIONS columns (or of a Degraded reason)
-    #: at most once per ``status_progress_seconds``; other detail (messages, reasons within the same
-    #: condition status, replica/updated counts) at most once per ``status_detail_seconds``, or with
-    #: the next write that is due anyway. 0 and 0: every change at once.
+    #: entries are written at once; a change of any condition's reason or of the READY/VERSIONS
+    #: columns at most ``status_progress_seconds`` after the last write; other detail (messages,
+    #: replica/updated counts) at most once per ``status_detail_seconds``, or with the next write
+    #: that is due anyway. A held-back change has a refresh scheduled for when it is due. 0 and 0:
+    #: every change at once.
     status_progress_seconds: float = 5.0
     status_detail_seconds: float = 30.0
     crd_cache_seconds: float = 30.0
