@@ -305,7 +305,7 @@ def test_serviceaccount_is_least_privileged(scenario: Scenario) -> None:
         ("create", "httpscaledobjects.http.keda.sh", m),  # KEDA HTTP add-on: scale from zero on a request
         ("create", "jobs.batch", m),  # prefetch Jobs of the shared model cache (spec.cache)
         ("patch", "servicemonitors.monitoring.coreos.com", m),
-        ("create", "secrets", m),  # the agents' push token Secret it creates per ModelDeployment
+        ("create", "secrets", m),  # the keys Secret it creates per ModelDeployment (token, control key)
         ("get", "secrets", m),  # ...and reads back
     ]
     denied = [

@@ -73,7 +73,10 @@ def test_create_writes_each_child_once_and_a_status() -> None:
     assert {"ConfigMap", "Service", "Deployment"} <= set(kinds)
     assert [w for w in kube.writes if w[0] == "patch_status"] == [("patch_status", "ModelDeployment", "m")]
     secrets = [w for w in kube.writes if w[:2] == ("create", "Secret")]
-    assert len(secrets) == 2, secrets  # the agents' push token and Triton's control key
+    assert len(secrets) == 1, secrets  # one Secret: the agents' push token and Triton's control key
+    keys = kube.obj("Secret", NS, "m-keys")
+    assert keys is not None and set(keys["data"]) == {"control-key", "token"}
+    assert keys["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
     st = body(kube)["status"]
     assert st["observedGeneration"] == 1
     assert ready(kube)["status"] == "False"  # no pod is serving yet

@@ -21,7 +21,6 @@ from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecErr
 from modeldeploy.reconcile import agents
 from modeldeploy.reconcile.cache import OWNED, PART_OF
 from modeldeploy.reconcile.cache_status import cache_status, new_corrupt_entries
-from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
 from modeldeploy.reconcile.diff import in_effect
 from modeldeploy.reconcile.kube import (
@@ -270,7 +269,6 @@ class Reconciler:
         #: per ModelDeployment: the agents' push token (read from / created as its Secret)
         self._tokens: dict[str, str] = {}
         self.pusher = agents.Pusher()
-        self.control = ControlSecrets(kube)  # the Triton control-key Secret (created once)
 
     # ------------------------------------------------------------- helpers
     @contextmanager
@@ -393,8 +391,7 @@ class Reconciler:
         except RenderError as exc:
             self._write_invalid(body, str(exc))
             raise InvalidSpec(str(exc)) from None
-        # Secrets the pods reference, before the Deployment: Triton's control key, the push token.
-        self.control.ensure(md)
+        # The Secret the pods reference, before the Deployment: Triton's control key, the push token.
         if trigger not in ("resync", "drift") or key not in self._tokens:
             self._tokens[key] = agents.ensure_token(self.kube, md)
 
