@@ -194,7 +194,6 @@ class _Pass:
     manifest_generation: int | None
     outcome: Outcome = field(default_factory=Outcome)
     live_dep: dict[str, Any] | None = None
-    created_dep: bool = False
     scaled: tuple[Any, Any] | None = None
 
     @property
@@ -206,7 +205,6 @@ class _Pass:
     ) -> None:
         self.live_dep = new
         if live is None:
-            self.created_dep = True
             return
         old_r = (live.get("spec") or {}).get("replicas")
         new_r = (desired.get("spec") or {}).get("replicas")
@@ -262,6 +260,9 @@ class Reconciler:
         self._applied: dict[str, tuple[str, int]] = {}
         #: per ModelDeployment: when (``clock``) this operator last wrote its status
         self._status_at: dict[str, float] = {}
+        #: ModelDeployments this process posted a Warning event for since they were last Ready: their
+        #: next Ready=True gets a Normal ``Ready`` event (a recovery a human wants to see)
+        self._warned: set[str] = set()
         self.clock: Callable[[], float] = time.monotonic
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the refresher)
@@ -302,6 +303,7 @@ class Reconciler:
         self._rejected.pop(key, None)
         self._applied.pop(key, None)
         self._status_at.pop(key, None)
+        self._warned.discard(key)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -412,10 +414,8 @@ class Reconciler:
 
         self._rejected.pop(key, None)
         self._applied[key] = (run.uid, md.generation)
-        if run.created_dep:
-            self._event(
-                body, "Normal", "Created", f"created the Triton deployment serving {_versions_summary(md)}"
-            )
+        # No event for a created Deployment: the status says it (Events only for transitions a human
+        # cares about: Scaled, VersionsChanged, a recovery to Ready, every Warning).
         if run.scaled:
             self._event(body, "Normal", "Scaled", f"replicas {run.scaled[0]} -> {run.scaled[1]}")
         try:
@@ -495,7 +495,10 @@ class Reconciler:
         # a new manifest: in place, a rewrite of the ConfigMap; rolling, a new revision's ConfigMap
         revised = live is not None or (md.spec.rollout.strategy == "rolling" and bool(run.body.get("status")))
         if kind == "ConfigMap" and revised and run.manifest_generation == md.generation:
-            self._event(run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}")
+            if live is None or live.get("data") != desired.get("data"):  # not a repaired label
+                self._event(
+                    run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}"
+                )
             if live is not None:  # an in-place rewrite: hand it to the running agents now
                 self._push_manifest(md, desired, run.key)
 
@@ -792,8 +795,13 @@ class Reconciler:
             return "Unknown", ""
 
         (os_, oreason), (ns_, nreason) = ready(old), ready(new)
+        key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
         if ns_ == "True" and os_ != "True":
-            self._event(body, "Normal", "Ready", f"serving {new.get('servedVersions', '')}".strip())
+            # the first Ready after a create is in the status alone; Ready after a Warning diagnosis
+            # (posted by this process, or a Degraded status) is a recovery worth an event
+            if key in self._warned or _degraded(old):
+                self._event(body, "Normal", "Ready", f"serving {new.get('servedVersions', '')}".strip())
+            self._warned.discard(key)
         elif diag is not None and (os_, oreason) != (ns_, nreason):
             self._event(body, "Warning", diag.reason, diag.message)
         for ev in new_corrupt_entries(old, new):
@@ -803,6 +811,8 @@ class Reconciler:
         if not self.config.post_events:
             return
         meta = body["metadata"]
+        if type_ == "Warning":
+            self._warned.add(f"{meta['namespace']}/{meta['name']}")
         now = now_rfc3339()
         ev = {
             "apiVersion": "v1",
@@ -835,6 +845,12 @@ def _render_manifest_models(md: ModelDeployment) -> list[Any]:
     from modeldeploy.render.manifest import build_manifest
 
     return list(build_manifest(md).models)
+
+
+def _degraded(status: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Degraded" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
 
 
 def _versions_summary(md: ModelDeployment) -> str:
