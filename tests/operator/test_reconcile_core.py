@@ -346,8 +346,35 @@ def test_ready_keeps_one_reason_from_create_to_ready() -> None:
         {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
     ]
     clock.now += 40.0
+    assert rec.refresh_status(NS, "m") is False  # a reason change: progress, held until it settled
+    clock.now += 1.0
     assert rec.refresh_status(NS, "m") is True
     assert conditions_of(kube)["Ready"] == ("False", "PodsNotReady")
+
+
+def test_progress_that_ready_follows_at_once_costs_no_write_of_its_own() -> None:
+    """Long after the first write, pods turn Running (ModelsReady: VersionsLoading, progress) and
+    the Deployment counts them available half a second later (Ready: urgent). The reason change is
+    held for status_settle_seconds (refresh scheduled), so the two are one write."""
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 20.0
+    rollout_step(kube, 0, 3)
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(1.0 + 0.25)
+    clock.now += 0.5
+    rollout_step(kube, 3, 3)
+    assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
+    assert status_writes(kube) == 2
+    # alone, the same progress is written once it has lasted the settle time
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 20.0
+    rollout_step(kube, 0, 3)
+    assert rec.refresh_status(NS, "m") is False
+    clock.now += scheduled[-1]
+    assert rec.refresh_status(NS, "m") is True
+    assert conditions_of(kube)["ModelsReady"] == ("False", "VersionsLoading")
 
 
 def test_losing_readiness_is_written_at_once() -> None:

@@ -115,6 +115,9 @@ class OperatorConfig:
     #: every change at once.
     status_progress_seconds: float = 5.0
     status_detail_seconds: float = 30.0
+    #: progress is written once it has lasted this long (at most status_progress_seconds), so a
+    #: state that the next moment replaces (Ready coming) costs no write of its own
+    status_settle_seconds: float = 1.0
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
     namespaces: list[str] = field(default_factory=list)
@@ -260,6 +263,8 @@ class Reconciler:
         self._applied: dict[str, tuple[str, int]] = {}
         #: per ModelDeployment: when (``clock``) this operator last wrote its status
         self._status_at: dict[str, float] = {}
+        #: per ModelDeployment: when a held-back progress change was first seen since the last write
+        self._progress_since: dict[str, float] = {}
         #: ModelDeployments this process posted a Warning event for since they were last Ready: their
         #: next Ready=True gets a Normal ``Ready`` event (a recovery a human wants to see)
         self._warned: set[str] = set()
@@ -303,6 +308,7 @@ class Reconciler:
         self._rejected.pop(key, None)
         self._applied.pop(key, None)
         self._status_at.pop(key, None)
+        self._progress_since.pop(key, None)
         self._warned.discard(key)
         with self._locks_guard:
             self._locks.pop(key, None)
@@ -667,6 +673,7 @@ class Reconciler:
             return False
         self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
         self._status_at[key] = self.clock()
+        self._progress_since.pop(key, None)
         metrics.STATUS_WRITES.inc()
         self._transition_events(body, current, new, diag)
         return True
@@ -674,17 +681,22 @@ class Reconciler:
     def _deferred(self, md: ModelDeployment, key: str, current: dict[str, Any], new: dict[str, Any]) -> bool:
         """Whether to hold back a status change that is not urgent (status.urgent_change): within
         its interval (progress or detail, see OperatorConfig) of this operator's last status write
-        of the object it waits, and a refresh is scheduled for when the interval ends, so it shows
-        by then even if nothing else happens (a change that turns urgent meanwhile goes at once)."""
+        of the object it waits, and a refresh is scheduled for when it is due, so it shows by then
+        even if nothing else happens (a change that turns urgent meanwhile goes at once). Progress
+        also waits until it has lasted ``status_settle_seconds``: a transitional state (a pod
+        Ready a moment before its Deployment counts it available) is written with what follows."""
         last = self._status_at.get(key)
         if last is None or urgent_change(current, new):
             return False
         cfg = self.config
+        now = self.clock()
         progress = visible_progress(current, new)
-        interval = cfg.status_progress_seconds
-        if not progress:
-            interval = max(cfg.status_detail_seconds, interval)
-        wait = last + interval - self.clock()
+        due = last + max(cfg.status_detail_seconds, cfg.status_progress_seconds)
+        if progress:
+            since = self._progress_since.setdefault(key, now)
+            settle = min(cfg.status_settle_seconds, cfg.status_progress_seconds)
+            due = max(last + cfg.status_progress_seconds, since + settle)
+        wait = due - now
         if wait <= 0:
             return False
         self._schedule(md, [wait])
