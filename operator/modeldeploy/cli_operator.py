@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "--status-detail-seconds",
         type=float,
         default=30.0,
-        help="write other status detail (condition messages, replica counts) at most this often, unless written with a more urgent change (0 and 0: every change "
-        "at once)",
+        help="write other status detail (condition messages, replica counts) at most this often, "
+        "unless written with a more urgent change (0 and 0: every change at once)",
     )
     run.add_argument(
         "--query-agents",

@@ -669,7 +669,10 @@ class Reconciler:
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         self._schedule(md, [window_left, self._load_timeout_left(md, manifest_age, conds)])
         patch = status_patch(current, new)
-        if patch is None or self._deferred(md, key, current, new):
+        if patch is None:
+            self._progress_since.pop(key, None)
+            return False
+        if self._deferred(md, key, current, new):
             return False
         self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
         self._status_at[key] = self.clock()
@@ -692,7 +695,9 @@ class Reconciler:
         now = self.clock()
         progress = visible_progress(current, new)
         due = last + max(cfg.status_detail_seconds, cfg.status_progress_seconds)
-        if progress:
+        if not progress:  # what was progress went back: a new one settles from when it shows
+            self._progress_since.pop(key, None)
+        else:
             since = self._progress_since.setdefault(key, now)
             settle = min(cfg.status_settle_seconds, cfg.status_progress_seconds)
             due = max(last + cfg.status_progress_seconds, since + settle)
