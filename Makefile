@@ -26,7 +26,7 @@ integration: setup
 ## quiet-period audit, at CI sizes; scale with MODELDEPLOY_FAULT_N / _KILLS / _WRITERS / _OUTAGE_S /
 ## _SEED and MODELDEPLOY_IDLE_N / _SECONDS. `make test` runs them too.
 faults: setup
-	$(PYTEST) -p no:cacheprovider -rA tests/operator/test_faults.py tests/operator/test_idle_requests.py tests/operator/test_stale_state.py tests/operator/test_drift_repair.py
+	$(PYTEST) -p no:cacheprovider -rA tests/operator/test_faults.py tests/operator/test_idle_requests.py tests/operator/test_stale_state.py tests/operator/test_drift_repair.py tests/operator/test_crd_watch.py tests/operator/test_memory.py
 
 lint:
 	.venv/bin/ruff check .

@@ -50,6 +50,11 @@ CHILD_WRITES = Counter(
 STATUS_WRITES = Counter(
     "modeldeploy_status_writes_total", "Status patches of ModelDeployments.", registry=REGISTRY
 )
+RESYNC_PASSES = Counter(
+    "modeldeploy_resync_passes_total",
+    "Passes of the resync loop (each marks every ModelDeployment in scope, then trims the heap).",
+    registry=REGISTRY,
+)
 CACHE_OBJECTS = Gauge(
     "modeldeploy_cache_objects",
     "Objects held in the operator's watch-fed stores, by kind.",

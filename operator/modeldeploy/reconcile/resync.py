@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from modeldeploy import memory
+from modeldeploy import memory, metrics
 from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube
 
 log = logging.getLogger("modeldeploy.resync")
@@ -81,3 +81,4 @@ class ResyncLoop:
             except Exception as exc:
                 log.warning("resync: listing ModelDeployments failed: %s", exc)
             memory.release()
+            metrics.RESYNC_PASSES.inc()
