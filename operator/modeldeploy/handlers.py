@@ -213,8 +213,15 @@ class State:
 
     def child_event(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """A change seen by a watch (on the informer's thread: only marks owners)."""
-        if kind == "ModelDeployment" or self.queue is None:
-            return  # kopf's handlers take spec changes
+        if self.queue is None:
+            return
+        if kind == "ModelDeployment":
+            # kopf's handlers take spec changes. The store catching up with a generation whose
+            # status is not written yet is worth a (light) refresh: the reconcile may have found
+            # the store behind it.
+            if new is not None and _generation(new) != (new.get("status") or {}).get("observedGeneration"):
+                self.refresh(*_key(new))
+            return
         if kind == CRD.kind:
             self.crd_event(old, new)
             return

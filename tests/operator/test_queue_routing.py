@@ -75,3 +75,30 @@ def test_a_deleted_object_is_not_reconciled() -> None:
     del kube.objs[("ModelDeployment", NS, "m")]
     assert state.process((NS, "m"), frozenset({"resync"})) is None
     assert not kube.writes
+
+
+class Marks:
+    """Stands in for the WorkQueue: records what ``State`` marks."""
+
+    def __init__(self) -> None:
+        self.marked: list[tuple[tuple[str, str], str]] = []
+
+    def mark(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
+        self.marked.append((key, reason))
+
+
+def test_the_store_seeing_an_unreported_generation_asks_for_a_status_refresh() -> None:
+    """A safety net behind the reconcile's own status write: when the watch-fed store receives a
+    generation whose status is not written yet, a (light) refresh is queued."""
+    kube, state = setup()
+    marks = Marks()
+    state.queue = marks  # type: ignore[assignment]
+    md = copy.deepcopy(stored(kube))
+    md["metadata"]["generation"] = 2
+    md["status"] = {"observedGeneration": 1}
+    state.child_event("ModelDeployment", None, md)
+    assert marks.marked == [((NS, "m"), "refresh")]
+    md["status"] = {"observedGeneration": 2}  # our own status write coming back: nothing to do
+    state.child_event("ModelDeployment", None, md)
+    state.child_event("ModelDeployment", md, None)  # deleted
+    assert marks.marked == [((NS, "m"), "refresh")]

@@ -418,7 +418,7 @@ class Reconciler:
         if trigger == "drift" and not run.outcome.changes:
             return run.outcome  # nothing to repair: the status follows the children's own events
         run.outcome.status_written = self._refresh(
-            md_body=None, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
+            md_body=body, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
         return run.outcome
 
@@ -602,7 +602,7 @@ class Reconciler:
         notes: list[Any] | None,
         live_dep: dict[str, Any] | None,
     ) -> bool:
-        body = md_body or self.kube.get(MODELDEPLOYMENT, ns, name)
+        body, stale_status = _newest(self.kube.get(MODELDEPLOYMENT, ns, name), md_body)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return False
         try:
@@ -651,6 +651,8 @@ class Reconciler:
         metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         self._schedule(md, [window_left, self._load_timeout_left(md, manifest_age, conds)])
         patch = status_patch(current, new)
+        if stale_status:  # the status we hold may be behind the stored one: say all of it
+            patch = {**{k: None for k in current}, **new}
         if patch is None:
             return False
         self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
@@ -799,6 +801,30 @@ class Reconciler:
             self.kube.create(EVENT, meta["namespace"], ev)
         except KubeError as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
+
+
+def _newest(
+    cached: dict[str, Any] | None, reconciled: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, bool]:
+    """The body a status refresh starts from, and whether its status may be out of date.
+
+    After a reconcile the store's copy may still be of the previous generation (kopf's watch
+    handed us the new one first). Refreshing from that copy would find the new generation "not
+    applied" and write nothing, leaving the status of the old generation until some child
+    changes. So the reconciled body wins when it is newer; its status may then lag the stored
+    one, and the caller writes the status whole rather than as a diff against it."""
+    if reconciled is None:
+        return cached, False
+    if cached is None:  # the store has not seen it yet (just created)
+        return reconciled, True
+    same = cached["metadata"].get("uid") == reconciled["metadata"].get("uid")
+    if same and _body_generation(reconciled) > _body_generation(cached):
+        return reconciled, True
+    return cached, False
+
+
+def _body_generation(body: dict[str, Any]) -> int:
+    return int(body["metadata"].get("generation") or 0)
 
 
 def _render_manifest_models(md: ModelDeployment) -> list[Any]:
