@@ -35,6 +35,7 @@ import datetime as dt
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -147,6 +148,17 @@ def by_verb(events: list[dict[str, Any]]) -> dict[str, int]:
             + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         ] += 1
     return dict(c.most_common())
+
+
+def status_writes_histogram(writes: list[dict[str, Any]]) -> dict[str, int]:
+    """How many ModelDeployments got 1, 2, ... status writes (``{"2": 80, "3": 20}``)."""
+    per: collections.Counter[str] = collections.Counter(
+        str((e.get("objectRef") or {}).get("name"))
+        for e in writes
+        if (e.get("objectRef") or {}).get("resource") == "modeldeployments"
+        and (e.get("objectRef") or {}).get("subresource") == "status"
+    )
+    return {str(k): v for k, v in sorted(collections.Counter(per.values()).items())}
 
 
 def stamp(ev: dict[str, Any]) -> float:
@@ -262,9 +274,15 @@ def wait_until(cond: Any, timeout: float, interval: float = 0.2) -> bool:
 
 
 def start_operator(
-    cluster: Any, ns: str, resync: float, log: Path, source: Path | None = None
+    cluster: Any,
+    ns: str,
+    resync: float,
+    log: Path,
+    extra: list[str] | None = None,
+    source: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """The operator as in production; from ``source`` (a tree with operator/ and runtime/) if given."""
+    """The operator as in production, with ``extra`` arguments; from ``source`` (a tree with
+    operator/ and runtime/) if given."""
     from modeldeploy_runtime.ports import free_ports
 
     health, metrics_port = free_ports(2)
@@ -273,6 +291,7 @@ def start_operator(
         "--resync-seconds", str(resync), "--metrics-port", str(metrics_port),
         "--health-port", str(health), "--bind-address", "127.0.0.1", "--log-format", "json",
         "--no-query-agents",  # KWOK pods: their IPs lead nowhere
+        *(extra or []),
     ]  # fmt: skip
     env = cluster.env()
     if source is not None:
@@ -355,6 +374,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quiet-seconds", type=float, default=35.0, help="quiet period measured after all are Ready"
     )
     ap.add_argument("--floor-workers", type=int, default=8, help="parallel objects of the floor's client")
+    ap.add_argument(
+        "--operator-args",
+        default="",
+        help="more flags of `mdctl operator run` (say '--status-progress-seconds 0 "
+        "--status-detail-seconds 0' for a status write on every change)",
+    )
     ap.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
@@ -385,7 +410,9 @@ def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) ->
     log = Path(tempfile.mkdtemp(prefix="mdbench-")) / "operator.log"
     try:
         cluster.kubectl("create", "namespace", ns)
-        op, _ = start_operator(cluster, ns, args.resync_seconds, log, source)
+        # --operator-args are for this tree's operator: an earlier commit may not know them
+        extra = shlex.split(args.operator_args) if source is None else []
+        op, _ = start_operator(cluster, ns, args.resync_seconds, log, extra, source)
         api = cluster.api_client()
         api.user_agent = BENCH_UA
         kube = Kube(api)
@@ -462,6 +489,7 @@ def measure_operator(
         "status_lag_s": p50_p99([ready[n] - avail[n] for n in ready if n in avail]),
         "operator_writes_per_md_until_ready": round(len(writes) / args.n, 2),
         "operator_writes_by_kind": by_verb(writes),
+        "status_writes_per_md": status_writes_histogram(writes),
         "quiet_period_s": args.quiet_seconds,
         "operator_requests_in_quiet_period": quiet,
         "operator_writes_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in WRITE_VERBS),

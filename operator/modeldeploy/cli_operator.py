@@ -48,6 +48,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "(kubelet ConfigMap volume sync) before their readiness counts for the new versions (0: off)",
     )
     run.add_argument(
+        "--status-progress-seconds",
+        type=float,
+        default=5.0,
+        help="write a change of a ModelDeployment's conditions' reasons or READY/VERSIONS columns "
+        "at most this long after its last status write (condition flips, a new generation and "
+        "served versions are written at once)",
+    )
+    run.add_argument(
+        "--status-detail-seconds",
+        type=float,
+        default=30.0,
+        help="write other status detail (condition messages, replica counts) at most this often, "
+        "unless written with a more urgent change (0 and 0: every change at once)",
+    )
+    run.add_argument(
         "--query-agents",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -101,6 +116,8 @@ def _run(args: argparse.Namespace) -> int:
         query_agents=args.query_agents,
         namespaces=list(args.namespace),
         manifest_sync_seconds=args.manifest_sync_seconds,
+        status_progress_seconds=args.status_progress_seconds,
+        status_detail_seconds=args.status_detail_seconds,
         keda_interceptor=args.keda_interceptor or OperatorConfig.from_env().keda_interceptor,
     )
     registry = kopf.OperatorRegistry()

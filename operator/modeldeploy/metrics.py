@@ -61,6 +61,12 @@ CACHE_OBJECTS = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+STATUS_DEFERRED = Counter(
+    "modeldeploy_status_deferred_total",
+    "Status changes held back until their per-object interval ended, by kind of change.",
+    ["change"],
+    registry=REGISTRY,
+)
 MANAGED = Gauge(
     "modeldeploy_managed_modeldeployments",
     "ModelDeployments managed by this operator, by condition type and status.",

@@ -66,6 +66,7 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     assert result["operator_reaction_s"]["p50"] < result["apply_to_ready_s"]["p99"]
     assert result["operator_writes_per_md_until_ready"] > 0  # read from the API server's audit log
     assert any(k.startswith("patch deployments") for k in result["operator_writes_by_kind"])
+    assert sum(result["status_writes_per_md"].values()) == 3  # every object got its status written
     assert result["operator_writes_in_quiet_period"] == 0
     assert isinstance(result["operator_requests_in_quiet_period"], dict)
     assert result["operator_peak_rss_mib"] >= result["operator_rss_idle_mib"] > 0

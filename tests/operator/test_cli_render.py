@@ -73,6 +73,11 @@ def test_operator_run_flags() -> None:
     assert args.all_namespaces and args.metrics_port == 8080 and args.health_port == 8081
     assert args.query_agents is True  # the default: status from the agents, manifests pushed
     assert build_parser().parse_args(["operator", "run", "--no-query-agents"]).query_agents is False
+    assert (args.status_progress_seconds, args.status_detail_seconds) == (5.0, 30.0)
+    args = build_parser().parse_args(
+        ["operator", "run", "--status-progress-seconds", "0", "--status-detail-seconds", "0"]
+    )
+    assert (args.status_progress_seconds, args.status_detail_seconds) == (0.0, 0.0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["operator", "run", "-A", "-n", "x"])
 

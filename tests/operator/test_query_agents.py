@@ -323,17 +323,17 @@ def test_a_bad_version_in_place_costs_no_availability(
         st = _status(cluster, qa_ns)
         return st if pred(st) else None
 
-    # The push token: in a Secret the operator owns, referenced (never copied) by the pod spec.
-    secret = json.loads(
-        cluster.kubectl("get", "secret", "scale-agent-token", "-n", qa_ns, "-o", "json").stdout
-    )
+    # The push token: in the keys Secret the operator owns (with Triton's control key: one Secret
+    # per ModelDeployment), referenced (never copied) by the pod spec.
+    secret = json.loads(cluster.kubectl("get", "secret", "scale-keys", "-n", qa_ns, "-o", "json").stdout)
+    assert set(secret["data"]) == {"token", "control-key"}
     (owner,) = secret["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("ModelDeployment", "scale", True)
     with PodAgents(cluster, qa_ns, "scale", tmp_path / "pods") as agents:
         token = agents.token()
         assert token and all(token not in json.dumps(p) for p in pods)
         deployment = cluster.kubectl("get", "deploy", "scale", "-n", qa_ns, "-o", "json").stdout
-        assert token not in deployment and "scale-agent-token" in deployment
+        assert token not in deployment and "scale-keys" in deployment
         agents.start(pods)
         # As reported by the 3 agents (reason "" and readyReplicas from them); KWOK marks the pods
         # Ready at once, so pod readiness alone would say "Loaded" before any agent serves.

@@ -5,7 +5,10 @@ it writes, when, and what the status says) are checked in milliseconds, without 
 
 from __future__ import annotations
 
+import collections
 import copy
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,7 +76,10 @@ def test_create_writes_each_child_once_and_a_status() -> None:
     assert {"ConfigMap", "Service", "Deployment"} <= set(kinds)
     assert [w for w in kube.writes if w[0] == "patch_status"] == [("patch_status", "ModelDeployment", "m")]
     secrets = [w for w in kube.writes if w[:2] == ("create", "Secret")]
-    assert len(secrets) == 2, secrets  # the agents' push token and Triton's control key
+    assert len(secrets) == 1, secrets  # one Secret: the agents' push token and Triton's control key
+    keys = kube.obj("Secret", NS, "m-keys")
+    assert keys is not None and set(keys["data"]) == {"control-key", "token"}
+    assert keys["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
     st = body(kube)["status"]
     assert st["observedGeneration"] == 1
     assert ready(kube)["status"] == "False"  # no pod is serving yet
@@ -102,8 +108,8 @@ def test_drift_of_each_child_is_repaired_with_one_write(kind: str, how: str) -> 
     rec.reconcile(body(kube), trigger="drift")
     assert applied_kinds(kube) == [kind]
     assert kube.objs[key]["metadata"]["labels"]["app.kubernetes.io/instance"] == "m"
-    others = [w for w in kube.writes if w[0] != "apply" and w[:2] != ("create", "Event")]
-    assert others == [], "only the repair is written (and an Event when the Deployment is re-created)"
+    others = [w for w in kube.writes if w[0] != "apply"]
+    assert others == [], "only the repair is written (no Event, not even for a re-created Deployment)"
 
 
 def test_replicas_are_handed_over_before_the_autoscaler_takes_them() -> None:
@@ -216,3 +222,284 @@ def test_a_child_controlled_by_another_owner_is_not_taken_over() -> None:
     assert svc is not None and svc["metadata"]["ownerReferences"][0]["uid"] == "u-x"
     assert "controlled by Deployment/x" in ready(kube)["message"]
     assert not [w for w in kube.writes if w[:2] == ("apply", "Service")]
+
+
+# ----------------------------------------------------------------- status writes during a rollout
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rollout_step(kube: MemoryKube, ready_pods: int, running_pods: int, want: int = 3) -> None:
+    """The Deployment controller's and kubelet's view after some pods started (as the watches see it)."""
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    dep["status"] = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": want,
+        "updatedReplicas": want,
+        "readyReplicas": ready_pods,
+        "availableReplicas": ready_pods,
+    }
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    for i in range(want):
+        phase = "Running" if i < running_pods else "Pending"
+        ready_ = "True" if i < ready_pods else "False"
+        kube.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"m-{i}", "namespace": NS, "labels": dict(labels)},
+                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready_}]},
+            }
+        )
+
+
+def status_writes(kube: MemoryKube) -> int:
+    return len([w for w in kube.writes if w[0] == "patch_status"])
+
+
+def rolling_setup() -> tuple[MemoryKube, Reconciler, Clock, list[float]]:
+    kube, rec = setup(replicas=3)
+    clock, scheduled = Clock(), []
+    rec.clock = clock
+    rec.schedule = lambda ns, name, seconds: scheduled.append(seconds)
+    return kube, rec, clock, scheduled
+
+
+def test_a_quick_rollout_is_two_status_writes_the_first_and_ready() -> None:
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    assert status_writes(kube) == 1 and ready(kube)["reason"] != "Available"
+    # every intermediate state the watches deliver within the interval: progress only, held back
+    for ready_pods, running in [(0, 0), (0, 1), (0, 3), (1, 3), (2, 3)]:
+        clock.now += 0.8
+        rollout_step(kube, ready_pods, running)
+        assert rec.refresh_status(NS, "m") is False
+    assert status_writes(kube) == 1
+    # each held-back change has its refresh scheduled, for when it is due: detail (replica counts)
+    # within 30 s; progress within 5 s of the first write: a condition's reason (pods Running:
+    # ModelsReady VersionsPending -> VersionsLoading) or the READY column
+    assert [round(s, 2) for s in scheduled] == [29.45, 3.65, 2.85, 2.05, 1.25]
+    clock.now += 0.8  # 4.8 s after the first write: Ready is written at once, not at the interval's end
+    rollout_step(kube, 3, 3)
+    assert rec.refresh_status(NS, "m") is True
+    assert status_writes(kube) == 2
+    st = body(kube)["status"]
+    assert ready(kube)["status"] == "True" and st["readyReplicas"] == 3 and st["replicasSummary"] == "3/3"
+    assert [w[1] for w in kube.writes if w[0] == "create"].count("Event") == 0  # the status says it
+    kube.clear_log()
+    assert rec.refresh_status(NS, "m") is False and kube.writes == []
+
+
+def test_a_slow_rollout_shows_ready_replicas_within_the_progress_interval() -> None:
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 1.0
+    rollout_step(kube, 0, 0)  # detail only (counts of replicas/updated): waits 30 s
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(29.0 + 0.25)
+    clock.now += 1.0
+    rollout_step(kube, 1, 3)  # the READY column moves: at most once per 5 s
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(3.0 + 0.25)
+    clock.now += 3.25  # the scheduled refresh: written now, with the detail held back so far
+    assert rec.refresh_status(NS, "m") is True
+    st = body(kube)["status"]
+    assert st["readyReplicas"] == 1 and st["replicas"] == 3 and ready(kube)["status"] == "False"
+    clock.now += 1.0
+    rollout_step(kube, 2, 3)
+    assert rec.refresh_status(NS, "m") is False  # the next progress waits for the next interval
+    clock.now += 4.0
+    assert rec.refresh_status(NS, "m") is True
+    assert body(kube)["status"]["readyReplicas"] == 2
+    assert status_writes(kube) == 3
+
+
+def conditions_of(kube: MemoryKube) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in body(kube)["status"]["conditions"]}
+
+
+def test_detail_waits_for_the_detail_interval() -> None:
+    kube, rec, clock, _ = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    first = copy.deepcopy(body(kube)["status"])
+    clock.now += 1.0
+    rollout_step(kube, 0, 0)  # pods created, none Running: replicas 0 -> 3, every reason the same
+    for _ in range(5):
+        clock.now += 5.0
+        assert rec.refresh_status(NS, "m") is False
+    assert body(kube)["status"] == first
+    clock.now += 4.0  # 30 s after the first write
+    assert rec.refresh_status(NS, "m") is True
+    assert body(kube)["status"]["replicas"] == 3
+    assert status_writes(kube) == 2
+
+
+def test_a_condition_reason_change_is_written_within_the_progress_interval() -> None:
+    """Pods Running: ModelsReady VersionsPending -> VersionsLoading while every condition's status
+    stays. A reader (human, kstatus) sees a changed reason within the progress interval, through a
+    refresh scheduled for when it is due, not at the detail interval or the next resync."""
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    before = conditions_of(kube)
+    clock.now += 1.0
+    rollout_step(kube, 0, 3)
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(4.0 + 0.25)  # due 5 s after the first write
+    clock.now += scheduled[-1]
+    assert rec.refresh_status(NS, "m") is True
+    after = conditions_of(kube)
+    assert before["ModelsReady"] == ("False", "VersionsPending")
+    assert after["ModelsReady"] == ("False", "VersionsLoading")
+    assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}
+    assert status_writes(kube) == 2
+
+
+def test_ready_keeps_one_reason_from_create_to_ready() -> None:
+    """The Deployment controller creating the pods (updated = wanted) does not flip Ready's reason
+    RollingOut -> PodsNotReady (which would cost a status write per create): PodsNotReady only
+    once the Deployment has completed its rollout (Progressing: NewReplicaSetAvailable)."""
+    kube, rec, clock, _ = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    assert conditions_of(kube)["Ready"] == ("False", "RollingOut")
+    rollout_step(kube, 0, 0)
+    clock.now += 40.0
+    assert rec.refresh_status(NS, "m") is True  # the detail (replica counts), same reasons
+    assert conditions_of(kube)["Ready"] == ("False", "RollingOut")
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    dep["status"]["conditions"] = [
+        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+    ]
+    clock.now += 40.0
+    assert rec.refresh_status(NS, "m") is False  # a reason change: progress, held until it settled
+    clock.now += 1.0
+    assert rec.refresh_status(NS, "m") is True
+    assert conditions_of(kube)["Ready"] == ("False", "PodsNotReady")
+
+
+def test_progress_that_ready_follows_at_once_costs_no_write_of_its_own() -> None:
+    """Long after the first write, pods turn Running (ModelsReady: VersionsLoading, progress) and
+    the Deployment counts them available half a second later (Ready: urgent). The reason change is
+    held for status_settle_seconds (refresh scheduled), so the two are one write."""
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 20.0
+    rollout_step(kube, 0, 3)
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(1.0 + 0.25)
+    clock.now += 0.5
+    rollout_step(kube, 3, 3)
+    assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
+    assert status_writes(kube) == 2
+    # alone, the same progress is written once it has lasted the settle time
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 20.0
+    rollout_step(kube, 0, 3)
+    assert rec.refresh_status(NS, "m") is False
+    clock.now += scheduled[-1]
+    assert rec.refresh_status(NS, "m") is True
+    assert conditions_of(kube)["ModelsReady"] == ("False", "VersionsLoading")
+
+
+def test_losing_readiness_is_written_at_once() -> None:
+    kube, rec, clock, _ = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    rollout_step(kube, 3, 3)
+    clock.now += 0.5
+    assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
+    clock.now += 0.5
+    rollout_step(kube, 2, 3)  # a pod stopped serving, 0.5 s after the last write
+    assert rec.refresh_status(NS, "m") is True
+    assert ready(kube)["status"] == "False"
+
+
+def test_without_an_interval_every_change_is_written() -> None:
+    kube, rec, clock, _ = rolling_setup()
+    rec.config.status_progress_seconds = rec.config.status_detail_seconds = 0
+    rec.reconcile(body(kube), trigger="create")
+    for ready_pods in range(3):
+        clock.now += 0.5
+        rollout_step(kube, ready_pods, 3)
+        rec.refresh_status(NS, "m")
+    assert status_writes(kube) >= 3
+
+
+# ------------------------------------------------------------ every write of a create -> Ready
+def bench_md(name: str = "m") -> dict[str, Any]:
+    """The spec shape bench/reconcile.py applies (its md_body), in namespace NS."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "reconcile.py"
+    spec = importlib.util.spec_from_file_location("bench_reconcile", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    doc: dict[str, Any] = mod.md_body(NS, 0)
+    doc["metadata"]["name"] = name
+    return doc
+
+
+def test_create_to_ready_of_the_bench_shape_is_seven_writes() -> None:
+    """Every write of a create -> Ready of bench/reconcile.py's spec (1 replica, no monitoring), as
+    the bench counts them: the 4 children once each, the one keys Secret, 2 status writes (the
+    first and Ready; everything in between is held back by the limiter), no Event, nothing else.
+    The pod takes 20 s to start (KWOK's simulated start in the bench)."""
+    kube = MemoryKube()
+    kube.put(bench_md())
+    rec = Reconciler(kube, OperatorConfig(query_agents=False))
+    clock = Clock()
+    rec.clock = clock
+    rec.schedule = lambda ns, name, seconds: None
+    rec.reconcile(body(kube), trigger="create")
+    for ready_pods, running, dt in [(0, 0, 0.5), (0, 0, 10.0), (1, 1, 10.0)]:
+        clock.now += dt
+        rollout_step(kube, ready_pods, running, want=1)
+        rec.refresh_status(NS, "m")
+    assert ready(kube)["status"] == "True"
+    by_kind = collections.Counter(f"{verb} {kind}" for verb, kind, _ in kube.writes)
+    assert by_kind == {
+        "apply ConfigMap": 1,
+        "apply Deployment": 1,
+        "apply Service": 1,
+        "apply NetworkPolicy": 1,
+        "create Secret": 1,
+        "patch_status ModelDeployment": 2,
+    }, by_kind
+    # The target of #12 is <= 6: ConfigMap, Deployment, Service, PDB and one or two status writes.
+    # This shape has no PDB (1 replica) but a NetworkPolicy and the keys Secret the pods reference.
+    assert sum(by_kind.values()) == 7
+
+
+def crash(kube: MemoryKube) -> None:
+    pod = kube.obj("Pod", NS, "m-0")
+    assert pod is not None
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    pod["status"]["containerStatuses"] = [
+        {"name": "triton", "ready": False, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+    ]
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    dep["status"].update(readyReplicas=0, availableReplicas=0)
+
+
+def test_ready_event_only_for_a_recovery_after_a_warning() -> None:
+    kube, rec, clock, _ = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    rollout_step(kube, 3, 3)
+    clock.now += 20.0
+    assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
+    assert not [w for w in kube.writes if w[1] == "Event"], "no event for a plain create -> Ready"
+    kube.clear_log()
+    clock.now += 20.0
+    crash(kube)
+    assert rec.refresh_status(NS, "m") is True and ready(kube)["reason"] == "CrashLoopBackOff"
+    assert [w[:2] for w in kube.writes if w[1] == "Event"] == [("create", "Event")]  # the Warning
+    kube.clear_log()
+    clock.now += 20.0
+    rollout_step(kube, 3, 3)
+    assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
+    assert [w[:2] for w in kube.writes if w[1] == "Event"] == [("create", "Event")]  # Ready again

@@ -111,10 +111,10 @@ def test_triton_args_and_agent_probe_follow_the_contract() -> None:
     ]
     # readiness means serving (some READY version of every model), not "every wanted version"
     assert agent["readinessProbe"]["httpGet"] == {"path": "/serving", "port": "agent"}
-    # the push token by reference only, from the Secret the operator owns
+    # the push token by reference only, from the keys Secret the operator owns
     assert {
         "name": "MODELDEPLOY_AGENT_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": f"{md.name}-agent-token", "key": "token"}},
+        "valueFrom": {"secretKeyRef": {"name": f"{md.name}-keys", "key": "token"}},
     } in agent["env"]
     assert all("value" not in e for e in agent["env"]), "secrets only by reference"
     assert "env" not in pod["initContainers"][0]

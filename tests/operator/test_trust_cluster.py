@@ -4,7 +4,7 @@ Like test_query_agents.py, the operator's pod lands on a KWOK node whose pod CID
 range; this test plays the kubelet for it: it copies the mounted ConfigMaps/Secrets (manifest,
 storage credentials, trusted key) into files, resolves the pod's ``secretKeyRef`` env (the control
 key) and expands ``$(MODELDEPLOY_CONTROL_KEY)`` in Triton's args. Then:
-  * the operator created the control-key Secret (owned by the ModelDeployment) and rendered only
+  * the operator created the keys Secret (owned by the ModelDeployment) and rendered only
     references to it; Triton started with the rendered flags refuses a plain client's unload;
   * a signed v1 from S3 is Ready; a v2 modified after signing is Failed/SignatureInvalid in the
     ModelDeployment's status while v1 keeps serving;
@@ -198,7 +198,7 @@ def test_signed_models_control_key_and_no_secret_leaks(
     pod = wait_for(running_pod, 90, "the pod Running with an IP")
     ip = pod["status"]["podIP"]
     kubelet = Kubelet(cluster, qa_ns, tmp_path / "pod")
-    secret = kubelet.get("secret", "scale-control-key")
+    secret = kubelet.get("secret", "scale-keys")
     assert secret["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
     kubelet.mount(pod, "agent")
     env = kubelet.env(pod, "agent")
@@ -294,7 +294,7 @@ def test_signed_models_control_key_and_no_secret_leaks(
     }
     assert (
         "SignatureInvalid" in places["status"]
-        and "scale-control-key" in places["pods, deployments, configmaps, networkpolicies"]
+        and "scale-keys" in places["pods, deployments, configmaps, networkpolicies"]
     )
     leaks = [(what, where) for what, s in secrets.items() for where, text in places.items() if s in text]
     assert not leaks, leaks

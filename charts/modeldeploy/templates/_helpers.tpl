@@ -128,9 +128,9 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Secrets: only the two per-ModelDeployment Secrets the operator creates itself: "<name>-agent-token"
-# (read back to authenticate manifest pushes to the runtime agents) and "<name>-control-key" (Triton's
-# model-control key, never read back). No list/watch: no other Secret is read.
+# Secrets: only the one per-ModelDeployment Secret the operator creates itself, "<name>-keys": the
+# token it reads back to authenticate manifest pushes to the runtime agents, and Triton's
+# model-control key. No list/watch: no other Secret is read.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]

@@ -166,7 +166,7 @@ class PodAgents:
         return dict(json.loads(out))
 
     def token(self) -> str:
-        data = self._get("secret", f"{self.name}-agent-token")["data"]["token"]
+        data = self._get("secret", f"{self.name}-keys")["data"]["token"]
         return base64.b64decode(data).decode()
 
     def manifest_text(self) -> str:

@@ -1,8 +1,9 @@
 """The operator talking to the runtime agents of a ModelDeployment's pods (over the pod IPs).
 
-* :func:`ensure_token`: the Secret ``<name>-agent-token`` (created once, owned by the
-  ModelDeployment) holding the token the agents accept manifest pushes with. The pods get it by
-  ``secretKeyRef``; the operator reads it back from the Secret object, never from a pod spec.
+* :func:`ensure_token`: the keys Secret ``<name>-keys`` (render/secret.py; created once, owned by
+  the ModelDeployment) holding the token the agents accept manifest pushes with, and Triton's
+  control key. The pods get both by ``secretKeyRef``; the operator reads the token back from the
+  Secret object, never from a pod spec.
 * :func:`query`: every running pod's ``GET /status``, parsed into the typed
   :class:`~modeldeploy_runtime.agentapi.AgentStatus` (the same model the agent produces).
 * :class:`Pusher`: ``PUT /manifest`` to every running pod right after a changed manifest was
@@ -17,14 +18,13 @@ from __future__ import annotations
 
 import base64
 import logging
-import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import AGENT_PORT, ModelDeployment
 from modeldeploy.reconcile.kube import SECRET, Kube, KubeError
-from modeldeploy.render.common import agent_token_secret_name, metadata
+from modeldeploy.render.secret import keys_secret_name, new_key, render_keys_secret
 from modeldeploy_runtime.agentapi import (
     MANIFEST_PATH,
     STATUS_PATH,
@@ -110,21 +110,15 @@ def push(pods: list[dict[str, Any]], manifest: ModelManifest, token: str) -> dic
 
 
 def ensure_token(kube: Kube, md: ModelDeployment) -> str:
-    """The push token from ``<name>-agent-token``, creating the Secret (owned by the
-    ModelDeployment, so it goes with it) when it does not exist yet."""
-    name = agent_token_secret_name(md)
+    """The push token from ``<name>-keys``, creating the Secret (both keys, owned by the
+    ModelDeployment, so it goes with it) when it does not exist yet: one write per object."""
+    name = keys_secret_name(md)
     live = kube.get(SECRET, md.namespace, name)
     if live is None:
-        token = secrets.token_urlsafe(32)
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": metadata(md, name, component="agent-token"),  # owned by the ModelDeployment
-            "type": "Opaque",
-            "stringData": {TOKEN_KEY: token},
-        }
+        token = new_key()
         try:
-            kube.create(SECRET, md.namespace, secret)
+            kube.create(SECRET, md.namespace, render_keys_secret(md, new_key(), token))
+            log.info("%s/%s: created Secret %s", md.namespace, md.name, name)
             return token
         except KubeError as exc:
             if exc.status != 409:  # 409: created concurrently: read it below

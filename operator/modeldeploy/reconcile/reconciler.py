@@ -21,7 +21,6 @@ from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecErr
 from modeldeploy.reconcile import agents
 from modeldeploy.reconcile.cache import OWNED, PART_OF, crd_established
 from modeldeploy.reconcile.cache_status import cache_status, new_corrupt_entries
-from modeldeploy.reconcile.control import ControlSecrets
 from modeldeploy.reconcile.diagnose import Diagnosis, diagnose
 from modeldeploy.reconcile.diff import in_effect
 from modeldeploy.reconcile.kube import (
@@ -45,6 +44,8 @@ from modeldeploy.reconcile.status import (
     invalid_status,
     now_rfc3339,
     status_patch,
+    urgent_change,
+    visible_progress,
 )
 from modeldeploy.render import RenderOptions, child_kind, child_name, render_children
 from modeldeploy.render.common import (
@@ -107,6 +108,18 @@ class OperatorConfig:
     #: A child changed by someone else (seen through the watches): reconcile its owner this soon.
     repair_debounce_seconds: float = 0.2
     post_events: bool = True
+    #: Status writes per object (status.urgent_change, status.visible_progress): the first status of
+    #: a generation, condition flips (Ready, Degraded, ...), served versions and new corrupt cache
+    #: entries are written at once; a change of any condition's reason or of the READY/VERSIONS
+    #: columns at most ``status_progress_seconds`` after the last write; other detail (messages,
+    #: replica/updated counts) at most once per ``status_detail_seconds``, or with the next write
+    #: that is due anyway. A held-back change has a refresh scheduled for when it is due. 0 and 0:
+    #: every change at once.
+    status_progress_seconds: float = 5.0
+    status_detail_seconds: float = 30.0
+    #: progress is written once it has lasted this long (at most status_progress_seconds), so a
+    #: state that the next moment replaces (Ready coming) costs no write of its own
+    status_settle_seconds: float = 1.0
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
     namespaces: list[str] = field(default_factory=list)
@@ -128,6 +141,8 @@ class OperatorConfig:
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
+            status_progress_seconds=float(os.environ.get("MODELDEPLOY_STATUS_PROGRESS_SECONDS", "5")),
+            status_detail_seconds=float(os.environ.get("MODELDEPLOY_STATUS_DETAIL_SECONDS", "30")),
             operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
             keda_interceptor=os.environ.get("MODELDEPLOY_KEDA_INTERCEPTOR") or DEFAULT_KEDA_INTERCEPTOR,
         )
@@ -185,7 +200,6 @@ class _Pass:
     manifest_generation: int | None
     outcome: Outcome = field(default_factory=Outcome)
     live_dep: dict[str, Any] | None = None
-    created_dep: bool = False
     scaled: tuple[Any, Any] | None = None
 
     @property
@@ -197,7 +211,6 @@ class _Pass:
     ) -> None:
         self.live_dep = new
         if live is None:
-            self.created_dep = True
             return
         old_r = (live.get("spec") or {}).get("replicas")
         new_r = (desired.get("spec") or {}).get("replicas")
@@ -251,13 +264,20 @@ class Reconciler:
         #: generation's rendered state. A body older than it is stale (a resync's listed copy, say):
         #: never applied; and the status claims a generation only once it is here.
         self._applied: dict[str, tuple[str, int]] = {}
+        #: per ModelDeployment: when (``clock``) this operator last wrote its status
+        self._status_at: dict[str, float] = {}
+        #: per ModelDeployment: when a held-back progress change was first seen since the last write
+        self._progress_since: dict[str, float] = {}
+        #: ModelDeployments this process posted a Warning event for since they were last Ready: their
+        #: next Ready=True gets a Normal ``Ready`` event (a recovery a human wants to see)
+        self._warned: set[str] = set()
+        self.clock: Callable[[], float] = time.monotonic
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the work queue)
         self.schedule: Callable[[str, str, float], None] | None = None
         #: per ModelDeployment: the agents' push token (read from / created as its Secret)
         self._tokens: dict[str, str] = {}
         self.pusher = agents.Pusher()
-        self.control = ControlSecrets(kube)  # the Triton control-key Secret (created once)
 
     # ------------------------------------------------------------- helpers
     @contextmanager
@@ -292,6 +312,9 @@ class Reconciler:
         self._tokens.pop(key, None)
         self._rejected.pop(key, None)
         self._applied.pop(key, None)
+        self._status_at.pop(key, None)
+        self._progress_since.pop(key, None)
+        self._warned.discard(key)
         with self._locks_guard:
             self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
@@ -381,8 +404,7 @@ class Reconciler:
         except RenderError as exc:
             self._write_invalid(body, str(exc))
             raise InvalidSpec(str(exc)) from None
-        # Secrets the pods reference, before the Deployment: Triton's control key, the push token.
-        self.control.ensure(md)
+        # The Secret the pods reference, before the Deployment: Triton's control key, the push token.
         if trigger not in ("resync", "drift") or key not in self._tokens:
             self._tokens[key] = agents.ensure_token(self.kube, md)
 
@@ -403,10 +425,8 @@ class Reconciler:
 
         self._rejected.pop(key, None)
         self._applied[key] = (run.uid, md.generation)
-        if run.created_dep:
-            self._event(
-                body, "Normal", "Created", f"created the Triton deployment serving {_versions_summary(md)}"
-            )
+        # No event for a created Deployment: the status says it (Events only for transitions a human
+        # cares about: Scaled, VersionsChanged, a recovery to Ready, every Warning).
         if run.scaled:
             self._event(body, "Normal", "Scaled", f"replicas {run.scaled[0]} -> {run.scaled[1]}")
         try:
@@ -486,7 +506,10 @@ class Reconciler:
         # a new manifest: in place, a rewrite of the ConfigMap; rolling, a new revision's ConfigMap
         revised = live is not None or (md.spec.rollout.strategy == "rolling" and bool(run.body.get("status")))
         if kind == "ConfigMap" and revised and run.manifest_generation == md.generation:
-            self._event(run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}")
+            if live is None or live.get("data") != desired.get("data"):  # not a repaired label
+                self._event(
+                    run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}"
+                )
             if live is not None:  # an in-place rewrite: hand it to the running agents now
                 self._push_manifest(md, desired, run.key)
 
@@ -654,10 +677,42 @@ class Reconciler:
         if stale_status:  # the status we hold may be behind the stored one: say all of it
             patch = {**{k: None for k in current}, **new}
         if patch is None:
+            self._progress_since.pop(key, None)
+            return False
+        if self._deferred(md, key, current, new):
             return False
         self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
+        self._status_at[key] = self.clock()
+        self._progress_since.pop(key, None)
         metrics.STATUS_WRITES.inc()
         self._transition_events(body, current, new, diag)
+        return True
+
+    def _deferred(self, md: ModelDeployment, key: str, current: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Whether to hold back a status change that is not urgent (status.urgent_change): within
+        its interval (progress or detail, see OperatorConfig) of this operator's last status write
+        of the object it waits, and a refresh is scheduled for when it is due, so it shows by then
+        even if nothing else happens (a change that turns urgent meanwhile goes at once). Progress
+        also waits until it has lasted ``status_settle_seconds``: a transitional state (a pod
+        Ready a moment before its Deployment counts it available) is written with what follows."""
+        last = self._status_at.get(key)
+        if last is None or urgent_change(current, new):
+            return False
+        cfg = self.config
+        now = self.clock()
+        progress = visible_progress(current, new)
+        due = last + max(cfg.status_detail_seconds, cfg.status_progress_seconds)
+        if not progress:  # what was progress went back: a new one settles from when it shows
+            self._progress_since.pop(key, None)
+        else:
+            since = self._progress_since.setdefault(key, now)
+            settle = min(cfg.status_settle_seconds, cfg.status_progress_seconds)
+            due = max(last + cfg.status_progress_seconds, since + settle)
+        wait = due - now
+        if wait <= 0:
+            return False
+        self._schedule(md, [wait])
+        metrics.STATUS_DEFERRED.labels(change="progress" if progress else "detail").inc()
         return True
 
     def _held_for_prefetch(self, md: ModelDeployment, live_cm: dict[str, Any] | None) -> set[str]:
@@ -764,8 +819,13 @@ class Reconciler:
             return "Unknown", ""
 
         (os_, oreason), (ns_, nreason) = ready(old), ready(new)
+        key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
         if ns_ == "True" and os_ != "True":
-            self._event(body, "Normal", "Ready", f"serving {new.get('servedVersions', '')}".strip())
+            # the first Ready after a create is in the status alone; Ready after a Warning diagnosis
+            # (posted by this process, or a Degraded status) is a recovery worth an event
+            if key in self._warned or _degraded(old):
+                self._event(body, "Normal", "Ready", f"serving {new.get('servedVersions', '')}".strip())
+            self._warned.discard(key)
         elif diag is not None and (os_, oreason) != (ns_, nreason):
             self._event(body, "Warning", diag.reason, diag.message)
         for ev in new_corrupt_entries(old, new):
@@ -775,6 +835,8 @@ class Reconciler:
         if not self.config.post_events:
             return
         meta = body["metadata"]
+        if type_ == "Warning":
+            self._warned.add(f"{meta['namespace']}/{meta['name']}")
         now = now_rfc3339()
         ev = {
             "apiVersion": "v1",
@@ -831,6 +893,12 @@ def _render_manifest_models(md: ModelDeployment) -> list[Any]:
     from modeldeploy.render.manifest import build_manifest
 
     return list(build_manifest(md).models)
+
+
+def _degraded(status: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Degraded" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
 
 
 def _versions_summary(md: ModelDeployment) -> str:

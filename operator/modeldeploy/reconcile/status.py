@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus, ModelSpec
+from modeldeploy.reconcile.cache_status import new_corrupt_entries
 from modeldeploy.reconcile.diagnose import Diagnosis
 from modeldeploy.render.common import HTTPSCALEDOBJECT_CRD, Note, selector_string, wants_http_addon
 from modeldeploy.render.service import backend_service_name, endpoints
@@ -52,6 +53,9 @@ class Rollout:
     exists: bool
     #: the Deployment's progress deadline passed (its Progressing condition's message), or ""
     deadline_exceeded: str = ""
+    #: the Deployment controller once finished this rollout (Progressing: NewReplicaSetAvailable):
+    #: pods that are not Ready afterwards are PodsNotReady, before that the rollout is RollingOut
+    settled: bool = False
 
     @property
     def complete(self) -> bool:
@@ -75,14 +79,12 @@ class Rollout:
         spec = deployment.get("spec") or {}
         gen = int(deployment.get("metadata", {}).get("generation") or 0)
         want = spec.get("replicas")
-        deadline = next(
-            (
-                str(c.get("message") or "progress deadline exceeded")
-                for c in st.get("conditions") or []
-                if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
-            ),
-            "",
+        progressing: dict[str, Any] = next(
+            (c for c in st.get("conditions") or [] if c.get("type") == "Progressing"), {}
         )
+        deadline = ""
+        if progressing.get("reason") == "ProgressDeadlineExceeded":
+            deadline = str(progressing.get("message") or "progress deadline exceeded")
         return cls(
             want=int(fallback_want if want is None else want),
             replicas=int(st.get("replicas") or 0),
@@ -92,6 +94,7 @@ class Rollout:
             observed=int(st.get("observedGeneration") or 0) >= gen,
             exists=True,
             deadline_exceeded=deadline,
+            settled=progressing.get("reason") == "NewReplicaSetAvailable",
         )
 
 
@@ -382,7 +385,10 @@ def _not_ready_why(inp: StatusInputs, vs: VersionStates) -> tuple[str, str]:
         return "VersionsPropagating", inp.propagating
     if not ro.exists:
         return "DeploymentMissing", f"deployment {inp.md.name} does not exist yet"
-    reason = "RollingOut" if ro.updated < ro.want or ro.replicas != ro.updated else "PodsNotReady"
+    # one reason from create to Ready (no RollingOut -> PodsNotReady flip when the Deployment
+    # controller has created the pods): PodsNotReady only after the Deployment once completed
+    rolling = ro.updated < ro.want or ro.replicas != ro.updated or not ro.settled
+    reason = "RollingOut" if rolling else "PodsNotReady"
     return reason, f"{ro.available}/{ro.want} replicas available, {ro.updated} updated"
 
 
@@ -613,3 +619,40 @@ def status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dic
         if k not in desired:
             patch[k] = None
     return patch or None
+
+
+def _condition_states(status: dict[str, Any]) -> dict[Any, Any]:
+    return {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+
+
+def urgent_change(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether going from ``current`` to ``new`` says something a reader must see at once: the first
+    status, a new generation observed, a condition turning True/False/appearing/going (Ready,
+    Degraded, Progressing, kstatus' Stalled/Reconciling), other versions served, a new corrupt cache
+    entry. Everything else is progress (:func:`visible_progress`) or detail, written at most once per
+    interval (Reconciler._deferred)."""
+    if not current:
+        return True
+    if current.get("observedGeneration") != new.get("observedGeneration"):
+        return True
+    if _condition_states(current) != _condition_states(new):
+        return True
+    if current.get("servedVersions") != new.get("servedVersions"):
+        return True
+    return bool(new_corrupt_entries(current, new))
+
+
+def _condition_reasons(status: dict[str, Any]) -> dict[Any, Any]:
+    return {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
+
+
+def visible_progress(current: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a change that is not urgent is progress a reader should see within seconds: the
+    READY replicas and VERSIONS columns of ``kubectl get modeldeployments`` moved, or some
+    condition's reason changed (Ready RollingOut -> VersionsPropagating, Degraded naming another
+    problem, ModelsReady VersionsPending -> VersionsLoading): what a human or kstatus reads never
+    lags by more than the progress interval. The rest (condition messages, replica/updated counts,
+    per-version detail) can wait longer."""
+    if any(current.get(k) != new.get(k) for k in ("readyReplicas", "replicasSummary", "versionsReady")):
+        return True
+    return _condition_reasons(current) != _condition_reasons(new)

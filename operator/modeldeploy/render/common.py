@@ -222,12 +222,6 @@ def configmap_name(md: ModelDeployment) -> str:
     return f"{md.name}-models"
 
 
-def agent_token_secret_name(md: ModelDeployment) -> str:
-    """The Secret holding the token the operator pushes manifests to the agents with (created and
-    owned by the operator, see reconcile/agents.py; pods reference it, never contain it)."""
-    return f"{md.name}-agent-token"
-
-
 def stable_hash(obj: Any, length: int = 16) -> str:
     data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(data.encode()).hexdigest()[:length]

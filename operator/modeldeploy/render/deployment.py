@@ -21,7 +21,6 @@ from modeldeploy.render.common import (
     MANIFEST_MOUNT_DIR,
     MODEL_REPOSITORY,
     RenderOptions,
-    agent_token_secret_name,
     container_security,
     credential_secrets,
     metadata,
@@ -35,9 +34,9 @@ from modeldeploy.render.manifest import (
     manifest_content_hash,
 )
 from modeldeploy.render.prefetch import cache_env, cache_mounts, cache_volumes
-from modeldeploy.render.secret import control_key_env, triton_control_args
+from modeldeploy.render.secret import agent_token_env, control_key_env, triton_control_args
 from modeldeploy.render.verification import verification_mounts, verification_volumes
-from modeldeploy_runtime.agentapi import SERVING_PATH, TOKEN_ENV, TOKEN_KEY
+from modeldeploy_runtime.agentapi import SERVING_PATH
 from modeldeploy_runtime.manifest import MANIFEST_KEY
 
 TRITON_CONTAINER = "triton"
@@ -326,10 +325,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         # (PUT /manifest), both by reference only.
         "env": [
             control_key_env(md),
-            {
-                "name": TOKEN_ENV,
-                "valueFrom": {"secretKeyRef": {"name": agent_token_secret_name(md), "key": TOKEN_KEY}},
-            },
+            agent_token_env(md),
         ],
         "volumeMounts": _agent_mounts(md),
         "securityContext": container_security(read_only_root=True),
