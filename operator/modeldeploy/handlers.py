@@ -188,7 +188,7 @@ class State:
         self.cache.watch_crds(list(KIND_CRD.values()))  # a CRD installed later: see crd_event
         self.resync = ResyncLoop(
             self.cache,
-            lambda body: queue.mark(_key(body), "resync"),
+            lambda key: queue.mark(key, "resync"),
             self.config.resync_seconds,
             namespaces,
         ).start()
@@ -246,7 +246,7 @@ class State:
         log.info("CRD %s %s", name, "established" if crd_established(new) else "gone")
         if self.resync is None:
             return
-        keys = [_key(b) for b in self.resync.items()]
+        keys = self.resync.keys()
         self.queue.mark_all(keys, "drift")
         self.queue.mark_all(keys, "refresh")
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from modeldeploy import memory, metrics
-from modeldeploy.reconcile.kube import Kube, KubeError, Resource
+from modeldeploy.reconcile.kube import Keys, Kube, KubeError, Resource
 
 log = logging.getLogger("modeldeploy.informer")
 
@@ -56,16 +56,19 @@ def _rv(obj: dict[str, Any] | None) -> int | None:
 
 
 class Entry(NamedTuple):
-    """One stored object: its resourceVersion and labels, and the object as compressed JSON."""
+    """One stored object: its resourceVersion, labels and whether it is being deleted, and the
+    object as compressed JSON."""
 
     rv: int | None
     labels: dict[str, str]
     blob: bytes
+    deleting: bool = False
 
     @classmethod
     def pack(cls, obj: dict[str, Any]) -> Entry:
-        labels = dict((obj.get("metadata") or {}).get("labels") or {})
-        return cls(_rv(obj), labels, zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 1))
+        meta = obj.get("metadata") or {}
+        blob = zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 1)
+        return cls(_rv(obj), dict(meta.get("labels") or {}), blob, bool(meta.get("deletionTimestamp")))
 
     def unpack(self) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(zlib.decompress(self.blob))
@@ -174,6 +177,15 @@ class Informer:
             if (namespace is None or ns == namespace) and labels_match(e.labels, selector)
         ]
 
+    def keys(self, namespace: str | None) -> Keys:
+        """(namespace, name) of each stored object not being deleted, without decoding any."""
+        with self._lock:
+            return [
+                k
+                for k, e in self._objs.items()
+                if (namespace is None or k[0] == namespace) and not e.deleting
+            ]
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._objs)
@@ -233,26 +245,32 @@ class Informer:
                 backoff = min(backoff * 2, 10.0)
 
     def _relist(self) -> str:
-        items, rv = self.kube.list_with_version(
+        """LIST (in pages: one page of decoded objects alive at a time), swap the store for the
+        result, and pass on what changed since the previous store."""
+        fresh: dict[Key, Entry] = {}
+        rv = ""
+        for page, page_rv in self.kube.list_pages(
             self.res, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
-        )
-        objs = {_key(o): self._trim(o) for o in items if self.in_scope(_key(o)[0])}
-        del items
-        fresh = {k: Entry.pack(o) for k, o in objs.items()}
+        ):
+            rv = page_rv
+            for obj in page:
+                if self.in_scope(_key(obj)[0]):
+                    fresh[_key(obj)] = Entry.pack(self._trim(obj))
+            del page
         with self._lock:
             old, self._objs = self._objs, fresh
         self._count(len(fresh) - len(old))
         self.relists += 1
         self._synced.set()
         if self.on_event is not None:  # what changed while we were not watching
-            for k, new in objs.items():
+            for k, entry in fresh.items():
                 before = old.get(k)
-                if (before.rv if before else None) != fresh[k].rv:
-                    self._notify(before.unpack() if before else None, new)
+                if (before.rv if before else None) != entry.rv:
+                    self._notify(before.unpack() if before else None, entry.unpack())
             for k, gone in old.items():
                 if k not in fresh:
                     self._notify(gone.unpack(), None)
-        del objs
+        del old
         self._shrunk()
         return rv
 
