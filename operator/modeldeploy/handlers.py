@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import threading
+import zlib
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -113,13 +115,16 @@ class MemoryDiffBase(kopf.DiffBaseStorage):
 
     def __init__(self) -> None:
         super().__init__()
-        self._essences: dict[str, kopf.BodyEssence] = {}
+        #: uid -> the essence as compressed JSON (one allocation per object, not a tree of dicts)
+        self._essences: dict[str, bytes] = {}
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return self._essences.get(str(body.get("metadata", {}).get("uid")))
+        blob = self._essences.get(str(body.get("metadata", {}).get("uid")))
+        return cast(kopf.BodyEssence, json.loads(zlib.decompress(blob))) if blob is not None else None
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        self._essences[str(body.get("metadata", {}).get("uid"))] = essence
+        blob = zlib.compress(json.dumps(essence, separators=(",", ":")).encode(), 1)
+        self._essences[str(body.get("metadata", {}).get("uid"))] = blob
 
     def forget(self, uid: str) -> None:
         self._essences.pop(uid, None)

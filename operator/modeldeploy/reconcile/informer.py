@@ -13,7 +13,8 @@ the API server's answer), so a read right after our own write does not see the o
 
 Memory: an object is kept as its compressed JSON (:class:`Entry`: zlib level 1, about 9 KB for a
 ModelDeployment and all its children, against about 170 KB as Python dicts), with its
-resourceVersion and labels beside it so that ordering and label selection need no decoding. A read
+resourceVersion, labels (interned ``key=value`` strings) and deletion mark beside it so that
+ordering, label selection and a resync pass's keys need no decoding. A read
 decodes a fresh copy (0.02-0.3 ms an object), which callers may change freely. One large
 allocation an object (not thousands of small ones) is what lets the process give the memory back
 after objects are deleted; :func:`release_memory` hands freed heap pages back to the system when a
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterable
@@ -60,15 +62,21 @@ class Entry(NamedTuple):
     object as compressed JSON."""
 
     rv: int | None
-    labels: dict[str, str]
+    #: ``key=value`` of each label, interned: the strings are shared by every entry with the label
+    #: (one tuple an entry, not a dict and its strings: fewer small long-lived allocations)
+    labels: tuple[str, ...]
     blob: bytes
     deleting: bool = False
 
     @classmethod
     def pack(cls, obj: dict[str, Any]) -> Entry:
         meta = obj.get("metadata") or {}
+        labels = tuple(sys.intern(f"{k}={v}") for k, v in (meta.get("labels") or {}).items())
         blob = zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 1)
-        return cls(_rv(obj), dict(meta.get("labels") or {}), blob, bool(meta.get("deletionTimestamp")))
+        return cls(_rv(obj), labels, blob, bool(meta.get("deletionTimestamp")))
+
+    def has_labels(self, selector: dict[str, str]) -> bool:
+        return all(f"{k}={v}" in self.labels for k, v in selector.items())
 
     def unpack(self) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(zlib.decompress(self.blob))
@@ -174,7 +182,7 @@ class Informer:
         return [
             e.unpack()
             for (ns, _name), e in items
-            if (namespace is None or ns == namespace) and labels_match(e.labels, selector)
+            if (namespace is None or ns == namespace) and e.has_labels(selector)
         ]
 
     def keys(self, namespace: str | None) -> Keys:
