@@ -363,7 +363,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
             raise kopf.TemporaryError(str(exc), delay=retry_delay(state.queue, _key(dict(body)))) from None
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def md_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def md_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        # async (a few dict pops, no I/O): a sync handler would run on kopf's thread pool for every
+        # event of every object, growing it to 16 threads during a burst (memory kept for good)
         if type == "DELETED" and state.reconciler is not None:
             state.forget(body["metadata"]["namespace"], body["metadata"]["name"])
             state.diffbase.forget(str(body["metadata"].get("uid")))

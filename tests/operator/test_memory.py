@@ -7,7 +7,8 @@ has its Deployment and pod, and a status for its generation), then deleted toget
 
 * the operator's stores followed: every object was held, and none of the ModelDeployments,
   Deployments, Services and ConfigMaps is held after the deletion (``modeldeploy_cache_objects`` on
-  /metrics; the pods follow at the garbage collector's pace);
+  /metrics; the pods follow at the garbage collector's pace), and no per-object state is left behind
+  them (``modeldeploy_managed_modeldeployments`` counts none);
 * no per-object leak: a second round of the same N needs no more than 10 MiB more than the first,
   with all held and after the deletion (each measured after a resync pass, which trims the heap).
 
@@ -38,6 +39,7 @@ REUSE_MIB = 10.0  # a second round may grow RSS by at most this much: no per-obj
 RESYNC_S = 10.0
 RESYNC_PASSES = "modeldeploy_resync_passes_total"
 STORED = "modeldeploy_cache_objects"
+MANAGED = "modeldeploy_managed_modeldeployments"
 
 
 def rss_mib(pid: int, field: str = "VmRSS") -> float:
@@ -94,6 +96,9 @@ def run_round(kube: Any, op: OperatorProcess, ns: str, tag: str) -> tuple[float,
     )  # fmt: skip
     kinds = ("ModelDeployment", "Deployment", "Service", "ConfigMap")
     wait_for(lambda: not any(stored(op, k) for k in kinds), 120, "the stores emptied", interval=1)
+    # no per-object state left behind the stores: the condition counts of /metrics count none
+    ready = f'{MANAGED}{{condition="Ready"'
+    wait_for(lambda: op.metric(ready) == 0, 60, "no ModelDeployment counted", interval=1)
     resyncs = op.metric(RESYNC_PASSES)
     # a resync pass after the deletion: it hands freed heap back (modeldeploy.memory.release)
     wait_for(lambda: op.metric(RESYNC_PASSES) > resyncs, 120, "a resync pass", interval=1)
