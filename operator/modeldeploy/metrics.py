@@ -76,29 +76,43 @@ MANAGED = Gauge(
 
 
 class ConditionTracker:
-    """Keeps the latest conditions per ModelDeployment and exports counts as MANAGED."""
+    """Keeps the latest conditions per ModelDeployment and exports counts as MANAGED (kept as counts:
+    a change or a deletion costs O(1), not a pass over every object)."""
 
     TYPES = ("Ready", "ModelsReady", "Progressing", "Degraded")
+    STATUSES = ("True", "False", "Unknown")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_md: dict[str, dict[str, str]] = {}
+        #: key -> the status of each of TYPES, as one tuple (one small allocation per object)
+        self._by_md: dict[str, tuple[str, ...]] = {}
+        self._counts = {(t, s): 0 for t in self.TYPES for s in self.STATUSES}
 
     def set(self, key: str, conditions: dict[str, str]) -> None:
+        now = tuple(self._status(conditions.get(t)) for t in self.TYPES)
         with self._lock:
-            self._by_md[key] = dict(conditions)
-            self._export()
+            self._move(self._by_md.get(key), now)
+            self._by_md[key] = now
 
     def forget(self, key: str) -> None:
         with self._lock:
-            self._by_md.pop(key, None)
-            self._export()
+            self._move(self._by_md.pop(key, None), None)
 
-    def _export(self) -> None:
-        for t in self.TYPES:
-            for s in ("True", "False", "Unknown"):
-                n = sum(1 for c in self._by_md.values() if c.get(t, "Unknown") == s)
-                MANAGED.labels(condition=t, status=s).set(n)
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._by_md)
+
+    def _status(self, value: str | None) -> str:
+        return value if value in self.STATUSES else "Unknown"
+
+    def _move(self, old: tuple[str, ...] | None, new: tuple[str, ...] | None) -> None:
+        for i, t in enumerate(self.TYPES):
+            if old is not None:
+                self._counts[(t, old[i])] -= 1
+            if new is not None:
+                self._counts[(t, new[i])] += 1
+        for (t, s), n in self._counts.items():
+            MANAGED.labels(condition=t, status=s).set(n)
 
 
 CONDITIONS = ConditionTracker()

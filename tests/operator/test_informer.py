@@ -12,6 +12,7 @@ import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from opsupport import small_md
 
 from modeldeploy.reconcile import informer as informer_mod
@@ -35,29 +36,35 @@ def cm(name: str, rv: int, data: str = "x", ns: str = "a") -> dict[str, Any]:
 
 
 class ScriptedKube(Kube):
-    """LIST answers the current ``world``; each watch streams what the test puts in ``events``
+    """LIST answers the current ``world`` (in pages); each watch streams what the test puts in ``events``
     (``None`` ends the watch normally, an exception breaks it)."""
 
     def __init__(self) -> None:
         self.world: dict[str, dict[str, Any]] = {}
         self.events: queue.Queue[Any] = queue.Queue()
         self.lists = 0
+        self.pages = 0
         self.fail_lists = 0
 
-    def list_with_version(
+    def list_pages(
         self,
         res: Resource,
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> tuple[Items, str]:
+        limit: int = 2,
+    ) -> Iterator[tuple[Items, str]]:
+        """The world in pages of ``limit`` (two by default: the stores' paging is exercised)."""
         if self.fail_lists:
             self.fail_lists -= 1
             raise KubeError(0, "GET", res.plural, "connection refused")
         self.lists += 1
-        items = list(self.world.values())
-        return items, str(max((int(o["metadata"]["resourceVersion"]) for o in items), default=1))
+        items = sorted(self.world.values(), key=lambda o: str(o["metadata"]["name"]))
+        rv = str(max((int(o["metadata"]["resourceVersion"]) for o in items), default=1))
+        for i in range(0, max(len(items), 1), limit):
+            self.pages += 1
+            yield items[i : i + limit], rv
 
     def watch(
         self,
@@ -101,6 +108,7 @@ def test_list_then_watch_keeps_the_store_and_reports_changes() -> None:
     kube.world["c1"] = cm("c1", 5)
     inf = informer(kube, seen)
     assert inf.wait_synced(5)
+    until(lambda: len(seen) == 1, "the listed object's event")  # passed on after the store swap
     assert inf.get("a", "c1") is not None and seen == [(None, "5")]
     kube.events.put({"type": "MODIFIED", "object": cm("c1", 6, "y")})
     kube.events.put({"type": "ADDED", "object": cm("c2", 7)})
@@ -144,6 +152,7 @@ def test_an_expired_or_broken_watch_lists_again_and_reports_what_it_missed() -> 
     kube.events.put(KubeError(0, "WATCH", "configmaps", "connection reset"))
     until(lambda: not inf.synced or kube.lists > 1, "the informer noticing the break")
     until(lambda: inf.synced and kube.lists == 2, "a successful LIST again", timeout=15)
+    until(lambda: len(seen) == 5, "what the LIST found changed")
     assert {k for k in ("c1", "c2", "c3") if inf.get("a", k)} == {"c1", "c3"}
     assert set(seen[2:]) == {("5", "20"), ("6", None), (None, "21")}
     # 410 Gone: list again (no change this time: nothing reported)
@@ -230,3 +239,21 @@ def test_a_store_that_shrank_a_lot_hands_memory_back(monkeypatch: Any) -> None:
     assert calls == [], "one short of RELEASE_AFTER deletions"
     inf.drop("a", f"c{informer_mod.RELEASE_AFTER}")
     assert calls == [9]
+
+
+def test_a_list_in_pages_fills_the_store_and_keys_need_no_decoding(monkeypatch: Any) -> None:
+    """Five objects listed in pages of two: all stored, one change event each; the keys of the
+    objects not being deleted come from the index, without decoding a stored object."""
+    kube, seen = ScriptedKube(), []
+    for i in range(5):
+        kube.world[f"c{i}"] = cm(f"c{i}", i + 1)
+    kube.world["c3"]["metadata"]["deletionTimestamp"] = "2026-11-29T00:00:00Z"
+    inf = informer(kube, seen)
+    assert inf.wait_synced(5)
+    until(lambda: len(seen) == 5, "an event per listed object")
+    assert kube.pages == 3 and len(inf) == 5
+    monkeypatch.setattr(informer_mod.Entry, "unpack", lambda self: pytest.fail("decoded"))
+    assert sorted(inf.keys("a")) == [("a", "c0"), ("a", "c1"), ("a", "c2"), ("a", "c4")]
+    assert inf.keys("b") == []
+    inf.stop()
+    kube.events.put(None)

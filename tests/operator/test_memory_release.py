@@ -55,3 +55,40 @@ def test_release_hands_freed_heap_back() -> None:
     assert r["limited"] and r["released"]
     assert r["freed"] - r["before"] > 60, "the probe did not keep its pages (nothing to trim)"
     assert r["trimmed"] - r["before"] < 30, r
+
+
+def test_per_object_state_is_compact_and_dropped_on_forget() -> None:
+    """The state kept per ModelDeployment outside the stores: kopf's last-handled essence (compressed
+    bytes, decoded equal) and the condition counts of /metrics (a deleted object no longer counted)."""
+    import kopf
+
+    from modeldeploy import metrics
+    from modeldeploy.handlers import MemoryDiffBase
+
+    diffbase = MemoryDiffBase()
+    body = kopf.Body({"metadata": {"uid": "u1", "name": "a"}, "spec": {"models": [{"name": "m", "x": None}]}})
+    essence = diffbase.build(body=body)
+    diffbase.store(body=body, patch=kopf.Patch(), essence=essence)
+    assert isinstance(diffbase._essences["u1"], bytes)
+    assert diffbase.fetch(body=body) == essence
+    diffbase.forget("u1")
+    assert diffbase.fetch(body=body) is None and not diffbase._essences
+
+    tracker = metrics.ConditionTracker()
+
+    def count(t: str, s: str) -> float:
+        return (
+            metrics.REGISTRY.get_sample_value(
+                "modeldeploy_managed_modeldeployments", {"condition": t, "status": s}
+            )
+            or 0.0
+        )
+
+    tracker.set("ns/a", {"Ready": "True", "Degraded": "False"})
+    tracker.set("ns/b", {"Ready": "False"})
+    tracker.set("ns/a", {"Ready": "False"})  # a change moves the count, it does not add one
+    assert (count("Ready", "True"), count("Ready", "False"), count("Degraded", "Unknown")) == (0, 2, 2)
+    tracker.forget("ns/a")
+    tracker.forget("ns/b")
+    tracker.forget("ns/never-seen")
+    assert len(tracker) == 0 and count("Ready", "False") == 0 and count("Degraded", "Unknown") == 0

@@ -32,6 +32,7 @@ from modeldeploy.reconcile.kube import (
     PDB,
     POD,
     SERVICE,
+    Keys,
     Kube,
     Resource,
 )
@@ -186,6 +187,12 @@ class CachedKube(Kube):
         ):
             return inf.list(namespace, selector)
         return super().list(res, namespace, label_selector=label_selector, field_selector=field_selector)
+
+    def list_keys(self, res: Resource, namespace: str | None = None) -> Keys:
+        inf = self._informer(res, namespace)
+        if inf is not None and inf.covers(namespace, inf.selector):
+            return inf.keys(namespace)  # no object decoded
+        return super().list_keys(res, namespace)
 
     @property
     def reads_cached(self) -> bool:

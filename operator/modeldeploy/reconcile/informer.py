@@ -13,7 +13,8 @@ the API server's answer), so a read right after our own write does not see the o
 
 Memory: an object is kept as its compressed JSON (:class:`Entry`: zlib level 1, about 9 KB for a
 ModelDeployment and all its children, against about 170 KB as Python dicts), with its
-resourceVersion and labels beside it so that ordering and label selection need no decoding. A read
+resourceVersion, labels (interned ``key=value`` strings) and deletion mark beside it so that
+ordering, label selection and a resync pass's keys need no decoding. A read
 decodes a fresh copy (0.02-0.3 ms an object), which callers may change freely. One large
 allocation an object (not thousands of small ones) is what lets the process give the memory back
 after objects are deleted; :func:`release_memory` hands freed heap pages back to the system when a
@@ -24,13 +25,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from modeldeploy import memory, metrics
-from modeldeploy.reconcile.kube import Kube, KubeError, Resource
+from modeldeploy.reconcile.kube import Keys, Kube, KubeError, Resource
 
 log = logging.getLogger("modeldeploy.informer")
 
@@ -56,16 +58,25 @@ def _rv(obj: dict[str, Any] | None) -> int | None:
 
 
 class Entry(NamedTuple):
-    """One stored object: its resourceVersion and labels, and the object as compressed JSON."""
+    """One stored object: its resourceVersion, labels and whether it is being deleted, and the
+    object as compressed JSON."""
 
     rv: int | None
-    labels: dict[str, str]
+    #: ``key=value`` of each label, interned: the strings are shared by every entry with the label
+    #: (one tuple an entry, not a dict and its strings: fewer small long-lived allocations)
+    labels: tuple[str, ...]
     blob: bytes
+    deleting: bool = False
 
     @classmethod
     def pack(cls, obj: dict[str, Any]) -> Entry:
-        labels = dict((obj.get("metadata") or {}).get("labels") or {})
-        return cls(_rv(obj), labels, zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 1))
+        meta = obj.get("metadata") or {}
+        labels = tuple(sys.intern(f"{k}={v}") for k, v in (meta.get("labels") or {}).items())
+        blob = zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 1)
+        return cls(_rv(obj), labels, blob, bool(meta.get("deletionTimestamp")))
+
+    def has_labels(self, selector: dict[str, str]) -> bool:
+        return all(f"{k}={v}" in self.labels for k, v in selector.items())
 
     def unpack(self) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(zlib.decompress(self.blob))
@@ -171,8 +182,17 @@ class Informer:
         return [
             e.unpack()
             for (ns, _name), e in items
-            if (namespace is None or ns == namespace) and labels_match(e.labels, selector)
+            if (namespace is None or ns == namespace) and e.has_labels(selector)
         ]
+
+    def keys(self, namespace: str | None) -> Keys:
+        """(namespace, name) of each stored object not being deleted, without decoding any."""
+        with self._lock:
+            return [
+                k
+                for k, e in self._objs.items()
+                if (namespace is None or k[0] == namespace) and not e.deleting
+            ]
 
     def __len__(self) -> int:
         with self._lock:
@@ -233,26 +253,32 @@ class Informer:
                 backoff = min(backoff * 2, 10.0)
 
     def _relist(self) -> str:
-        items, rv = self.kube.list_with_version(
+        """LIST (in pages: one page of decoded objects alive at a time), swap the store for the
+        result, and pass on what changed since the previous store."""
+        fresh: dict[Key, Entry] = {}
+        rv = ""
+        for page, page_rv in self.kube.list_pages(
             self.res, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
-        )
-        objs = {_key(o): self._trim(o) for o in items if self.in_scope(_key(o)[0])}
-        del items
-        fresh = {k: Entry.pack(o) for k, o in objs.items()}
+        ):
+            rv = page_rv
+            for obj in page:
+                if self.in_scope(_key(obj)[0]):
+                    fresh[_key(obj)] = Entry.pack(self._trim(obj))
+            del page
         with self._lock:
             old, self._objs = self._objs, fresh
         self._count(len(fresh) - len(old))
         self.relists += 1
         self._synced.set()
         if self.on_event is not None:  # what changed while we were not watching
-            for k, new in objs.items():
+            for k, entry in fresh.items():
                 before = old.get(k)
-                if (before.rv if before else None) != fresh[k].rv:
-                    self._notify(before.unpack() if before else None, new)
+                if (before.rv if before else None) != entry.rv:
+                    self._notify(before.unpack() if before else None, entry.unpack())
             for k, gone in old.items():
                 if k not in fresh:
                     self._notify(gone.unpack(), None)
-        del objs
+        del old
         self._shrunk()
         return rv
 

@@ -20,6 +20,10 @@ from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.render.common import FIELD_MANAGER
 
 Items = list[dict[str, Any]]
+#: (namespace, name) of objects
+Keys = list[tuple[str, str]]
+#: Items per page of the stores' LISTs (kube-apiserver serves pages of one snapshot).
+LIST_PAGE = 250
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,14 @@ class Kube:
         out = self.request("GET", res.path(namespace), query=query, kind=res.kind, verb="list")
         return list(out.get("items") or [])
 
+    def list_keys(self, res: Resource, namespace: str | None = None) -> Keys:
+        """(namespace, name) of each object of ``res`` in ``namespace`` that is not being deleted."""
+        return [
+            (str(m.get("namespace") or ""), str(m["name"]))
+            for m in (o["metadata"] for o in self.list(res, namespace))
+            if not m.get("deletionTimestamp")
+        ]
+
     def list_with_version(
         self,
         res: Resource,
@@ -196,11 +208,38 @@ class Kube:
         field_selector: str | None = None,
     ) -> tuple[Items, str]:
         """The items and the list's resourceVersion (where a watch of the same selection starts)."""
+        items: Items = []
+        rv = ""
+        for page, page_rv in self.list_pages(
+            res, namespace, label_selector=label_selector, field_selector=field_selector
+        ):
+            items.extend(page)
+            rv = page_rv
+        return items, rv
+
+    def list_pages(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int = LIST_PAGE,
+    ) -> Iterator[tuple[Items, str]]:
+        """The list in pages of at most ``limit`` items (``limit``/``continue``: one consistent
+        snapshot), each with the list's resourceVersion: a caller that keeps each page in its own
+        form holds one page of decoded objects at a time, not the whole list."""
         query = {"labelSelector": label_selector} if label_selector else {}
         if field_selector:
             query["fieldSelector"] = field_selector
-        out = self.request("GET", res.path(namespace), query=query, kind=res.kind, verb="list")
-        return list(out.get("items") or []), str((out.get("metadata") or {}).get("resourceVersion") or "")
+        query["limit"] = str(limit)
+        while True:
+            out = self.request("GET", res.path(namespace), query=query, kind=res.kind, verb="list")
+            meta = out.get("metadata") or {}
+            yield list(out.pop("items", None) or []), str(meta.get("resourceVersion") or "")
+            if not meta.get("continue"):
+                return
+            query["continue"] = str(meta["continue"])
 
     def watch(
         self,

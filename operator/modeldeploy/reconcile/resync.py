@@ -20,7 +20,6 @@ import fnmatch
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from modeldeploy import memory, metrics
 from modeldeploy.reconcile.kube import MODELDEPLOYMENT, Kube
@@ -36,7 +35,7 @@ class ResyncLoop:
     def __init__(
         self,
         kube: Kube,
-        mark: Callable[[dict[str, Any]], object],
+        mark: Callable[[tuple[str, str]], object],
         interval: float,
         namespaces: Sequence[str] = (),
     ) -> None:
@@ -54,25 +53,23 @@ class ResyncLoop:
     def stop(self) -> None:
         self._stop.set()
 
-    def items(self) -> list[dict[str, Any]]:
+    def keys(self) -> list[tuple[str, str]]:
+        """(namespace, name) of every ModelDeployment in scope that is not being deleted (from the
+        store's index where the kube keeps one: no object is decoded for a pass)."""
         exact = [p for p in self.namespaces if not any(ch in p for ch in "*?[")]
         if self.namespaces and len(exact) == len(self.namespaces):
-            items: list[dict[str, Any]] = []
+            keys: list[tuple[str, str]] = []
             for ns in exact:
-                items.extend(self.kube.list(MODELDEPLOYMENT, ns))
-            return items
-        return [
-            i
-            for i in self.kube.list(MODELDEPLOYMENT, None)
-            if in_scope(i["metadata"]["namespace"], self.namespaces)
-        ]
+                keys.extend(self.kube.list_keys(MODELDEPLOYMENT, ns))
+            return keys
+        return [k for k in self.kube.list_keys(MODELDEPLOYMENT, None) if in_scope(k[0], self.namespaces)]
 
     def run_once(self) -> int:
         """Mark every ModelDeployment in scope (the queue runs them); how many were marked."""
-        items = [i for i in self.items() if not i["metadata"].get("deletionTimestamp")]
-        for item in items:
-            self.mark(item)
-        return len(items)
+        keys = self.keys()
+        for key in keys:
+            self.mark(key)
+        return len(keys)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
