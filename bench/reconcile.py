@@ -198,7 +198,11 @@ def first_deployment_writes(events: list[dict[str, Any]], by_operator: bool) -> 
 
 
 def worst_lags(
-    events: list[dict[str, Any]], ready: dict[str, float], avail: dict[str, float], k: int = 5
+    events: list[dict[str, Any]],
+    ready: dict[str, float],
+    avail: dict[str, float],
+    history: dict[str, list[tuple[float, str]]],
+    k: int = 5,
 ) -> list[dict[str, Any]]:
     """The ``k`` objects with the longest status lag and, from the audit log, when (seconds
     relative to the Deployment seen Available) the controller-manager wrote the Deployment's status
@@ -229,6 +233,7 @@ def worst_lags(
                 "lag_s": round(lag, 2),
                 "deployment_status_writes_s": rel("deployments", False),
                 "md_status_writes_s": rel("modeldeployments", True),
+                "md_versions_seen": [(round(t - t0, 2), what) for t, what in history.get(name, [])],
             }
         )
     return out
@@ -242,6 +247,8 @@ class Observer:
         self.api, self.ns = api, ns
         self.md_ready: dict[str, float] = {}
         self.dep_available: dict[str, float] = {}
+        #: per ModelDeployment, every version seen: (when, its conditions' status/reason, observed generation)
+        self.md_history: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(self._deployments,), daemon=True)]
         if mds:
@@ -274,6 +281,12 @@ class Observer:
         ):  # fmt: skip
             obj = ev["object"]
             st = obj.get("status") or {}
+            conds = " ".join(
+                f"{c['type']}={c['status']}/{c.get('reason')}" for c in st.get("conditions") or []
+            )
+            self.md_history[obj["metadata"]["name"]].append(
+                (time.time(), f"gen {st.get('observedGeneration')} ready {st.get('readyReplicas')} {conds}")
+            )
             ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
             if ready and st.get("observedGeneration") == obj["metadata"].get("generation"):
                 self.md_ready.setdefault(obj["metadata"]["name"], time.time())
@@ -553,7 +566,7 @@ def measure_operator(
         "operator_reaction_s": p50_p99(reaction_times(events)),
         "pods_start_s": p50_p99([avail[n] - written[n] for n in avail if n in written]),
         "status_lag_s": p50_p99([ready[n] - avail[n] for n in ready if n in avail]),
-        "status_lag_worst": worst_lags(events, ready, avail),
+        "status_lag_worst": worst_lags(events, ready, avail, obs.md_history),
         "operator_writes_per_md_until_ready": round(len(writes) / args.n, 2),
         "operator_writes_by_kind": by_verb(writes),
         "status_writes_per_md": status_writes_histogram(writes),

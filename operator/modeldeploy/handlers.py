@@ -177,6 +177,8 @@ class State:
             workers=self.config.workers,
             light_workers=2,  # status refreshes never wait behind a backlog of reconciles
             light=frozenset({"refresh"}),
+            background=frozenset({"resync"}),
+            background_workers=self.config.resync_workers,
             permanent=(InvalidSpec, ApplyRejected),
             on_start=_observe_latency,
         ).start()
@@ -305,7 +307,9 @@ def _generation(body: dict[str, Any]) -> int:
 
 
 def _observe_latency(key: Key, reasons: frozenset[str], waited: float) -> None:
-    if reasons & {"drift", "refresh"} and not reasons & set(SPEC_TRIGGERS):
+    if reasons == {"refresh"}:  # a status refresh alone (the status lag's share in the queue)
+        metrics.HANDLER_LATENCY.labels(trigger="refresh").observe(waited)
+    elif reasons & {"drift", "refresh"} and not reasons & set(SPEC_TRIGGERS):
         metrics.HANDLER_LATENCY.labels(trigger="child-event").observe(waited)
 
 

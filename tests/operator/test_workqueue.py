@@ -276,3 +276,29 @@ def test_a_reconcile_takes_its_keys_pending_refresh_along(rec: Recorder) -> None
     finally:
         rec.held[x].set()
         q.stop()
+
+
+def test_resync_runs_are_bounded_apart_and_do_not_hold_back_other_work(rec: Recorder) -> None:
+    """A resync pass marks every object: at most ``background_workers`` resync-only runs at once
+    (the rest of the workers stay free for spec changes and drift), and every one still runs."""
+    q = WorkQueue(rec, workers=4, background=frozenset({"resync"}), background_workers=1).start()
+    try:
+        rec.gate.clear()
+        resyncs = [q.mark(("ns", f"k{i}"), "resync") for i in range(6)]
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: sum(rec.active.values()) == 1, 20)
+        time.sleep(0.05)
+        assert sum(rec.active.values()) == 1, "more resync runs at once than background_workers"
+        spec = q.mark(("ns", "new"), "create")  # a free general worker takes it at once
+        drift = q.mark(("ns", "k5"), "drift")  # a resync joined by a drift is no longer background
+        with rec.cond:
+            assert rec.cond.wait_for(
+                lambda: rec.active.get(("ns", "new")) == 1 and rec.active.get(("ns", "k5")) == 1, 5
+            ), "work of other kinds waited behind the resync pass"
+        rec.gate.set()
+        for f in [*resyncs, spec, drift]:
+            f.result(timeout=20)
+        assert rec.max_active <= 3
+        assert sorted(k[1] for k, r, _ in rec.runs if r == {"resync"}) == [f"k{i}" for i in range(5)]
+    finally:
+        q.stop()

@@ -11,6 +11,10 @@ status refresh of a ModelDeployment runs.
   behind a backlog (a resync pass marks every object at once) runs as soon as a light worker is
   free, not when the backlog reaches that object. A general worker that takes the key's other marks
   takes its pending light marks along (a reconcile ends with a status refresh).
+* Runs whose reasons are all ``background`` (the periodic resync: a level-based backstop, pure CPU
+  on the watch-fed stores) run at most ``background_workers`` at once. More of them in parallel
+  would not finish a pass sooner (one interpreter lock) but would take the CPU from the informer
+  threads and the light workers, which then see and report a Deployment turning Available late.
 * :meth:`WorkQueue.mark` with ``delay`` debounces (the earliest due time of the pending marks wins:
   a later mark never postpones a pending run); :meth:`WorkQueue.mark_in` schedules a run for when a
   time-based transition falls due.
@@ -57,6 +61,8 @@ class WorkQueue:
         *,
         light_workers: int = 0,
         light: frozenset[str] = frozenset(),
+        background: frozenset[str] = frozenset(),
+        background_workers: int = 0,
         permanent: tuple[type[BaseException], ...] = (),
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
@@ -69,6 +75,9 @@ class WorkQueue:
         self._process = process
         self._permanent = permanent
         self._light = light
+        self._background = background
+        self._background_limit = background_workers  # 0: no limit of its own
+        self._background_running: set[Key] = set()
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._clock = clock
@@ -177,6 +186,8 @@ class WorkQueue:
                             continue
                         if apart and not light_only and k in self._pending:
                             continue  # taken along with the key's other marks, when they are due
+                        if not apart and self._held_back(p.reasons):
+                            continue
                         if p.due <= now:
                             best = (p.due, k, apart) if best is None or (p.due, k) < best[:2] else best
                         else:
@@ -184,9 +195,19 @@ class WorkQueue:
                 if best is not None:
                     _, key, apart = best
                     self._running.add(key)
-                    return key, self._take(key, apart)
+                    work = self._take(key, apart)
+                    if self._is_background(work.reasons):
+                        self._background_running.add(key)
+                    return key, work
                 self._cond.wait(timeout=min(wait, 1.0) if wait is not None else 1.0)
             return None
+
+    def _is_background(self, reasons: set[str] | frozenset[str]) -> bool:
+        return bool(self._background_limit) and reasons <= self._background
+
+    def _held_back(self, reasons: set[str]) -> bool:
+        """A background run, while ``background_workers`` of them run already."""
+        return self._is_background(reasons) and len(self._background_running) >= self._background_limit
 
     def _take(self, key: Key, light_only: bool) -> _Pending:
         """Pop the marks of ``key`` a run serves: its light marks alone, or all of them."""
@@ -227,6 +248,7 @@ class WorkQueue:
                 self._failures.pop(key, None)
                 self._not_before.pop(key, None)
             self._running.discard(key)
+            self._background_running.discard(key)
             self._cond.notify_all()
         for fut in work.futures:
             fut.set_result(result)
@@ -234,6 +256,7 @@ class WorkQueue:
     def _failed(self, key: Key, work: _Pending, exc: BaseException) -> None:
         with self._cond:
             self._running.discard(key)
+            self._background_running.discard(key)
             if isinstance(exc, self._permanent):
                 self._failures.pop(key, None)
                 self._not_before.pop(key, None)
