@@ -319,6 +319,7 @@ class Observer:
 METRICS_REPORTED = (
     "modeldeploy_handler_latency_seconds_bucket",
     "modeldeploy_handler_latency_seconds_count",
+    "modeldeploy_watch_event_age_seconds_bucket",
     "modeldeploy_resync_passes_total",
     "modeldeploy_reconcile_total",
     "modeldeploy_status_deferred_total",

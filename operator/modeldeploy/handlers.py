@@ -217,6 +217,8 @@ class State:
         """A change seen by a watch (on the informer's thread: only marks owners)."""
         if self.queue is None:
             return
+        if new is not None and kind in ("Deployment", "ModelDeployment"):
+            _observe_event_age(kind, new)
         if kind == "ModelDeployment":
             # kopf's handlers take spec changes. The store catching up with a generation whose
             # status is not written yet is worth a (light) refresh: the reconcile may have found
@@ -304,6 +306,15 @@ def _key(body: dict[str, Any]) -> Key:
 
 def _generation(body: dict[str, Any]) -> int:
     return int(body["metadata"].get("generation") or 0)
+
+
+def _observe_event_age(kind: str, obj: dict[str, Any]) -> None:
+    """How late a watch event reaches us (from its last write's managedFields time)."""
+    times = [mf.get("time") for mf in obj.get("metadata", {}).get("managedFields") or []]
+    latest = max((str(t) for t in times if t), default=None)
+    if latest is not None:
+        written = dt.datetime.fromisoformat(latest.replace("Z", "+00:00"))
+        metrics.WATCH_EVENT_AGE.labels(kind=kind).observe((dt.datetime.now(dt.UTC) - written).total_seconds())
 
 
 def _observe_latency(key: Key, reasons: frozenset[str], waited: float) -> None:
