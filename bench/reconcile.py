@@ -197,6 +197,82 @@ def first_deployment_writes(events: list[dict[str, Any]], by_operator: bool) -> 
     return out
 
 
+def received(ev: dict[str, Any]) -> float:
+    return dt.datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def audit_status_lags(
+    events: list[dict[str, Any]], ready: dict[str, float], avail: dict[str, float]
+) -> list[float]:
+    """The status lag without this script's own watch delays: per object, from the Deployment status
+    write (by the controller-manager) that made it Available to the operator's ModelDeployment
+    status write that made it Ready, each taken as the last such write the API server received
+    before this script's watch saw the state (a state is seen only after the write that made it)."""
+    writes: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for e in events:
+        ref = e.get("objectRef") or {}
+        if (
+            e.get("stage") == "ResponseComplete"
+            and ref.get("subresource") == "status"
+            and e.get("verb") in ("update", "patch")
+            and (e.get("responseStatus") or {}).get("code", 200) < 300
+        ):
+            res = str(ref.get("resource"))
+            if (res == "deployments" and not is_operator(e)) or (
+                res == "modeldeployments" and is_operator(e)
+            ):
+                writes[(res, str(ref.get("name")))].append(received(e))
+    out = []
+    for name in ready.keys() & avail.keys():
+        md = [t for t in writes[("modeldeployments", name)] if t <= ready[name]]
+        dep = [t for t in writes[("deployments", name)] if t <= avail[name]]
+        if md and dep:
+            out.append(max(md) - max(dep))
+    return out
+
+
+def worst_lags(
+    events: list[dict[str, Any]],
+    ready: dict[str, float],
+    avail: dict[str, float],
+    history: dict[str, list[tuple[float, str]]],
+    k: int = 5,
+) -> list[dict[str, Any]]:
+    """The ``k`` objects with the longest status lag and, from the audit log, when (seconds
+    relative to the Deployment seen Available) the controller-manager wrote the Deployment's status
+    and the operator wrote the ModelDeployment's: whether the lag was the operator's or a watch's."""
+    worst = sorted((ready[n] - avail[n], n) for n in ready if n in avail)[-k:]
+    out = []
+    for lag, name in reversed(worst):
+        t0 = avail[name]
+
+        def rel(
+            resource: str, operator: bool, t0: float = t0, name: str = name, lag: float = lag
+        ) -> list[float]:
+            return [
+                round(stamp(e) - t0, 2)
+                for e in events
+                if e.get("stage") == "ResponseComplete"
+                and (e.get("objectRef") or {}).get("name") == name
+                and (e.get("objectRef") or {}).get("resource") == resource
+                and (e.get("objectRef") or {}).get("subresource") == "status"
+                and e.get("verb") in ("update", "patch")
+                and is_operator(e) == operator
+                and -30 < stamp(e) - t0 < lag + 5
+            ]
+
+        out.append(
+            {
+                "name": name,
+                "lag_s": round(lag, 2),
+                "deployment_status_writes_s": rel("deployments", False),
+                "md_status_writes_s": rel("modeldeployments", True),
+                "md_versions_seen": [(round(t - t0, 2), what) for t, what in history.get(name, [])],
+            }
+        )
+    return out
+
+
 class Observer:
     """Watches (from this process, as a client would) ModelDeployments and Deployments of one
     namespace; records, in wall-clock seconds, when each first became Ready / Available."""
@@ -205,6 +281,8 @@ class Observer:
         self.api, self.ns = api, ns
         self.md_ready: dict[str, float] = {}
         self.dep_available: dict[str, float] = {}
+        #: per ModelDeployment, every version seen: (when, its conditions' status/reason, observed generation)
+        self.md_history: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(self._deployments,), daemon=True)]
         if mds:
@@ -237,6 +315,12 @@ class Observer:
         ):  # fmt: skip
             obj = ev["object"]
             st = obj.get("status") or {}
+            conds = " ".join(
+                f"{c['type']}={c['status']}/{c.get('reason')}" for c in st.get("conditions") or []
+            )
+            self.md_history[obj["metadata"]["name"]].append(
+                (time.time(), f"gen {st.get('observedGeneration')} ready {st.get('readyReplicas')} {conds}")
+            )
             ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
             if ready and st.get("observedGeneration") == obj["metadata"].get("generation"):
                 self.md_ready.setdefault(obj["metadata"]["name"], time.time())
@@ -262,6 +346,34 @@ class Observer:
                 self.dep_available.setdefault(d.metadata.name, time.time())
             if self._stop.is_set():
                 w.stop()
+
+
+#: Operator metrics reported with the figures (where the status lag goes: queue waits of status
+#: refreshes, resync passes, reconciles by trigger, status changes held back).
+METRICS_REPORTED = (
+    "modeldeploy_handler_latency_seconds_bucket",
+    "modeldeploy_handler_latency_seconds_count",
+    "modeldeploy_watch_event_age_seconds_bucket",
+    "modeldeploy_resync_passes_total",
+    "modeldeploy_reconcile_total",
+    "modeldeploy_status_deferred_total",
+    "modeldeploy_status_writes_total",
+)
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """The operator's samples named in METRICS_REPORTED (``name{labels}`` -> value); empty on error."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(METRICS_REPORTED):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def wait_until(cond: Any, timeout: float, interval: float = 0.2) -> bool:
@@ -408,17 +520,18 @@ def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) ->
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     op: subprocess.Popen[bytes] | None = None
     log = Path(tempfile.mkdtemp(prefix="mdbench-")) / "operator.log"
+    print(f"operator log: {log}", file=sys.stderr)
     try:
         cluster.kubectl("create", "namespace", ns)
         # --operator-args are for this tree's operator: an earlier commit may not know them
         extra = shlex.split(args.operator_args) if source is None else []
-        op, _ = start_operator(cluster, ns, args.resync_seconds, log, extra, source)
+        op, metrics_port = start_operator(cluster, ns, args.resync_seconds, log, extra, source)
         api = cluster.api_client()
         api.user_agent = BENCH_UA
         kube = Kube(api)
         time.sleep(2)  # the operator's first LISTs and kopf's start are part of idle
         rss_idle = rss_mib(op.pid)
-        result = measure_operator(cluster, kube, api, ns, args, op)
+        result = measure_operator(cluster, kube, api, ns, args, op, metrics_port)
         result |= {"resync_seconds": args.resync_seconds, "operator_rss_idle_mib": round(rss_idle, 1)}
         deleted = delete_all(kube, ns, args.timeout)
         time.sleep(args.resync_seconds)  # one resync pass over the empty namespace
@@ -451,7 +564,7 @@ def compare(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float | Non
 
 
 def measure_operator(
-    cluster: Any, kube: Any, api: Any, ns: str, args: argparse.Namespace, op: Any
+    cluster: Any, kube: Any, api: Any, ns: str, args: argparse.Namespace, op: Any, metrics_port: int
 ) -> dict[str, Any]:
     from modeldeploy.reconcile.kube import MODELDEPLOYMENT
 
@@ -470,6 +583,7 @@ def measure_operator(
     t_all = max(ready.values(), default=t0) - t0
     if len(ready) < args.n:
         print(f"only {len(ready)}/{args.n} Ready after {args.timeout:.0f}s", file=sys.stderr)
+    metrics_at_ready = scrape_metrics(metrics_port)
     events, line_ready = audit_events(audit, start_line, ns)
     written = first_deployment_writes(events, by_operator=True)
     avail = obs.dep_available
@@ -487,6 +601,8 @@ def measure_operator(
         "operator_reaction_s": p50_p99(reaction_times(events)),
         "pods_start_s": p50_p99([avail[n] - written[n] for n in avail if n in written]),
         "status_lag_s": p50_p99([ready[n] - avail[n] for n in ready if n in avail]),
+        "status_lag_audit_s": p50_p99(audit_status_lags(events, ready, avail)),
+        "status_lag_worst": worst_lags(events, ready, avail, obs.md_history),
         "operator_writes_per_md_until_ready": round(len(writes) / args.n, 2),
         "operator_writes_by_kind": by_verb(writes),
         "status_writes_per_md": status_writes_histogram(writes),
@@ -495,6 +611,7 @@ def measure_operator(
         "operator_writes_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in WRITE_VERBS),
         "operator_reads_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in ("get", "list")),
         "operator_peak_rss_mib": round(rss_mib(op.pid, "VmHWM"), 1),
+        "operator_metrics_at_ready": metrics_at_ready,
     }
 
 

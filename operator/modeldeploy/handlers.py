@@ -182,6 +182,8 @@ class State:
             workers=self.config.workers,
             light_workers=2,  # status refreshes never wait behind a backlog of reconciles
             light=frozenset({"refresh"}),
+            background=frozenset({"resync"}),
+            background_workers=self.config.resync_workers,
             permanent=(InvalidSpec, ApplyRejected),
             on_start=_observe_latency,
         ).start()
@@ -220,6 +222,8 @@ class State:
         """A change seen by a watch (on the informer's thread: only marks owners)."""
         if self.queue is None:
             return
+        if new is not None and kind in ("Deployment", "ModelDeployment"):
+            _observe_event_age(kind, new)
         if kind == "ModelDeployment":
             # kopf's handlers take spec changes. The store catching up with a generation whose
             # status is not written yet is worth a (light) refresh: the reconcile may have found
@@ -309,8 +313,19 @@ def _generation(body: dict[str, Any]) -> int:
     return int(body["metadata"].get("generation") or 0)
 
 
+def _observe_event_age(kind: str, obj: dict[str, Any]) -> None:
+    """How late a watch event reaches us (from its last write's managedFields time)."""
+    times = [mf.get("time") for mf in obj.get("metadata", {}).get("managedFields") or []]
+    latest = max((str(t) for t in times if t), default=None)
+    if latest is not None:
+        written = dt.datetime.fromisoformat(latest.replace("Z", "+00:00"))
+        metrics.WATCH_EVENT_AGE.labels(kind=kind).observe((dt.datetime.now(dt.UTC) - written).total_seconds())
+
+
 def _observe_latency(key: Key, reasons: frozenset[str], waited: float) -> None:
-    if reasons & {"drift", "refresh"} and not reasons & set(SPEC_TRIGGERS):
+    if reasons == {"refresh"}:  # a status refresh alone (the status lag's share in the queue)
+        metrics.HANDLER_LATENCY.labels(trigger="refresh").observe(waited)
+    elif reasons & {"drift", "refresh"} and not reasons & set(SPEC_TRIGGERS):
         metrics.HANDLER_LATENCY.labels(trigger="child-event").observe(waited)
 
 

@@ -35,6 +35,14 @@ HANDLER_LATENCY = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+WATCH_EVENT_AGE = Histogram(
+    "modeldeploy_watch_event_age_seconds",
+    "Age of a watch event of a Deployment or ModelDeployment when the operator handles it: now "
+    "minus the object's latest managedFields time (whole seconds: up to 1 s more than the real age).",
+    ["kind"],
+    buckets=(1, 1.5, 2, 3, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
 API_REQUESTS = Counter(
     "modeldeploy_api_requests_total",
     "Kubernetes API requests made by the reconciler, by verb and kind.",

@@ -28,6 +28,7 @@ class Recorder:
         self.cond = threading.Condition()
         self.gate = threading.Event()
         self.gate.set()
+        self.held: dict[Key, threading.Event] = {}  # keys held by a gate of their own
         self.active: dict[Key, int] = {}
         self.max_active_per_key = 0
         self.max_active = 0
@@ -41,7 +42,7 @@ class Recorder:
             self.max_active = max(self.max_active, sum(self.active.values()))
             self.cond.notify_all()
         try:
-            self.gate.wait(30)
+            self.held.get(key, self.gate).wait(30)
             time.sleep(0.002)  # long enough for another worker to overlap if the queue allowed it
             if self.fail is not None:
                 raise self.fail
@@ -220,5 +221,84 @@ def test_a_status_refresh_does_not_wait_behind_a_backlog_of_reconciles(rec: Reco
         rec.gate.set()
         for f in heavy:
             f.result(timeout=20)
+    finally:
+        q.stop()
+
+
+def test_a_refresh_does_not_wait_for_its_keys_resync_queued_behind_a_backlog(rec: Recorder) -> None:
+    """A resync pass marks every object at once; a status refresh of one of them (its Deployment
+    became Available) runs on the light worker at once instead of joining the queued resync and
+    waiting until the backlog reaches it (at 1,000 objects: the status lag p99 of 31.5 s)."""
+    q = WorkQueue(rec, workers=1, light_workers=1, light=frozenset({"refresh"})).start()
+    a, b = ("ns", "a"), ("ns", "b")
+    try:
+        rec.gate.clear()
+        busy = q.mark(a, "create")  # the general worker: busy
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: rec.active.get(a) == 1, 20)
+        resync = q.mark(b, "resync")  # queued behind it
+        refresh = q.mark(b, "refresh")
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: rec.active.get(b) == 1, 5), "the refresh waited for the resync"
+        assert [r for k, r, _ in rec.runs if k == b] == [{"refresh"}]
+        rec.gate.set()
+        assert refresh.result(timeout=20) != resync.result(timeout=20), "the resync is a run of its own"
+        busy.result(timeout=20)
+        rec.wait_idle()
+        assert [r for k, r, _ in rec.runs if k == b] == [{"refresh"}, {"resync"}]
+        assert rec.max_active_per_key == 1
+    finally:
+        q.stop()
+
+
+def test_a_reconcile_takes_its_keys_pending_refresh_along(rec: Recorder) -> None:
+    """A general worker that takes a key's reconcile serves the key's pending refresh with it (a
+    reconcile ends with a status refresh): one run, both marks' futures."""
+    q = WorkQueue(rec, workers=1, light_workers=1, light=frozenset({"refresh"})).start()
+    a, b, x = ("ns", "a"), ("ns", "b"), ("ns", "x")
+    rec.held[x] = threading.Event()
+    try:
+        rec.gate.clear()
+        busy = q.mark(a, "create")
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: rec.active.get(a) == 1, 20)
+        light = q.mark(x, "refresh")  # the light worker: busy
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: rec.active.get(x) == 1, 20)
+        drift, refresh = q.mark(b, "drift"), q.mark(b, "refresh")
+        rec.gate.set()  # the general worker is free, the light one still busy
+        assert drift.result(timeout=20) == refresh.result(timeout=20)
+        assert [r for k, r, _ in rec.runs if k == b] == [{"drift", "refresh"}]
+        rec.held[x].set()
+        busy.result(timeout=20)
+        light.result(timeout=20)
+        assert q.depth() == 0
+    finally:
+        rec.held[x].set()
+        q.stop()
+
+
+def test_resync_runs_are_bounded_apart_and_do_not_hold_back_other_work(rec: Recorder) -> None:
+    """A resync pass marks every object: at most ``background_workers`` resync-only runs at once
+    (the rest of the workers stay free for spec changes and drift), and every one still runs."""
+    q = WorkQueue(rec, workers=4, background=frozenset({"resync"}), background_workers=1).start()
+    try:
+        rec.gate.clear()
+        resyncs = [q.mark(("ns", f"k{i}"), "resync") for i in range(6)]
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: sum(rec.active.values()) == 1, 20)
+        time.sleep(0.05)
+        assert sum(rec.active.values()) == 1, "more resync runs at once than background_workers"
+        spec = q.mark(("ns", "new"), "create")  # a free general worker takes it at once
+        drift = q.mark(("ns", "k5"), "drift")  # a resync joined by a drift is no longer background
+        with rec.cond:
+            assert rec.cond.wait_for(
+                lambda: rec.active.get(("ns", "new")) == 1 and rec.active.get(("ns", "k5")) == 1, 5
+            ), "work of other kinds waited behind the resync pass"
+        rec.gate.set()
+        for f in [*resyncs, spec, drift]:
+            f.result(timeout=20)
+        assert rec.max_active <= 3
+        assert sorted(k[1] for k, r, _ in rec.runs if r == {"resync"}) == [f"k{i}" for i in range(5)]
     finally:
         q.stop()

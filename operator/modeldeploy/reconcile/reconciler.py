@@ -101,6 +101,9 @@ class OperatorConfig:
     resync_seconds: float = 30.0
     #: The work queue's worker threads: reconciles of different objects in parallel up to this.
     workers: int = 16
+    #: Of those, how many may run resync-only reconciles at once (a pass marks every object; more in
+    #: parallel would only take the CPU from the watches and the status refreshes).
+    resync_workers: int = 2
     #: Talk to each pod's runtime agent over the pod IP: read its /status (the per-version truth in
     #: the status) and push changed manifests to it (reconcile/agents.py). Needs pod IPs reachable.
     query_agents: bool = True

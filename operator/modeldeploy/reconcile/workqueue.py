@@ -5,8 +5,16 @@ status refresh of a ModelDeployment runs.
   set): the marks' reasons are merged and handed to the run together.
 * A key is never run by two workers at once: a mark while it runs queues it once more, for after.
 * ``workers`` threads run different keys in parallel (the bound), earliest due first; besides them
-  ``light_workers`` threads take only runs whose reasons are all ``light`` (status refreshes: cheap,
-  and the status lag should not wait behind a backlog of reconciles of other objects).
+  ``light_workers`` threads take only ``light`` marks (status refreshes: cheap, and the status lag
+  should not wait behind a backlog of reconciles of other objects). Light marks are kept apart from
+  the key's other pending marks: a refresh of an object whose resync or drift repair is queued
+  behind a backlog (a resync pass marks every object at once) runs as soon as a light worker is
+  free, not when the backlog reaches that object. A general worker that takes the key's other marks
+  takes its pending light marks along (a reconcile ends with a status refresh).
+* Runs whose reasons are all ``background`` (the periodic resync: a level-based backstop, pure CPU
+  on the watch-fed stores) run at most ``background_workers`` at once. More of them in parallel
+  would not finish a pass sooner (one interpreter lock) but would take the CPU from the informer
+  threads and the light workers, which then see and report a Deployment turning Available late.
 * :meth:`WorkQueue.mark` with ``delay`` debounces (the earliest due time of the pending marks wins:
   a later mark never postpones a pending run); :meth:`WorkQueue.mark_in` schedules a run for when a
   time-based transition falls due.
@@ -53,6 +61,8 @@ class WorkQueue:
         *,
         light_workers: int = 0,
         light: frozenset[str] = frozenset(),
+        background: frozenset[str] = frozenset(),
+        background_workers: int = 0,
         permanent: tuple[type[BaseException], ...] = (),
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
@@ -65,11 +75,17 @@ class WorkQueue:
         self._process = process
         self._permanent = permanent
         self._light = light
+        self._background = background
+        self._background_limit = background_workers  # 0: no limit of its own
+        self._background_running: set[Key] = set()
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._clock = clock
         self._on_start = on_start
         self._pending: dict[Key, _Pending] = {}
+        #: light marks, apart (only with light workers: without, light marks join the others)
+        self._light_pending: dict[Key, _Pending] = {}
+        self._light_apart = light_workers > 0
         self._running: set[Key] = set()
         self._failures: dict[Key, int] = {}
         self._not_before: dict[Key, float] = {}  # backoff: non-urgent marks wait until then
@@ -121,9 +137,10 @@ class WorkQueue:
         with self._cond:
             if not urgent:
                 due = max(due, self._not_before.get(key, due))
-            cur = self._pending.get(key)
+            table = self._table(frozenset({reason}))
+            cur = table.get(key)
             if cur is None:
-                cur = self._pending[key] = _Pending(due=due, first=first)
+                cur = table[key] = _Pending(due=due, first=first)
             else:
                 cur.due, cur.first = min(cur.due, due), min(cur.first, first)
             cur.reasons.add(reason)
@@ -132,12 +149,16 @@ class WorkQueue:
             self._cond.notify_all()
         return fut
 
+    def _table(self, reasons: frozenset[str] | set[str]) -> dict[Key, _Pending]:
+        """Where marks with ``reasons`` wait: apart when all are light (and light workers exist)."""
+        return self._light_pending if self._light_apart and reasons <= self._light else self._pending
+
     # ---------------------------------------------------------------- inspection
     def pending(self, key: Key) -> float | None:
-        """Seconds until the pending run of ``key`` (None: none pending)."""
+        """Seconds until the next pending run of ``key`` (None: none pending)."""
         with self._cond:
-            cur = self._pending.get(key)
-            return None if cur is None else cur.due - self._clock()
+            dues = [t[key].due for t in (self._pending, self._light_pending) if key in t]
+            return min(dues) - self._clock() if dues else None
 
     def failures(self, key: Key) -> int:
         with self._cond:
@@ -145,7 +166,7 @@ class WorkQueue:
 
     def depth(self) -> int:
         with self._cond:
-            return len(self._pending)
+            return len(self._pending.keys() | self._light_pending.keys())
 
     def backoff(self, failures: int) -> float:
         return float(min(self.backoff_cap, self.backoff_base * 2 ** max(0, failures - 1)))
@@ -155,21 +176,54 @@ class WorkQueue:
         with self._cond:
             while not self._stop:
                 now = self._clock()
-                best: tuple[float, Key] | None = None
+                best: tuple[float, Key, bool] | None = None  # (due, key, from the light table)
                 wait: float | None = None
-                for k, p in self._pending.items():
-                    if k in self._running or (light_only and not p.reasons <= self._light):
-                        continue
-                    if p.due <= now:
-                        best = (p.due, k) if best is None or (p.due, k) < best else best
-                    else:
-                        wait = p.due - now if wait is None else min(wait, p.due - now)
+                tables = (self._light_pending,) if light_only else (self._pending, self._light_pending)
+                for table in tables:
+                    apart = table is self._light_pending
+                    for k, p in table.items():
+                        if k in self._running or (light_only and not p.reasons <= self._light):
+                            continue
+                        if apart and not light_only and k in self._pending:
+                            continue  # taken along with the key's other marks, when they are due
+                        if not apart and self._held_back(p.reasons):
+                            continue
+                        if p.due <= now:
+                            best = (p.due, k, apart) if best is None or (p.due, k) < best[:2] else best
+                        else:
+                            wait = p.due - now if wait is None else min(wait, p.due - now)
                 if best is not None:
-                    key = best[1]
+                    _, key, apart = best
                     self._running.add(key)
-                    return key, self._pending.pop(key)
+                    work = self._take(key, apart)
+                    if self._is_background(work.reasons):
+                        self._background_running.add(key)
+                    return key, work
                 self._cond.wait(timeout=min(wait, 1.0) if wait is not None else 1.0)
             return None
+
+    def _is_background(self, reasons: set[str] | frozenset[str]) -> bool:
+        return bool(self._background_limit) and reasons <= self._background
+
+    def _held_back(self, reasons: set[str]) -> bool:
+        """A background run, while ``background_workers`` of them run already."""
+        return self._is_background(reasons) and len(self._background_running) >= self._background_limit
+
+    def _take(self, key: Key, light_only: bool) -> _Pending:
+        """Pop the marks of ``key`` a run serves: its light marks alone, or all of them."""
+        light = self._light_pending.pop(key, None)
+        if light_only:
+            assert light is not None
+            return light
+        work = self._pending.pop(key, None)
+        if work is None:
+            assert light is not None
+            return light
+        if light is not None:
+            work.reasons |= light.reasons
+            work.futures.extend(light.futures)
+            work.first = min(work.first, light.first)
+        return work
 
     def _run(self, light_only: bool) -> None:
         while True:
@@ -189,9 +243,12 @@ class WorkQueue:
 
     def _done(self, key: Key, work: _Pending, result: Any) -> None:
         with self._cond:
-            self._failures.pop(key, None)
-            self._not_before.pop(key, None)
+            if not (self._light_apart and work.reasons <= self._light and key in self._pending):
+                # a refresh that went well says nothing of the key's reconcile waiting in backoff
+                self._failures.pop(key, None)
+                self._not_before.pop(key, None)
             self._running.discard(key)
+            self._background_running.discard(key)
             self._cond.notify_all()
         for fut in work.futures:
             fut.set_result(result)
@@ -199,6 +256,7 @@ class WorkQueue:
     def _failed(self, key: Key, work: _Pending, exc: BaseException) -> None:
         with self._cond:
             self._running.discard(key)
+            self._background_running.discard(key)
             if isinstance(exc, self._permanent):
                 self._failures.pop(key, None)
                 self._not_before.pop(key, None)
@@ -207,9 +265,10 @@ class WorkQueue:
                 due = self._clock() + self.backoff(n)
                 self._not_before[key] = due
                 log.info("%s/%s failed (%s); retrying in %.1fs", *key, exc, due - self._clock())
-                retry = self._pending.get(key)
+                table = self._table(work.reasons)
+                retry = table.get(key)
                 if retry is None:
-                    retry = self._pending[key] = _Pending(due=due, first=due)
+                    retry = table[key] = _Pending(due=due, first=due)
                 elif not retry.urgent:  # marked while it ran: served by the retry, after the backoff
                     retry.due = max(retry.due, due)
                 retry.reasons |= work.reasons
