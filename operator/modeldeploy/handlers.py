@@ -53,7 +53,15 @@ from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.reconcile.cache import CachedKube, crd_established
 from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, Kube
-from modeldeploy.reconcile.reconciler import KIND_CRD, ApplyRejected, InvalidSpec, OperatorConfig, Reconciler
+from modeldeploy.reconcile.reconciler import (
+    KIND_CRD,
+    ApplyRejected,
+    InvalidSpec,
+    OperatorConfig,
+    Reconciler,
+    body_generation,
+    parse_time,
+)
 from modeldeploy.reconcile.resync import ResyncLoop, in_scope
 from modeldeploy.reconcile.workqueue import WorkQueue
 from modeldeploy.render.common import FIELD_MANAGER, OWNER_LABEL
@@ -65,15 +73,21 @@ log = logging.getLogger("modeldeploy.handlers")
 
 def _latency_since_change(body: Any) -> float | None:
     """Seconds since the last write to the object by someone else than the operator."""
-    latest = None
-    for mf in body.get("metadata", {}).get("managedFields") or []:
-        if mf.get("manager") == FIELD_MANAGER or mf.get("subresource") or not mf.get("time"):
-            continue
-        t = dt.datetime.fromisoformat(str(mf["time"]).replace("Z", "+00:00"))
-        latest = t if latest is None or t > latest else latest
+    latest = _last_write(body, others_only=True)
     if latest is None:
         return None
     return max(0.0, (dt.datetime.now(dt.UTC) - latest).total_seconds())
+
+
+def _last_write(body: Any, *, others_only: bool = False) -> dt.datetime | None:
+    """The time of the object's last write, from its managedFields (``others_only``: leaving out
+    the operator's own writes and status writes)."""
+    times = [
+        parse_time(mf.get("time"))
+        for mf in body.get("metadata", {}).get("managedFields") or []
+        if not (others_only and (mf.get("manager") == FIELD_MANAGER or mf.get("subresource")))
+    ]
+    return max((t for t in times if t is not None), default=None)
 
 
 def _load_client() -> Any:
@@ -206,7 +220,7 @@ class State:
         key = _key(body)
         with self._bodies_lock:
             cur = self._bodies.get(key)
-            if cur is None or _generation(body) >= _generation(cur):
+            if cur is None or body_generation(body) >= body_generation(cur):
                 self._bodies[key] = body
         return self.queue.mark(key, reason, urgent=urgent)
 
@@ -228,7 +242,9 @@ class State:
             # kopf's handlers take spec changes. The store catching up with a generation whose
             # status is not written yet is worth a (light) refresh: the reconcile may have found
             # the store behind it.
-            if new is not None and _generation(new) != (new.get("status") or {}).get("observedGeneration"):
+            if new is not None and body_generation(new) != (new.get("status") or {}).get(
+                "observedGeneration"
+            ):
                 self.refresh(*_key(new))
             return
         if kind == CRD.kind:
@@ -270,7 +286,7 @@ class State:
         if stored is None:
             return None if handed["metadata"].get("deletionTimestamp") else handed
         same = stored["metadata"].get("uid") == handed["metadata"].get("uid")
-        return handed if same and _generation(handed) > _generation(stored) else stored
+        return handed if same and body_generation(handed) > body_generation(stored) else stored
 
     def process(self, key: Key, reasons: frozenset[str]) -> Any:
         """One run of the queue for ``key``: a reconcile if any trigger asks for one, else (or also,
@@ -309,16 +325,10 @@ def _key(body: dict[str, Any]) -> Key:
     return str(meta["namespace"]), str(meta["name"])
 
 
-def _generation(body: dict[str, Any]) -> int:
-    return int(body["metadata"].get("generation") or 0)
-
-
 def _observe_event_age(kind: str, obj: dict[str, Any]) -> None:
     """How late a watch event reaches us (from its last write's managedFields time)."""
-    times = [mf.get("time") for mf in obj.get("metadata", {}).get("managedFields") or []]
-    latest = max((str(t) for t in times if t), default=None)
-    if latest is not None:
-        written = dt.datetime.fromisoformat(latest.replace("Z", "+00:00"))
+    written = _last_write(obj)
+    if written is not None:
         metrics.WATCH_EVENT_AGE.labels(kind=kind).observe((dt.datetime.now(dt.UTC) - written).total_seconds())
 
 

@@ -358,14 +358,14 @@ class Reconciler:
         object as it is now (a spec change that landed after ``body`` was read must not be reverted)."""
         meta = body["metadata"]
         applied = self._applied.get(key)
-        generation = int(meta.get("generation") or 0)
+        generation = body_generation(body)
         if applied is None or applied[0] != meta.get("uid") or generation >= applied[1]:
             return body
         log.info(
             "%s: generation %d is older than the applied %d: reading the latest", key, generation, applied[1]
         )
         latest = self.kube.get(MODELDEPLOYMENT, meta["namespace"], meta["name"])
-        if latest is not None and int(latest["metadata"].get("generation") or 0) < applied[1]:
+        if latest is not None and body_generation(latest) < applied[1]:
             latest = self.kube.get_live(MODELDEPLOYMENT, meta["namespace"], meta["name"])  # cache behind
         if latest is None or latest["metadata"].get("uid") != meta.get("uid"):
             return None
@@ -381,7 +381,7 @@ class Reconciler:
         except (SpecError, RenderError) as exc:
             msg = "; ".join(exc.errors) if isinstance(exc, SpecError) else str(exc)
             self._write_invalid(body, msg)
-            self._invalid[key] = int(body["metadata"].get("generation") or 0)
+            self._invalid[key] = body_generation(body)
             raise InvalidSpec(msg) from None
         return md
 
@@ -883,12 +883,13 @@ def _newest(
     if cached is None:  # the store has not seen it yet (just created)
         return reconciled, True
     same = cached["metadata"].get("uid") == reconciled["metadata"].get("uid")
-    if same and _body_generation(reconciled) > _body_generation(cached):
+    if same and body_generation(reconciled) > body_generation(cached):
         return reconciled, True
     return cached, False
 
 
-def _body_generation(body: dict[str, Any]) -> int:
+def body_generation(body: dict[str, Any]) -> int:
+    """``metadata.generation`` of an API object (0 when unset)."""
     return int(body["metadata"].get("generation") or 0)
 
 

@@ -182,7 +182,7 @@ class WorkQueue:
                 for table in tables:
                     apart = table is self._light_pending
                     for k, p in table.items():
-                        if k in self._running or (light_only and not p.reasons <= self._light):
+                        if k in self._running:  # (the light table holds light marks only)
                             continue
                         if apart and not light_only and k in self._pending:
                             continue  # taken along with the key's other marks, when they are due
