@@ -568,3 +568,20 @@ def test_a_refresh_reuses_the_spec_and_notes_of_the_reconciled_generation(monkey
     assert counts["parse"] == 1
     dep = kube.obj("Deployment", NS, "m")
     assert dep is not None and dep["spec"]["replicas"] == 2
+
+
+def test_parsed_specs_kept_are_bounded(monkeypatch: Any) -> None:
+    """The parsed specs are a bounded cache (least recently used out), not a copy per object."""
+    from modeldeploy.reconcile import reconciler as reconciler_mod
+
+    monkeypatch.setattr(reconciler_mod, "SPEC_CACHE", 2)
+    kube = MemoryKube()
+    rec = Reconciler(kube, OperatorConfig(query_agents=False))
+    for name in ("a", "b", "c"):
+        kube.put(small_md(NS, name))
+        md = kube.obj("ModelDeployment", NS, name)
+        assert md is not None
+        rec.reconcile(copy.deepcopy(md), trigger="create")
+    assert list(rec._specs) == [f"{NS}/b", f"{NS}/c"]
+    rec.forget(NS, "c")
+    assert list(rec._specs) == [f"{NS}/b"]

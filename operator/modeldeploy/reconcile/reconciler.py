@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ KIND_CRD = {
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
 #: A scheduled refresh runs this long after the transition is due (so that it is past, not at, it).
 DUE_SLACK_SECONDS = 0.25
+#: Parsed specs kept (the most recently used objects'): enough for the refreshes of a burst of
+#: Deployments turning Available, small beside the stores (about 9 KB each).
+SPEC_CACHE = 256
 OPTIONAL_KINDS = (
     "BackendService",
     "HorizontalPodAutoscaler",
@@ -283,9 +287,12 @@ class Reconciler:
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the work queue)
         self.schedule: Callable[[str, str, float], None] | None = None
-        #: per ModelDeployment: the spec of its last parsed generation, ``(uid, generation, spec)``: a
-        #: generation's spec never changes, so a refresh or resync of it is not parsed again
-        self._specs: dict[str, tuple[str, int, ModelDeploymentSpec]] = {}
+        #: the specs parsed last, ``key -> (uid, generation, spec)``: a generation's spec never
+        #: changes, so the refreshes that follow a reconcile (or each other) do not parse it again.
+        #: At most SPEC_CACHE entries, least recently used out (a parsed spec is about 9 KB: not one
+        #: per object for good beside the stores)
+        self._specs: OrderedDict[str, tuple[str, int, ModelDeploymentSpec]] = OrderedDict()
+        self._specs_lock = threading.Lock()
         #: per ModelDeployment: the render notes of ``(uid, generation, crds)`` (they depend on
         #: nothing else), from its last reconcile or refresh: a refresh renders no children for them
         self._notes_of: dict[str, tuple[tuple[str, int, frozenset[str]], list[Any]]] = {}
@@ -328,7 +335,8 @@ class Reconciler:
         self._applied.pop(key, None)
         self._status_at.pop(key, None)
         self._progress_since.pop(key, None)
-        self._specs.pop(key, None)
+        with self._specs_lock:
+            self._specs.pop(key, None)
         self._notes_of.pop(key, None)
         self._warned.discard(key)
         with self._locks_guard:
@@ -405,10 +413,17 @@ class Reconciler:
         out (nothing computed from ``md`` reads it: the previous status comes from the body)."""
         meta = body.get("metadata") or {}
         uid, generation = str(meta.get("uid", "")), body_generation(body)
-        cached = self._specs.get(key)
+        with self._specs_lock:
+            cached = self._specs.get(key)
+            if cached is not None:
+                self._specs.move_to_end(key)
         if cached is None or cached[:2] != (uid, generation) or not uid or not isinstance(meta, dict):
             md = ModelDeployment.from_body(body)
-            self._specs[key] = (uid, generation, md.spec)
+            with self._specs_lock:
+                self._specs[key] = (uid, generation, md.spec)
+                self._specs.move_to_end(key)
+                while len(self._specs) > SPEC_CACHE:
+                    self._specs.popitem(last=False)
             return md
         return ModelDeployment.model_construct(
             apiVersion=body.get("apiVersion", API_VERSION),
