@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "queue's worker threads; one object is never reconciled twice at once)",
     )
     run.add_argument(
+        "--status-workers",
+        type=int,
+        default=8,
+        help="threads that run status refreshes only, besides --workers (a refresh is mostly one "
+        "status PATCH: these bound the status writes in flight when many Deployments turn Available)",
+    )
+    run.add_argument(
         "--manifest-sync-seconds",
         type=float,
         default=90.0,
@@ -113,6 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     config = OperatorConfig(
         resync_seconds=args.resync_seconds,
         workers=args.workers,
+        status_workers=args.status_workers,
         query_agents=args.query_agents,
         namespaces=list(args.namespace),
         manifest_sync_seconds=args.manifest_sync_seconds,

@@ -29,7 +29,8 @@ children go by owner-reference garbage collection.
 Usable with ``mdctl operator run`` (which calls :func:`register` on a fresh registry) and with
 ``kopf run -m modeldeploy.handlers`` (module import registers into kopf's default registry, with
 settings from the environment: KUBECONFIG, MODELDEPLOY_RESYNC_SECONDS, MODELDEPLOY_NAMESPACES (comma
-separated, globs allowed; must match kopf's --namespace), MODELDEPLOY_QUERY_AGENTS (default true), MODELDEPLOY_WORKERS (default 16)).
+separated, globs allowed; must match kopf's --namespace), MODELDEPLOY_QUERY_AGENTS (default true), MODELDEPLOY_WORKERS (default 16),
+MODELDEPLOY_STATUS_WORKERS (default 8: threads for status refreshes only)).
 
 Talking to the agents (reading /status, pushing manifests) is blocking HTTP with short timeouts: it
 runs in the work queue's threads (never on the event loop: the async kopf handler only marks the
@@ -194,7 +195,7 @@ class State:
         self.queue = WorkQueue(
             self.process,
             workers=self.config.workers,
-            light_workers=2,  # status refreshes never wait behind a backlog of reconciles
+            light_workers=self.config.status_workers,  # refreshes never wait behind reconciles
             light=frozenset({"refresh"}),
             background=frozenset({"resync"}),
             background_workers=self.config.resync_workers,

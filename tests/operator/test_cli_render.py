@@ -78,6 +78,8 @@ def test_operator_run_flags() -> None:
         ["operator", "run", "--status-progress-seconds", "0", "--status-detail-seconds", "0"]
     )
     assert (args.status_progress_seconds, args.status_detail_seconds) == (0.0, 0.0)
+    assert args.status_workers == 8  # threads for status refreshes only
+    assert build_parser().parse_args(["operator", "run", "--status-workers", "3"]).status_workers == 3
     with pytest.raises(SystemExit):
         build_parser().parse_args(["operator", "run", "-A", "-n", "x"])
 

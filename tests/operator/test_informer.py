@@ -257,3 +257,55 @@ def test_a_list_in_pages_fills_the_store_and_keys_need_no_decoding(monkeypatch: 
     assert inf.keys("b") == []
     inf.stop()
     kube.events.put(None)
+
+
+OWNER = "modeldeploy.io/deployment"
+
+
+def owned_cm(name: str, rv: int, owner: str, ns: str = "a") -> dict[str, Any]:
+    obj = cm(name, rv, ns=ns)
+    obj["metadata"]["labels"][OWNER] = owner
+    return obj
+
+
+def test_a_list_by_owner_reads_only_that_owners_entries(monkeypatch: Any) -> None:
+    """With ``index_key``, a list whose selector names the owner label reads the entries carrying it
+    (not every entry of the store: a status refresh at N = 1,000 ModelDeployments listed its pods by
+    scanning all 1,000), and the index follows LISTs, watch events, write-throughs and drops."""
+    kube = ScriptedKube()
+    for i in range(50):
+        kube.world[f"c{i}"] = owned_cm(f"c{i}", 10 + i, f"md-{i % 10}")
+    inf = Informer(kube, CONFIGMAP, "a", SEL, index_key=OWNER).start()
+    assert inf.wait_synced(5)
+
+    def names(owner: str) -> set[str]:
+        return {o["metadata"]["name"] for o in inf.list("a", {**parse_selector(SEL), OWNER: owner})}  # type: ignore[dict-item]
+
+    checked: list[informer_mod.Entry] = []
+    real = informer_mod.Entry.has_labels
+
+    def counting(self: informer_mod.Entry, selector: dict[str, str]) -> bool:
+        checked.append(self)
+        return real(self, selector)
+
+    monkeypatch.setattr(informer_mod.Entry, "has_labels", counting)
+    assert names("md-3") == {"c3", "c13", "c23", "c33", "c43"}
+    assert len(checked) == 5, "only the owner's entries are read"
+    # a relabel (watch), a new object (write-through), a deletion (watch) and a drop (our delete)
+    kube.events.put({"type": "MODIFIED", "object": owned_cm("c13", 100, "md-4")})
+    inf.put(owned_cm("c99", 101, "md-3"))
+    kube.events.put({"type": "DELETED", "object": owned_cm("c23", 102, "md-3")})
+    kube.events.put({"type": "ADDED", "object": owned_cm("marker", 103, "md-9")})
+    until(lambda: inf.get("a", "marker") is not None, "the events")
+    inf.drop("a", "c33")
+    assert names("md-3") == {"c3", "c43", "c99"}
+    assert "c13" in names("md-4")
+    # a fresh LIST (after 410) rebuilds the index from what it found
+    kube.world = {"c3": owned_cm("c3", 200, "md-5"), "n1": owned_cm("n1", 201, "md-3")}
+    kube.events.put({"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}})
+    until(lambda: kube.lists == 2 and inf.get("a", "c43") is None, "a LIST after 410")
+    assert names("md-3") == {"n1"} and names("md-5") == {"c3"} and names("md-4") == set()
+    # a selector without the owner label still finds everything (a scan)
+    assert len(inf.list("a", parse_selector(SEL) or {})) == 2
+    inf.stop()
+    kube.events.put(None)

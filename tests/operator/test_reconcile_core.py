@@ -503,3 +503,85 @@ def test_ready_event_only_for_a_recovery_after_a_warning() -> None:
     rollout_step(kube, 3, 3)
     assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
     assert [w[:2] for w in kube.writes if w[1] == "Event"] == [("create", "Event")]  # Ready again
+
+
+def _degraded_message(kube: MemoryKube) -> str:
+    conds = {c["type"]: c for c in (body(kube).get("status") or {}).get("conditions") or []}
+    return str(conds["Degraded"].get("message") or "")
+
+
+def test_a_refresh_reuses_the_spec_and_notes_of_the_reconciled_generation(monkeypatch: Any) -> None:
+    """A status refresh neither parses the spec again nor renders the children for their notes
+    while the object's (uid, generation) and the established CRDs are those of the last render; a
+    new generation, a new CRD or a re-created object (new uid) is parsed and rendered afresh."""
+    from modeldeploy.api.v1alpha1 import ModelDeployment
+    from modeldeploy.reconcile import reconciler as reconciler_mod
+    from modeldeploy.render.common import SERVICEMONITOR_CRD
+
+    kube = MemoryKube()
+    kube.put(small_md(NS, "m") | {"spec": small_md(NS, "m")["spec"] | {"monitoring": {"enabled": True}}})
+    cfg = OperatorConfig(
+        query_agents=False, crd_cache_seconds=0, status_progress_seconds=0, status_detail_seconds=0
+    )
+    rec = Reconciler(kube, cfg)
+    counts = collections.Counter[str]()
+    real_render, real_parse = reconciler_mod.render_children, ModelDeployment.from_body
+
+    def render(*a: Any, **kw: Any) -> Any:
+        counts["render"] += 1
+        return real_render(*a, **kw)
+
+    def parse(b: Any) -> ModelDeployment:
+        counts["parse"] += 1
+        return real_parse(b)
+
+    monkeypatch.setattr(reconciler_mod, "render_children", render)
+    monkeypatch.setattr(ModelDeployment, "from_body", staticmethod(parse))
+    rec.reconcile(body(kube), trigger="create")
+    assert counts == {"render": 1, "parse": 1}
+    assert "ServiceMonitor" in _degraded_message(kube)  # the note: prometheus-operator not installed
+    counts.clear()
+    rec.refresh_status(NS, "m")
+    rec.reconcile(body(kube), trigger="resync")
+    assert counts == {"render": 1}, "the resync renders (to compare), nothing is parsed again"
+    counts.clear()
+    rec.refresh_status(NS, "m")
+    assert counts == {}
+    # the CRD appears: the notes are rendered anew (the ServiceMonitor is no longer skipped)
+    kube.put({"kind": "CustomResourceDefinition", "metadata": {"name": SERVICEMONITOR_CRD},
+              "status": {"conditions": [{"type": "Established", "status": "True"}]}})  # fmt: skip
+    rec.refresh_status(NS, "m")
+    assert counts == {"render": 1}
+    assert "ServiceMonitor" not in _degraded_message(kube)
+    # a new generation: its own spec
+    counts.clear()
+    rec.reconcile(change_spec(kube, replicas=3), trigger="update")
+    assert counts == {"render": 1, "parse": 1}
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None and dep["spec"]["replicas"] == 3
+    # the object deleted (with its children) and created again under the same name: a new uid,
+    # generation 1 again (a DELETED event not yet handled: the reconciler has not forgotten it)
+    kube.objs = {k: v for k, v in kube.objs.items() if k[0] == "CustomResourceDefinition"}
+    kube.put(small_md(NS, "m", replicas=2))
+    counts.clear()
+    rec.reconcile(body(kube), trigger="create")
+    assert counts["parse"] == 1
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None and dep["spec"]["replicas"] == 2
+
+
+def test_parsed_specs_kept_are_bounded(monkeypatch: Any) -> None:
+    """The parsed specs are a bounded cache (least recently used out), not a copy per object."""
+    from modeldeploy.reconcile import reconciler as reconciler_mod
+
+    monkeypatch.setattr(reconciler_mod, "SPEC_CACHE", 2)
+    kube = MemoryKube()
+    rec = Reconciler(kube, OperatorConfig(query_agents=False))
+    for name in ("a", "b", "c"):
+        kube.put(small_md(NS, name))
+        md = kube.obj("ModelDeployment", NS, name)
+        assert md is not None
+        rec.reconcile(copy.deepcopy(md), trigger="create")
+    assert list(rec._specs) == [f"{NS}/b", f"{NS}/c"]
+    rec.forget(NS, "c")
+    assert list(rec._specs) == [f"{NS}/b"]

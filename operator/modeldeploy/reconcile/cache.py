@@ -36,7 +36,7 @@ from modeldeploy.reconcile.kube import (
     Kube,
     Resource,
 )
-from modeldeploy.render.common import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
+from modeldeploy.render.common import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL
 
 PART_OF = "app.kubernetes.io/part-of=modeldeploy"
 OWNED = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -139,7 +139,14 @@ class CachedKube(Kube):
                     if (res.kind, ns) in self._informers:
                         continue
                     inf = Informer(
-                        self.watch_kube, res, ns, selector, self.on_event, in_scope=self.in_scope, strip=strip
+                        self.watch_kube,
+                        res,
+                        ns,
+                        selector,
+                        self.on_event,
+                        in_scope=self.in_scope,
+                        strip=strip,
+                        index_key=OWNER_LABEL,  # pods and children of one ModelDeployment: no scan
                     )
                     self._informers[(res.kind, ns)] = inf
                 inf.start()

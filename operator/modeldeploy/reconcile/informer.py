@@ -127,6 +127,7 @@ class Informer:
         strip: Iterable[str] = (),
         watch_timeout: int = 300,
         field_selector: str | None = None,
+        index_key: str | None = None,
     ) -> None:
         self.kube = kube
         self.res = res
@@ -140,6 +141,10 @@ class Informer:
         self.strip = tuple(strip)  # metadata fields not kept (memory), e.g. managedFields of pods
         self.watch_timeout = watch_timeout
         self._objs: dict[Key, Entry] = {}
+        #: ``index_key=value`` (the interned label string of the entries) -> the keys carrying it, so
+        #: a list whose selector names ``index_key`` reads those entries, not the whole store
+        self.index_key = index_key
+        self._index: dict[str, tuple[Key, ...]] = {}
         self._high = 0  # most objects held since memory was last handed back
         self._lock = threading.Lock()
         self._synced = threading.Event()
@@ -178,7 +183,11 @@ class Informer:
 
     def list(self, namespace: str | None, selector: dict[str, str]) -> list[dict[str, Any]]:
         with self._lock:
-            items = list(self._objs.items())
+            if self.index_key is not None and self.index_key in selector:
+                found = self._index.get(f"{self.index_key}={selector[self.index_key]}", ())
+                items = [(k, self._objs[k]) for k in found]
+            else:
+                items = list(self._objs.items())
         return [
             e.unpack()
             for (ns, _name), e in items
@@ -194,6 +203,38 @@ class Informer:
                 if (namespace is None or k[0] == namespace) and not e.deleting
             ]
 
+    # ------------------------------------------------------------------ index
+    def _indexed(self, entry: Entry) -> str | None:
+        """The entry's ``index_key=value`` label (the interned string it holds), or None."""
+        if self.index_key is None:
+            return None
+        prefix = f"{self.index_key}="
+        return next((lb for lb in entry.labels if lb.startswith(prefix)), None)
+
+    def _index_swap(self, k: Key, old: Entry | None, new: Entry | None) -> None:
+        """Keep the index in step with ``_objs[k]`` going from ``old`` to ``new`` (under the lock)."""
+        before = self._indexed(old) if old is not None else None
+        after = self._indexed(new) if new is not None else None
+        if before == after:
+            return
+        if before is not None:
+            rest = tuple(x for x in self._index.get(before, ()) if x != k)
+            if rest:
+                self._index[before] = rest
+            else:
+                self._index.pop(before, None)
+        if after is not None:
+            self._index[after] = (*self._index.get(after, ()), k)
+
+    def _reindex(self) -> None:
+        """Build the index of the whole store anew (under the lock; after a LIST swapped it)."""
+        index: dict[str, list[Key]] = {}
+        for k, entry in self._objs.items():
+            label = self._indexed(entry)
+            if label is not None:
+                index.setdefault(label, []).append(k)
+        self._index = {label: tuple(keys) for label, keys in index.items()}
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._objs)
@@ -208,6 +249,7 @@ class Informer:
     def drop(self, namespace: str, name: str) -> None:
         with self._lock:
             gone = self._objs.pop((namespace, name), None)
+            self._index_swap((namespace, name), gone, None)
         if gone is not None:
             self._count(-1)
         self._shrunk()
@@ -267,6 +309,7 @@ class Informer:
             del page
         with self._lock:
             old, self._objs = self._objs, fresh
+            self._reindex()
         self._count(len(fresh) - len(old))
         self.relists += 1
         self._synced.set()
@@ -304,6 +347,7 @@ class Informer:
             if kind == "DELETED":
                 with self._lock:
                     old = self._objs.pop(_key(obj), None)
+                    self._index_swap(_key(obj), old, None)
                 if old is not None:
                     self._count(-1)
                     if self.on_event is not None:
@@ -323,6 +367,7 @@ class Informer:
             if old_rv is not None and new_rv is not None and new_rv < old_rv:
                 return  # older than what we hold (our write-through got here first)
             self._objs[k] = entry
+            self._index_swap(k, old, entry)
         if old is None:
             self._count(1)
         if notify and old_rv != new_rv and self.on_event is not None:

@@ -11,13 +11,14 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy import metrics
-from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SpecError
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, ModelDeploymentSpec, SpecError
 from modeldeploy.reconcile import agents
 from modeldeploy.reconcile.cache import OWNED, PART_OF, crd_established
 from modeldeploy.reconcile.cache_status import cache_status, new_corrupt_entries
@@ -77,6 +78,9 @@ KIND_CRD = {
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
 #: A scheduled refresh runs this long after the transition is due (so that it is past, not at, it).
 DUE_SLACK_SECONDS = 0.25
+#: Parsed specs kept (the most recently used objects'): enough for the refreshes of a burst of
+#: Deployments turning Available, small beside the stores (about 9 KB each).
+SPEC_CACHE = 256
 OPTIONAL_KINDS = (
     "BackendService",
     "HorizontalPodAutoscaler",
@@ -104,6 +108,10 @@ class OperatorConfig:
     #: Of those, how many may run resync-only reconciles at once (a pass marks every object; more in
     #: parallel would only take the CPU from the watches and the status refreshes).
     resync_workers: int = 2
+    #: Besides them, threads that run status refreshes only (the status lag): a refresh is a little
+    #: CPU and one status PATCH, so these mostly wait on the API server; when a batch of Deployments
+    #: turns Available at once, their number bounds how many Ready=True writes are in flight.
+    status_workers: int = 8
     #: Talk to each pod's runtime agent over the pod IP: read its /status (the per-version truth in
     #: the status) and push changed manifests to it (reconcile/agents.py). Needs pod IPs reachable.
     query_agents: bool = True
@@ -141,6 +149,7 @@ class OperatorConfig:
         return cls(
             resync_seconds=float(os.environ.get("MODELDEPLOY_RESYNC_SECONDS", "30")),
             workers=int(os.environ.get("MODELDEPLOY_WORKERS", "16")),
+            status_workers=int(os.environ.get("MODELDEPLOY_STATUS_WORKERS", "8")),
             namespaces=[n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n],
             query_agents=os.environ.get("MODELDEPLOY_QUERY_AGENTS", "true") not in ("0", "false", "no"),
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
@@ -278,6 +287,15 @@ class Reconciler:
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the work queue)
         self.schedule: Callable[[str, str, float], None] | None = None
+        #: the specs parsed last, ``key -> (uid, generation, spec)``: a generation's spec never
+        #: changes, so the refreshes that follow a reconcile (or each other) do not parse it again.
+        #: At most SPEC_CACHE entries, least recently used out (a parsed spec is about 9 KB: not one
+        #: per object for good beside the stores)
+        self._specs: OrderedDict[str, tuple[str, int, ModelDeploymentSpec]] = OrderedDict()
+        self._specs_lock = threading.Lock()
+        #: per ModelDeployment: the render notes of ``(uid, generation, crds)`` (they depend on
+        #: nothing else), from its last reconcile or refresh: a refresh renders no children for them
+        self._notes_of: dict[str, tuple[tuple[str, int, frozenset[str]], list[Any]]] = {}
         #: per ModelDeployment: the agents' push token (read from / created as its Secret)
         self._tokens: dict[str, str] = {}
         self.pusher = agents.Pusher()
@@ -317,6 +335,9 @@ class Reconciler:
         self._applied.pop(key, None)
         self._status_at.pop(key, None)
         self._progress_since.pop(key, None)
+        with self._specs_lock:
+            self._specs.pop(key, None)
+        self._notes_of.pop(key, None)
         self._warned.discard(key)
         with self._locks_guard:
             self._locks.pop(key, None)
@@ -376,7 +397,7 @@ class Reconciler:
     def _parse(self, body: dict[str, Any], key: str) -> ModelDeployment:
         """The spec, or InvalidSpec (after writing why into the status)."""
         try:
-            md = ModelDeployment.from_body(body)
+            md = self._model(body, key)
             check_names(md)
         except (SpecError, RenderError) as exc:
             msg = "; ".join(exc.errors) if isinstance(exc, SpecError) else str(exc)
@@ -384,6 +405,33 @@ class Reconciler:
             self._invalid[key] = body_generation(body)
             raise InvalidSpec(msg) from None
         return md
+
+    def _model(self, body: dict[str, Any], key: str) -> ModelDeployment:
+        """``ModelDeployment.from_body(body)`` (raises SpecError), with the spec parsed once per
+        generation: the object's uid and generation name its spec (the API server moves the
+        generation on every spec change); metadata is always the body's own. ``status`` is left
+        out (nothing computed from ``md`` reads it: the previous status comes from the body)."""
+        meta = body.get("metadata") or {}
+        uid, generation = str(meta.get("uid", "")), body_generation(body)
+        with self._specs_lock:
+            cached = self._specs.get(key)
+            if cached is not None:
+                self._specs.move_to_end(key)
+        if cached is None or cached[:2] != (uid, generation) or not uid or not isinstance(meta, dict):
+            md = ModelDeployment.from_body(body)
+            with self._specs_lock:
+                self._specs[key] = (uid, generation, md.spec)
+                self._specs.move_to_end(key)
+                while len(self._specs) > SPEC_CACHE:
+                    self._specs.popitem(last=False)
+            return md
+        return ModelDeployment.model_construct(
+            apiVersion=body.get("apiVersion", API_VERSION),
+            kind=body.get("kind", KIND),
+            metadata=dict(meta),
+            spec=cached[2],
+            status=None,
+        )
 
     def _reconcile(self, body: dict[str, Any], trigger: str, key: str) -> Outcome:
         md = self._parse(body, key)
@@ -407,6 +455,7 @@ class Reconciler:
         except RenderError as exc:
             self._write_invalid(body, str(exc))
             raise InvalidSpec(str(exc)) from None
+        self._notes_of[key] = (_notes_key(md, crds), list(opts.notes))
         # The Secret the pods reference, before the Deployment: Triton's control key, the push token.
         if trigger not in ("resync", "drift") or key not in self._tokens:
             self._tokens[key] = agents.ensure_token(self.kube, md)
@@ -631,11 +680,11 @@ class Reconciler:
         body, stale_status = _newest(self.kube.get(MODELDEPLOYMENT, ns, name), md_body)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return False
+        key = f"{ns}/{name}"
         try:
-            md = ModelDeployment.from_body(body)
+            md = self._model(body, key)
         except SpecError:
             return False  # reconcile reports InvalidSpec
-        key = f"{ns}/{name}"
         if md.generation in (self._invalid.get(key), self._rejected.get(key)):
             return False  # a child was refused: keep Ready=False (never Ready without that child)
         if self._applied.get(key) != (str(body["metadata"].get("uid", "")), md.generation):
@@ -790,11 +839,18 @@ class Reconciler:
             self.schedule(md.namespace, md.name, min(pending) + DUE_SLACK_SECONDS)
 
     def _notes(self, md: ModelDeployment) -> list[Any]:
-        opts = RenderOptions(crds=self.crds(), keda_interceptor=self.config.keda_interceptor)
+        """The render notes of ``md`` (from the last render of its generation with these CRDs)."""
+        crds = self.crds()
+        key, want = f"{md.namespace}/{md.name}", _notes_key(md, crds)
+        cached = self._notes_of.get(key)
+        if cached is not None and cached[0] == want:
+            return list(cached[1])
+        opts = RenderOptions(crds=crds, keda_interceptor=self.config.keda_interceptor)
         try:
             render_children(md, opts)
         except RenderError:
             return []
+        self._notes_of[key] = (want, list(opts.notes))
         return list(opts.notes)
 
     def _write_invalid(self, body: dict[str, Any], message: str, reason: str = "InvalidSpec") -> None:
@@ -886,6 +942,11 @@ def _newest(
     if same and body_generation(reconciled) > body_generation(cached):
         return reconciled, True
     return cached, False
+
+
+def _notes_key(md: ModelDeployment, crds: frozenset[str]) -> tuple[str, int, frozenset[str]]:
+    """What a ModelDeployment's render notes depend on (besides the operator's fixed config)."""
+    return str(md.metadata.get("uid", "")), md.generation, crds
 
 
 def body_generation(body: dict[str, Any]) -> int:
