@@ -257,7 +257,10 @@ class State:
         ns = meta.get("namespace")
         if not owner or not ns:
             return
-        if kind in ("Pod", "Deployment", "Job"):
+        if kind == "Deployment" and _availability(old) != _availability(new):
+            # Ready follows the Deployment's availability: no debounce (it only gathers pod events)
+            self.queue.mark((ns, owner), "refresh", 0.0)
+        elif kind in ("Pod", "Deployment", "Job"):
             self.refresh(ns, owner)
         if kind != "Pod" and (kind == "Job" or content_changed(old, new)):
             # drift seen through the watches: one reconcile of the owner per debounce window
@@ -324,6 +327,15 @@ class State:
 def _key(body: dict[str, Any]) -> Key:
     meta = body["metadata"]
     return str(meta["namespace"]), str(meta["name"])
+
+
+def _availability(dep: dict[str, Any] | None) -> tuple[Any, ...]:
+    """What of a Deployment's status Ready is judged by: its replica counts and Available."""
+    st = (dep or {}).get("status") or {}
+    available = next(
+        (c.get("status") for c in st.get("conditions") or [] if c.get("type") == "Available"), None
+    )
+    return (st.get("availableReplicas"), st.get("readyReplicas"), st.get("updatedReplicas"), available)
 
 
 def _observe_event_age(kind: str, obj: dict[str, Any]) -> None:

@@ -82,9 +82,11 @@ class Marks:
 
     def __init__(self) -> None:
         self.marked: list[tuple[tuple[str, str], str]] = []
+        self.delays: list[float] = []
 
     def mark(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
         self.marked.append((key, reason))
+        self.delays.append(delay)
 
 
 def test_the_store_seeing_an_unreported_generation_asks_for_a_status_refresh() -> None:
@@ -102,3 +104,31 @@ def test_the_store_seeing_an_unreported_generation_asks_for_a_status_refresh() -
     state.child_event("ModelDeployment", None, md)
     state.child_event("ModelDeployment", md, None)  # deleted
     assert marks.marked == [((NS, "m"), "refresh")]
+
+
+def test_a_deployment_turning_available_is_refreshed_without_the_debounce() -> None:
+    """Pod events are gathered for ``status_debounce_seconds``; the Deployment's availability
+    changing is what Ready waits for, so its refresh is due at once (status lag, #12)."""
+    kube, state = setup()
+    state.process((NS, "m"), frozenset({"create"}))
+    marks = Marks()
+    state.queue = marks  # type: ignore[assignment]
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    dep = copy.deepcopy(dep)
+    pod = {"metadata": {"name": "m-0", "namespace": NS, "labels": {"app.kubernetes.io/instance": "m"}}}
+    state.child_event("Pod", None, pod)
+    assert marks.marked == [((NS, "m"), "refresh")] and marks.delays == [state.config.status_debounce_seconds]
+    available = copy.deepcopy(dep)
+    available["status"] = {
+        "availableReplicas": 1,
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+        "conditions": [{"type": "Available", "status": "True"}],
+    }
+    state.child_event("Deployment", dep, available)
+    assert marks.marked[-1] == ((NS, "m"), "refresh") and marks.delays[-1] == 0.0
+    relabelled = copy.deepcopy(available)
+    relabelled["metadata"]["resourceVersion"] = "999"  # nothing Ready depends on changed
+    state.child_event("Deployment", available, relabelled)
+    assert marks.delays[-1] == state.config.status_debounce_seconds
