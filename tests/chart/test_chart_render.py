@@ -114,6 +114,7 @@ def test_operator_deployment_defaults() -> None:
         "--query-agents",  # the default: status from the agents, manifests pushed
         "--keda-interceptor=keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local:8080",
         "--workers=16",  # the work queue's bound
+        "--status-workers=8",  # the status refreshes' threads
     ]
     env = _env(c)
     assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "ghcr.io/modeldeploy/runtime:0.1.0"
@@ -184,6 +185,7 @@ def test_all_values_render_every_option(tmp_path: Path) -> None:
         "--no-query-agents",  # all-values turns it off (operator cannot reach pod IPs)
         f"--keda-interceptor={opts['operator']['kedaHttpInterceptor']}",
         "--workers=24",
+        "--status-workers=4",
         *opts["operator"]["extraArgs"],
     ]
     env = _env(c)
@@ -326,6 +328,7 @@ def test_servicemonitor_needs_the_service(tmp_path: Path) -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy': value must be one of"),
         ({"operator": {"logFormat": "xml"}}, "at '/operator/logFormat': value must be one of 'json', 'text'"),
         ({"operator": {"workers": 0}}, "at '/operator/workers'"),
+        ({"operator": {"statusWorkers": 0}}, "at '/operator/statusWorkers'"),
         ({"watchNamespaces": "models"}, "at '/watchNamespaces': got string, want array"),
         ({"watchNamespaces": ["Bad_NS"]}, "at '/watchNamespaces/0'"),
         ({"image": {"digest": "latest"}}, "at '/image/digest'"),
