@@ -17,7 +17,7 @@ possible and reports, all from one run so that ratios can be compared:
   (reads included: the local cluster's audit policy logs the admin user's reads) during a quiet
   period afterwards;
 * the operator's RSS: idle before, peak (VmHWM), and after every object is deleted again; its CPU
-  time (user + system) until all are Ready. ``--operator-env NAME=VALUE`` sets the operator's
+  time (user + system) from its start until all are Ready and the quiet period is over. ``--operator-env NAME=VALUE`` sets the operator's
   environment (say ``PYTHONMALLOC=malloc``, what the chart's ``operator.extraEnv`` would set).
 
 With ``--baseline-ref REF`` the same measurement runs a second time in the same session, with the
