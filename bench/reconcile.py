@@ -16,7 +16,9 @@ possible and reports, all from one run so that ratios can be compared:
 * the operator's requests by verb (audit log): writes per object until Ready, and every request
   (reads included: the local cluster's audit policy logs the admin user's reads) during a quiet
   period afterwards;
-* the operator's RSS: idle before, peak (VmHWM), and after every object is deleted again.
+* the operator's RSS: idle before, peak (VmHWM), and after every object is deleted again; its CPU
+  time (user + system) from its start until all are Ready and the quiet period is over. ``--operator-env NAME=VALUE`` sets the operator's
+  environment (say ``PYTHONMALLOC=malloc``, what the chart's ``operator.extraEnv`` would set).
 
 With ``--baseline-ref REF`` the same measurement runs a second time in the same session, with the
 operator of an earlier commit (``git archive REF``, run from a temporary directory) in a fresh
@@ -102,6 +104,15 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, seconds (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def audit_events(path: Path, since: int, ns: str) -> tuple[list[dict[str, Any]], int]:
@@ -392,6 +403,7 @@ def start_operator(
     log: Path,
     extra: list[str] | None = None,
     source: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """The operator as in production, with ``extra`` arguments; from ``source`` (a tree with
     operator/ and runtime/) if given."""
@@ -405,7 +417,7 @@ def start_operator(
         "--no-query-agents",  # KWOK pods: their IPs lead nowhere
         *(extra or []),
     ]  # fmt: skip
-    env = cluster.env()
+    env = cluster.env() | (extra_env or {})
     if source is not None:
         env["PYTHONPATH"] = f"{source / 'operator'}{os.pathsep}{source / 'runtime'}"
     with log.open("wb") as f:
@@ -492,6 +504,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="more flags of `mdctl operator run` (say '--status-progress-seconds 0 "
         "--status-detail-seconds 0' for a status write on every change)",
     )
+    ap.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of the operator process (repeatable), e.g. PYTHONMALLOC=malloc",
+    )
     ap.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
@@ -525,7 +544,8 @@ def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) ->
         cluster.kubectl("create", "namespace", ns)
         # --operator-args are for this tree's operator: an earlier commit may not know them
         extra = shlex.split(args.operator_args) if source is None else []
-        op, metrics_port = start_operator(cluster, ns, args.resync_seconds, log, extra, source)
+        env = dict(kv.split("=", 1) for kv in args.operator_env)
+        op, metrics_port = start_operator(cluster, ns, args.resync_seconds, log, extra, source, env)
         api = cluster.api_client()
         api.user_agent = BENCH_UA
         kube = Kube(api)
@@ -535,7 +555,10 @@ def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) ->
         result |= {"resync_seconds": args.resync_seconds, "operator_rss_idle_mib": round(rss_idle, 1)}
         deleted = delete_all(kube, ns, args.timeout)
         time.sleep(args.resync_seconds)  # one resync pass over the empty namespace
-        result["operator_rss_after_delete_mib"] = round(rss_mib(op.pid), 1) if deleted else None
+        after = rss_mib(op.pid) if deleted else None
+        result["operator_rss_after_delete_mib"] = round(after, 1) if after is not None else None
+        result["operator_rss_after_delete_over_idle_mib"] = round(after - rss_idle, 1) if after else None
+        result["operator_env"] = env
         return result
     finally:
         if op is not None and op.poll() is None:
@@ -611,6 +634,7 @@ def measure_operator(
         "operator_writes_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in WRITE_VERBS),
         "operator_reads_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in ("get", "list")),
         "operator_peak_rss_mib": round(rss_mib(op.pid, "VmHWM"), 1),
+        "operator_cpu_s_until_ready": round(cpu_seconds(op.pid), 1),
         "operator_metrics_at_ready": metrics_at_ready,
     }
 

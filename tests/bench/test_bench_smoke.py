@@ -54,6 +54,8 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
             "5",
             "--timeout",
             "240",
+            "--operator-env",
+            "PYTHONMALLOC=malloc",
         ],
         timeout=600,
     )
@@ -71,6 +73,11 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     assert isinstance(result["operator_requests_in_quiet_period"], dict)
     assert result["operator_peak_rss_mib"] >= result["operator_rss_idle_mib"] > 0
     assert result["operator_rss_after_delete_mib"] > 0
+    assert result["operator_rss_after_delete_over_idle_mib"] == pytest.approx(
+        result["operator_rss_after_delete_mib"] - result["operator_rss_idle_mib"], abs=0.11
+    )
+    assert result["operator_cpu_s_until_ready"] > 0
+    assert result["operator_env"] == {"PYTHONMALLOC": "malloc"}
     # the floor: the same children written by a plain client in the same run
     assert result["floor_all_available_s"] > 0 and result["floor_writes_per_object"] >= 3
     assert result["operator_vs_floor"] == pytest.approx(
