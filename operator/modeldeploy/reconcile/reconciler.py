@@ -417,7 +417,7 @@ class Reconciler:
             cached = self._specs.get(key)
             if cached is not None:
                 self._specs.move_to_end(key)
-        if cached is None or cached[:2] != (uid, generation) or not uid or not isinstance(meta, dict):
+        if cached is None or cached[:2] != (uid, generation) or not uid:
             md = ModelDeployment.from_body(body)
             with self._specs_lock:
                 self._specs[key] = (uid, generation, md.spec)
