@@ -31,8 +31,15 @@ def load_case(name: str) -> dict[str, Any]:
     return doc
 
 
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what`` (and the last value)."""
+def wait_for(
+    fn: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    explain: Callable[[], Any] | None = None,
+) -> T:
+    """Poll ``fn`` until it returns something truthy; fail naming ``what``, the last value and
+    (when given) what ``explain()`` says of the state the wait was stuck in."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -44,7 +51,13 @@ def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: fl
             if last:
                 return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    facts = ""
+    if explain is not None:
+        try:
+            facts = f"; state: {explain()!r}"
+        except Exception as exc:  # the explanation must not hide the timeout
+            facts = f"; state unknown ({exc!r})"
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}{facts}")
 
 
 REPO = Path(__file__).resolve().parents[2]

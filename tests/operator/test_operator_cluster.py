@@ -73,6 +73,19 @@ def cond(md: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return {}
 
 
+def propagation_facts(cluster: Any, ns: str, name: str = "cpu-model") -> dict[str, Any]:
+    """What decides an in-place propagation window: the Ready condition, our writes of the manifest
+    ConfigMap and the pods' start times (for a wait that timed out)."""
+    cm = get(cluster, "cm", ns, f"{name}-models") or {"metadata": {}}
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    return {
+        "ready": cond(get(cluster, "md", ns, name), "Ready"),
+        "manifest created": cm["metadata"].get("creationTimestamp"),
+        "manifest writes": [(m["manager"], m.get("time")) for m in cm["metadata"].get("managedFields") or []],
+        "pods started": {p["metadata"]["name"]: p["status"].get("startTime") for p in pods},
+    }
+
+
 def wait_ready(cluster: Any, ns: str, name: str, timeout: float = 90) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         md = get(cluster, "md", ns, name)
@@ -330,7 +343,12 @@ def test_in_place_version_change_does_not_roll_pods(cluster: Any, operator: Oper
         return md if cond(md, "Ready").get("reason") == "VersionsPropagating" else None
 
     # The pods are still Ready on the old manifest: not Ready until the kubelet-sync window passed.
-    md = wait_for(propagating, 20, "Ready=False reason VersionsPropagating")
+    md = wait_for(
+        propagating,
+        20,
+        "Ready=False reason VersionsPropagating",
+        explain=lambda: propagation_facts(cluster, ns),
+    )
     assert cond(md, "Progressing")["status"] == "True" and cond(md, "Reconciling")["status"] == "True"
     assert {v["version"]: v["state"] for v in md["status"]["models"][0]["versions"]} == {
         1: "Loading",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import datetime
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from modeldeploy.reconcile.reconciler import (
     InvalidSpec,
     OperatorConfig,
     Reconciler,
+    propagation_window,
 )
 from modeldeploy.render.common import FIELD_MANAGER
 
@@ -585,3 +587,21 @@ def test_parsed_specs_kept_are_bounded(monkeypatch: Any) -> None:
     assert list(rec._specs) == [f"{NS}/b", f"{NS}/c"]
     rec.forget(NS, "c")
     assert list(rec._specs) == [f"{NS}/b"]
+
+
+def test_the_propagation_window_counts_a_pod_started_in_the_second_of_the_change_as_old() -> None:
+    """The API server's times have whole seconds: a pod whose startTime is the change's second may
+    have read the old manifest (a clean-clone CI run once went Ready on a pod started at 01:29:25
+    for a manifest changed at 01:29:25). A change in the ConfigMap's creation second has nothing
+    older to propagate, so a new deployment is not held back by the window."""
+    t = datetime.datetime(2026, 1, 1, 0, 0, 10, tzinfo=datetime.UTC)
+    created = t - datetime.timedelta(seconds=10)
+    now = t + datetime.timedelta(seconds=2)
+    why, left = propagation_window(t, created, now, 15, [t])
+    assert why is not None and "changed 2s ago" in why and left == 13
+    assert propagation_window(t, created, now, 15, [t - datetime.timedelta(seconds=1)])[0] is not None
+    assert propagation_window(t, created, now, 15, [t + datetime.timedelta(seconds=1)]) == (None, None)
+    assert propagation_window(t, created, now, 15, [None]) == (None, None)
+    assert propagation_window(t, created, t + datetime.timedelta(seconds=15), 15, [t]) == (None, None)
+    assert propagation_window(t, t, now, 15, [t]) == (None, None)  # created and written at once
+    assert propagation_window(t, None, now, 15, [t])[0] is not None

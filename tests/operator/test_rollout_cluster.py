@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from opsupport import OperatorProcess, load_case, wait_for
-from test_operator_cluster import apply, cond, get, md_doc, wait_ready
+from test_operator_cluster import apply, cond, get, md_doc, propagation_facts, wait_ready
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.render.manifest import manifest_configmap_name
@@ -234,7 +234,13 @@ def test_end_of_propagation_window_changes_the_status_on_time(
         md = get(cluster, "md", ns, "cpu-model")
         return md if cond(md, "Ready").get("reason") == "VersionsPropagating" else None
 
-    wait_for(propagating, 20, "Ready=False reason VersionsPropagating", interval=0.2)
+    wait_for(
+        propagating,
+        20,
+        "Ready=False reason VersionsPropagating",
+        interval=0.2,
+        explain=lambda: propagation_facts(cluster, ns),
+    )
     cm = get(cluster, "cm", ns, "cpu-model-models")
     assert cm is not None
     written = max(

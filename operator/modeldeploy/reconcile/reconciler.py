@@ -176,6 +176,33 @@ def parse_time(value: Any) -> dt.datetime | None:
         return None
 
 
+def propagation_window(
+    changed: dt.datetime,
+    created: dt.datetime | None,
+    now: dt.datetime,
+    window: float,
+    started: list[dt.datetime | None],
+) -> tuple[str | None, float | None]:
+    """Why pods may still serve the manifest from before its last change (or None), and the
+    seconds left of the ``window``. ``changed``: our last write of the manifest ConfigMap;
+    ``created``: when the ConfigMap was created (a change in its creation second has no older
+    content a pod could have read: a pod does not start before its ConfigMap volume exists);
+    ``started``: the pods' start times. A pod may have read the old manifest if it started no later
+    than the change: the API server's times have whole seconds only, so a pod started in the same
+    second as the change counts as old (saying "propagating" a few seconds too long is safe; saying
+    Ready before the pod has the new versions is not)."""
+    age = (now - changed).total_seconds()
+    if age >= window or (created is not None and changed <= created):
+        return None, None
+    if not any(t is not None and t <= changed for t in started):
+        return None, None
+    why = (
+        f"the model manifest changed {age:.0f}s ago; pods started before that serve the new versions "
+        f"only once the kubelet has synced the ConfigMap volume (allowing {window:.0f}s)"
+    )
+    return why, window - age
+
+
 def manager_write_time(obj: dict[str, Any] | None, manager: str) -> dt.datetime | None:
     """When ``manager`` last changed ``obj`` (its managedFields entry, main resource only)."""
     times = [
@@ -813,15 +840,9 @@ class Reconciler:
         changed = manager_write_time(cm, FIELD_MANAGER)
         if changed is None:
             return None, None
-        age = (dt.datetime.now(dt.UTC) - changed).total_seconds()
+        created = parse_time((cm or {}).get("metadata", {}).get("creationTimestamp"))
         started = [parse_time((p.get("status") or {}).get("startTime")) for p in pods]
-        if age >= window or not any(t is not None and t < changed for t in started):
-            return None, None
-        why = (
-            f"the model manifest changed {age:.0f}s ago; pods started before that serve the new versions "
-            f"only once the kubelet has synced the ConfigMap volume (allowing {window:.0f}s)"
-        )
-        return why, window - age
+        return propagation_window(changed, created, dt.datetime.now(dt.UTC), window, started)
 
     def _load_timeout_left(
         self, md: ModelDeployment, manifest_age: float | None, conds: dict[str, str]
