@@ -9,6 +9,7 @@ import collections
 import copy
 import datetime
 import importlib.util
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -605,3 +606,50 @@ def test_the_propagation_window_counts_a_pod_started_in_the_second_of_the_change
     assert propagation_window(t, created, t + datetime.timedelta(seconds=15), 15, [t]) == (None, None)
     assert propagation_window(t, t, now, 15, [t]) == (None, None)  # created and written at once
     assert propagation_window(t, None, now, 15, [t])[0] is not None
+
+
+def test_a_deleted_object_leaves_no_per_object_state() -> None:
+    """Refreshes still come after the object went (its children's deletion events): they must not
+    leave state keyed by it behind (a lock per deleted object stayed forever: RSS grew with churn)."""
+    kube, rec = setup()
+    rec.reconcile(body(kube), trigger="create")
+    rec.refresh_status(NS, "m")
+    del kube.objs[("ModelDeployment", NS, "m")]
+    rec.forget(NS, "m")
+    assert rec.refresh_status(NS, "m") is False  # a pod's deletion event after the object went
+    keys = (f"{NS}/m", (NS, "m"))
+    left = [
+        name
+        for name, value in vars(rec).items()
+        if isinstance(value, dict | set) and any(k in value for k in keys)
+    ]
+    assert not left, f"state kept for a deleted object: {left}"
+
+
+def test_the_per_object_lock_excludes_while_held_and_goes_when_released() -> None:
+    _, rec = setup()
+    inside, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with rec.lock("a/b"):
+            inside.set()
+            release.wait(10)
+            order.append("first")
+
+    def second() -> None:
+        inside.wait(10)
+        with rec.lock("a/b"):
+            order.append("second")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    inside.wait(10)
+    with rec.lock("other/key"):  # another object's lock is independent
+        pass
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["first", "second"]
+    assert not rec._locks

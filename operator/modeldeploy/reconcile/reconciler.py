@@ -285,11 +285,20 @@ def mounted_configmaps(replicasets: list[dict[str, Any]]) -> set[str]:
     return out
 
 
+class _KeyLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
 class Reconciler:
     def __init__(self, kube: Kube, config: OperatorConfig | None = None) -> None:
         self.kube = kube
         self.config = config or OperatorConfig()
-        self._locks: dict[str, threading.Lock] = {}
+        #: per ModelDeployment being worked on: its lock and how many threads hold or wait for it
+        self._locks: dict[str, _KeyLock] = {}
         self._locks_guard = threading.Lock()
         self._crds: tuple[float, frozenset[str]] | None = None
         #: per ModelDeployment: optional child kinds known to be absent (skip GETs on resync)
@@ -330,10 +339,21 @@ class Reconciler:
     # ------------------------------------------------------------- helpers
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
+        """One thread at a time per object. The lock lives only while some thread holds or waits
+        for it: refreshes of a deleted object (its children's deletion events) leave nothing behind."""
         with self._locks_guard:
-            lk = self._locks.setdefault(key, threading.Lock())
-        with lk:
-            yield
+            kl = self._locks.get(key)
+            if kl is None:
+                kl = self._locks[key] = _KeyLock()
+            kl.users += 1
+        try:
+            with kl.lock:
+                yield
+        finally:
+            with self._locks_guard:
+                kl.users -= 1
+                if not kl.users:
+                    del self._locks[key]
 
     def crds(self) -> frozenset[str]:
         """The established CRDs among those we render for: from their watches where the kube keeps
@@ -366,8 +386,6 @@ class Reconciler:
             self._specs.pop(key, None)
         self._notes_of.pop(key, None)
         self._warned.discard(key)
-        with self._locks_guard:
-            self._locks.pop(key, None)
         metrics.CONDITIONS.forget(key)
 
     # ----------------------------------------------------------- reconcile
