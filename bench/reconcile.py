@@ -477,12 +477,14 @@ def run_floor(cluster: Any, kube: Any, api: Any, n: int, workers: int, timeout: 
 
 
 def delete_all(kube: Any, ns: str, timeout: float) -> bool:
-    """Delete every ModelDeployment; wait until they and their Deployments (GC) are gone."""
-    from modeldeploy.reconcile.kube import DEPLOYMENT, MODELDEPLOYMENT
+    """Delete every ModelDeployment; wait until they, their Deployments and their pods (garbage
+    collection, then KWOK's pod deletion) are gone: until then the operator still caches the pods
+    and handles their deletion events, which is not what "after deletion" measures."""
+    from modeldeploy.reconcile.kube import DEPLOYMENT, MODELDEPLOYMENT, POD
 
     kube.request("DELETE", MODELDEPLOYMENT.path(ns), kind="ModelDeployment", verb="deletecollection")
     return wait_until(
-        lambda: not kube.list(MODELDEPLOYMENT, ns) and not kube.list(DEPLOYMENT, ns), timeout, 1
+        lambda: not any(kube.list(kind, ns) for kind in (MODELDEPLOYMENT, DEPLOYMENT, POD)), timeout, 1
     )
 
 
