@@ -73,6 +73,10 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     assert isinstance(result["operator_requests_in_quiet_period"], dict)
     assert result["operator_peak_rss_mib"] >= result["operator_rss_idle_mib"] > 0
     assert result["operator_rss_after_delete_mib"] > 0
+    # VmHWM only grows: the peak including the deletion is at least the peak at Ready and after it
+    assert result["operator_peak_rss_incl_delete_mib"] >= max(
+        result["operator_peak_rss_mib"], result["operator_rss_after_delete_mib"]
+    )
     assert result["operator_rss_after_delete_over_idle_mib"] == pytest.approx(
         result["operator_rss_after_delete_mib"] - result["operator_rss_idle_mib"], abs=0.11
     )
