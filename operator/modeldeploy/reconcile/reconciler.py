@@ -850,7 +850,7 @@ class Reconciler:
         """Why pod readiness does not yet prove the new versions after an in-place manifest change
         (or None), and the seconds until that window ends. The change time is our field manager's
         last write to the manifest ConfigMap (we write it only when its content changes); pods
-        started after it read the new manifest."""
+        started in a later second read the new manifest (:func:`propagation_window`)."""
         window = self.config.manifest_sync_seconds
         if window <= 0 or md.spec.rollout.strategy != "inPlace":
             return None, None
