@@ -653,3 +653,19 @@ def test_the_per_object_lock_excludes_while_held_and_goes_when_released() -> Non
         t.join(10)
     assert order == ["first", "second"]
     assert not rec._locks
+
+
+def test_a_refresh_reads_the_manifest_configmap_once() -> None:
+    """With agent queries on but no agent answering (pods without an address), the status needs
+    the manifest twice: its generation and age (load timeout) and its last change (propagation
+    window). One refresh reads (and decodes from the store) the ConfigMap once for both."""
+    kube = MemoryKube()
+    kube.put(small_md(NS, "m"))
+    rec = Reconciler(kube, OperatorConfig(query_agents=True))
+    rec.schedule = lambda ns, name, seconds: None
+    rec.reconcile(body(kube), trigger="create")
+    rollout_step(kube, ready_pods=1, running_pods=1, want=1)
+    kube.clear_log()
+    rec.refresh_status(NS, "m")
+    assert kube.reads.count(("get", "ConfigMap")) == 1, kube.reads
+    assert ready(kube)["reason"] == "Available"  # a new ConfigMap: no older manifest to wait out
