@@ -53,7 +53,7 @@ import kopf
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.reconcile.cache import CachedKube, crd_established
-from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, Kube
+from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, REQUEST_KINDS, Kube
 from modeldeploy.reconcile.reconciler import (
     KIND_CRD,
     ApplyRejected,
@@ -65,6 +65,7 @@ from modeldeploy.reconcile.reconciler import (
 )
 from modeldeploy.reconcile.resync import ResyncLoop, in_scope
 from modeldeploy.reconcile.workqueue import WorkQueue
+from modeldeploy.render import CHILD_KINDS, child_kind
 from modeldeploy.render.common import FIELD_MANAGER, OWNER_LABEL
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"  # the prefetch pods' owner
@@ -182,6 +183,7 @@ class State:
         self._bodies_lock = threading.Lock()
 
     def start(self, api_client: Any | None = None) -> None:
+        metrics.prime(TRIGGERS, REQUEST_KINDS, {child_kind(k) for k in CHILD_KINDS})
         api = api_client or _load_client()
         namespaces = self.config.namespaces
         self.cache = CachedKube(
@@ -310,6 +312,8 @@ class State:
     def forget(self, namespace: str, name: str) -> None:
         with self._bodies_lock:
             self._bodies.pop((namespace, name), None)
+        if self.queue is not None:
+            self.queue.discard((namespace, name))
         if self.reconciler is not None:
             self.reconciler.forget(namespace, name)
 

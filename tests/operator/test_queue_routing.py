@@ -132,3 +132,17 @@ def test_a_deployment_turning_available_is_refreshed_without_the_debounce() -> N
     relabelled["metadata"]["resourceVersion"] = "999"  # nothing Ready depends on changed
     state.child_event("Deployment", available, relabelled)
     assert marks.delays[-1] == state.config.status_debounce_seconds
+
+
+def test_forgetting_a_deleted_object_drops_its_queued_runs() -> None:
+    """kopf's DELETED event: the queue keeps no run of the gone object (a refresh scheduled minutes
+    ahead would keep its key, marks and futures alive until then)."""
+    from modeldeploy.reconcile.workqueue import WorkQueue
+
+    _, state = setup()
+    state.queue = WorkQueue(state.process)  # not started: the marks stay queued
+    scheduled = state.queue.mark_in((NS, "m"), 600.0)
+    state.schedule(NS, "other", 600.0)
+    state.forget(NS, "m")
+    assert state.queue.pending((NS, "m")) is None and scheduled.result(timeout=0) is None
+    assert state.queue.pending((NS, "other")) is not None

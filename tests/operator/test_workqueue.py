@@ -302,3 +302,35 @@ def test_resync_runs_are_bounded_apart_and_do_not_hold_back_other_work(rec: Reco
         assert sorted(k[1] for k, r, _ in rec.runs if r == {"resync"}) == [f"k{i}" for i in range(5)]
     finally:
         q.stop()
+
+
+def test_discard_drops_a_gone_keys_pending_marks_and_backoff(rec: Recorder) -> None:
+    """An object deleted with refreshes scheduled minutes ahead and a reconcile in backoff: the
+    queue keeps nothing of it (its awaiters get None), other keys run as before, and a new mark
+    of the same key (a new object of that name) runs at once."""
+    clock = FakeClock()
+    rec.clock = clock
+    q = WorkQueue(
+        rec, workers=2, light_workers=1, light=frozenset({"refresh"}), clock=clock, backoff_base=30.0
+    ).start()
+    gone, other = ("ns", "gone"), ("ns", "other")
+    try:
+        rec.fail = RuntimeError("transient")
+        with pytest.raises(RuntimeError):
+            q.mark(gone).result(timeout=20)
+        rec.fail = None
+        wait_for(lambda: q.failures(gone) == 1)
+        later = q.mark_in(gone, 300.0)  # a light refresh scheduled far ahead
+        in_backoff = q.mark(gone, reason="drift")
+        kept = q.mark_in(other, 300.0)
+        q.discard(gone)
+        assert later.result(timeout=1) is None and in_backoff.result(timeout=1) is None
+        assert q.pending(gone) is None and q.failures(gone) == 0
+        assert q.pending(other) == pytest.approx(300.0) and not kept.done()
+        assert q.mark(gone).result(timeout=20) == "gone:2", "no backoff left for a new object"
+        clock.t += 300
+        q.poke()
+        assert kept.result(timeout=20) == "other:3"
+        assert [k for k, _, _ in rec.runs] == [gone, gone, other]
+    finally:
+        q.stop()

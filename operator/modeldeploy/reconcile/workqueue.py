@@ -153,6 +153,19 @@ class WorkQueue:
         """Where marks with ``reasons`` wait: apart when all are light (and light workers exist)."""
         return self._light_pending if self._light_apart and reasons <= self._light else self._pending
 
+    def discard(self, key: Key) -> None:
+        """Forget ``key`` (its object is gone): its pending marks (their futures get ``None``, what
+        a run of a gone object returns), its failure count and backoff. A run in progress
+        finishes; a later mark queues it anew. Refreshes scheduled minutes ahead (a status
+        interval, a propagation window) would otherwise outlive the object that long."""
+        with self._cond:
+            dropped = [p for t in (self._pending, self._light_pending) if (p := t.pop(key, None)) is not None]
+            self._failures.pop(key, None)
+            self._not_before.pop(key, None)
+        for p in dropped:
+            for fut in p.futures:
+                fut.set_result(None)
+
     # ---------------------------------------------------------------- inspection
     def pending(self, key: Key) -> float | None:
         """Seconds until the next pending run of ``key`` (None: none pending)."""
