@@ -786,9 +786,8 @@ class Reconciler:
         if patch is None:
             self._progress_since.pop(key, None)
             return False
-        if self._deferred(md, key, current, new):
+        if self._deferred(md, key, current, new) or not self._patch_status(ns, name, patch):
             return False
-        self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
         self._status_at[key] = self.clock()
         self._progress_since.pop(key, None)
         metrics.STATUS_WRITES.inc()
@@ -903,11 +902,21 @@ class Reconciler:
             f"{meta['namespace']}/{meta['name']}", {c["type"]: c["status"] for c in new["conditions"]}
         )
         patch = status_patch(current, new)
-        if patch is None:
+        if patch is None or not self._patch_status(meta["namespace"], meta["name"], patch):
             return
-        self.kube.patch_status(MODELDEPLOYMENT, meta["namespace"], meta["name"], patch)
         metrics.STATUS_WRITES.inc()
         self._event(body, "Warning", reason, message)
+
+    def _patch_status(self, ns: str, name: str, patch: dict[str, Any]) -> bool:
+        """Write a status patch; False when the object is gone (deleted while we worked on it:
+        nothing to report, and nothing to retry)."""
+        try:
+            self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     # -------------------------------------------------------------- events
     def _transition_events(
