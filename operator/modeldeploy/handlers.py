@@ -212,7 +212,7 @@ class State:
         self.cache.watch_crds(list(KIND_CRD.values()))  # a CRD installed later: see crd_event
         self.resync = ResyncLoop(
             self.cache,
-            lambda key: queue.mark(key, "resync"),
+            lambda key: queue.nudge(key, "resync"),
             self.config.resync_seconds,
             namespaces,
         ).start()
@@ -229,11 +229,11 @@ class State:
 
     def schedule(self, namespace: str, name: str, seconds: float) -> None:
         if self.queue is not None:
-            self.queue.mark_in((namespace, name), seconds)
+            self.queue.nudge_in((namespace, name), seconds)
 
     def refresh(self, namespace: str, name: str) -> None:
         if self.queue is not None:
-            self.queue.mark((namespace, name), "refresh", self.config.status_debounce_seconds)
+            self.queue.nudge((namespace, name), "refresh", self.config.status_debounce_seconds)
 
     def child_event(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """A change seen by a watch (on the informer's thread: only marks owners)."""
@@ -261,12 +261,12 @@ class State:
             return
         if kind == "Deployment" and _availability(old) != _availability(new):
             # Ready follows the Deployment's availability: no debounce (it only gathers pod events)
-            self.queue.mark((ns, owner), "refresh", 0.0)
+            self.queue.nudge((ns, owner), "refresh", 0.0)
         elif kind in ("Pod", "Deployment", "Job"):
             self.refresh(ns, owner)
         if kind != "Pod" and (kind == "Job" or content_changed(old, new)):
             # drift seen through the watches: one reconcile of the owner per debounce window
-            self.queue.mark((ns, owner), "drift", self.config.repair_debounce_seconds)
+            self.queue.nudge((ns, owner), "drift", self.config.repair_debounce_seconds)
 
     def crd_event(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """A CRD we render for was installed, established or removed: every ModelDeployment's

@@ -84,7 +84,7 @@ class Marks:
         self.marked: list[tuple[tuple[str, str], str]] = []
         self.delays: list[float] = []
 
-    def mark(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
+    def nudge(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
         self.marked.append((key, reason))
         self.delays.append(delay)
 

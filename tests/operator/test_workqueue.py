@@ -334,3 +334,53 @@ def test_discard_drops_a_gone_keys_pending_marks_and_backoff(rec: Recorder) -> N
         assert [k for k, _, _ in rec.runs] == [gone, gone, other]
     finally:
         q.stop()
+
+
+def test_nudges_run_like_marks_without_a_future_each(rec: Recorder) -> None:
+    """Fire-and-forget marks (resync, child events, scheduled refreshes) coalesce with marks that
+    are awaited, and the queue keeps no Future for them."""
+    clock = FakeClock()
+    rec.clock = clock
+    q = WorkQueue(rec, workers=2, clock=clock).start()
+    try:
+        for _ in range(100):
+            q.nudge(("ns", "a"), "resync", delay=1.0)
+        q.nudge_in(("ns", "a"), 5.0)
+        waited = q.mark(("ns", "a"), "drift", delay=1.0)
+        with q._cond:
+            assert [len(p.futures) for p in q._pending.values()] == [1], "only the awaited mark's"
+        clock.t += 1.0
+        q.poke()
+        assert waited.result(timeout=20) == "a:1"
+        assert rec.runs[0][1] == {"resync", "drift", "refresh"} and len(rec.runs) == 1
+    finally:
+        q.stop()
+
+
+def test_an_idle_worker_keeps_nothing_of_its_last_run() -> None:
+    """A worker waiting for work holds no reference to its last run's result or exception (an
+    exception's traceback holds every frame's locals: a whole object and its children)."""
+    import gc
+    import weakref
+
+    class Result:
+        pass
+
+    made: list[weakref.ref[Any]] = []
+
+    def process(key: Key, reasons: frozenset[str]) -> Any:
+        obj = Result()
+        made.append(weakref.ref(obj))
+        if key[1] == "fails":
+            raise RuntimeError(obj)
+        return obj
+
+    q = WorkQueue(process, workers=1).start()
+    try:
+        q.nudge(("ns", "ok"))
+        q.nudge(("ns", "fails"))
+        wait_for(lambda: len(made) == 2 and q.depth() == 1)  # the failure's retry is queued
+        gc.collect()
+        wait_for(lambda: all(r() is None for r in made))
+    finally:
+        q.stop()
