@@ -24,7 +24,9 @@ status refresh of a ModelDeployment runs.
   the key waits for a new mark.
 * Each mark returns a :class:`~concurrent.futures.Future` of the outcome of the first run that
   *starts after* the mark (its result, or its exception), so an ``async`` handler can await it with
-  :func:`asyncio.wrap_future` instead of blocking.
+  :func:`asyncio.wrap_future` instead of blocking. :meth:`WorkQueue.nudge` and
+  :meth:`WorkQueue.nudge_in` mark the same way without a Future, for callers that do not wait;
+  :meth:`WorkQueue.discard` forgets a key whose object is gone.
 """
 
 from __future__ import annotations
