@@ -159,6 +159,8 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
 #: ``refresh`` alone recomputes only the status.
 TRIGGERS = ("create", "update", "resume", "drift", "resync")
 SPEC_TRIGGERS = ("create", "update", "resume")
+#: The reason of the run that forgets a deleted object's state (State.forget).
+FORGET = "forget"
 Key = tuple[str, str]
 
 
@@ -298,6 +300,10 @@ class State:
         """One run of the queue for ``key``: a reconcile if any trigger asks for one, else (or also,
         when a drift repair found nothing to change) a status refresh."""
         assert self.reconciler is not None
+        if FORGET in reasons:
+            self.reconciler.forget(*key)
+            if reasons == {FORGET}:
+                return None
         trigger = next((t for t in TRIGGERS if t in reasons), None)
         if trigger is None:
             return self.reconciler.refresh_status(*key)
@@ -310,11 +316,17 @@ class State:
         return outcome
 
     def forget(self, namespace: str, name: str) -> None:
+        """The object is gone (kopf's DELETED event): drop its queued runs, and forget its state
+        in a run of its own. The queue never runs a key twice at once, so that run comes after any
+        run of the object that was under way when it went, which may still have recorded state of
+        it (its applied generation, its conditions on /metrics): forgetting at once, on the event
+        loop, left that behind."""
         with self._bodies_lock:
             self._bodies.pop((namespace, name), None)
         if self.queue is not None:
             self.queue.discard((namespace, name))
-        if self.reconciler is not None:
+            self.queue.nudge((namespace, name), FORGET)
+        elif self.reconciler is not None:
             self.reconciler.forget(namespace, name)
 
     def stop(self) -> None:
