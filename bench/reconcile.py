@@ -107,6 +107,27 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
+def memory_map(pid: int) -> dict[str, float]:
+    """Where a process's RSS lies (MiB), from /proc/PID/smaps: ``heap`` (glibc's main heap),
+    ``anon`` (other anonymous mappings: CPython's pymalloc arenas, which the kernel merges into
+    larger mappings, glibc's thread arena, large blocks, thread stacks) and ``files`` (code,
+    libraries)."""
+    out = dict.fromkeys(("heap", "anon", "files"), 0.0)
+    where = "anon"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5:  # a mapping: range perms offset dev inode [path]
+            path = head[5] if len(head) > 5 else ""
+            where = "heap" if path == "[heap]" else "files" if path.startswith("/") else "anon"
+        elif head[0] == "Rss:":
+            out[where] += int(head[1]) / 1024
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far, seconds (/proc/PID/stat)."""
     try:
@@ -373,8 +394,10 @@ METRICS_REPORTED = (
 )
 
 
-def scrape_metrics(port: int) -> dict[str, float]:
-    """The operator's samples named in METRICS_REPORTED (``name{labels}`` -> value); empty on error."""
+def scrape_metrics(port: int, names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """The operator's samples named in ``names`` (default METRICS_REPORTED; ``name{labels}`` ->
+    value); empty on error."""
+    names = names or METRICS_REPORTED
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             text = r.read().decode()
@@ -382,7 +405,7 @@ def scrape_metrics(port: int) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(METRICS_REPORTED):
+        if line.startswith(names):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
@@ -554,6 +577,7 @@ def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) ->
         kube = Kube(api)
         time.sleep(2)  # the operator's first LISTs and kopf's start are part of idle
         rss_idle = rss_mib(op.pid)
+        map_idle = memory_map(op.pid)
         result = measure_operator(cluster, kube, api, ns, args, op, metrics_port)
         result |= {"resync_seconds": args.resync_seconds, "operator_rss_idle_mib": round(rss_idle, 1)}
         deleted = delete_all(kube, ns, args.timeout)
@@ -563,6 +587,12 @@ def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) ->
         result["operator_peak_rss_incl_delete_mib"] = round(rss_mib(op.pid, "VmHWM"), 1)
         result["operator_rss_after_delete_mib"] = round(after, 1) if after is not None else None
         result["operator_rss_after_delete_over_idle_mib"] = round(after - rss_idle, 1) if after else None
+        result["operator_memory_map_mib"] = {"idle": map_idle, "after_delete": memory_map(op.pid)}
+        # what the operator's stores still hold (0 of each kind: nothing kept of deleted objects)
+        held = scrape_metrics(metrics_port, ("modeldeploy_cache_objects",))
+        result["operator_cache_objects_after_delete"] = {
+            k.split('kind="', 1)[-1].rstrip('"}'): int(v) for k, v in held.items()
+        }
         result["operator_env"] = env
         return result
     finally:

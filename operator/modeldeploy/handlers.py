@@ -53,7 +53,7 @@ import kopf
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.reconcile.cache import CachedKube, crd_established
-from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, Kube
+from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, REQUEST_KINDS, Kube
 from modeldeploy.reconcile.reconciler import (
     KIND_CRD,
     ApplyRejected,
@@ -65,6 +65,7 @@ from modeldeploy.reconcile.reconciler import (
 )
 from modeldeploy.reconcile.resync import ResyncLoop, in_scope
 from modeldeploy.reconcile.workqueue import WorkQueue
+from modeldeploy.render import CHILD_KINDS, child_kind
 from modeldeploy.render.common import FIELD_MANAGER, OWNER_LABEL
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"  # the prefetch pods' owner
@@ -158,6 +159,8 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
 #: ``refresh`` alone recomputes only the status.
 TRIGGERS = ("create", "update", "resume", "drift", "resync")
 SPEC_TRIGGERS = ("create", "update", "resume")
+#: The reason of the run that forgets a deleted object's state (State.forget).
+FORGET = "forget"
 Key = tuple[str, str]
 
 
@@ -182,6 +185,7 @@ class State:
         self._bodies_lock = threading.Lock()
 
     def start(self, api_client: Any | None = None) -> None:
+        metrics.prime(TRIGGERS, REQUEST_KINDS, {child_kind(k) for k in CHILD_KINDS})
         api = api_client or _load_client()
         namespaces = self.config.namespaces
         self.cache = CachedKube(
@@ -210,7 +214,7 @@ class State:
         self.cache.watch_crds(list(KIND_CRD.values()))  # a CRD installed later: see crd_event
         self.resync = ResyncLoop(
             self.cache,
-            lambda key: queue.mark(key, "resync"),
+            lambda key: queue.nudge(key, "resync"),
             self.config.resync_seconds,
             namespaces,
         ).start()
@@ -227,11 +231,11 @@ class State:
 
     def schedule(self, namespace: str, name: str, seconds: float) -> None:
         if self.queue is not None:
-            self.queue.mark_in((namespace, name), seconds)
+            self.queue.nudge_in((namespace, name), seconds)
 
     def refresh(self, namespace: str, name: str) -> None:
         if self.queue is not None:
-            self.queue.mark((namespace, name), "refresh", self.config.status_debounce_seconds)
+            self.queue.nudge((namespace, name), "refresh", self.config.status_debounce_seconds)
 
     def child_event(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """A change seen by a watch (on the informer's thread: only marks owners)."""
@@ -259,12 +263,12 @@ class State:
             return
         if kind == "Deployment" and _availability(old) != _availability(new):
             # Ready follows the Deployment's availability: no debounce (it only gathers pod events)
-            self.queue.mark((ns, owner), "refresh", 0.0)
+            self.queue.nudge((ns, owner), "refresh", 0.0)
         elif kind in ("Pod", "Deployment", "Job"):
             self.refresh(ns, owner)
         if kind != "Pod" and (kind == "Job" or content_changed(old, new)):
             # drift seen through the watches: one reconcile of the owner per debounce window
-            self.queue.mark((ns, owner), "drift", self.config.repair_debounce_seconds)
+            self.queue.nudge((ns, owner), "drift", self.config.repair_debounce_seconds)
 
     def crd_event(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """A CRD we render for was installed, established or removed: every ModelDeployment's
@@ -296,6 +300,10 @@ class State:
         """One run of the queue for ``key``: a reconcile if any trigger asks for one, else (or also,
         when a drift repair found nothing to change) a status refresh."""
         assert self.reconciler is not None
+        if FORGET in reasons:
+            self.reconciler.forget(*key)
+            if reasons == {FORGET}:
+                return None
         trigger = next((t for t in TRIGGERS if t in reasons), None)
         if trigger is None:
             return self.reconciler.refresh_status(*key)
@@ -308,9 +316,17 @@ class State:
         return outcome
 
     def forget(self, namespace: str, name: str) -> None:
+        """The object is gone (kopf's DELETED event): drop its queued runs, and forget its state
+        in a run of its own. The queue never runs a key twice at once, so that run comes after any
+        run of the object that was under way when it went, which may still have recorded state of
+        it (its applied generation, its conditions on /metrics): forgetting at once, on the event
+        loop, left that behind."""
         with self._bodies_lock:
             self._bodies.pop((namespace, name), None)
-        if self.reconciler is not None:
+        if self.queue is not None:
+            self.queue.discard((namespace, name))
+            self.queue.nudge((namespace, name), FORGET)
+        elif self.reconciler is not None:
             self.reconciler.forget(namespace, name)
 
     def stop(self) -> None:

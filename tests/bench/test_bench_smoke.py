@@ -80,6 +80,13 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     assert result["operator_rss_after_delete_over_idle_mib"] == pytest.approx(
         result["operator_rss_after_delete_mib"] - result["operator_rss_idle_mib"], abs=0.11
     )
+    # where the RSS lies, from smaps: the parts add up to it (read a moment apart: a little slack)
+    for when, rss in (("idle", "operator_rss_idle_mib"), ("after_delete", "operator_rss_after_delete_mib")):
+        parts = result["operator_memory_map_mib"][when]
+        assert set(parts) == {"heap", "anon", "files"} and min(parts.values()) > 0
+        assert sum(parts.values()) == pytest.approx(result[rss], rel=0.1)
+    held = result["operator_cache_objects_after_delete"]
+    assert {"ModelDeployment", "Deployment", "Pod"} <= set(held) and not any(held.values()), held
     assert result["operator_cpu_s_until_ready"] > 0
     assert result["operator_env"] == {"PYTHONMALLOC": "malloc"}
     # the floor: the same children written by a plain client in the same run

@@ -120,7 +120,9 @@ class MemoryKube(Kube):
 
     def patch_status(self, res: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.writes.append(("patch_status", res.kind, name))
-        cur = self.objs[(res.kind, namespace, name)]
+        cur = self.objs.get((res.kind, namespace, name))
+        if cur is None:
+            raise KubeError(404, "PATCH", res.path(namespace, name, "status"), f'"{name}" not found')
         cur["status"] = _merge(cur.get("status") or {}, copy.deepcopy(patch))
         cur["metadata"]["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(cur)

@@ -140,6 +140,30 @@ def test_a_write_through_is_not_undone_by_an_older_event() -> None:
     kube.events.put(None)
 
 
+def test_a_write_through_of_an_object_deleted_since_is_not_kept() -> None:
+    """Our create's answer arrives after the watch delivered the object and its deletion (the
+    garbage collector removed it: its owner went while we wrote it). The store does not take it
+    back: nothing would ever remove it (it held a stale child, and memory, for good). A write the
+    watch has not reached yet is kept, and its later deletion removes it."""
+    kube, seen = ScriptedKube(), []
+    inf = informer(kube, seen)
+    assert inf.wait_synced(5)
+    kube.events.put({"type": "ADDED", "object": cm("c1", 10)})
+    kube.events.put({"type": "DELETED", "object": cm("c1", 12)})
+    kube.events.put({"type": "ADDED", "object": cm("marker", 13)})
+    until(lambda: inf.get("a", "marker") is not None, "the marker")
+    inf.put(cm("c1", 10, "ours"))  # the answer of our write, late
+    assert inf.get("a", "c1") is None and len(inf) == 1
+    inf.put(cm("c2", 20, "ours"))  # ahead of the watch: kept until the watch says otherwise
+    assert inf.get("a", "c2") is not None
+    kube.events.put({"type": "ADDED", "object": cm("c2", 20, "ours")})
+    kube.events.put({"type": "DELETED", "object": cm("c2", 21)})
+    until(lambda: inf.get("a", "c2") is None, "the deletion of c2")
+    assert len(inf) == 1
+    inf.stop()
+    kube.events.put(None)
+
+
 def test_an_expired_or_broken_watch_lists_again_and_reports_what_it_missed() -> None:
     kube, seen = ScriptedKube(), []
     kube.world["c1"] = cm("c1", 5)

@@ -92,3 +92,34 @@ def test_per_object_state_is_compact_and_dropped_on_forget() -> None:
     tracker.forget("ns/b")
     tracker.forget("ns/never-seen")
     assert len(tracker) == 0 and count("Ready", "False") == 0 and count("Degraded", "Unknown") == 0
+
+
+def test_label_children_are_created_at_start_up() -> None:
+    """``metrics.prime`` (State.start) exports, before any work, every series the work will move:
+    the counts of requests and child writes per kind, reconciles per trigger and result, and the
+    condition counts, at 0."""
+    from prometheus_client import generate_latest
+
+    from modeldeploy import metrics
+    from modeldeploy.handlers import TRIGGERS
+    from modeldeploy.reconcile.kube import REQUEST_KINDS
+    from modeldeploy.render import CHILD_KINDS, child_kind
+
+    def series() -> set[str]:
+        text = generate_latest(metrics.REGISTRY).decode()
+        return {line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")}
+
+    metrics.prime(TRIGGERS, REQUEST_KINDS, {child_kind(k) for k in CHILD_KINDS})
+    after = series()  # (earlier tests in this process may have created some of them already)
+    for want in (
+        'modeldeploy_api_requests_total{kind="NetworkPolicy",verb="apply"}',
+        'modeldeploy_api_requests_total{kind="Pod",verb="watch"}',
+        'modeldeploy_child_writes_total{action="delete",kind="PodDisruptionBudget"}',
+        'modeldeploy_child_writes_total{action="handover",kind="Deployment"}',
+        'modeldeploy_reconcile_total{result="invalid",trigger="resync"}',
+        'modeldeploy_reconcile_duration_seconds_count{trigger="drift"}',
+        'modeldeploy_handler_latency_seconds_count{trigger="child-event"}',
+        'modeldeploy_status_deferred_total{change="detail"}',
+        'modeldeploy_managed_modeldeployments{condition="Degraded",status="Unknown"}',
+    ):
+        assert want in after, want

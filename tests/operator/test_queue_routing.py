@@ -5,6 +5,7 @@ and which only refresh the status."""
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 from memkube import MemoryKube
@@ -84,7 +85,7 @@ class Marks:
         self.marked: list[tuple[tuple[str, str], str]] = []
         self.delays: list[float] = []
 
-    def mark(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
+    def nudge(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
         self.marked.append((key, reason))
         self.delays.append(delay)
 
@@ -132,3 +133,56 @@ def test_a_deployment_turning_available_is_refreshed_without_the_debounce() -> N
     relabelled["metadata"]["resourceVersion"] = "999"  # nothing Ready depends on changed
     state.child_event("Deployment", available, relabelled)
     assert marks.delays[-1] == state.config.status_debounce_seconds
+
+
+def test_forgetting_a_deleted_object_drops_its_queued_runs() -> None:
+    """kopf's DELETED event: the queue keeps no run of the gone object (a refresh scheduled minutes
+    ahead would keep its key, marks and futures alive until then), only the run that forgets it."""
+    from modeldeploy.reconcile.workqueue import WorkQueue
+
+    _, state = setup()
+    state.queue = WorkQueue(state.process)  # not started: the marks stay queued
+    scheduled = state.queue.mark_in((NS, "m"), 600.0)
+    state.schedule(NS, "other", 600.0)
+    state.forget(NS, "m")
+    assert scheduled.result(timeout=0) is None
+    pending = state.queue.pending((NS, "m"))
+    assert pending is not None and pending <= 0, "the forgetting run, due at once"
+    assert state.queue.pending((NS, "other")) is not None
+
+
+def test_state_recorded_by_a_run_under_way_when_the_object_went_is_forgotten() -> None:
+    """The object is deleted while a run of it is under way (its DELETED event arrives on kopf's
+    loop meanwhile). The run records state at its end (here: its conditions on /metrics and its
+    applied generation); the forgetting comes after it, so nothing of the object is left."""
+    import threading
+
+    from modeldeploy import metrics
+    from modeldeploy.reconcile.workqueue import WorkQueue
+
+    _, state = setup()
+    rec = state.reconciler
+    assert rec is not None
+    started, release = threading.Event(), threading.Event()
+    real_reconcile = rec.reconcile
+
+    def slow_reconcile(body: dict[str, Any], trigger: str = "update") -> Any:
+        started.set()
+        release.wait(20)
+        return real_reconcile(body, trigger)  # the store still held it when the run began
+
+    rec.reconcile = slow_reconcile  # type: ignore[method-assign]
+    state.queue = WorkQueue(state.process, workers=2).start()
+    key = f"{NS}/m"
+    try:
+        state.queue.nudge((NS, "m"), "create")
+        assert started.wait(20)
+        state.forget(NS, "m")  # kopf's DELETED event, while the run is under way
+        release.set()
+        deadline = time.monotonic() + 20
+        while state.queue.depth() or state.queue._running:
+            assert time.monotonic() < deadline, "the queue did not drain"
+            time.sleep(0.01)
+        assert key not in metrics.CONDITIONS._by_md and key not in rec._applied
+    finally:
+        state.queue.stop()

@@ -653,3 +653,41 @@ def test_the_per_object_lock_excludes_while_held_and_goes_when_released() -> Non
         t.join(10)
     assert order == ["first", "second"]
     assert not rec._locks
+
+
+def test_a_refresh_reads_the_manifest_configmap_once() -> None:
+    """With agent queries on but no agent answering (pods without an address), the status needs
+    the manifest twice: its generation and age (load timeout) and its last change (propagation
+    window). One refresh reads (and decodes from the store) the ConfigMap once for both."""
+    kube = MemoryKube()
+    kube.put(small_md(NS, "m"))
+    rec = Reconciler(kube, OperatorConfig(query_agents=True))
+    rec.schedule = lambda ns, name, seconds: None
+    rec.reconcile(body(kube), trigger="create")
+    rollout_step(kube, ready_pods=1, running_pods=1, want=1)
+    kube.clear_log()
+    rec.refresh_status(NS, "m")
+    assert kube.reads.count(("get", "ConfigMap")) == 1, kube.reads
+    assert ready(kube)["reason"] == "Available"  # a new ConfigMap: no older manifest to wait out
+
+
+class DeletedDuringReconcile(MemoryKube):
+    """The ModelDeployment is deleted (and gone from the store) while its children are applied."""
+
+    def apply(self, body: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = super().apply(body, *args, **kwargs)
+        if body["kind"] == "Deployment":
+            self.objs.pop(("ModelDeployment", NS, "m"), None)
+        return out
+
+
+def test_an_object_deleted_during_its_reconcile_ends_it_without_an_error_or_a_retry() -> None:
+    """The status write of a ModelDeployment deleted meanwhile gets 404: the reconcile ends
+    normally (an error would have the work queue retry it after a backoff, for an object that is
+    gone: wasted work and a log line for each object of a mass deletion)."""
+    kube = DeletedDuringReconcile()
+    kube.put(small_md(NS, "m"))
+    rec = Reconciler(kube, OperatorConfig(query_agents=False))
+    out = rec.reconcile(body(kube), trigger="create")
+    assert ("patch_status", "ModelDeployment", "m") in kube.writes  # it was tried, and refused
+    assert not out.status_written

@@ -302,3 +302,85 @@ def test_resync_runs_are_bounded_apart_and_do_not_hold_back_other_work(rec: Reco
         assert sorted(k[1] for k, r, _ in rec.runs if r == {"resync"}) == [f"k{i}" for i in range(5)]
     finally:
         q.stop()
+
+
+def test_discard_drops_a_gone_keys_pending_marks_and_backoff(rec: Recorder) -> None:
+    """An object deleted with refreshes scheduled minutes ahead and a reconcile in backoff: the
+    queue keeps nothing of it (its awaiters get None), other keys run as before, and a new mark
+    of the same key (a new object of that name) runs at once."""
+    clock = FakeClock()
+    rec.clock = clock
+    q = WorkQueue(
+        rec, workers=2, light_workers=1, light=frozenset({"refresh"}), clock=clock, backoff_base=30.0
+    ).start()
+    gone, other = ("ns", "gone"), ("ns", "other")
+    try:
+        rec.fail = RuntimeError("transient")
+        with pytest.raises(RuntimeError):
+            q.mark(gone).result(timeout=20)
+        rec.fail = None
+        wait_for(lambda: q.failures(gone) == 1)
+        later = q.mark_in(gone, 300.0)  # a light refresh scheduled far ahead
+        in_backoff = q.mark(gone, reason="drift")
+        kept = q.mark_in(other, 300.0)
+        q.discard(gone)
+        assert later.result(timeout=1) is None and in_backoff.result(timeout=1) is None
+        assert q.pending(gone) is None and q.failures(gone) == 0
+        assert q.pending(other) == pytest.approx(300.0) and not kept.done()
+        assert q.mark(gone).result(timeout=20) == "gone:2", "no backoff left for a new object"
+        clock.t += 300
+        q.poke()
+        assert kept.result(timeout=20) == "other:3"
+        assert [k for k, _, _ in rec.runs] == [gone, gone, other]
+    finally:
+        q.stop()
+
+
+def test_nudges_run_like_marks_without_a_future_each(rec: Recorder) -> None:
+    """Fire-and-forget marks (resync, child events, scheduled refreshes) coalesce with marks that
+    are awaited, and the queue keeps no Future for them."""
+    clock = FakeClock()
+    rec.clock = clock
+    q = WorkQueue(rec, workers=2, clock=clock).start()
+    try:
+        for _ in range(100):
+            q.nudge(("ns", "a"), "resync", delay=1.0)
+        q.nudge_in(("ns", "a"), 5.0)
+        waited = q.mark(("ns", "a"), "drift", delay=1.0)
+        with q._cond:
+            assert [len(p.futures) for p in q._pending.values()] == [1], "only the awaited mark's"
+        clock.t += 1.0
+        q.poke()
+        assert waited.result(timeout=20) == "a:1"
+        assert rec.runs[0][1] == {"resync", "drift", "refresh"} and len(rec.runs) == 1
+    finally:
+        q.stop()
+
+
+def test_an_idle_worker_keeps_nothing_of_its_last_run() -> None:
+    """A worker waiting for work holds no reference to its last run's result or exception (an
+    exception's traceback holds every frame's locals: a whole object and its children)."""
+    import gc
+    import weakref
+
+    class Result:
+        pass
+
+    made: list[weakref.ref[Any]] = []
+
+    def process(key: Key, reasons: frozenset[str]) -> Any:
+        obj = Result()
+        made.append(weakref.ref(obj))
+        if key[1] == "fails":
+            raise RuntimeError(obj)
+        return obj
+
+    q = WorkQueue(process, workers=1).start()
+    try:
+        q.nudge(("ns", "ok"))
+        q.nudge(("ns", "fails"))
+        wait_for(lambda: len(made) == 2 and q.depth() == 1)  # the failure's retry is queued
+        gc.collect()
+        wait_for(lambda: all(r() is None for r in made))
+    finally:
+        q.stop()

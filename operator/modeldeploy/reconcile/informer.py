@@ -51,8 +51,13 @@ def _key(obj: dict[str, Any]) -> Key:
 
 
 def _rv(obj: dict[str, Any] | None) -> int | None:
+    return _int((obj or {}).get("metadata", {}).get("resourceVersion"))
+
+
+def _int(rv: str | None) -> int | None:
+    """A resourceVersion as a number (the API server's are etcd revisions), or None."""
     try:
-        return int((obj or {}).get("metadata", {}).get("resourceVersion") or "")
+        return int(rv or "")
     except ValueError:
         return None
 
@@ -146,6 +151,9 @@ class Informer:
         self.index_key = index_key
         self._index: dict[str, tuple[Key, ...]] = {}
         self._high = 0  # most objects held since memory was last handed back
+        #: how far the store is known to follow the API server: the resourceVersion of the LIST or
+        #: of the watch's latest event (everything of ours up to it has been delivered)
+        self._seen: int | None = None
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stop = threading.Event()
@@ -241,7 +249,10 @@ class Informer:
 
     # ---------------------------------------------------------- write-through
     def put(self, obj: dict[str, Any]) -> None:
-        """Our own write's result: keep it unless the store already has a newer version."""
+        """Our own write's result: keep it unless the store already has a newer version, or the
+        watch has delivered past it and the object is not held: then it was deleted since (say
+        by the garbage collector, its owner gone while we wrote it), and keeping it would hold
+        an object that no event will ever remove."""
         if not matches(obj, self.selector) or not self.in_scope(_key(obj)[0]):
             return
         self._upsert(obj, notify=False)
@@ -310,6 +321,7 @@ class Informer:
         with self._lock:
             old, self._objs = self._objs, fresh
             self._reindex()
+            self._seen = _int(rv)
         self._count(len(fresh) - len(old))
         self.relists += 1
         self._synced.set()
@@ -343,11 +355,14 @@ class Informer:
                 raise KubeError(int(obj.get("code") or 0), "WATCH", self.res.plural, str(obj.get("message")))
             rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
             if kind == "BOOKMARK" or not self.in_scope(_key(obj)[0]):
+                with self._lock:
+                    self._seen = _int(rv)
                 continue
             if kind == "DELETED":
                 with self._lock:
                     old = self._objs.pop(_key(obj), None)
                     self._index_swap(_key(obj), old, None)
+                    self._seen = _int(rv)
                 if old is not None:
                     self._count(-1)
                     if self.on_event is not None:
@@ -366,6 +381,10 @@ class Informer:
             old_rv, new_rv = (old.rv if old else None), entry.rv
             if old_rv is not None and new_rv is not None and new_rv < old_rv:
                 return  # older than what we hold (our write-through got here first)
+            if notify:
+                self._seen = new_rv
+            elif old is None and new_rv is not None and self._seen is not None and new_rv <= self._seen:
+                return  # our write, which the watch has delivered and since removed: deleted
             self._objs[k] = entry
             self._index_swap(k, old, entry)
         if old is None:

@@ -83,6 +83,12 @@ BY_KIND: dict[str, Resource] = {
     )
 }
 
+#: Every kind the operator makes requests for (the label values of its request counter).
+REQUEST_KINDS: tuple[str, ...] = (
+    *BY_KIND,
+    *(r.kind for r in (MODELDEPLOYMENT, SECRET, POD, EVENT, REPLICASET, CRD)),
+)
+
 
 class KubeError(Exception):
     """A failed API request; ``status`` is the HTTP status (0 for connection errors)."""

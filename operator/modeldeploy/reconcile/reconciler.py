@@ -176,6 +176,14 @@ def parse_time(value: Any) -> dt.datetime | None:
         return None
 
 
+def _manifest_state(cm: dict[str, Any] | None) -> tuple[int | None, float | None]:
+    """The generation of the manifest in ``cm`` and its age in seconds (since our last write)."""
+    live = _manifest_models(cm)
+    changed = manager_write_time(cm, FIELD_MANAGER)
+    age = (dt.datetime.now(dt.UTC) - changed).total_seconds() if changed is not None else None
+    return (live[1] if live else None), age
+
+
 def propagation_window(
     changed: dt.datetime,
     created: dt.datetime | None,
@@ -741,14 +749,16 @@ class Reconciler:
         dep = live_dep or self.kube.get(DEPLOYMENT, ns, name)
         pods = self.kube.list(POD, ns, label_selector=pod_selector(md)) if dep else []
         diag = diagnose(dep, pods, _gpu_request(md))
-        reports = manifest_generation = manifest_age = None
-        if self.config.query_agents:
-            reports = AgentReport(pods=agents.query(pods))
-            manifest_generation, manifest_age = self._manifest_state(md)
+        reports = AgentReport(pods=agents.query(pods)) if self.config.query_agents else None
         # Without agent reports pod readiness (serving) cannot prove new versions: the window applies.
-        propagating, window_left = (
-            self._manifest_propagating(md, pods) if dep and not (reports and reports.pods) else (None, None)
-        )
+        window = bool(dep) and not (reports and reports.pods) and self._window_applies(md)
+        cm = (
+            self.kube.get(CONFIGMAP, ns, manifest_configmap_name(md))
+            if self.config.query_agents or window
+            else None
+        )  # read (and decoded from the store) once for both uses
+        manifest_generation, manifest_age = _manifest_state(cm) if self.config.query_agents else (None, None)
+        propagating, window_left = self._manifest_propagating(cm, pods) if window else (None, None)
         current = body.get("status") or {}
         new = compute_status(
             md,
@@ -776,9 +786,8 @@ class Reconciler:
         if patch is None:
             self._progress_since.pop(key, None)
             return False
-        if self._deferred(md, key, current, new):
+        if self._deferred(md, key, current, new) or not self._patch_status(ns, name, patch):
             return False
-        self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
         self._status_at[key] = self.clock()
         self._progress_since.pop(key, None)
         metrics.STATUS_WRITES.inc()
@@ -836,31 +845,24 @@ class Reconciler:
         )
         return cache_status(md, job, pods, reports.pods if reports else None)
 
-    def _manifest_state(self, md: ModelDeployment) -> tuple[int | None, float | None]:
-        """The live manifest's generation and its age in seconds (since our last write of it)."""
-        cm = self.kube.get(CONFIGMAP, md.namespace, manifest_configmap_name(md))
-        live = _manifest_models(cm)
-        changed = manager_write_time(cm, FIELD_MANAGER)
-        age = (dt.datetime.now(dt.UTC) - changed).total_seconds() if changed is not None else None
-        return (live[1] if live else None), age
+    def _window_applies(self, md: ModelDeployment) -> bool:
+        """Whether ``md``'s status waits out the manifest propagation window after a change."""
+        return self.config.manifest_sync_seconds > 0 and md.spec.rollout.strategy == "inPlace"
 
     def _manifest_propagating(
-        self, md: ModelDeployment, pods: list[dict[str, Any]]
+        self, cm: dict[str, Any] | None, pods: list[dict[str, Any]]
     ) -> tuple[str | None, float | None]:
-        """Why pod readiness does not yet prove the new versions after an in-place manifest change
-        (or None), and the seconds until that window ends. The change time is our field manager's
-        last write to the manifest ConfigMap (we write it only when its content changes); pods
-        started in a later second read the new manifest (:func:`propagation_window`)."""
-        window = self.config.manifest_sync_seconds
-        if window <= 0 or md.spec.rollout.strategy != "inPlace":
-            return None, None
-        cm = self.kube.get(CONFIGMAP, md.namespace, manifest_configmap_name(md))
+        """Why pod readiness does not yet prove the new versions after an in-place change of the
+        manifest ConfigMap ``cm`` (or None), and the seconds until that window ends. The change
+        time is our field manager's last write to it (we write it only when its content changes);
+        pods started in a later second read the new manifest (:func:`propagation_window`)."""
         changed = manager_write_time(cm, FIELD_MANAGER)
         if changed is None:
             return None, None
         created = parse_time((cm or {}).get("metadata", {}).get("creationTimestamp"))
         started = [parse_time((p.get("status") or {}).get("startTime")) for p in pods]
-        return propagation_window(changed, created, dt.datetime.now(dt.UTC), window, started)
+        now = dt.datetime.now(dt.UTC)
+        return propagation_window(changed, created, now, self.config.manifest_sync_seconds, started)
 
     def _load_timeout_left(
         self, md: ModelDeployment, manifest_age: float | None, conds: dict[str, str]
@@ -900,11 +902,21 @@ class Reconciler:
             f"{meta['namespace']}/{meta['name']}", {c["type"]: c["status"] for c in new["conditions"]}
         )
         patch = status_patch(current, new)
-        if patch is None:
+        if patch is None or not self._patch_status(meta["namespace"], meta["name"], patch):
             return
-        self.kube.patch_status(MODELDEPLOYMENT, meta["namespace"], meta["name"], patch)
         metrics.STATUS_WRITES.inc()
         self._event(body, "Warning", reason, message)
+
+    def _patch_status(self, ns: str, name: str, patch: dict[str, Any]) -> bool:
+        """Write a status patch; False when the object is gone (deleted while we worked on it:
+        nothing to report, and nothing to retry)."""
+        try:
+            self.kube.patch_status(MODELDEPLOYMENT, ns, name, patch)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     # -------------------------------------------------------------- events
     def _transition_events(

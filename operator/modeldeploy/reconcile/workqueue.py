@@ -24,7 +24,9 @@ status refresh of a ModelDeployment runs.
   the key waits for a new mark.
 * Each mark returns a :class:`~concurrent.futures.Future` of the outcome of the first run that
   *starts after* the mark (its result, or its exception), so an ``async`` handler can await it with
-  :func:`asyncio.wrap_future` instead of blocking.
+  :func:`asyncio.wrap_future` instead of blocking. :meth:`WorkQueue.nudge` and
+  :meth:`WorkQueue.nudge_in` mark the same way without a Future, for callers that do not wait;
+  :meth:`WorkQueue.discard` forgets a key whose object is gone.
 """
 
 from __future__ import annotations
@@ -120,20 +122,37 @@ class WorkQueue:
         self, key: Key, reason: str = "update", delay: float = 0.0, *, urgent: bool = False
     ) -> Future[Any]:
         """Run ``key`` in ``delay`` seconds (or sooner, if already due sooner)."""
+        fut: Future[Any] = Future()
         now = self._clock()
-        return self._mark(key, reason, now + max(0.0, delay), now, urgent)
+        self._mark(key, reason, now + max(0.0, delay), now, urgent, fut)
+        return fut
+
+    def nudge(self, key: Key, reason: str = "update", delay: float = 0.0, *, urgent: bool = False) -> None:
+        """:meth:`mark` for a caller that does not wait for the run: no Future is made (a resync
+        pass marks every object; a Future each, kept until its run, was a few hundred bytes of
+        short-lived objects per object and mark)."""
+        now = self._clock()
+        self._mark(key, reason, now + max(0.0, delay), now, urgent, None)
 
     def mark_in(self, key: Key, seconds: float, reason: str = "refresh") -> Future[Any]:
         """Run ``key`` in ``seconds``: a time-based transition falls due then."""
+        fut: Future[Any] = Future()
         due = self._clock() + max(0.0, seconds)
-        return self._mark(key, reason, due, due, urgent=False)
+        self._mark(key, reason, due, due, False, fut)
+        return fut
+
+    def nudge_in(self, key: Key, seconds: float, reason: str = "refresh") -> None:
+        """:meth:`mark_in` without a Future (see :meth:`nudge`)."""
+        due = self._clock() + max(0.0, seconds)
+        self._mark(key, reason, due, due, False, None)
 
     def mark_all(self, keys: Iterable[Key], reason: str, delay: float = 0.0) -> None:
         for key in keys:
-            self.mark(key, reason, delay)
+            self.nudge(key, reason, delay)
 
-    def _mark(self, key: Key, reason: str, due: float, first: float, urgent: bool) -> Future[Any]:
-        fut: Future[Any] = Future()
+    def _mark(
+        self, key: Key, reason: str, due: float, first: float, urgent: bool, fut: Future[Any] | None
+    ) -> None:
         with self._cond:
             if not urgent:
                 due = max(due, self._not_before.get(key, due))
@@ -145,13 +164,26 @@ class WorkQueue:
                 cur.due, cur.first = min(cur.due, due), min(cur.first, first)
             cur.reasons.add(reason)
             cur.urgent = cur.urgent or urgent
-            cur.futures.append(fut)
+            if fut is not None:
+                cur.futures.append(fut)
             self._cond.notify_all()
-        return fut
 
     def _table(self, reasons: frozenset[str] | set[str]) -> dict[Key, _Pending]:
         """Where marks with ``reasons`` wait: apart when all are light (and light workers exist)."""
         return self._light_pending if self._light_apart and reasons <= self._light else self._pending
+
+    def discard(self, key: Key) -> None:
+        """Forget ``key`` (its object is gone): its pending marks (their futures get ``None``, what
+        a run of a gone object returns), its failure count and backoff. A run in progress
+        finishes; a later mark queues it anew. Refreshes scheduled minutes ahead (a status
+        interval, a propagation window) would otherwise outlive the object that long."""
+        with self._cond:
+            dropped = [p for t in (self._pending, self._light_pending) if (p := t.pop(key, None)) is not None]
+            self._failures.pop(key, None)
+            self._not_before.pop(key, None)
+        for p in dropped:
+            for fut in p.futures:
+                fut.set_result(None)
 
     # ---------------------------------------------------------------- inspection
     def pending(self, key: Key) -> float | None:
@@ -226,20 +258,27 @@ class WorkQueue:
         return work
 
     def _run(self, light_only: bool) -> None:
-        while True:
-            item = self._next(light_only)
-            if item is None:
-                return
-            key, work = item
-            reasons = frozenset(work.reasons)
-            if self._on_start is not None:
-                self._on_start(key, reasons, max(0.0, self._clock() - work.first))
-            try:
-                result = self._process(key, reasons)
-            except BaseException as exc:
-                self._failed(key, work, exc)
-            else:
-                self._done(key, work, result)
+        while self._run_one(light_only):
+            pass
+
+    def _run_one(self, light_only: bool) -> bool:
+        """Take and run one key; False once stopped. (A method of its own: a worker waiting for
+        the next key keeps nothing of its last run, whose result or exception, with the frames
+        of its traceback, would otherwise stay referenced by the loop's locals until then.)"""
+        item = self._next(light_only)
+        if item is None:
+            return False
+        key, work = item
+        reasons = frozenset(work.reasons)
+        if self._on_start is not None:
+            self._on_start(key, reasons, max(0.0, self._clock() - work.first))
+        try:
+            result = self._process(key, reasons)
+        except BaseException as exc:
+            self._failed(key, work, exc)
+        else:
+            self._done(key, work, result)
+        return True
 
     def _done(self, key: Key, work: _Pending, result: Any) -> None:
         with self._cond:
