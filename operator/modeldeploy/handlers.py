@@ -194,6 +194,7 @@ class State:
             lambda ns: in_scope(ns, namespaces),
             on_event=self.child_event,
             watch_kube=Kube(_watch_client(api)),
+            trackers={MODELDEPLOYMENT.kind: metrics.CONDITIONS},  # /metrics' condition counts
         )
         self.reconciler = Reconciler(self.cache, self.config)
         self.queue = WorkQueue(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -120,38 +121,57 @@ def prime(triggers: Iterable[str], kinds: Iterable[str], child_kinds: Iterable[s
     CHILD_WRITES.labels(kind="Deployment", action="handover")
     for c in DEFERRED_CHANGES:
         STATUS_DEFERRED.labels(change=c)
-    CONDITIONS.forget("")  # exports every (condition, status) count, at 0
+    CONDITIONS.export()  # every (condition, status) count, at 0
 
 
 class ConditionTracker:
-    """Keeps the latest conditions per ModelDeployment and exports counts as MANAGED (kept as counts:
-    a change or a deletion costs O(1), not a pass over every object)."""
+    """Counts the stored ModelDeployments by the status of each condition type, exported as MANAGED.
+
+    Fed by the ModelDeployment store (:class:`modeldeploy.reconcile.informer.Informer`'s
+    ``tracker``), under the store's lock, with each object it keeps (watch events and the answers
+    of our own status writes) and each one it lets go: the counts say what the API server holds,
+    never a status the operator only computed, and an object the watch saw deleted is no longer
+    counted whatever a run of it still under way does. Kept as counts: a change or a deletion
+    costs O(1), not a pass over every object."""
 
     TYPES = ("Ready", "ModelsReady", "Progressing", "Degraded")
     STATUSES = ("True", "False", "Unknown")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        #: key -> the status of each of TYPES, as one tuple (one small allocation per object)
-        self._by_md: dict[str, tuple[str, ...]] = {}
+        #: the store's key -> the status of each of TYPES, as one tuple of interned strings
+        self._by_md: dict[Hashable, tuple[str, ...]] = {}
         self._counts = {(t, s): 0 for t in self.TYPES for s in self.STATUSES}
 
-    def set(self, key: str, conditions: dict[str, str]) -> None:
-        now = tuple(self._status(conditions.get(t)) for t in self.TYPES)
-        with self._lock:
-            self._move(self._by_md.get(key), now)
-            self._by_md[key] = now
+    def summary(self, obj: dict[str, Any]) -> tuple[str, ...]:
+        """What is counted of ``obj``: the status of each of TYPES in its stored status."""
+        conds = {
+            c.get("type"): c.get("status")
+            for c in ((obj.get("status") or {}).get("conditions") or [])
+            if isinstance(c, dict)
+        }
+        return tuple(self._status(conds.get(t)) for t in self.TYPES)
 
-    def forget(self, key: str) -> None:
+    def stored(self, key: Hashable, summary: tuple[str, ...] | None) -> None:
+        """The store now holds ``key`` with ``summary`` (None: it no longer holds it)."""
         with self._lock:
-            self._move(self._by_md.pop(key, None), None)
+            old = self._by_md.pop(key, None) if summary is None else self._by_md.get(key)
+            if summary is not None:
+                self._by_md[key] = summary
+            if old != summary:
+                self._move(old, summary)
+
+    def export(self) -> None:
+        """Export every (condition, status) count as it stands (0 before anything is stored)."""
+        with self._lock:
+            self._move(None, None)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._by_md)
 
-    def _status(self, value: str | None) -> str:
-        return value if value in self.STATUSES else "Unknown"
+    def _status(self, value: object) -> str:
+        return next((s for s in self.STATUSES if s == value), "Unknown")  # the interned one
 
     def _move(self, old: tuple[str, ...] | None, new: tuple[str, ...] | None) -> None:
         for i, t in enumerate(self.TYPES):

@@ -187,6 +187,55 @@ def test_an_expired_or_broken_watch_lists_again_and_reports_what_it_missed() -> 
     kube.events.put(None)
 
 
+def md_with(name: str, rv: int, ready: str | None, ns: str = "a") -> dict[str, Any]:
+    obj = cm(name, rv, ns=ns)
+    if ready is not None:
+        obj["status"] = {
+            "conditions": [{"type": "Ready", "status": ready}, {"type": "Degraded", "status": "False"}]
+        }
+    return obj
+
+
+def test_the_condition_counts_follow_the_store_not_the_runs() -> None:
+    """/metrics' condition counts (``metrics.ConditionTracker``) are what the store holds: the LIST,
+    each watch event, the answer of our own status write; an object the watch saw deleted is not
+    counted again by a late answer of a write (a run of it still under way), and a new LIST
+    counts anew (a deletion missed while the watch was broken is not counted forever)."""
+    from modeldeploy.metrics import ConditionTracker
+
+    tracker, kube = ConditionTracker(), ScriptedKube()
+
+    def counts(t: str = "Ready") -> dict[str, int]:
+        return {s: n for (ct, s), n in tracker._counts.items() if ct == t and n}
+
+    kube.world = {"m1": md_with("m1", 5, "True"), "m2": md_with("m2", 6, None)}
+    inf = Informer(kube, CONFIGMAP, "a", SEL, tracker=tracker).start()
+    assert inf.wait_synced(5)
+    assert counts() == {"True": 1, "Unknown": 1} and counts("Degraded") == {"False": 1, "Unknown": 1}
+    inf.put(md_with("m2", 7, "False"))  # our status write's answer
+    assert counts() == {"True": 1, "False": 1}
+    kube.events.put({"type": "MODIFIED", "object": md_with("m1", 8, "False")})
+    until(lambda: counts() == {"False": 2}, "the watch's change counted")
+    kube.events.put({"type": "DELETED", "object": md_with("m1", 9, "False")})
+    kube.events.put({"type": "DELETED", "object": md_with("m2", 10, "False")})
+    until(lambda: not counts() and len(tracker) == 0, "both deletions counted")
+    inf.put(md_with("m1", 8, "True"))  # a run of m1 that was under way writes late: not counted
+    assert not counts() and len(tracker) == 0
+    # the watch breaks; meanwhile m3 comes (and m1/m2 stay gone): the LIST's result is counted
+    kube.world = {"m3": md_with("m3", 20, "True")}
+    kube.events.put({"type": "ADDED", "object": md_with("m4", 19, "True")})
+    until(lambda: counts() == {"True": 1}, "m4 counted")
+    kube.events.put(KubeError(0, "WATCH", "configmaps", "connection reset"))
+    until(lambda: kube.lists == 2 and inf.synced, "a LIST again")
+    until(
+        lambda: counts() == {"True": 1} and set(tracker._by_md) == {("a", "m3")}, "m4 not counted, m3 counted"
+    )
+    inf.drop("a", "m3")  # our own delete's answer
+    assert not counts() and len(tracker) == 0
+    inf.stop()
+    kube.events.put(None)
+
+
 def test_unsynced_store_is_not_used() -> None:
     kube = ScriptedKube()
     kube.fail_lists = 1000

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 PROBE = textwrap.dedent(
     """
@@ -84,13 +85,17 @@ def test_per_object_state_is_compact_and_dropped_on_forget() -> None:
             or 0.0
         )
 
-    tracker.set("ns/a", {"Ready": "True", "Degraded": "False"})
-    tracker.set("ns/b", {"Ready": "False"})
-    tracker.set("ns/a", {"Ready": "False"})  # a change moves the count, it does not add one
+    def md(*conds: tuple[str, str]) -> dict[str, Any]:
+        return {"status": {"conditions": [{"type": t, "status": s} for t, s in conds]}}
+
+    tracker.stored(("ns", "a"), tracker.summary(md(("Ready", "True"), ("Degraded", "False"))))
+    tracker.stored(("ns", "b"), tracker.summary(md(("Ready", "False"))))
+    tracker.stored(("ns", "a"), tracker.summary(md(("Ready", "False"))))  # a change moves the count
     assert (count("Ready", "True"), count("Ready", "False"), count("Degraded", "Unknown")) == (0, 2, 2)
-    tracker.forget("ns/a")
-    tracker.forget("ns/b")
-    tracker.forget("ns/never-seen")
+    assert tracker.summary({})[0] == "Unknown"  # no status yet
+    tracker.stored(("ns", "a"), None)
+    tracker.stored(("ns", "b"), None)
+    tracker.stored(("ns", "never-seen"), None)
     assert len(tracker) == 0 and count("Ready", "False") == 0 and count("Degraded", "Unknown") == 0
 
 

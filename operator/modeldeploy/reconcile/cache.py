@@ -17,10 +17,10 @@ the push token in memory, so it needs no list/watch on Secrets (least privilege)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from modeldeploy.reconcile.informer import EventSink, Informer, parse_selector
+from modeldeploy.reconcile.informer import EventSink, Informer, StoreTracker, parse_selector
 from modeldeploy.reconcile.kube import (
     CONFIGMAP,
     CRD,
@@ -70,12 +70,14 @@ class CachedKube(Kube):
         in_scope: Callable[[str], bool] = lambda _ns: True,
         on_event: EventSink | None = None,
         watch_kube: Kube | None = None,
+        trackers: Mapping[str, StoreTracker] | None = None,
     ) -> None:
         super().__init__(kube.api, kube.timeout)
         self.watch_kube = watch_kube or kube  # long-lived watches: best on a connection pool of their own
         self.exact = _exact(namespaces)
         self.in_scope = in_scope
         self.on_event = on_event
+        self.trackers = dict(trackers or {})  # kind -> what follows the kind's stores (metrics)
         self._informers: dict[tuple[str, str | None], Informer] = {}
         self._crd_informers: dict[str, Informer] = {}  # CRD name -> its watch
         self._lock = threading.Lock()
@@ -147,6 +149,7 @@ class CachedKube(Kube):
                         in_scope=self.in_scope,
                         strip=strip,
                         index_key=OWNER_LABEL,  # pods and children of one ModelDeployment: no scan
+                        tracker=self.trackers.get(res.kind),
                     )
                     self._informers[(res.kind, ns)] = inf
                 inf.start()

@@ -29,7 +29,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from modeldeploy import memory, metrics
 from modeldeploy.reconcile.kube import Keys, Kube, KubeError, Resource
@@ -39,6 +39,16 @@ log = logging.getLogger("modeldeploy.informer")
 Key = tuple[str, str]
 #: (kind, old object or None, new object or None): called on the informer's thread; keep it short.
 EventSink = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
+
+
+class StoreTracker(Protocol):
+    """Follows what a store holds (e.g. :class:`modeldeploy.metrics.ConditionTracker`): told, under
+    the store's lock and so in the store's own order, of each object kept (as ``summary(obj)``,
+    worked out beforehand) and each one let go (None). Both must be quick and must not call back."""
+
+    def summary(self, obj: dict[str, Any]) -> Any: ...
+
+    def stored(self, key: Key, summary: Any) -> None: ...
 
 
 class Gone(Exception):
@@ -133,6 +143,7 @@ class Informer:
         watch_timeout: int = 300,
         field_selector: str | None = None,
         index_key: str | None = None,
+        tracker: StoreTracker | None = None,
     ) -> None:
         self.kube = kube
         self.res = res
@@ -150,6 +161,7 @@ class Informer:
         #: a list whose selector names ``index_key`` reads those entries, not the whole store
         self.index_key = index_key
         self._index: dict[str, tuple[Key, ...]] = {}
+        self.tracker = tracker
         self._high = 0  # most objects held since memory was last handed back
         #: how far the store is known to follow the API server: the resourceVersion of the LIST or
         #: of the watch's latest event (everything of ours up to it has been delivered)
@@ -261,6 +273,8 @@ class Informer:
         with self._lock:
             gone = self._objs.pop((namespace, name), None)
             self._index_swap((namespace, name), gone, None)
+            if gone is not None and self.tracker is not None:
+                self.tracker.stored((namespace, name), None)
         if gone is not None:
             self._count(-1)
         self._shrunk()
@@ -309,6 +323,7 @@ class Informer:
         """LIST (in pages: one page of decoded objects alive at a time), swap the store for the
         result, and pass on what changed since the previous store."""
         fresh: dict[Key, Entry] = {}
+        summaries: dict[Key, Any] = {}
         rv = ""
         for page, page_rv in self.kube.list_pages(
             self.res, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
@@ -317,11 +332,19 @@ class Informer:
             for obj in page:
                 if self.in_scope(_key(obj)[0]):
                     fresh[_key(obj)] = Entry.pack(self._trim(obj))
+                    if self.tracker is not None:
+                        summaries[_key(obj)] = self.tracker.summary(obj)
             del page
         with self._lock:
             old, self._objs = self._objs, fresh
             self._reindex()
             self._seen = _int(rv)
+            if self.tracker is not None:
+                for k in old.keys() - fresh.keys():
+                    self.tracker.stored(k, None)
+                for k, summary in summaries.items():
+                    self.tracker.stored(k, summary)
+        del summaries
         self._count(len(fresh) - len(old))
         self.relists += 1
         self._synced.set()
@@ -363,6 +386,8 @@ class Informer:
                     old = self._objs.pop(_key(obj), None)
                     self._index_swap(_key(obj), old, None)
                     self._seen = _int(rv)
+                    if old is not None and self.tracker is not None:
+                        self.tracker.stored(_key(obj), None)
                 if old is not None:
                     self._count(-1)
                     if self.on_event is not None:
@@ -376,6 +401,7 @@ class Informer:
         obj = self._trim(obj)
         k = _key(obj)
         entry = Entry.pack(obj)
+        summary = self.tracker.summary(obj) if self.tracker is not None else None
         with self._lock:
             old = self._objs.get(k)
             old_rv, new_rv = (old.rv if old else None), entry.rv
@@ -387,6 +413,8 @@ class Informer:
                 return  # our write, which the watch has delivered and since removed: deleted
             self._objs[k] = entry
             self._index_swap(k, old, entry)
+            if self.tracker is not None:
+                self.tracker.stored(k, summary)
         if old is None:
             self._count(1)
         if notify and old_rv != new_rv and self.on_event is not None:

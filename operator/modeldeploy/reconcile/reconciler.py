@@ -394,7 +394,6 @@ class Reconciler:
             self._specs.pop(key, None)
         self._notes_of.pop(key, None)
         self._warned.discard(key)
-        metrics.CONDITIONS.forget(key)
 
     # ----------------------------------------------------------- reconcile
     def reconcile(self, body: dict[str, Any], trigger: str = "update") -> Outcome:
@@ -778,7 +777,6 @@ class Reconciler:
         if cache is not None:
             new["cache"] = cache
         conds = {c["type"]: c["status"] for c in new["conditions"]}
-        metrics.CONDITIONS.set(f"{ns}/{name}", conds)
         self._schedule(md, [window_left, self._load_timeout_left(md, manifest_age, conds)])
         patch = status_patch(current, new)
         if stale_status:  # the status we hold may be behind the stored one: say all of it
@@ -898,9 +896,6 @@ class Reconciler:
         current = body.get("status") or {}
         new = invalid_status(body, message, previous=current, reason=reason)
         meta = body["metadata"]
-        metrics.CONDITIONS.set(
-            f"{meta['namespace']}/{meta['name']}", {c["type"]: c["status"] for c in new["conditions"]}
-        )
         patch = status_patch(current, new)
         if patch is None or not self._patch_status(meta["namespace"], meta["name"], patch):
             return
