@@ -79,7 +79,7 @@ STATUS_DEFERRED = Counter(
 )
 MANAGED = Gauge(
     "modeldeploy_managed_modeldeployments",
-    "ModelDeployments managed by this operator, by condition type and status.",
+    "ModelDeployments managed by this operator, by condition type and the status the API server holds.",
     ["condition", "status"],
     registry=REGISTRY,
 )
