@@ -369,6 +369,11 @@ def _observe_latency(key: Key, reasons: frozenset[str], waited: float) -> None:
         metrics.HANDLER_LATENCY.labels(trigger="child-event").observe(waited)
 
 
+#: How long kopf keeps an idle per-object worker (kopf's default: 5 s). A new event simply starts
+#: a new one; the handlers do the real work in the operator's own work queue.
+KOPF_IDLE_SECONDS = 0.5
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client: Any | None = None) -> State:
     state = State(config)
 
@@ -385,6 +390,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        # kopf keeps a worker (task, queue, the object's last raw body) per object for
+        # ``idle_timeout`` after its last event (5 s by default): a burst of 1,000 creations or
+        # deletions held 1,000 of them at once, and what they left pins allocator arenas (#12).
+        settings.queueing.idle_timeout = KOPF_IDLE_SECONDS
         state.start(api_client)
 
     @kopf.on.login(registry=registry)

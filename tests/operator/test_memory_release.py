@@ -128,3 +128,30 @@ def test_label_children_are_created_at_start_up() -> None:
         'modeldeploy_managed_modeldeployments{condition="Degraded",status="Unknown"}',
     ):
         assert want in after, want
+
+
+def test_kopf_lets_an_idle_per_object_worker_go_within_a_second(monkeypatch: Any) -> None:
+    """kopf keeps a worker per object (a task, its queue, the object's last raw body) until it has
+    been idle for ``queueing.idle_timeout``: 5 s by default, so a burst of 1,000 creations or
+    deletions held 1,000 at once. The operator's startup sets it below a second, through kopf's
+    current setting (the deprecated ``batching`` alias would warn)."""
+    import warnings
+
+    import kopf
+    from kopf._core.intents.causes import Activity  # kopf exports no public handler lookup
+
+    from modeldeploy import handlers
+    from modeldeploy.reconcile.reconciler import OperatorConfig
+
+    registry = kopf.OperatorRegistry()
+    state = handlers.register(registry, OperatorConfig())
+    monkeypatch.setattr(state, "start", lambda api_client=None: None)
+    settings = kopf.OperatorSettings()
+    default = settings.queueing.idle_timeout
+    startup = registry._activities.get_handlers(activity=Activity.STARTUP)
+    assert startup, "no startup handler registered"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for h in startup:
+            h.fn(settings=settings)
+    assert settings.queueing.idle_timeout <= 1.0 < default
