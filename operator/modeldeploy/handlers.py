@@ -320,8 +320,9 @@ class State:
         """The object is gone (kopf's DELETED event): drop its queued runs, and forget its state
         in a run of its own. The queue never runs a key twice at once, so that run comes after any
         run of the object that was under way when it went, which may still have recorded state of
-        it (its applied generation, its conditions on /metrics): forgetting at once, on the event
-        loop, left that behind."""
+        it (its applied generation, its status write time): forgetting at once, on the event loop,
+        left that behind. (Its count on /metrics follows the ModelDeployment store, not the runs:
+        metrics.ConditionTracker.)"""
         with self._bodies_lock:
             self._bodies.pop((namespace, name), None)
         if self.queue is not None:
