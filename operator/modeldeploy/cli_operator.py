@@ -117,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not args.verbose:
         logging.getLogger("kopf").setLevel(logging.WARNING)
+    from_env = OperatorConfig.from_env()
     config = OperatorConfig(
         resync_seconds=args.resync_seconds,
         workers=args.workers,
@@ -126,7 +127,9 @@ def _run(args: argparse.Namespace) -> int:
         manifest_sync_seconds=args.manifest_sync_seconds,
         status_progress_seconds=args.status_progress_seconds,
         status_detail_seconds=args.status_detail_seconds,
-        keda_interceptor=args.keda_interceptor or OperatorConfig.from_env().keda_interceptor,
+        keda_interceptor=args.keda_interceptor or from_env.keda_interceptor,
+        # POD_NAMESPACE: the NetworkPolicies' operator namespace and where its push key Secret is
+        operator_namespace=from_env.operator_namespace,
     )
     registry = kopf.OperatorRegistry()
     register_handlers(registry, config)

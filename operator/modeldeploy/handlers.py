@@ -30,7 +30,9 @@ Usable with ``mdctl operator run`` (which calls :func:`register` on a fresh regi
 ``kopf run -m modeldeploy.handlers`` (module import registers into kopf's default registry, with
 settings from the environment: KUBECONFIG, MODELDEPLOY_RESYNC_SECONDS, MODELDEPLOY_NAMESPACES (comma
 separated, globs allowed; must match kopf's --namespace), MODELDEPLOY_QUERY_AGENTS (default true), MODELDEPLOY_WORKERS (default 16),
-MODELDEPLOY_STATUS_WORKERS (default 8: threads for status refreshes only)).
+MODELDEPLOY_STATUS_WORKERS (default 8: threads for status refreshes only), POD_NAMESPACE (the
+operator's namespace, where the Secret ``modeldeploy-push-key`` holds the key manifest pushes are
+signed with), MODELDEPLOY_PUSH_KEY_FILE (a PEM key file instead of that Secret): reconcile/pushkey.py).
 
 Talking to the agents (reading /status, pushing manifests) is blocking HTTP with short timeouts: it
 runs in the work queue's threads (never on the event loop: the async kopf handler only marks the
@@ -52,6 +54,7 @@ import kopf
 
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.reconcile import pushkey
 from modeldeploy.reconcile.cache import CachedKube, crd_established
 from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, REQUEST_KINDS, Kube
 from modeldeploy.reconcile.reconciler import (
@@ -188,15 +191,18 @@ class State:
         metrics.prime(TRIGGERS, REQUEST_KINDS, {child_kind(k) for k in CHILD_KINDS})
         api = api_client or _load_client()
         namespaces = self.config.namespaces
+        kube = Kube(api)
+        # once per start, none per object: the key the manifest pushes are signed with
+        signer = pushkey.obtain(kube, self.config.operator_namespace)
         self.cache = CachedKube(
-            Kube(api),
+            kube,
             namespaces,
             lambda ns: in_scope(ns, namespaces),
             on_event=self.child_event,
             watch_kube=Kube(_watch_client(api)),
             trackers={MODELDEPLOYMENT.kind: metrics.CONDITIONS},  # /metrics' condition counts
         )
-        self.reconciler = Reconciler(self.cache, self.config)
+        self.reconciler = Reconciler(self.cache, self.config, signer=signer)
         self.queue = WorkQueue(
             self.process,
             workers=self.config.workers,

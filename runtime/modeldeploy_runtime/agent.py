@@ -13,7 +13,8 @@ model manifest written by the operator.
   while a new version loads or after it failed), ``/status`` (:class:`~modeldeploy_runtime.agentapi.AgentStatus`:
   per model/version state, reason, message, the served versions and the manifest generation: the
   exact-versions truth the operator reads) and ``PUT /manifest`` (the operator pushes a newer
-  manifest, authenticated with a bearer token; see :meth:`Agent.accept_push`).
+  manifest, signed with the operator's key for this ModelDeployment (pushsign.py); see
+  :meth:`Agent.check_push` and :meth:`Agent.accept_push`).
 * The mounted ConfigMap stays the source of truth a restarted pod reads; between it and a pushed
   manifest the agent takes whichever has the higher generation.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import threading
@@ -63,6 +63,7 @@ from modeldeploy_runtime.llm_engine import (
 from modeldeploy_runtime.manifest import FORMATS, ManifestModel, ModelManifest
 from modeldeploy_runtime.package import PACKAGE_META
 from modeldeploy_runtime.provenance import Provenance, SignatureError
+from modeldeploy_runtime.pushsign import PUSH_KEY_FILE, SIGNATURE_HEADER, read_public_key, verify
 
 log = logging.getLogger("modeldeploy.runtime.agent")
 
@@ -194,7 +195,8 @@ class Agent:
         fetcher: Fetcher | None = None,
         poll_interval: float = 1.0,
         resync_interval: float = 5.0,
-        push_token: str | None = None,
+        push_owner: str | None = None,
+        push_key_path: str | Path | None = None,
         control_key: str | None = None,
     ) -> None:
         self.manifest_path = Path(manifest_path)
@@ -212,7 +214,12 @@ class Agent:
         self._failed_loads: dict[tuple[str, int], str] = {}  # (model, version) -> source@sha of a failed load
         self._fetch_retry: dict[tuple[str, int], tuple[float, float]] = {}  # -> (next attempt, delay)
         self.switch_log: list[dict[str, Any]] = []  # timings of version switches (for tests/bench)
-        self.push_token = push_token or None
+        # Pushes: signed by the operator for this owner (pushsign.py), checked against the public
+        # key the kubelet mounts beside the manifest. Without an owner pushing is off (403).
+        self.push_owner = push_owner or None
+        self.push_key_path = (
+            Path(push_key_path) if push_key_path else self.manifest_path.parent / PUSH_KEY_FILE
+        )
         self._pushed: tuple[ModelManifest, str] | None = None  # newest manifest pushed by the operator
         self._wake = threading.Event()  # set by a push: sync now rather than at the next poll
         self.manifest_source: Literal["file", "push", ""] = ""
@@ -655,15 +662,19 @@ class Agent:
                 gens.append(self._pushed[0].generation)
             return max(gens)
 
-    def check_token(self, authorization: str | None) -> int:
-        """HTTP status for a push's ``Authorization`` header: 0 when it may proceed, 401 without a
-        bearer token, 403 with a wrong one or when this agent has no token (pushing is off)."""
-        if not authorization or not authorization.startswith("Bearer "):
-            return 401
-        given = authorization[len("Bearer ") :].strip()
-        if not self.push_token or not hmac.compare_digest(given.encode(), self.push_token.encode()):
-            return 403
-        return 0
+    def check_push(self, body: bytes, signature: str | None) -> tuple[int, str]:
+        """(HTTP status, why) for a push: (0, "") when ``signature`` (:data:`SIGNATURE_HEADER`)
+        signs ``body`` for this agent's owner with the operator's mounted public key; 401 without a
+        signature; 403 with a wrong one, or when this agent has no owner or no readable key
+        (pushing is off: only the mounted file counts)."""
+        if not signature:
+            return 401, "signature required"
+        key = read_public_key(self.push_key_path)
+        if self.push_owner is None or key is None:
+            return 403, "pushing is not configured on this agent"
+        if not verify(key, self.push_owner, body, signature):
+            return 403, "bad signature"
+        return 0, ""
 
     def accept_push(self, push: ManifestPush) -> tuple[int, PushReply]:
         """Take a manifest from the operator unless it is older than the one the agent has (409).
@@ -791,9 +802,8 @@ class Agent:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 data = self.rfile.read(length) if 0 < length <= MAX_PUSH_BYTES else b""
-                denied = agent.check_token(self.headers.get("Authorization"))
+                denied, why = agent.check_push(data, self.headers.get(SIGNATURE_HEADER))
                 if denied:
-                    why = "bearer token required" if denied == 401 else "wrong token"
                     self._send(
                         denied,
                         PushReply(

@@ -1,8 +1,9 @@
 """The typed contract between the runtime agent and the operator.
 
 The agent produces these documents (``GET /status``, the reply to ``PUT /manifest``); the operator
-parses them with the same models. Nothing here carries a secret: the push token travels only in the
-``Authorization`` header, and reasons/messages name sources and causes, never credentials.
+parses them with the same models. Nothing here carries a secret: a push is authenticated by the
+operator's signature in a header (pushsign.py), and reasons/messages name sources and causes, never
+credentials.
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ STATUS_PATH = "/status"
 SERVING_PATH = "/serving"
 READY_PATH = "/ready"
 MANIFEST_PATH = "/manifest"
-#: Environment variable holding the push token (from a Secret via ``secretKeyRef``).
-TOKEN_ENV = "MODELDEPLOY_AGENT_TOKEN"
-#: Key of the token in the per-ModelDeployment Secret the operator creates.
-TOKEN_KEY = "token"
 
 AgentVersionState = Literal["Pending", "Loading", "Ready", "Failed", "Unloaded"]
 
@@ -100,14 +97,14 @@ class AgentStatus(_Doc):
 
 
 class ManifestPush(_Doc):
-    """``PUT /manifest`` body (with ``Authorization: Bearer <token>``)."""
+    """``PUT /manifest`` body (signed: ``pushsign.SIGNATURE_HEADER``)."""
 
     manifest: ModelManifest
 
 
 class PushReply(_Doc):
-    """Reply to ``PUT /manifest``: 200 accepted (or already had it), 400 invalid body, 401 no token,
-    403 wrong token (or pushing not configured), 409 older than the manifest the agent has."""
+    """Reply to ``PUT /manifest``: 200 accepted (or already had it), 400 invalid body, 401 no
+    signature, 403 a bad one (or pushing not configured), 409 older than the manifest the agent has."""
 
     accepted: bool
     #: The generation the agent works on after this request.

@@ -280,19 +280,28 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from modeldeploy_runtime.agent import Agent
-    from modeldeploy_runtime.agentapi import TOKEN_ENV
-    from modeldeploy_runtime.control import control_key_from_env
+    from modeldeploy_runtime.control import control_key_from_env, ensure_control_key, read_control_key
+    from modeldeploy_runtime.pushsign import OWNER_ENV
 
     _setup_logging(args.log_format)
+    control_key = control_key_from_env()  # local runs; in a pod: the pod's own key file
+    if args.control_key_file and args.mode == "init":
+        control_key = ensure_control_key(args.control_key_file)  # before Triton starts
+    elif args.control_key_file:
+        control_key = read_control_key(args.control_key_file)
+        if control_key is None:
+            print(f"error: no control key in {args.control_key_file}", file=sys.stderr)
+            return 1
     agent = Agent(
         args.manifest,
         args.repository,
         args.triton_url,
         poll_interval=args.poll_interval,
         resync_interval=args.resync_interval,
-        # from a Secret (secretKeyRef); unset: PUT /manifest answers 403 and only the file counts
-        push_token=os.environ.get(TOKEN_ENV),
-        control_key=control_key_from_env(),  # $MODELDEPLOY_CONTROL_KEY (secretKeyRef in a pod)
+        # the ModelDeployment pushes are signed for (a plain value in the pod spec); unset:
+        # PUT /manifest answers 403 and only the mounted file counts
+        push_owner=os.environ.get(OWNER_ENV),
+        control_key=control_key,
     )
     if args.mode == "init":
         return agent.run_init()
@@ -493,6 +502,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between manifest checks")
     p.add_argument("--resync-interval", type=float, default=5.0,
                    help="seconds between checks that Triton still serves the wanted versions (e.g. after a restart)")  # fmt: skip
+    p.add_argument("--control-key-file",
+                   help="the pod's Triton control key: created by --mode init when missing, read by the sidecar")  # fmt: skip
     p.add_argument("--log-format", choices=["json", "text"], default="json")
     p.set_defaults(func=cmd_agent)
 

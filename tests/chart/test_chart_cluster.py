@@ -40,6 +40,7 @@ CRD_NAME = "modeldeployments.modeldeploy.io"
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 EXAMPLE = REPO / "examples" / "cpu-minimal.yaml"
 READY_TIMEOUT = 180.0
+PUSH_KEY_SECRET = "modeldeploy-push-key"
 
 
 @dataclass
@@ -104,7 +105,9 @@ class Scenario:
         n = len(self.operators)
         kubeconfig = self.cluster.kubeconfig_for_token(token, self.tmp / f"operator-{n}.kubeconfig")
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-        env |= {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+        # POD_NAMESPACE: as the chart's Deployment sets it (where its push key Secret lives)
+        env |= {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", "POD_NAMESPACE": self.system_ns}
+        env.pop("MODELDEPLOY_PUSH_KEY_FILE", None)
         log = self.tmp / f"operator-{n}.log"
         mdctl = Path(sys.executable).parent / "mdctl"
         health, metrics = free_ports(2)
@@ -307,16 +310,25 @@ def test_serviceaccount_is_least_privileged(scenario: Scenario) -> None:
         ("create", "httpscaledobjects.http.keda.sh", m),  # KEDA HTTP add-on: scale from zero on a request
         ("create", "jobs.batch", m),  # prefetch Jobs of the shared model cache (spec.cache)
         ("patch", "servicemonitors.monitoring.coreos.com", m),
-        ("create", "secrets", m),  # the keys Secret it creates per ModelDeployment (token, control key)
-        ("get", "secrets", m),  # ...and reads back
+        # its push signing key Secret in its own namespace: read by name, created on first start
+        ("get", f"secrets/{PUSH_KEY_SECRET}", sys_ns),
+        ("create", "secrets", sys_ns),
     ]
     denied = [
+        # no Secret at all in the namespaces it manages (nothing per ModelDeployment any more)
+        ("get", "secrets", m),
+        ("get", f"secrets/{PUSH_KEY_SECRET}", m),
+        ("create", "secrets", m),
         ("list", "secrets", m),
         ("watch", "secrets", m),
         ("update", "secrets", m),
         ("delete", "secrets", m),
         ("get", "secrets", sys_ns),
+        ("get", "secrets/other", sys_ns),
         ("list", "secrets", sys_ns),
+        ("watch", "secrets", sys_ns),
+        ("update", "secrets", sys_ns),
+        ("delete", "secrets", sys_ns),
         ("get", "secrets", "kube-system"),
         ("list", "secrets", None),
         ("create", "deployments.apps", o),  # watchNamespaces: only the models namespace
@@ -378,6 +390,19 @@ def test_operator_reconciles_to_ready_as_the_serviceaccount(scenario: Scenario) 
     # No secret value leaked into the status or events.
     assert "test-secret" not in json.dumps(_md(s))
     assert "test-secret" not in s.kubectl("get", "events", "-n", s.models_ns, "-o", "json").stdout
+    # No Secret per ModelDeployment: the operator made only its push signing key, in its namespace,
+    # and its public half is in the manifest ConfigMap.
+    uid = _md(s)["metadata"]["uid"]
+    owned = [
+        x["metadata"]["name"]
+        for x in s.get("secrets", "-n", s.models_ns)["items"]
+        if any(r.get("uid") == uid for r in x["metadata"].get("ownerReferences") or [])
+    ]
+    assert not owned, owned
+    key = s.get("secret", PUSH_KEY_SECRET, "-n", s.system_ns)
+    assert set(key["data"]) == {"push.key"} and key["immutable"] is True
+    cm = s.get("configmap", "add-sub-models", "-n", s.models_ns)
+    assert cm["data"]["push-key.pub"].startswith("-----BEGIN PUBLIC KEY-----")
 
 
 def test_argocd_health_on_operator_statuses(scenario: Scenario) -> None:
@@ -497,13 +522,19 @@ def test_upgrade_with_changed_values_and_crd_leaves_models_untouched(scenario: S
     assert "--all-namespaces" in c["args"] and "--log-format=json" in c["args"]
     assert c["resources"]["limits"]["memory"] == "768Mi"
     assert s.can_i("create", "deployments.apps", s.other_ns)
-    # The operator restarts (Recreate) and must leave the running models alone.
+    # The operator restarts (Recreate) and must leave the running models alone; it signs with the
+    # same key (the Secret it made on its first start, read back).
+    key_before = s.get("secret", PUSH_KEY_SECRET, "-n", s.system_ns)
+    pub_before = s.get("configmap", "add-sub-models", "-n", s.models_ns)["data"]["push-key.pub"]
     for op in s.operators:
         op.stop()
     s.start_operator()
     time.sleep(15)  # a few reconcile/resume cycles
     after = _triton_state(s)
     assert after == before, "the operator upgrade touched the Triton Deployments/pods"
+    key_after = s.get("secret", PUSH_KEY_SECRET, "-n", s.system_ns)
+    assert key_after["metadata"]["uid"] == key_before["metadata"]["uid"]
+    assert s.get("configmap", "add-sub-models", "-n", s.models_ns)["data"]["push-key.pub"] == pub_before
     md_after = _md(s)
     assert md_after["metadata"]["generation"] == md_before["metadata"]["generation"]
     assert _ready(md_after)

@@ -29,15 +29,39 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("policy", "poddisruptionbudgets"): RW,
     ("batch", "jobs"): RW,  # prefetch Jobs of the shared model cache
     ("", "pods"): {"get", "list", "watch"},
-    # the Secrets it creates itself: the agents' push token (read back) and Triton's control key
-    ("", "secrets"): {"get", "create"},
+    # no Secrets in the namespaces it manages (the push signing key: PUSH_KEY_RULES)
     ("apps", "replicasets"): {"list"},  # rolling: which revisions' manifest ConfigMaps still have pods
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
+#: The release namespace only: its own push signing key Secret, read by name, created on first start.
+PUSH_KEY_SECRET = "modeldeploy-push-key"
+PUSH_KEY_RULES = [
+    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [PUSH_KEY_SECRET], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+]
 CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
 KEDA_RULES = {("keda.sh", "scaledobjects"): RW, ("http.keda.sh", "httpscaledobjects"): RW}
 MONITORING_RULES = {("monitoring.coreos.com", "servicemonitors"): RW}
+
+
+def namespaced_roles(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Roles of the watched namespaces (not the push key Role of the release namespace)."""
+    return [r for r in find(objs, "Role") if not r["metadata"]["name"].endswith("-push-key")]
+
+
+def assert_push_key_role(objs: list[dict[str, Any]], namespace: str, sa: str) -> None:
+    (role,) = [r for r in find(objs, "Role") if r["metadata"]["name"].endswith("-push-key")]
+    assert role["metadata"]["namespace"] == namespace
+    assert role["rules"] == PUSH_KEY_RULES
+    (binding,) = [b for b in find(objs, "RoleBinding") if b["metadata"]["name"].endswith("-push-key")]
+    assert binding["metadata"]["namespace"] == namespace
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]
 
 
 def _container(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,6 +99,8 @@ def test_defaults_render_expected_objects() -> None:
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",  # the push signing key Secret in the release namespace
+            "RoleBinding",
             "Deployment",
             "Service",
             "NetworkPolicy",
@@ -214,7 +240,8 @@ def test_all_values_render_every_option(tmp_path: Path) -> None:
 
 def test_rbac_all_namespaces_is_exactly_the_contract() -> None:
     objs = render()
-    assert not find(objs, "Role") and not find(objs, "RoleBinding")
+    assert not namespaced_roles(objs)
+    assert_push_key_role(objs, "modeldeploy-system", "md-modeldeploy")
     cr = one(objs, "ClusterRole")
     assert rules_table(cr["rules"]) == NAMESPACED_RULES | CLUSTER_RULES | KEDA_RULES | MONITORING_RULES
     crb = one(objs, "ClusterRoleBinding")
@@ -234,15 +261,16 @@ def test_rbac_watch_namespaces_uses_roles() -> None:
     objs = render(files=(ALL_VALUES,), namespace="mdsys")
     cr = one(objs, "ClusterRole")
     assert rules_table(cr["rules"]) == CLUSTER_RULES
-    roles = find(objs, "Role")
+    roles = namespaced_roles(objs)
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["models-a", "models-b"]
     for role in roles:
         assert rules_table(role["rules"]) == NAMESPACED_RULES | MONITORING_RULES  # keda disabled
-    bindings = find(objs, "RoleBinding")
+    bindings = [b for b in find(objs, "RoleBinding") if not b["metadata"]["name"].endswith("-push-key")]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["models-a", "models-b"]
     for b in bindings:
         assert b["roleRef"]["kind"] == "Role"
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": "md-operator", "namespace": "mdsys"}]
+    assert_push_key_role(objs, "mdsys", "md-operator")
 
 
 @pytest.mark.parametrize(
@@ -269,11 +297,17 @@ def test_rbac_has_no_wildcards_and_reads_no_secrets_in_bulk(values_files: tuple[
     for r in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in r[field], f"wildcard in {field}: {r}"
-        # Secrets: get/create of the Secrets it creates itself (agent push token, Triton control key);
-        # never list/watch/update/delete.
-        assert "secrets" not in r["resources"] or (
-            r["resources"] == ["secrets"] and set(r["verbs"]) == {"get", "create"}
-        ), r
+    # Secrets: only the push key rules of the release namespace's Role (get by name, create);
+    # nothing in a ClusterRole or a watched namespace's Role, never list/watch/update/delete.
+    for o in objs:
+        if o["kind"] not in ("Role", "ClusterRole"):
+            continue
+        secret_rules = [r for r in o["rules"] if "secrets" in r["resources"]]
+        if o["kind"] == "Role" and o["metadata"]["name"].endswith("-push-key"):
+            assert o["rules"] == PUSH_KEY_RULES, o
+        else:
+            assert not secret_rules, o
+    for r in rules:
         assert not {"escalate", "bind", "impersonate", "update"} & set(r["verbs"]) or r["resources"] == [
             "modeldeployments/finalizers"
         ], r

@@ -21,6 +21,7 @@ from modeldeploy.render.prefetch import (
     prefetch_job_name,
     render_prefetch_job,
 )
+from modeldeploy_runtime.pushsign import OWNER_ENV
 
 D1, D2 = "a" * 64, "b" * 64
 
@@ -127,6 +128,10 @@ def test_model_pods_mount_the_cache_read_only() -> None:
         assert {"name": "MODELDEPLOY_CACHE_READONLY", "value": "1"} in c["env"]
     triton = next(c for c in pod["containers"] if c["name"] == "triton")
     assert all(m["name"] != "model-cache" for m in triton["volumeMounts"])
+    # the cache's env comes on top of the sidecar's own (whose pushes it takes), not instead of it
+    agent = next(c for c in pod["containers"] if c["name"] == "agent")
+    assert agent["env"][0] == {"name": OWNER_ENV, "value": f"{md.namespace}/{md.name}/u-1"}
+    assert "secretKeyRef" not in json.dumps(pod)
 
 
 def test_cache_status_from_the_job() -> None:

@@ -12,9 +12,11 @@ what Triton really serves:
 The operator runs with a manifest-sync window far longer than the test, so Ready can only come from
 the agent's reports, never from the window running out.
 
-The first test's agent has no push token (pushes are refused, 403): the manifest reaches it only
-through the file, as after a kubelet ConfigMap sync. The second runs three pods whose agents get the
-token from the operator's Secret and never see a file update: every change reaches them by push.
+The first test's agent has no push owner or key (pushes are refused, 403): the manifest reaches it
+only through the file, as after a kubelet ConfigMap sync. The second runs three pods whose agents
+verify the operator's signed pushes (the public key from the manifest ConfigMap, the owner from the
+pod spec) and never see a file update: every change reaches them by push. The operator signs with a
+key file the test gives it (MODELDEPLOY_PUSH_KEY_FILE), so the test can sign pushes of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import pytest
 from opsupport import OperatorProcess, wait_for
 
 from modeldeploy.cluster.local import NodePool
+from modeldeploy.reconcile.pushkey import KEY_FILE_ENV
+from modeldeploy_runtime.pushsign import OWNER_ENV, PUSH_KEY_FILE, PushSigner, owner_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.triton]
 
@@ -61,11 +65,24 @@ def qa_ns(cluster: Any) -> Iterator[str]:
 
 
 @pytest.fixture
+def operator_push_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[PushSigner, Path]:
+    """The operator's push signing key, and the file it reads it from."""
+    signer = PushSigner.generate()
+    path = tmp_path_factory.mktemp("push-key") / "push.key"
+    path.write_bytes(signer.private_pem())
+    return signer, path
+
+
+@pytest.fixture
 def agent_operator(
-    cluster: Any, modeldeploy_crd: str, tmp_path_factory: pytest.TempPathFactory
+    cluster: Any,
+    modeldeploy_crd: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    operator_push_key: tuple[PushSigner, Path],
 ) -> Iterator[OperatorProcess]:
+    env = {**cluster.env(), KEY_FILE_ENV: str(operator_push_key[1])}
     op = OperatorProcess(
-        cluster.env(), tmp_path_factory.mktemp("operator-qa"), namespace=f"{NS_PREFIX}*",
+        env, tmp_path_factory.mktemp("operator-qa"), namespace=f"{NS_PREFIX}*",
         query_agents=True, manifest_sync_seconds=3600,
     )  # fmt: skip
     with op.running():
@@ -296,6 +313,7 @@ class _Watch:
 def test_a_bad_version_in_place_costs_no_availability(
     cluster: Any,
     agent_operator: OperatorProcess,
+    operator_push_key: tuple[PushSigner, Path],
     loopback_node: str,
     qa_ns: str,
     tmp_path: Path,
@@ -323,17 +341,18 @@ def test_a_bad_version_in_place_costs_no_availability(
         st = _status(cluster, qa_ns)
         return st if pred(st) else None
 
-    # The push token: in the keys Secret the operator owns (with Triton's control key: one Secret
-    # per ModelDeployment), referenced (never copied) by the pod spec.
-    secret = json.loads(cluster.kubectl("get", "secret", "scale-keys", "-n", qa_ns, "-o", "json").stdout)
-    assert set(secret["data"]) == {"token", "control-key"}
-    (owner,) = secret["metadata"]["ownerReferences"]
-    assert (owner["kind"], owner["name"], owner["controller"]) == ("ModelDeployment", "scale", True)
+    # No Secret per ModelDeployment: the agents verify pushes with the operator's public key from
+    # the manifest ConfigMap, for the owner (namespace/name/uid) in their pod spec.
+    signer, _ = operator_push_key
+    md_obj = json.loads(cluster.kubectl("get", "md", "scale", "-n", qa_ns, "-o", "json").stdout)
+    owner = owner_id(qa_ns, "scale", md_obj["metadata"]["uid"])
+    secrets = json.loads(cluster.kubectl("get", "secrets", "-n", qa_ns, "-o", "json").stdout)["items"]
+    assert not [x for x in secrets if x["metadata"].get("ownerReferences")], secrets
+    for p in pods:
+        (agent_c,) = [c for c in p["spec"]["containers"] if c["name"] == "agent"]
+        assert {"name": OWNER_ENV, "value": owner} in agent_c["env"]
     with PodAgents(cluster, qa_ns, "scale", tmp_path / "pods") as agents:
-        token = agents.token()
-        assert token and all(token not in json.dumps(p) for p in pods)
-        deployment = cluster.kubectl("get", "deploy", "scale", "-n", qa_ns, "-o", "json").stdout
-        assert token not in deployment and "scale-keys" in deployment
+        assert agents.configmap_data()[PUSH_KEY_FILE] == signer.public_pem
         agents.start(pods)
         # As reported by the 3 agents (reason "" and readyReplicas from them); KWOK marks the pods
         # Ready at once, so pod readiness alone would say "Loaded" before any agent serves.
@@ -370,15 +389,19 @@ def test_a_bad_version_in_place_costs_no_availability(
             )  # fmt: skip
             assert _cond(st, "Degraded")["status"] == "False"
             wait_for(lambda: watch.answers.get(3.0), 60, "inference answered by v3")
-        # The agents on the pod IPs take no manifest older than theirs, and none without the token.
+        # The agents on the pod IPs take no manifest older than theirs, and none not signed by the
+        # operator's key for this very object.
         from modeldeploy.reconcile.agents import push
         from modeldeploy_runtime.manifest import ModelManifest
 
         current = ModelManifest.from_json(agents.manifest_text())
         older = current.model_copy(update={"generation": current.generation - 1})
         newer = current.model_copy(update={"generation": current.generation + 1})
-        assert {v.split(":")[0] for v in push(pods, older, token).values()} == {"refused 409"}
-        assert {v.split(":")[0] for v in push(pods, newer, "not-the-token").values()} == {"refused 403"}
+        outcome = lambda *a: {v.split(":")[0] for v in push(pods, *a).values()}  # noqa: E731
+        assert outcome(older, signer, owner) == {"refused 409"}
+        assert outcome(newer, PushSigner.generate(), owner) == {"refused 403"}  # another key
+        other = owner_id(qa_ns, "other", md_obj["metadata"]["uid"])
+        assert outcome(newer, signer, other) == {"refused 403"}  # signed for another object
         assert all(p.agent.known_generation() == current.generation for p in agents.pods)
         assert watch.probes > 0 and not watch.probe_failures, watch.probe_failures[:5]
         assert not watch.failures, watch.failures[:5]

@@ -78,11 +78,9 @@ def test_create_writes_each_child_once_and_a_status() -> None:
     assert sorted(kinds) == sorted(set(kinds)), f"a child applied twice: {kinds}"
     assert {"ConfigMap", "Service", "Deployment"} <= set(kinds)
     assert [w for w in kube.writes if w[0] == "patch_status"] == [("patch_status", "ModelDeployment", "m")]
-    secrets = [w for w in kube.writes if w[:2] == ("create", "Secret")]
-    assert len(secrets) == 1, secrets  # one Secret: the agents' push token and Triton's control key
-    keys = kube.obj("Secret", NS, "m-keys")
-    assert keys is not None and set(keys["data"]) == {"control-key", "token"}
-    assert keys["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    # no Secret per object: pushes are signed with the operator's key, the pod makes its control key
+    assert not [w for w in kube.writes if w[1] == "Secret"], kube.writes
+    assert not [r for r in kube.reads if r[1] == "Secret"], kube.reads
     st = body(kube)["status"]
     assert st["observedGeneration"] == 1
     assert ready(kube)["status"] == "False"  # no pod is serving yet
@@ -446,10 +444,10 @@ def bench_md(name: str = "m") -> dict[str, Any]:
     return doc
 
 
-def test_create_to_ready_of_the_bench_shape_is_seven_writes() -> None:
+def test_create_to_ready_of_the_bench_shape_is_six_writes() -> None:
     """Every write of a create -> Ready of bench/reconcile.py's spec (1 replica, no monitoring), as
-    the bench counts them: the 4 children once each, the one keys Secret, 2 status writes (the
-    first and Ready; everything in between is held back by the limiter), no Event, nothing else.
+    the bench counts them: the 4 children once each, 2 status writes (the first and Ready;
+    everything in between is held back by the limiter), no Event, no Secret, nothing else.
     The pod takes 20 s to start (KWOK's simulated start in the bench)."""
     kube = MemoryKube()
     kube.put(bench_md())
@@ -469,12 +467,11 @@ def test_create_to_ready_of_the_bench_shape_is_seven_writes() -> None:
         "apply Deployment": 1,
         "apply Service": 1,
         "apply NetworkPolicy": 1,
-        "create Secret": 1,
         "patch_status ModelDeployment": 2,
     }, by_kind
     # The target of #12 is <= 6: ConfigMap, Deployment, Service, PDB and one or two status writes.
-    # This shape has no PDB (1 replica) but a NetworkPolicy and the keys Secret the pods reference.
-    assert sum(by_kind.values()) == 7
+    # This shape has no PDB (1 replica) but a NetworkPolicy in its place.
+    assert sum(by_kind.values()) == 6
 
 
 def crash(kube: MemoryKube) -> None:

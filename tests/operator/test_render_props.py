@@ -12,8 +12,11 @@ from modeldeploy.api import v1alpha1 as api
 from modeldeploy.api.v1alpha1 import ModelDeployment, SpecError
 from modeldeploy.render import RenderOptions, render_children
 from modeldeploy.render.common import MANIFEST_HASH_ANNOTATION, SCALEDOBJECT_CRD, SERVICEMONITOR_CRD
-from modeldeploy.render.deployment import render_deployment
-from modeldeploy.render.manifest import build_manifest
+from modeldeploy.render.deployment import render_deployment, triton_args
+from modeldeploy.render.manifest import build_manifest, render_configmap
+from modeldeploy_runtime.control import CONTROL_KEY_DIR, CONTROL_KEY_ENV, CONTROL_KEY_FILE, triton_launch
+from modeldeploy_runtime.manifest import MANIFEST_KEY
+from modeldeploy_runtime.pushsign import OWNER_ENV, PUSH_KEY_FILE, PushSigner, owner_id
 
 
 def md_of(case: str, **spec_changes: Any) -> ModelDeployment:
@@ -109,17 +112,68 @@ def test_triton_args_and_agent_probe_follow_the_contract() -> None:
         "--grpc-port=9001",
         "--metrics-port=9002",
     ]
+    # restricted to the pod's own control key, read from the file the init agent wrote
+    assert (triton["command"], triton["args"]) == triton_launch(triton_args(md))
+    assert not any("restricted" in a for a in triton["args"])
     # readiness means serving (some READY version of every model), not "every wanted version"
     assert agent["readinessProbe"]["httpGet"] == {"path": "/serving", "port": "agent"}
-    # the push token by reference only, from the keys Secret the operator owns
-    assert {
-        "name": "MODELDEPLOY_AGENT_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": f"{md.name}-keys", "key": "token"}},
-    } in agent["env"]
-    assert all("value" not in e for e in agent["env"]), "secrets only by reference"
+    # whose pushes the agent takes: this object (namespace/name/uid), a plain value
+    assert agent["env"] == [{"name": OWNER_ENV, "value": owner_id(md.namespace, md.name, md.metadata["uid"])}]
     assert "env" not in pod["initContainers"][0]
     assert "--triton-url" in agent["args"] and "http://127.0.0.1:9000" in agent["args"]
     assert pod["initContainers"][0]["args"][:3] == ["agent", "--mode", "init"]
+
+
+@pytest.mark.parametrize("case", ["cpu", "gpu", "trust", "llm-vllm-tp1"])
+def test_no_keys_secret_and_the_control_key_stays_in_the_pod(case: str) -> None:
+    """No Secret of the operator's is referenced (no secretKeyRef at all), no control key in any
+    env; the key lives in an in-memory emptyDir that the init agent writes (read-write), and that
+    Triton and the sidecar only read."""
+    md = md_of(case)
+    pod = render_deployment(md)["spec"]["template"]["spec"]
+    every = pod["initContainers"] + pod["containers"]
+    assert "secretKeyRef" not in str(pod) and "-keys" not in str(pod).replace("model-keys", "")
+    assert all(e["name"] != CONTROL_KEY_ENV for c in every for e in c.get("env") or [])
+    assert {"name": "control-key", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
+    mounts = {c["name"]: [m for m in c["volumeMounts"] if m["name"] == "control-key"] for c in every}
+    assert mounts["fetch-models"] == [{"name": "control-key", "mountPath": CONTROL_KEY_DIR}]
+    for name in ("triton", "agent"):
+        assert mounts[name] == [{"name": "control-key", "mountPath": CONTROL_KEY_DIR, "readOnly": True}]
+    assert all(not v for k, v in mounts.items() if k not in ("fetch-models", "triton", "agent"))
+    for c in pod["initContainers"][0], next(c for c in every if c["name"] == "agent"):
+        i = c["args"].index("--control-key-file")
+        assert c["args"][i + 1] == CONTROL_KEY_FILE
+
+
+def test_the_push_key_is_in_the_configmap_and_never_in_the_pod_template() -> None:
+    """In place: the ConfigMap carries the operator's public key beside the manifest, projected
+    into the agents' manifest volume; a different key changes that ConfigMap entry only: the
+    Deployment (pod template and its hash) is the same, so a new key rolls no pods."""
+    md = md_of("cpu")
+    a, b = PushSigner.generate(), PushSigner.generate()
+    ka, kb = (render_children(md, RenderOptions(push_public_key=k.public_pem)) for k in (a, b))
+    assert ka["Deployment"] == kb["Deployment"]
+    assert ka["Deployment"] == render_children(md, RenderOptions())["Deployment"]
+    cma, cmb = ka["ConfigMap"], kb["ConfigMap"]
+    assert cma is not None and cmb is not None
+    assert cma["data"] == {MANIFEST_KEY: cmb["data"][MANIFEST_KEY], PUSH_KEY_FILE: a.public_pem}
+    assert cmb["data"][PUSH_KEY_FILE] == b.public_pem
+    pod = render_deployment(md)["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "model-manifest"]
+    assert vol["configMap"]["items"] == [
+        {"key": MANIFEST_KEY, "path": MANIFEST_KEY},
+        {"key": PUSH_KEY_FILE, "path": PUSH_KEY_FILE},
+    ]
+    # rolling revisions are never pushed to and immutable: no key, none projected, same hash
+    rolling = md_of("gpu")
+    assert rolling.spec.rollout.strategy == "rolling"
+    ra, rb = (render_children(rolling, RenderOptions(push_public_key=k.public_pem)) for k in (a, b))
+    assert ra == rb
+    assert ra["ConfigMap"] is not None and set(ra["ConfigMap"]["data"]) == {MANIFEST_KEY}
+    pod = render_deployment(rolling)["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "model-manifest"]
+    assert vol["configMap"]["items"] == [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]
+    assert render_configmap(md)["data"][PUSH_KEY_FILE] == ""  # no key given: pushes are refused
 
 
 def test_autoscaling_leaves_replicas_to_the_autoscaler() -> None:

@@ -2,10 +2,12 @@
 
 Like test_query_agents.py, the operator's pod lands on a KWOK node whose pod CIDR is a loopback
 range; this test plays the kubelet for it: it copies the mounted ConfigMaps/Secrets (manifest,
-storage credentials, trusted key) into files, resolves the pod's ``secretKeyRef`` env (the control
-key) and expands ``$(MODELDEPLOY_CONTROL_KEY)`` in Triton's args. Then:
-  * the operator created the keys Secret (owned by the ModelDeployment) and rendered only
-    references to it; Triton started with the rendered flags refuses a plain client's unload;
+operator's push key, storage credentials, trusted key) into files, plays the init agent's first step
+(the pod's own control key in a file of the in-memory emptyDir) and runs Triton's rendered launch
+line (``control.triton_launch``) against a stand-in ``tritonserver`` to get the flags it starts with.
+Then:
+  * no Secret is owned by the ModelDeployment; nothing the operator rendered holds the control key;
+    Triton started with the launched flags refuses a plain client's unload;
   * a signed v1 from S3 is Ready; a v2 modified after signing is Failed/SignatureInvalid in the
     ModelDeployment's status while v1 keeps serving;
   * afterwards no secret value (S3 secret key, control key, signing key) appears in the status,
@@ -17,6 +19,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +28,21 @@ from typing import Any
 
 import pytest
 from opsupport import OperatorProcess, wait_for
-from test_query_agents import TAINT, _cond, _package, _states, agent_operator, loopback_node, qa_ns
+from test_query_agents import (
+    TAINT,
+    _cond,
+    _package,
+    _states,
+    agent_operator,
+    loopback_node,
+    operator_push_key,
+    qa_ns,
+)
 
 from modeldeploy_runtime.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.triton, pytest.mark.slow]
-__all__ = ["agent_operator", "loopback_node", "qa_ns"]  # fixtures used here
+__all__ = ["agent_operator", "loopback_node", "operator_push_key", "qa_ns"]  # fixtures used here
 
 
 @pytest.fixture
@@ -77,7 +90,7 @@ def _md(ns: str, node: str, endpoint: str, versions: list[dict[str, Any]]) -> di
 
 
 class Kubelet:
-    """What the kubelet would do for the one pod: mounted volumes as files, secretKeyRef env."""
+    """What the kubelet would do for the one pod: mounted volumes as files, env values."""
 
     def __init__(self, cluster: Any, ns: str, root: Path) -> None:
         self.cluster, self.ns, self.root = cluster, ns, root
@@ -122,21 +135,23 @@ class Kubelet:
 
     def env(self, pod: dict[str, Any], container: str) -> dict[str, str]:
         c = next(c for c in pod["spec"]["containers"] if c["name"] == container)
-        out = {}
-        for e in c.get("env") or []:
-            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-            if ref:
-                out[e["name"]] = base64.b64decode(
-                    self.get("secret", ref["name"])["data"][ref["key"]]
-                ).decode()
-            elif "value" in e:
-                out[e["name"]] = e["value"]
-        return out
+        assert all("valueFrom" not in e for e in c.get("env") or []), c["env"]  # nothing by reference
+        return {e["name"]: e["value"] for e in c.get("env") or []}
+
+    def launch(self, pod: dict[str, Any], container: str, fake_bin: Path) -> list[str]:
+        """Run the container's command + args as its shell would, with its paths under root and a
+        stand-in for the executable the line execs (it prints its arguments): those arguments."""
+        c = next(c for c in pod["spec"]["containers"] if c["name"] == container)
+        argv = [a.replace("/run/", f"{self.root}/run/") for a in c["command"]] + list(c["args"])
+        env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=30)
+        return list(json.loads(out.stdout))
 
 
 def test_signed_models_control_key_and_no_secret_leaks(
     cluster: Any,
     agent_operator: OperatorProcess,
+    operator_push_key: tuple[Any, Path],
     loopback_node: str,
     qa_ns: str,
     tmp_path: Path,
@@ -148,9 +163,18 @@ def test_signed_models_control_key_and_no_secret_leaks(
     from cryptography.hazmat.primitives import serialization as ser
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from modeldeploy.api.v1alpha1 import ModelDeployment
+    from modeldeploy.render.deployment import triton_args
     from modeldeploy_runtime.agent import Agent
-    from modeldeploy_runtime.control import CONTROL_KEY_ENV
+    from modeldeploy_runtime.control import (
+        CONTROL_KEY_ENV,
+        CONTROL_KEY_FILE,
+        ensure_control_key,
+        restricted_api_args,
+        triton_launch,
+    )
     from modeldeploy_runtime.digest import write_sha_manifest
+    from modeldeploy_runtime.pushsign import OWNER_ENV, PUSH_KEY_FILE, owner_id
     from modeldeploy_runtime.signing import key_identity, sign_folder
     from modeldeploy_runtime.triton import TritonServer
 
@@ -198,26 +222,48 @@ def test_signed_models_control_key_and_no_secret_leaks(
     pod = wait_for(running_pod, 90, "the pod Running with an IP")
     ip = pod["status"]["podIP"]
     kubelet = Kubelet(cluster, qa_ns, tmp_path / "pod")
-    secret = kubelet.get("secret", "scale-keys")
-    assert secret["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    md_obj = kubelet.get("md", "scale")
+    # no Secret of the operator's: none owned by the ModelDeployment, none referenced by the pod
+    owned = [
+        x["metadata"]["name"]
+        for x in json.loads(kc("get", "secrets", "-n", qa_ns, "-o", "json").stdout)["items"]
+        if any(r.get("uid") == md_obj["metadata"]["uid"] for r in x["metadata"].get("ownerReferences") or [])
+    ]
+    assert not owned, owned
+    assert "secretKeyRef" not in json.dumps(pod["spec"])
     kubelet.mount(pod, "agent")
     env = kubelet.env(pod, "agent")
-    control_key = env[CONTROL_KEY_ENV]
-    assert control_key and kubelet.env(pod, "triton")[CONTROL_KEY_ENV] == control_key
+    assert CONTROL_KEY_ENV not in env and CONTROL_KEY_ENV not in kubelet.env(pod, "triton")
+    owner = env[OWNER_ENV]
+    assert owner == owner_id(qa_ns, "scale", md_obj["metadata"]["uid"])
+    push_key = kubelet._local("/etc/modeldeploy") / PUSH_KEY_FILE
+    assert push_key.read_text() == operator_push_key[0].public_pem
+    # Triton's container is exactly the launch line over the rendered args (no key in them) ...
     triton_c = next(c for c in pod["spec"]["containers"] if c["name"] == "triton")
-    restricted = [
-        a.replace(f"$({CONTROL_KEY_ENV})", control_key) for a in triton_c["args"] if "restricted" in a
-    ]
-    assert len(restricted) == 2
+    assert (triton_c["command"], triton_c["args"]) == triton_launch(triton_c["args"])
+    assert triton_c["args"] == triton_args(ModelDeployment.from_body(md_obj))
+    assert not any("restricted" in a for a in triton_c["args"])
+    # ... the init agent's first step makes the pod's key in the in-memory emptyDir ...
+    control_key = ensure_control_key(kubelet._local(CONTROL_KEY_FILE))
+    # ... and the line starts tritonserver with the rendered args plus the flags holding that key
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "tritonserver").write_text(
+        "#!/usr/bin/env python3\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n"
+    )
+    (fake_bin / "tritonserver").chmod(0o755)
+    launched = kubelet.launch(pod, "triton", fake_bin)
+    assert launched == [*triton_c["args"], *restricted_api_args(control_key)]
 
     manifest = kubelet.manifest()
     repo = tmp_path / "models"
-    srv = TritonServer(repo, model_control_mode="explicit", extra_args=restricted,
+    srv = TritonServer(repo, model_control_mode="explicit", extra_args=restricted_api_args(control_key),
                        log_path=tmp_path / "triton.log")  # fmt: skip
     init = Agent(manifest, repo, "http://127.0.0.1:9")
     assert init.run_init() == 0
     srv.start()
-    agent = Agent(manifest, repo, srv.http_url, poll_interval=0.3, control_key=control_key)
+    agent = Agent(manifest, repo, srv.http_url, poll_interval=0.3, control_key=control_key,
+                  push_owner=owner, push_key_path=push_key)  # fmt: skip
     stop = threading.Event()
     port = next(
         p["containerPort"]
@@ -280,6 +326,7 @@ def test_signed_models_control_key_and_no_secret_leaks(
         "S3 secret key": secret_key,
         "control key": control_key,
         "signing key": key_pem.decode().splitlines()[1],
+        "push signing key": operator_push_key[0].private_pem().decode().splitlines()[1],
     }
     places = {
         "status": kc("get", "md", "scale", "-n", qa_ns, "-o", "json").stdout,
@@ -292,10 +339,10 @@ def test_signed_models_control_key_and_no_secret_leaks(
         "triton log": (tmp_path / "triton.log").read_text(errors="replace"),
         "agent /status": agent.status().model_dump_json(),
     }
-    assert (
-        "SignatureInvalid" in places["status"]
-        and "scale-keys" in places["pods, deployments, configmaps, networkpolicies"]
-    )
+    assert "SignatureInvalid" in places["status"]
+    assert "push-key.pub" in places["pods, deployments, configmaps, networkpolicies"]
+    # the control key is in no Secret either (the pod made it; nothing outside the pod has it)
+    assert control_key not in kc("get", "secrets", "-n", qa_ns, "-o", "json").stdout
     leaks = [(what, where) for what, s in secrets.items() for where, text in places.items() if s in text]
     assert not leaks, leaks
 

@@ -4,6 +4,7 @@ load/unload) and signed-model verification before a version is served."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -129,6 +130,57 @@ def test_agent_without_the_key_is_refused_too(tmp_path: Path, start_triton: Any)
         wait(lambda: "403" in (agent.last_error or ""), 60, "the agent's refused call")
         assert not agent.ready()[0]
         assert requests.get(f"{srv.http_url}/v2/models/m/versions/1/ready", timeout=5).status_code != 200
+
+
+def test_the_pods_own_key_from_the_init_agent_through_the_rendered_start_line(
+    tmp_path: Path, triton_installed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pod's way, with no Secret: the init agent (``agent --mode init --control-key-file``)
+    makes the key file; Triton starts through control.triton_launch (the /bin/sh line the operator
+    renders), which reads the file into the restricted-API flags; the sidecar reads the same file.
+    A plain client is refused, the agent loads, and the key is in no argument the pod spec holds."""
+    from modeldeploy_runtime.cli import main
+    from modeldeploy_runtime.control import read_control_key, triton_launch
+    from modeldeploy_runtime.triton import TritonInstall, TritonServer
+
+    v1 = make_const_model(tmp_path / "build", "m", 1, 1.0)
+    repo, key_file, bindir = tmp_path / "models", tmp_path / "run" / "control" / "key", tmp_path / "bin"
+    manifest = tmp_path / "manifest.json"
+    write_manifest(manifest, {"generation": 1, "models": [file_model("m", [(1, v1)])]})
+    init = ["agent", "--mode", "init", "--manifest", str(manifest), "--repository", str(repo),
+            "--control-key-file", str(key_file), "--log-format", "text"]  # fmt: skip
+    assert main(init) == 0
+    key = read_control_key(key_file)
+    assert key and len(key) >= 43 and (key_file.stat().st_mode & 0o777) == 0o600
+    assert main(init) == 0 and read_control_key(key_file) == key  # a restarted init keeps the pod's key
+    bindir.mkdir()
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    launched: list[list[str]] = []
+
+    class PodTriton(TritonServer):
+        def command(self, install: TritonInstall, backends: Path) -> list[str]:
+            base = super().command(install, backends)
+            if not (bindir / "tritonserver").exists():
+                (bindir / "tritonserver").symlink_to(base[0])
+            cmd, args = triton_launch(base[1:], str(key_file))
+            launched.append(cmd + args)
+            return cmd + args
+
+    srv = PodTriton(repo, log_path=tmp_path / "triton.log", exit_timeout_secs=1)
+    srv.start()
+    try:
+        assert launched and not any(key in a for a in launched[0])
+        with agent_env(tmp_path, srv.http_url, control_key=read_control_key(key_file)) as (agent, _, start):
+            start()
+            wait(lambda: agent.ready()[0], 90, "v1 served (the agent's load with the pod's key)")
+            r = requests.post(f"{srv.http_url}/v2/repository/models/m/unload", json={}, timeout=30)
+            assert r.status_code == 403, r.text
+            r = requests.post(
+                f"{srv.http_url}/v2/repository/index", json={}, headers={CONTROL_HEADER: key}, timeout=30
+            )
+            assert r.status_code == 200 and r.json()[0]["name"] == "m", r.text
+    finally:
+        srv.stop()
 
 
 # ------------------------------------------------------------------------------------ signed models

@@ -128,12 +128,9 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Secrets: only the one per-ModelDeployment Secret the operator creates itself, "<name>-keys": the
-# token it reads back to authenticate manifest pushes to the runtime agents, and Triton's
-# model-control key. No list/watch: no other Secret is read.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "create"]
+# No Secrets in the namespaces it manages: pods reference storage credentials by name, Triton's
+# control key is made inside each pod, and manifest pushes are signed with the operator's one key
+# (its Secret lives in the release namespace: "modeldeploy.pushKeyRules").
 # ReplicaSets (read only): which rolling revisions' manifest ConfigMaps still have pods.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
@@ -145,6 +142,21 @@ kopf stores its finalizer and progress annotations by patching the ModelDeployme
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+The operator's own Secret in the release namespace: the Ed25519 key it signs manifest pushes to the
+runtime agents with (one key for every ModelDeployment). It reads that one Secret by name and
+creates it on first start (create cannot be limited by name); nothing else on Secrets.
+*/}}
+{{- define "modeldeploy.pushKeyRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: ["modeldeploy-push-key"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* Name of cluster-scoped objects: unique per release namespace, so two releases never clash. */}}

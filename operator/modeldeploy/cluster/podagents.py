@@ -5,17 +5,18 @@ KWOK pods run nothing. On a KWOK node whose pod CIDR is a loopback range (``Node
 ``<podIP>:<agent port>`` exactly where the operator (and a kubelet's httpGet probe) will look for it.
 :class:`PodAgents` does per pod what the pod's containers would do: the init agent fills a model
 repository from the manifest the operator rendered (read from the ConfigMap, as the kubelet mounts
-it), a tritonserver serves it, and the sidecar agent (with the push token from the operator's
-Secret, as ``secretKeyRef`` would give it) keeps Triton in line with the manifest.
+it), a tritonserver serves it, and the sidecar agent keeps Triton in line with the manifest. The
+sidecar takes the operator's signed pushes as in a pod: the operator's public key is the ConfigMap's
+``push-key.pub``, written beside the manifest file (the volume's projection), and its owner is the
+agent container's ``MODELDEPLOY_OWNER`` env in the pod spec.
 
 The manifest file is written once, at start: it then stands for a kubelet that has not synced the
 ConfigMap volume yet, so only a push can bring a newer manifest (``sync_manifests()`` plays the
-kubelet's sync when a caller wants it). Used by the integration tests and bench/push_bench.py.
+kubelet's sync when a caller wants it: manifest and public key). Used by the integration tests and bench/push_bench.py.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +121,21 @@ class PodAgent:
     def manifest_path(self) -> Path:
         return self.workdir / "manifest.json"
 
+    @property
+    def push_key_path(self) -> Path:
+        """Where the agent reads the operator's public key (beside the manifest, as mounted)."""
+        from modeldeploy_runtime.pushsign import PUSH_KEY_FILE
+
+        return self.workdir / PUSH_KEY_FILE
+
+
+def pod_owner(pod: dict[str, Any]) -> str:
+    """The agent container's ``MODELDEPLOY_OWNER`` (whose pushes it takes)."""
+    from modeldeploy_runtime.pushsign import OWNER_ENV
+
+    c = next(c for c in pod["spec"]["containers"] if c["name"] == "agent")
+    return str(next(e["value"] for e in c.get("env") or [] if e["name"] == OWNER_ENV))
+
 
 def agent_port(pod: dict[str, Any]) -> int:
     return next(
@@ -165,46 +181,54 @@ class PodAgents:
         out = self.cluster.kubectl("get", kind, name, "-n", self.namespace, "-o", "json").stdout
         return dict(json.loads(out))
 
-    def token(self) -> str:
-        data = self._get("secret", f"{self.name}-keys")["data"]["token"]
-        return base64.b64decode(data).decode()
+    def configmap_data(self) -> dict[str, str]:
+        return dict(self._get("configmap", f"{self.name}-models")["data"])
 
     def manifest_text(self) -> str:
-        return str(self._get("configmap", f"{self.name}-models")["data"]["manifest.json"])
+        return str(self.configmap_data()["manifest.json"])
 
     def sync_manifests(self) -> None:
         """What the kubelet does when it syncs the ConfigMap volume."""
-        text = self.manifest_text()
+        from modeldeploy_runtime.pushsign import PUSH_KEY_FILE
+
+        data = self.configmap_data()
         for p in self.pods:
-            tmp = p.manifest_path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(p.manifest_path)
+            _write_atomically(p.manifest_path, data["manifest.json"])
+            _write_atomically(p.push_key_path, data.get(PUSH_KEY_FILE, ""))
 
     def start(self, pods: list[dict[str, Any]], poll_interval: float = 0.3) -> list[PodAgent]:
+        from modeldeploy_runtime.pushsign import PUSH_KEY_FILE
         from modeldeploy_runtime.triton import prepare_backends
 
-        token, text = self.token(), self.manifest_text()
+        data = self.configmap_data()
         prepare_backends()  # once, before the servers start in parallel
         new = [
-            PodAgent(
-                p["metadata"]["name"],
-                p["status"]["podIP"],
-                agent_port(p),
-                self.workdir / p["metadata"]["name"],
+            (
+                PodAgent(
+                    p["metadata"]["name"],
+                    p["status"]["podIP"],
+                    agent_port(p),
+                    self.workdir / p["metadata"]["name"],
+                ),
+                pod_owner(p),
             )
             for p in pods
         ]
+        text, key = data["manifest.json"], data.get(PUSH_KEY_FILE, "")
         with ThreadPoolExecutor(max_workers=max(1, len(new))) as pool:
-            list(pool.map(lambda pa: self._start_one(pa, text, token, poll_interval), new))
-        self.pods.extend(new)
-        return new
+            list(pool.map(lambda n: self._start_one(n[0], text, key, n[1], poll_interval), new))
+        self.pods.extend(pa for pa, _ in new)
+        return [pa for pa, _ in new]
 
-    def _start_one(self, pa: PodAgent, manifest: str, token: str, poll_interval: float) -> None:
+    def _start_one(
+        self, pa: PodAgent, manifest: str, push_key: str, owner: str, poll_interval: float
+    ) -> None:
         from modeldeploy_runtime.agent import Agent
         from modeldeploy_runtime.triton import TritonServer
 
         pa.workdir.mkdir(parents=True, exist_ok=True)
         pa.manifest_path.write_text(manifest)
+        pa.push_key_path.write_text(push_key)
         repo = pa.workdir / "models"
         init = Agent(pa.manifest_path, repo, "http://127.0.0.1:9")
         if init.run_init() != 0:
@@ -213,7 +237,7 @@ class PodAgents:
             repo, model_control_mode="explicit", log_path=pa.workdir / "triton.log"
         ).start()
         pa.agent = Agent(
-            pa.manifest_path, repo, pa.triton.http_url, poll_interval=poll_interval, push_token=token
+            pa.manifest_path, repo, pa.triton.http_url, poll_interval=poll_interval, push_owner=owner
         )
         pa.http, th = pa.agent.serve_in_thread(pa.ip, pa.port)
         loop = threading.Thread(target=pa.agent.run_sidecar, args=(pa.stop,), daemon=True)
@@ -237,3 +261,9 @@ class PodAgents:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,14 +1,13 @@
 """The operator talking to the runtime agents of a ModelDeployment's pods (over the pod IPs).
 
-* :func:`ensure_token`: the keys Secret ``<name>-keys`` (render/secret.py; created once, owned by
-  the ModelDeployment) holding the token the agents accept manifest pushes with, and Triton's
-  control key. The pods get both by ``secretKeyRef``; the operator reads the token back from the
-  Secret object, never from a pod spec.
 * :func:`query`: every running pod's ``GET /status``, parsed into the typed
   :class:`~modeldeploy_runtime.agentapi.AgentStatus` (the same model the agent produces).
 * :class:`Pusher`: ``PUT /manifest`` to every running pod right after a changed manifest was
   applied, in parallel on a small thread pool of its own, so neither kopf's event loop nor the
-  reconcile waits for the agents; when the pushes are done the owner's status is refreshed.
+  reconcile waits for the agents; when the pushes are done the owner's status is refreshed. Each
+  push is signed with the operator's key (reconcile/pushkey.py) for the one ModelDeployment object
+  (:func:`push_owner`); the agents verify it with the public key in their manifest ConfigMap
+  (runtime ``pushsign``), so no per-object Secret is involved.
 
 All blocking (HTTP with short timeouts); called from kopf's threaded sync handlers and the status
 refresher's threads, never from a coroutine.
@@ -16,24 +15,16 @@ refresher's threads, never from a coroutine.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import AGENT_PORT, ModelDeployment
-from modeldeploy.reconcile.kube import SECRET, Kube, KubeError
-from modeldeploy.render.secret import keys_secret_name, new_key, render_keys_secret
-from modeldeploy_runtime.agentapi import (
-    MANIFEST_PATH,
-    STATUS_PATH,
-    TOKEN_KEY,
-    AgentStatus,
-    ManifestPush,
-    PushReply,
-)
+from modeldeploy.render.common import push_owner
+from modeldeploy_runtime.agentapi import MANIFEST_PATH, STATUS_PATH, AgentStatus, ManifestPush, PushReply
 from modeldeploy_runtime.manifest import ModelManifest
+from modeldeploy_runtime.pushsign import SIGNATURE_HEADER, PushSigner
 
 log = logging.getLogger("modeldeploy.agents")
 
@@ -86,13 +77,17 @@ def query(pods: list[dict[str, Any]]) -> dict[str, AgentStatus]:
     return {k: v for k, v in _parallel(agent_urls(pods, STATUS_PATH), ask).items() if v is not None}
 
 
-def push(pods: list[dict[str, Any]], manifest: ModelManifest, token: str) -> dict[str, str]:
-    """``PUT /manifest`` to each running pod's agent, in parallel: pod -> outcome (``accepted``,
-    ``refused 409: ...``, ``unreachable: ...``)."""
+def push(
+    pods: list[dict[str, Any]], manifest: ModelManifest, signer: PushSigner, owner: str
+) -> dict[str, str]:
+    """``PUT /manifest`` to each running pod's agent, in parallel, signed for ``owner`` (the
+    ModelDeployment: :func:`push_owner`): pod -> outcome (``accepted``, ``refused 409: ...``,
+    ``unreachable: ...``)."""
     import requests
 
-    body = ManifestPush(manifest=manifest).model_dump_json(exclude_none=True)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    # the exact bytes sent are the bytes signed
+    body = ManifestPush(manifest=manifest).model_dump_json(exclude_none=True).encode()
+    headers = {SIGNATURE_HEADER: signer.sign(owner, body), "Content-Type": "application/json"}
 
     def put(url: str) -> str:
         try:
@@ -109,45 +104,25 @@ def push(pods: list[dict[str, Any]], manifest: ModelManifest, token: str) -> dic
     return _parallel(agent_urls(pods, MANIFEST_PATH), put)
 
 
-def ensure_token(kube: Kube, md: ModelDeployment) -> str:
-    """The push token from ``<name>-keys``, creating the Secret (both keys, owned by the
-    ModelDeployment, so it goes with it) when it does not exist yet: one write per object."""
-    name = keys_secret_name(md)
-    live = kube.get(SECRET, md.namespace, name)
-    if live is None:
-        token = new_key()
-        try:
-            kube.create(SECRET, md.namespace, render_keys_secret(md, new_key(), token))
-            log.info("%s/%s: created Secret %s", md.namespace, md.name, name)
-            return token
-        except KubeError as exc:
-            if exc.status != 409:  # 409: created concurrently: read it below
-                raise
-            live = kube.get(SECRET, md.namespace, name)
-    data = ((live or {}).get("data") or {}).get(TOKEN_KEY)
-    if not data:
-        raise KubeError(422, "GET", f"secrets/{name}", f"secret {name} has no key {TOKEN_KEY!r}")
-    return base64.b64decode(data).decode()
-
-
 class Pusher:
-    """Pushes manifests off the reconcile thread; ``done(namespace, name)`` runs after each push
-    round (the handlers wire it to the status refresher)."""
+    """Pushes manifests off the reconcile thread, signed with ``signer``; ``done(namespace, name)``
+    runs after each push round (the handlers wire it to the status refresher)."""
 
-    def __init__(self, done: Callable[[str, str], object] | None = None, workers: int = 4) -> None:
+    def __init__(
+        self, signer: PushSigner, done: Callable[[str, str], object] | None = None, workers: int = 4
+    ) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-push")
+        self.signer = signer
         self.done = done
 
-    def submit(
-        self, md: ModelDeployment, pods: list[dict[str, Any]], manifest: ModelManifest, token: str
-    ) -> None:
-        self._pool.submit(self._run, md.namespace, md.name, pods, manifest, token)
+    def submit(self, md: ModelDeployment, pods: list[dict[str, Any]], manifest: ModelManifest) -> None:
+        self._pool.submit(self._run, md.namespace, md.name, push_owner(md), pods, manifest)
 
     def _run(
-        self, ns: str, name: str, pods: list[dict[str, Any]], manifest: ModelManifest, token: str
+        self, ns: str, name: str, owner: str, pods: list[dict[str, Any]], manifest: ModelManifest
     ) -> None:
         try:
-            outcome = push(pods, manifest, token)
+            outcome = push(pods, manifest, self.signer, owner)
             log.info("%s/%s: pushed manifest generation %d: %s", ns, name, manifest.generation, outcome)
         except Exception as exc:
             log.warning("%s/%s: manifest push failed: %s", ns, name, exc)

@@ -53,6 +53,7 @@ from modeldeploy.render.common import (
     COMPONENT_LABEL,
     DEFAULT_KEDA_INTERCEPTOR,
     FIELD_MANAGER,
+    MANIFEST_CHANGED_ANNOTATION,
     OWNER_LABEL,
     ROUTED_NOTE,
     SCALEDOBJECT_CRD,
@@ -62,9 +63,10 @@ from modeldeploy.render.common import (
     selector_string,
 )
 from modeldeploy.render.httpscaledobject import HTTPSCALEDOBJECT_CRD
-from modeldeploy.render.manifest import manifest_configmap_name
+from modeldeploy.render.manifest import carries_push_key, manifest_configmap_name
 from modeldeploy.render.prefetch import prefetch_job_name
 from modeldeploy_runtime.manifest import MANIFEST_KEY, ModelManifest
+from modeldeploy_runtime.pushsign import PushSigner
 
 log = logging.getLogger("modeldeploy.reconcile")
 
@@ -179,7 +181,7 @@ def parse_time(value: Any) -> dt.datetime | None:
 def _manifest_state(cm: dict[str, Any] | None) -> tuple[int | None, float | None]:
     """The generation of the manifest in ``cm`` and its age in seconds (since our last write)."""
     live = _manifest_models(cm)
-    changed = manager_write_time(cm, FIELD_MANAGER)
+    changed = manifest_changed_time(cm)
     age = (dt.datetime.now(dt.UTC) - changed).total_seconds() if changed is not None else None
     return (live[1] if live else None), age
 
@@ -209,6 +211,39 @@ def propagation_window(
         f"only once the kubelet has synced the ConfigMap volume (allowing {window:.0f}s)"
     )
     return why, window - age
+
+
+def _rfc3339(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stamp_manifest_changed(
+    desired: dict[str, Any], live: dict[str, Any] | None, now: dt.datetime
+) -> dict[str, Any]:
+    """The in-place manifest ConfigMap ``desired`` with MANIFEST_CHANGED_ANNOTATION: kept from
+    ``live`` while its manifest is the same (a rewrite for the push key only is no manifest change:
+    pods keep proving the versions they serve), ``now`` when the manifest is new or changed. A
+    ConfigMap written before the annotation existed counts from our last write of it."""
+    same = live is not None and (live.get("data") or {}).get(MANIFEST_KEY) == (desired.get("data") or {}).get(
+        MANIFEST_KEY
+    )
+    have = ((live or {}).get("metadata", {}).get("annotations") or {}).get(MANIFEST_CHANGED_ANNOTATION)
+    if same and have:
+        stamp = str(have)
+    else:
+        written = manager_write_time(live, FIELD_MANAGER) if same else None
+        stamp = _rfc3339(written or now)
+    out = dict(desired)
+    meta = out["metadata"] = dict(out["metadata"])
+    meta["annotations"] = {**(meta.get("annotations") or {}), MANIFEST_CHANGED_ANNOTATION: stamp}
+    return out
+
+
+def manifest_changed_time(cm: dict[str, Any] | None) -> dt.datetime | None:
+    """When the manifest in ``cm`` last changed: its MANIFEST_CHANGED_ANNOTATION, or (a ConfigMap
+    from before it) our field manager's last write."""
+    stamp = ((cm or {}).get("metadata", {}).get("annotations") or {}).get(MANIFEST_CHANGED_ANNOTATION)
+    return parse_time(stamp) or manager_write_time(cm, FIELD_MANAGER)
 
 
 def manager_write_time(obj: dict[str, Any] | None, manager: str) -> dt.datetime | None:
@@ -302,9 +337,15 @@ class _KeyLock:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, config: OperatorConfig | None = None) -> None:
+    def __init__(
+        self, kube: Kube, config: OperatorConfig | None = None, signer: PushSigner | None = None
+    ) -> None:
         self.kube = kube
         self.config = config or OperatorConfig()
+        #: the operator's manifest-push key (reconcile/pushkey.py, obtained once at startup; a key of
+        #: this object only when none is given): pushes are signed with it, its public half goes
+        #: into the in-place manifest ConfigMaps
+        self.signer = signer or PushSigner.generate()
         #: per ModelDeployment being worked on: its lock and how many threads hold or wait for it
         self._locks: dict[str, _KeyLock] = {}
         self._locks_guard = threading.Lock()
@@ -340,9 +381,7 @@ class Reconciler:
         #: per ModelDeployment: the render notes of ``(uid, generation, crds)`` (they depend on
         #: nothing else), from its last reconcile or refresh: a refresh renders no children for them
         self._notes_of: dict[str, tuple[tuple[str, int, frozenset[str]], list[Any]]] = {}
-        #: per ModelDeployment: the agents' push token (read from / created as its Secret)
-        self._tokens: dict[str, str] = {}
-        self.pusher = agents.Pusher()
+        self.pusher = agents.Pusher(self.signer)
 
     # ------------------------------------------------------------- helpers
     @contextmanager
@@ -385,7 +424,6 @@ class Reconciler:
         key = f"{namespace}/{name}"
         self._absent.pop(key, None)
         self._invalid.pop(key, None)
-        self._tokens.pop(key, None)
         self._rejected.pop(key, None)
         self._applied.pop(key, None)
         self._status_at.pop(key, None)
@@ -501,6 +539,7 @@ class Reconciler:
             operator_namespace=self.config.operator_namespace,
             keda_interceptor=self.config.keda_interceptor,
             cache_sharers=self._cache_sharers(md),
+            push_public_key=self.signer.public_pem,
         )
         try:
             children = render_children(md, opts)
@@ -508,9 +547,6 @@ class Reconciler:
             self._write_invalid(body, str(exc))
             raise InvalidSpec(str(exc)) from None
         self._notes_of[key] = (_notes_key(md, crds), list(opts.notes))
-        # The Secret the pods reference, before the Deployment: Triton's control key, the push token.
-        if trigger not in ("resync", "drift") or key not in self._tokens:
-            self._tokens[key] = agents.ensure_token(self.kube, md)
 
         run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
         held = self._held_for_prefetch(md, live_cm)
@@ -582,6 +618,8 @@ class Reconciler:
             # not in the cache: confirm before creating (an object we do not own has no label of ours
             # and so is in no cache; and the cache may not have our own creation yet)
             live = self.kube.get_live(res, ns, desired["metadata"]["name"])
+        if kind == "ConfigMap" and carries_push_key(run.md):
+            desired = stamp_manifest_changed(desired, live, dt.datetime.now(dt.UTC))
         if live is not None and not owned_by(live, run.uid):
             refs = live["metadata"].get("ownerReferences") or []
             if any(r.get("controller") for r in refs):
@@ -606,25 +644,33 @@ class Reconciler:
         log.info("%s: applied %s (%s)", run.key, kind, why)
         if kind == "Deployment":
             run.note_deployment(live, new, desired)
-        md = run.md
-        # a new manifest: in place, a rewrite of the ConfigMap; rolling, a new revision's ConfigMap
-        revised = live is not None or (md.spec.rollout.strategy == "rolling" and bool(run.body.get("status")))
-        if kind == "ConfigMap" and revised and run.manifest_generation == md.generation:
-            if live is None or live.get("data") != desired.get("data"):  # not a repaired label
-                self._event(
-                    run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}"
-                )
-            if live is not None:  # an in-place rewrite: hand it to the running agents now
-                self._push_manifest(md, desired, run.key)
+        if kind == "ConfigMap":
+            self._manifest_written(run, live, desired)
 
-    def _push_manifest(self, md: ModelDeployment, configmap: dict[str, Any], key: str) -> None:
+    def _manifest_written(self, run: _Pass, live: dict[str, Any] | None, desired: dict[str, Any]) -> None:
+        """After an apply of the manifest ConfigMap: a new manifest (in place, a rewrite of the
+        ConfigMap; rolling, a new revision's ConfigMap) is worth an event, and in place it is handed
+        to the running agents at once. A repaired label or a new push key beside it is neither."""
+        md = run.md
+        revised = live is not None or (md.spec.rollout.strategy == "rolling" and bool(run.body.get("status")))
+        if not revised or run.manifest_generation != md.generation:
+            return
+        if live is not None and (live.get("data") or {}).get(MANIFEST_KEY) == desired["data"].get(
+            MANIFEST_KEY
+        ):
+            return
+        self._event(run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}")
+        if live is not None:  # an in-place rewrite: hand it to the running agents now
+            self._push_manifest(md, desired)
+
+    def _push_manifest(self, md: ModelDeployment, configmap: dict[str, Any]) -> None:
         """In place: hand the changed manifest to the running agents now (in the background)
         rather than waiting for the kubelet to sync the ConfigMap volume."""
         if not self.config.query_agents or md.spec.rollout.strategy != "inPlace":
             return
         pods = self.kube.list(POD, md.namespace, label_selector=pod_selector(md))
         manifest = ModelManifest.from_json(configmap["data"][MANIFEST_KEY])
-        self.pusher.submit(md, pods, manifest, self._tokens[key])
+        self.pusher.submit(md, pods, manifest)
 
     def _apply_checked(self, run: _Pass, kind: str, desired: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -854,7 +900,7 @@ class Reconciler:
         manifest ConfigMap ``cm`` (or None), and the seconds until that window ends. The change
         time is our field manager's last write to it (we write it only when its content changes);
         pods started in a later second read the new manifest (:func:`propagation_window`)."""
-        changed = manager_write_time(cm, FIELD_MANAGER)
+        changed = manifest_changed_time(cm)
         if changed is None:
             return None, None
         created = parse_time((cm or {}).get("metadata", {}).get("creationTimestamp"))

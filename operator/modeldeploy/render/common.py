@@ -14,6 +14,7 @@ from typing import Any
 
 from modeldeploy import __version__
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, operator_rule_errors
+from modeldeploy_runtime.pushsign import owner_id
 
 FIELD_MANAGER = "modeldeploy-operator"
 #: Label on every child (and every pod): the name of the owning ModelDeployment.
@@ -25,6 +26,11 @@ MANAGED_BY = FIELD_MANAGER
 APPLIED_HASH_ANNOTATION = "modeldeploy.io/applied-hash"
 #: Pod-template annotation (rolling strategy only): hash of the model manifest.
 MANIFEST_HASH_ANNOTATION = "modeldeploy.io/manifest-hash"
+#: On the in-place manifest ConfigMap: when its manifest last changed (RFC 3339, whole seconds; set
+#: by the reconciler, reconcile/reconciler.py ``stamp_manifest_changed``). A rewrite of the
+#: ConfigMap for another reason (a new push key beside the manifest) keeps it, so the propagation
+#: window and the load timeout count from the manifest's change, not from the last write.
+MANIFEST_CHANGED_ANNOTATION = "modeldeploy.io/manifest-changed"
 MANIFEST_MOUNT_DIR = "/etc/modeldeploy"
 MODEL_REPOSITORY = "/models"
 CREDENTIALS_MOUNT_ROOT = "/var/run/secrets/modeldeploy"
@@ -76,6 +82,10 @@ class RenderOptions:
     #: (the operator lists them for a ModelDeployment with ``spec.cache.maxSize``); ``None``:
     #: unknown (``mdctl render``), then no sharers ConfigMap is rendered and no refs are removed.
     cache_sharers: tuple[str, ...] | None = None
+    #: The operator's manifest-push public key (PEM, not secret: reconcile/pushkey.py), written into
+    #: the in-place manifest ConfigMap beside the manifest. Never in a pod template, so a new key
+    #: rewrites ConfigMaps but rolls no pods. Empty (``mdctl render``): the agents refuse pushes.
+    push_public_key: str = ""
     #: Extra notes gathered while rendering (e.g. "ServiceMonitor CRD not installed").
     notes: list[Note] = field(default_factory=list, compare=False)
 
@@ -200,6 +210,13 @@ def owner_reference(md: ModelDeployment) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def push_owner(md: ModelDeployment) -> str:
+    """The identity the operator's manifest pushes to ``md``'s agents are signed for (the agent
+    container's ``MODELDEPLOY_OWNER``): namespace, name and uid, so a push for one object is no
+    good for another, nor for a later object of the same name."""
+    return owner_id(md.namespace, md.name, str(md.metadata.get("uid", "")))
 
 
 def metadata(

@@ -1,4 +1,12 @@
-"""The Deployment running Triton plus the runtime agent (init container and sidecar)."""
+"""The Deployment running Triton plus the runtime agent (init container and sidecar).
+
+No Secret of the operator's is referenced by the pod. Triton's control key is made by the pod
+itself: the init agent writes it into an in-memory emptyDir (``control-key``) shared with Triton
+(whose container starts through ``control.triton_launch``, a shell line reading the key into the
+restricted-API flags) and the sidecar agent (``--control-key-file``). The sidecar verifies the
+operator's manifest pushes with the public key mounted beside the manifest (``push-key.pub``) for
+the owner in its ``MODELDEPLOY_OWNER`` env (a plain value: namespace/name/uid).
+"""
 
 from __future__ import annotations
 
@@ -25,19 +33,22 @@ from modeldeploy.render.common import (
     credential_secrets,
     metadata,
     pod_security,
+    push_owner,
     selector_labels,
 )
 from modeldeploy.render.manifest import (
     build_manifest,
+    carries_push_key,
     credentials_mount_path,
     manifest_configmap_name,
     manifest_content_hash,
 )
 from modeldeploy.render.prefetch import cache_env, cache_mounts, cache_volumes
-from modeldeploy.render.secret import agent_token_env, control_key_env, triton_control_args
 from modeldeploy.render.verification import verification_mounts, verification_volumes
 from modeldeploy_runtime.agentapi import SERVING_PATH
+from modeldeploy_runtime.control import CONTROL_KEY_DIR, CONTROL_KEY_FILE, triton_launch
 from modeldeploy_runtime.manifest import MANIFEST_KEY
+from modeldeploy_runtime.pushsign import OWNER_ENV, PUSH_KEY_FILE
 
 TRITON_CONTAINER = "triton"
 AGENT_CONTAINER = "agent"
@@ -45,6 +56,9 @@ FETCH_CONTAINER = "fetch-models"
 OPENAI_CONTAINER = "openai"
 #: Where pvc://<claim>/<path> sources are mounted for the agent (the runtime's MODELDEPLOY_PVC_ROOT default).
 PVC_ROOT = "/mnt/pvc"
+#: The in-memory emptyDir holding the pod's Triton control key (a line of 43 characters).
+CONTROL_KEY_VOLUME = "control-key"
+CONTROL_KEY_SIZE = "1Mi"
 DEFAULT_AGENT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
@@ -117,14 +131,25 @@ def _agent_args(md: ModelDeployment, mode: str) -> list[str]:
         f"http://127.0.0.1:{md.spec.server.ports.http}",
         "--port",
         str(AGENT_PORT),
+        # init: creates the pod's key; sidecar: reads it to load/unload in Triton
+        "--control-key-file",
+        CONTROL_KEY_FILE,
     ]
 
 
-def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
+def _control_key_mount(read_only: bool) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": CONTROL_KEY_VOLUME, "mountPath": CONTROL_KEY_DIR}
+    if read_only:
+        mount["readOnly"] = True
+    return mount
+
+
+def _agent_mounts(md: ModelDeployment, *, writes_key: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
         {"name": "model-manifest", "mountPath": MANIFEST_MOUNT_DIR, "readOnly": True},
         {"name": "agent-tmp", "mountPath": "/tmp"},
+        _control_key_mount(read_only=not writes_key),  # the init agent creates the key
     ]
     for i, secret in enumerate(credential_secrets(md)):
         mounts.append(
@@ -136,6 +161,8 @@ def _agent_mounts(md: ModelDeployment) -> list[dict[str, Any]]:
 
 
 def triton_args(md: ModelDeployment) -> list[str]:
+    """tritonserver's arguments, without the restricted-API flags: :func:`triton_launch` adds them
+    with the pod's control key when the container starts."""
     s = md.spec.server
     return [
         f"--model-repository={MODEL_REPOSITORY}",
@@ -144,7 +171,6 @@ def triton_args(md: ModelDeployment) -> list[str]:
         f"--http-port={s.ports.http}",
         f"--grpc-port={s.ports.grpc}",
         f"--metrics-port={s.ports.metrics}",
-        *triton_control_args(),  # load/unload only with the agent's key (render/secret.py)
         *(s.args or []),
     ]
 
@@ -248,12 +274,14 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
 
     pull_policy = {"imagePullPolicy": s.imagePullPolicy} if s.imagePullPolicy else {}
     startup_period = 10
+    # load/unload only with the pod's control key, read from the file the init agent wrote
+    triton_command, triton_arguments = triton_launch(triton_args(md))
     triton: dict[str, Any] = {
         "name": TRITON_CONTAINER,
         "image": s.effective_image(),
         **pull_policy,
-        "command": ["tritonserver"],
-        "args": triton_args(md),
+        "command": triton_command,
+        "args": triton_arguments,
         "ports": [
             {"name": "http", "containerPort": ports.http, "protocol": "TCP"},
             {"name": "grpc", "containerPort": ports.grpc, "protocol": "TCP"},
@@ -280,10 +308,12 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         "volumeMounts": [
             {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            _control_key_mount(read_only=True),
         ],
         "securityContext": container_security(),
     }
-    triton["env"] = [control_key_env(md), *({"name": e.name, "value": e.value} for e in s.env or [])]
+    if s.env:
+        triton["env"] = [{"name": e.name, "value": e.value} for e in s.env]
     resources = triton_resources(md)
     if resources:
         triton["resources"] = resources
@@ -296,7 +326,7 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
         **pull_policy,
         "command": ["modeldeploy-runtime"],
         "args": _agent_args(md, "init"),
-        "volumeMounts": _agent_mounts(md),
+        "volumeMounts": _agent_mounts(md, writes_key=True),
         "securityContext": container_security(read_only_root=True),
     }
     agent: dict[str, Any] = {
@@ -321,17 +351,13 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
             "timeoutSeconds": 5,
             "failureThreshold": 1,
         },
-        # The Triton control key (load/unload) and the token the operator pushes manifests with
-        # (PUT /manifest), both by reference only.
-        "env": [
-            control_key_env(md),
-            agent_token_env(md),
-        ],
-        "volumeMounts": _agent_mounts(md),
+        # Whose manifest pushes (PUT /manifest) it takes: the operator signs each for this object.
+        "env": [{"name": OWNER_ENV, "value": push_owner(md)}, *cache_env(md)],
+        "volumeMounts": _agent_mounts(md, writes_key=False),
         "securityContext": container_security(read_only_root=True),
     }
     if cache_env(md):  # the shared model cache (spec.cache), read-only
-        fetch["env"], agent["env"] = cache_env(md), cache_env(md)
+        fetch["env"] = cache_env(md)
     if agent_resources:
         fetch["resources"] = copy.deepcopy(agent_resources)
         agent["resources"] = agent_resources
@@ -347,10 +373,15 @@ def pod_template(md: ModelDeployment, opts: RenderOptions | None = None) -> dict
             "name": "model-manifest",
             "configMap": {
                 "name": manifest_configmap_name(md),
-                "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}],
+                "items": [
+                    {"key": k, "path": k}
+                    for k in (MANIFEST_KEY, *((PUSH_KEY_FILE,) if carries_push_key(md) else ()))
+                ],
             },
         },
         {"name": "agent-tmp", "emptyDir": {}},
+        # the pod's Triton control key: in memory, never on a node's disk, gone with the pod
+        {"name": CONTROL_KEY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": CONTROL_KEY_SIZE}},
     ]
     if spec.serves_llm():
         volumes.append({"name": "openai-tmp", "emptyDir": {}})

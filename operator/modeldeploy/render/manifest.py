@@ -10,6 +10,13 @@ Triton's loaded versions match it.
   template. A new manifest is a new ConfigMap and so a new pod template: new pods start on it while
   the old pods keep the manifest they started with. The operator deletes the ConfigMaps that no
   ReplicaSet with pods references any more.
+
+The in-place ConfigMap also carries the operator's manifest-push public key (``push-key.pub``,
+PEM, not secret; empty when the renderer is given none), mounted beside the manifest: the agents
+verify the operator's pushes with it (runtime ``pushsign``). It is left out of the manifest and of
+every hash the pod template holds, so a new key rewrites the ConfigMap but rolls no pods. Rolling
+revisions carry no key: their pods are never pushed to (a new manifest is a new revision), and an
+immutable ConfigMap could not take a new key.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from modeldeploy_runtime.manifest import (
     ManifestVersionPolicy,
     ModelManifest,
 )
+from modeldeploy_runtime.pushsign import PUSH_KEY_FILE
 
 #: The API's instance-group kinds as Triton's config names them.
 INSTANCE_KIND: dict[str, Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO"]] = {
@@ -134,14 +142,23 @@ def manifest_configmap_name(md: ModelDeployment) -> str:
     return f"{configmap_name(md)}-{manifest_content_hash(build_manifest(md))[:REVISION_HASH_LENGTH]}"
 
 
+def carries_push_key(md: ModelDeployment) -> bool:
+    """Whether the manifest ConfigMap holds the push public key (in place: pushes are how a new
+    manifest reaches running pods before the kubelet syncs the volume)."""
+    return md.spec.rollout.strategy != "rolling"
+
+
 def render_configmap(md: ModelDeployment, opts: RenderOptions | None = None) -> dict[str, Any]:
     opts = opts or RenderOptions()
     manifest = build_manifest(md, opts.manifest_generation)
+    data = {MANIFEST_KEY: manifest.to_json()}
+    if carries_push_key(md):
+        data[PUSH_KEY_FILE] = opts.push_public_key
     body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(md, manifest_configmap_name(md), component="model-manifest"),
-        "data": {MANIFEST_KEY: manifest.to_json()},
+        "data": data,
     }
     if md.spec.rollout.strategy == "rolling":
         body["immutable"] = True  # a revision's manifest never changes under its running pods
