@@ -194,6 +194,24 @@ def status_writes_histogram(writes: list[dict[str, Any]]) -> dict[str, int]:
     return {str(k): v for k, v in sorted(collections.Counter(per.values()).items())}
 
 
+def status_sequences(history: dict[str, list[tuple[float, str]]], ready: dict[str, float]) -> dict[str, int]:
+    """The three most common sequences of statuses the watch saw per object, from the first status
+    to the first Ready: what each status write said (observed generation, ready replicas, every
+    condition's status/reason), so a write too many shows what it was for."""
+    seqs: collections.Counter[str] = collections.Counter()
+    for name, seen in history.items():
+        if name not in ready:
+            continue
+        steps: list[str] = []
+        for when, st in seen:
+            if when > ready[name]:
+                break
+            if "=" in st and (not steps or steps[-1] != st):  # a status (the create has none)
+                steps.append(st)
+        seqs[" -> ".join(steps)] += 1
+    return dict(seqs.most_common(3))
+
+
 def stamp(ev: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(ev["stageTimestamp"].replace("Z", "+00:00")).timestamp()
 
@@ -664,6 +682,7 @@ def measure_operator(
         "operator_writes_per_md_until_ready": round(len(writes) / args.n, 2),
         "operator_writes_by_kind": by_verb(writes),
         "status_writes_per_md": status_writes_histogram(writes),
+        "status_sequences_until_ready": status_sequences(obs.md_history, ready),
         "quiet_period_s": args.quiet_seconds,
         "operator_requests_in_quiet_period": quiet,
         "operator_writes_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in WRITE_VERBS),
