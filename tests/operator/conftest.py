@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,3 +52,15 @@ def ns(cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     }
     with cluster.scratch_namespace(name, labels):
         yield name
+
+
+@pytest.fixture
+def operator_push_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """The operator's push signing key (a PushSigner), and the file it reads it from
+    (MODELDEPLOY_PUSH_KEY_FILE): tests that play an agent sign or check pushes with it."""
+    from modeldeploy_runtime.pushsign import PushSigner
+
+    signer = PushSigner.generate()
+    path = tmp_path_factory.mktemp("push-key") / "push.key"
+    path.write_bytes(signer.private_pem())
+    return signer, path

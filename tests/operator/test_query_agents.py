@@ -65,15 +65,6 @@ def qa_ns(cluster: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def operator_push_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[PushSigner, Path]:
-    """The operator's push signing key, and the file it reads it from."""
-    signer = PushSigner.generate()
-    path = tmp_path_factory.mktemp("push-key") / "push.key"
-    path.write_bytes(signer.private_pem())
-    return signer, path
-
-
-@pytest.fixture
 def agent_operator(
     cluster: Any,
     modeldeploy_crd: str,

@@ -35,14 +35,13 @@ from test_query_agents import (
     _states,
     agent_operator,
     loopback_node,
-    operator_push_key,
     qa_ns,
 )
 
 from modeldeploy_runtime.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.triton, pytest.mark.slow]
-__all__ = ["agent_operator", "loopback_node", "operator_push_key", "qa_ns"]  # fixtures used here
+__all__ = ["agent_operator", "loopback_node", "qa_ns"]  # fixtures used here
 
 
 @pytest.fixture
@@ -262,8 +261,10 @@ def test_signed_models_control_key_and_no_secret_leaks(
     init = Agent(manifest, repo, "http://127.0.0.1:9")
     assert init.run_init() == 0
     srv.start()
-    agent = Agent(manifest, repo, srv.http_url, poll_interval=0.3, control_key=control_key,
-                  push_owner=owner, push_key_path=push_key)  # fmt: skip
+    # No push owner: this agent takes the manifest from the file only, the one place this kubelet
+    # rewrites the in-pod paths (credentials, trusted key) to their copies here; a pushed manifest
+    # names the in-pod paths. Signed pushes to real agents: test_query_agents.py.
+    agent = Agent(manifest, repo, srv.http_url, poll_interval=0.3, control_key=control_key)
     stop = threading.Event()
     port = next(
         p["containerPort"]
