@@ -182,7 +182,8 @@ def parse_time(value: Any) -> dt.datetime | None:
 
 
 def _manifest_state(cm: dict[str, Any] | None) -> tuple[int | None, float | None]:
-    """The generation of the manifest in ``cm`` and its age in seconds (since our last write)."""
+    """The generation of the manifest in ``cm`` and its age in seconds (since it last changed:
+    :func:`manifest_changed_time`)."""
     live = _manifest_models(cm)
     changed = manifest_changed_time(cm)
     age = (dt.datetime.now(dt.UTC) - changed).total_seconds() if changed is not None else None
@@ -220,6 +221,14 @@ def _rfc3339(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def same_manifest(live: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """Whether the live manifest ConfigMap already holds ``desired``'s manifest (whatever else
+    changed beside it: labels, the push key)."""
+    return live is not None and (live.get("data") or {}).get(MANIFEST_KEY) == (desired.get("data") or {}).get(
+        MANIFEST_KEY
+    )
+
+
 def stamp_manifest_changed(
     desired: dict[str, Any], live: dict[str, Any] | None, now: dt.datetime
 ) -> dict[str, Any]:
@@ -227,9 +236,7 @@ def stamp_manifest_changed(
     ``live`` while its manifest is the same (a rewrite for the push key only is no manifest change:
     pods keep proving the versions they serve), ``now`` when the manifest is new or changed. A
     ConfigMap written before the annotation existed counts from our last write of it."""
-    same = live is not None and (live.get("data") or {}).get(MANIFEST_KEY) == (desired.get("data") or {}).get(
-        MANIFEST_KEY
-    )
+    same = same_manifest(live, desired)
     have = ((live or {}).get("metadata", {}).get("annotations") or {}).get(MANIFEST_CHANGED_ANNOTATION)
     if same and have:
         stamp = str(have)
@@ -658,9 +665,7 @@ class Reconciler:
         revised = live is not None or (md.spec.rollout.strategy == "rolling" and bool(run.body.get("status")))
         if not revised or run.manifest_generation != md.generation:
             return
-        if live is not None and (live.get("data") or {}).get(MANIFEST_KEY) == desired["data"].get(
-            MANIFEST_KEY
-        ):
+        if same_manifest(live, desired):
             return
         self._event(run.body, "Normal", "VersionsChanged", f"model versions now {_versions_summary(md)}")
         if live is not None:  # an in-place rewrite: hand it to the running agents now
@@ -901,8 +906,9 @@ class Reconciler:
     ) -> tuple[str | None, float | None]:
         """Why pod readiness does not yet prove the new versions after an in-place change of the
         manifest ConfigMap ``cm`` (or None), and the seconds until that window ends. The change
-        time is our field manager's last write to it (we write it only when its content changes);
-        pods started in a later second read the new manifest (:func:`propagation_window`)."""
+        time is when its manifest last changed (:func:`manifest_changed_time`, not a rewrite for
+        the push key); pods started in a later second read the new manifest
+        (:func:`propagation_window`)."""
         changed = manifest_changed_time(cm)
         if changed is None:
             return None, None
