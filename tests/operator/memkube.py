@@ -27,6 +27,7 @@ class MemoryKube(Kube):
         self.objs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, str]] = []  # (verb, kind, name[/manager])
         self.reads: list[tuple[str, str]] = []
+        self.list_selectors: list[tuple[str, str | None]] = []  # (kind, label selector) of each list
         self.reject: dict[str, KubeError] = {}  # kind -> the error its applies get
         self._rv = itertools.count(1)
 
@@ -47,6 +48,7 @@ class MemoryKube(Kube):
     def clear_log(self) -> None:
         self.writes.clear()
         self.reads.clear()
+        self.list_selectors.clear()
 
     # ----------------------------------------------------------------- reads
     def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -63,6 +65,7 @@ class MemoryKube(Kube):
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         self.reads.append(("list", res.kind))
+        self.list_selectors.append((res.kind, label_selector))
         sel = parse_selector(label_selector) or {}
         return [
             copy.deepcopy(o)

@@ -17,6 +17,7 @@ import pytest
 from memkube import MemoryKube
 from opsupport import small_md
 
+from modeldeploy.reconcile.cache import BASE_KINDS, OWNED, store_answers
 from modeldeploy.reconcile.kube import KubeError
 from modeldeploy.reconcile.reconciler import (
     HANDOVER_MANAGER,
@@ -691,3 +692,53 @@ def test_an_object_deleted_during_its_reconcile_ends_it_without_an_error_or_a_re
     out = rec.reconcile(body(kube), trigger="create")
     assert ("patch_status", "ModelDeployment", "m") in kube.writes  # it was tried, and refused
     assert not out.status_written
+
+
+def _walk_to_ready(kube: MemoryKube, rec: Reconciler, clock: Clock, want: int) -> None:
+    rec.reconcile(body(kube), trigger="create")
+    for ready_pods, running, dt in [(0, 0, 1.0), (0, want, 10.0), (want, want, 10.0)]:
+        clock.now += dt
+        rollout_step(kube, ready_pods, running, want=want)
+        rec.refresh_status(NS, "m")
+        rec.reconcile(body(kube), trigger="resync")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},
+        {"rollout": {"strategy": "rolling"}},
+        {"rollout": {"strategy": "inPlace"}},
+        {"cache": {"claimName": "model-cache", "prefetch": True, "maxSize": "10Gi"}},
+    ],
+    ids=["default", "rolling", "inPlace", "cache-prefetch"],
+)
+def test_every_list_of_a_watched_kind_is_answered_by_its_store(shape: dict[str, Any]) -> None:
+    """#12: no LIST in the steady state. Each list the reconciler makes of a kind the operator
+    watches must carry the labels of that kind's watch, or CachedKube sends it to the API server:
+    one LIST per reconcile (the prefetch Job collection once did, without the managed-by label).
+    Create -> Ready, a version change and its rollout, each with resyncs in between."""
+    kube = MemoryKube()
+    doc = small_md(NS, "m", replicas=2)
+    doc["spec"].update(copy.deepcopy(shape))
+    kube.put(doc)
+    rec = Reconciler(kube, OperatorConfig(query_agents=False))
+    clock = Clock()
+    rec.clock = clock
+    rec.schedule = lambda ns, name, seconds: None
+    _walk_to_ready(kube, rec, clock, want=2)
+    change_spec(kube, models=[{**body(kube)["spec"]["models"][0], "versions": [{"version": 3}]}])
+    _walk_to_ready(kube, rec, clock, want=2)
+    watched = {res.kind for res in BASE_KINDS}
+    listed = [(kind, sel) for kind, sel in kube.list_selectors if kind in watched]
+    assert listed, "no list was made: the check would prove nothing"
+    unanswered = [(kind, sel) for kind, sel in listed if not store_answers(kind, sel)]
+    assert unanswered == [], f"lists the stores cannot answer (a LIST each): {unanswered}"
+
+
+def test_a_selector_without_the_watch_label_is_not_answered_by_the_store() -> None:
+    """The rule above is not vacuous: the prefetch Job list as it was goes to the API server."""
+    assert not store_answers("Job", "modeldeploy.io/deployment=m,app.kubernetes.io/component=prefetch")
+    assert store_answers("Job", f"{OWNED},modeldeploy.io/deployment=m")
+    assert store_answers("ModelDeployment", None)  # watched whole
+    assert not store_answers("Pod", "modeldeploy.io/deployment=m")  # pods: part-of=modeldeploy

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from modeldeploy.reconcile.informer import EventSink, Informer, StoreTracker, parse_selector
+from modeldeploy.reconcile.informer import EventSink, Informer, StoreTracker, implies, parse_selector
 from modeldeploy.reconcile.kube import (
     CONFIGMAP,
     CRD,
@@ -46,6 +46,13 @@ SELECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     POD.kind: (PART_OF, ("managedFields",)),
 }
 BASE_KINDS = (MODELDEPLOYMENT, CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, NETWORKPOLICY, JOB, POD)
+
+
+def store_answers(kind: str, label_selector: str | None) -> bool:
+    """Whether a synced store of ``kind`` answers a list with ``label_selector`` (else it goes to
+    the API server as a LIST): the selector must require each label of the store's watch."""
+    selection = parse_selector(SELECTIONS.get(kind, (OWNED, ()))[0]) or {}
+    return implies(parse_selector(label_selector), selection)
 
 
 def crd_established(crd: dict[str, Any] | None) -> bool:

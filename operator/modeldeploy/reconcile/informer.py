@@ -116,6 +116,12 @@ def parse_selector(selector: str | None) -> dict[str, str] | None:
     return out
 
 
+def implies(selector: dict[str, str] | None, selection: dict[str, str]) -> bool:
+    """Whether every object ``selector`` matches is within a store's ``selection``: each label of
+    the selection is required by the selector (a set-based selector, None, never is)."""
+    return selector is not None and all(selector.get(k) == v for k, v in selection.items())
+
+
 def matches(obj: dict[str, Any], selector: dict[str, str]) -> bool:
     return labels_match(obj.get("metadata", {}).get("labels") or {}, selector)
 
@@ -192,8 +198,7 @@ class Informer:
             return False
         if namespace is not None and not self.in_scope(namespace):
             return False
-        # our selection must be implied by the caller's: each of our labels required by it
-        return selector is not None and all(selector.get(k) == v for k, v in self.selector.items())
+        return implies(selector, self.selector)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A fresh copy of the stored object (the caller may change it)."""

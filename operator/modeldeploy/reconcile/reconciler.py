@@ -718,7 +718,10 @@ class Reconciler:
         c = md.spec.cache
         keep = prefetch_job_name(md) if c is not None and c.prefetch else None
         ns, uid = md.namespace, str(md.metadata.get("uid", ""))
-        jobs = self.kube.list(JOB, ns, label_selector=f"{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=prefetch")
+        # with the store's own selection (OWNED), so the store answers: no LIST per reconcile
+        jobs = self.kube.list(
+            JOB, ns, label_selector=f"{OWNED},{OWNER_LABEL}={md.name},{COMPONENT_LABEL}=prefetch"
+        )
         deleted = []
         for job in jobs:
             name = job["metadata"]["name"]
