@@ -13,7 +13,8 @@ possible and reports, all from one run so that ratios can be compared:
 * a floor from the same run: the same rendered children written by a plain client (server-side
   apply, ``--floor-workers`` in parallel, no operator) into a second namespace, timed to all
   Deployments Available; and the operator's time / floor;
-* the operator's requests by verb (audit log): writes per object until Ready, and every request
+* the operator's requests by verb (audit log): writes per object and reads (GET/LIST, which the
+  watch-fed stores should answer) until Ready, and every request
   (reads included: the local cluster's audit policy logs the admin user's reads) during a quiet
   period afterwards;
 * the operator's RSS: idle before, peak (VmHWM) until Ready and including the deletion, and after
@@ -537,6 +538,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--cpu-nodes", type=int, default=0, help="CPU nodes of a started cluster (default: N/100 + 1)"
     )
+    ap.add_argument(
+        "--controller-qps",
+        type=int,
+        default=None,
+        help="--kube-api-qps of the started cluster's controller-manager and scheduler (default: "
+        "theirs, 20 and 50/s: the Deployment and ReplicaSet controllers then pace every pod start)",
+    )
     ap.add_argument("--resync-seconds", type=float, default=30.0)
     ap.add_argument(
         "--quiet-seconds", type=float, default=35.0, help="quiet period measured after all are Ready"
@@ -681,6 +689,10 @@ def measure_operator(
         "status_lag_worst": worst_lags(events, ready, avail, obs.md_history),
         "operator_writes_per_md_until_ready": round(len(writes) / args.n, 2),
         "operator_writes_by_kind": by_verb(writes),
+        # GET/LIST until Ready (the stores answer reads; each one here went to the API server)
+        "operator_reads_until_ready": {
+            k: v for k, v in by_verb(events).items() if k.split()[0] in ("get", "list")
+        },
         "status_writes_per_md": status_writes_histogram(writes),
         "status_sequences_until_ready": status_sequences(obs.md_history, ready),
         "quiet_period_s": args.quiet_seconds,
@@ -701,7 +713,10 @@ def main(argv: list[str] | None = None) -> int:
     own = args.kubeconfig is None
     if own:
         cluster = LocalCluster(
-            name=f"bench-{os.getpid()}", ephemeral=True, cpu_nodes=args.cpu_nodes or args.n // 100 + 1
+            name=f"bench-{os.getpid()}",
+            ephemeral=True,
+            cpu_nodes=args.cpu_nodes or args.n // 100 + 1,
+            controller_qps=args.controller_qps,
         )
         t = time.monotonic()
         cluster.up()

@@ -186,12 +186,19 @@ def test_rbac_role_allows_exactly_what_it_grants(cluster: Any, namespace: str) -
 
 @pytest.mark.slow
 def test_cluster_up_twice_and_after_a_killed_run(tmp_path: Path) -> None:
-    """A second `up` is a no-op; a SIGKILLed cluster leaves nothing that blocks the next `up`."""
-    c = LocalCluster(name="updown", root=tmp_path / "c", gpu_nodes=1, cpu_nodes=0, log=lambda _m: None)
+    """A second `up` is a no-op; a SIGKILLed cluster leaves nothing that blocks the next `up`.
+    Started with ``controller_qps`` (bench/reconcile.py --controller-qps), the controller-manager
+    and the scheduler run with that client rate (their flag dump says what they took)."""
+    c = LocalCluster(
+        name="updown", root=tmp_path / "c", gpu_nodes=1, cpu_nodes=0, log=lambda _m: None, controller_qps=150
+    )
     try:
         c.up()
         first = ClusterState.load(c.state_file)
         assert first is not None
+        for comp in ("kube-controller-manager", "kube-scheduler"):
+            flags = (c.dir / "logs" / f"{comp}.log").read_text()
+            assert 'FLAG: --kube-api-qps="150"' in flags and 'FLAG: --kube-api-burst="300"' in flags, comp
         c.up()  # already running: same processes, same server
         second = ClusterState.load(c.state_file)
         assert second is not None and second.pids == first.pids and second.server == first.server

@@ -260,8 +260,12 @@ class LocalCluster:
         gpu_product: str = "NVIDIA-H100-80GB-HBM3",
         root: Path | None = None,
         log: Log = _stderr,
+        controller_qps: int | None = None,
     ) -> None:
         self.name = name
+        #: ``--kube-api-qps`` of kube-controller-manager and kube-scheduler (burst twice that);
+        #: None keeps their defaults (20 and 50 requests/s)
+        self.controller_qps = controller_qps
         self.ephemeral = ephemeral
         self.dir = root or cache_dir() / "clusters" / name
         self.pools = [
@@ -708,6 +712,7 @@ class LocalCluster:
             "--leader-elect=false",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--v=1",
+            *self._qps_args(),
         ]
 
     def _scheduler_args(self, p: dict[str, int]) -> list[str]:
@@ -715,7 +720,12 @@ class LocalCluster:
             *self._component_args("kube-scheduler", p["scheduler"], "scheduler-certs"),
             "--leader-elect=false",
             "--v=1",
+            *self._qps_args(),
         ]
+
+    def _qps_args(self) -> list[str]:
+        q = self.controller_qps
+        return [] if q is None else [f"--kube-api-qps={q}", f"--kube-api-burst={2 * q}"]
 
     def _kwok_args(self, p: dict[str, int]) -> list[str]:
         return [
