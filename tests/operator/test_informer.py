@@ -45,6 +45,7 @@ class ScriptedKube(Kube):
         self.lists = 0
         self.pages = 0
         self.fail_lists = 0
+        self.metadata_only_calls: list[bool] = []  # per LIST and WATCH: asked for metadata only?
 
     def list_pages(
         self,
@@ -54,8 +55,10 @@ class ScriptedKube(Kube):
         label_selector: str | None = None,
         field_selector: str | None = None,
         limit: int = 2,
+        metadata_only: bool = False,
     ) -> Iterator[tuple[Items, str]]:
         """The world in pages of ``limit`` (two by default: the stores' paging is exercised)."""
+        self.metadata_only_calls.append(metadata_only)
         if self.fail_lists:
             self.fail_lists -= 1
             raise KubeError(0, "GET", res.plural, "connection refused")
@@ -75,7 +78,9 @@ class ScriptedKube(Kube):
         label_selector: str | None = None,
         field_selector: str | None = None,
         timeout_seconds: int = 300,
+        metadata_only: bool = False,
     ) -> Iterator[dict[str, Any]]:
+        self.metadata_only_calls.append(metadata_only)
         while True:
             ev = self.events.get()
             if ev is None:
@@ -380,5 +385,27 @@ def test_a_list_by_owner_reads_only_that_owners_entries(monkeypatch: Any) -> Non
     assert names("md-3") == {"n1"} and names("md-5") == {"c3"} and names("md-4") == set()
     # a selector without the owner label still finds everything (a scan)
     assert len(inf.list("a", parse_selector(SEL) or {})) == 2
+    inf.stop()
+    kube.events.put(None)
+
+
+def test_a_store_of_names_asks_for_metadata_only_and_keeps_only_the_name() -> None:
+    """The names store behind CachedKube.known_absent: metadata-only LIST and WATCH, anyone's
+    objects (no label selector), and of each only what says the name is taken."""
+    kube = ScriptedKube()
+    foreign = cm("theirs", 5)
+    foreign["metadata"] |= {"labels": {"app": "other"}, "annotations": {"big": "x" * 1000}}
+    kube.world["theirs"] = foreign
+    inf = Informer(kube, CONFIGMAP, "a", "", metadata_only=True).start()
+    assert inf.wait_synced(5)
+    assert inf.has("a", "theirs") and not inf.has("a", "ours")
+    assert inf.get("a", "theirs") == {
+        "metadata": {"name": "theirs", "namespace": "a", "resourceVersion": "5"}
+    }
+    kube.events.put({"type": "ADDED", "object": cm("ours", 6)})
+    until(lambda: inf.has("a", "ours"), "the watched name")
+    kube.events.put({"type": "DELETED", "object": cm("theirs", 7)})
+    until(lambda: not inf.has("a", "theirs"), "the deleted name gone")
+    assert kube.metadata_only_calls and all(kube.metadata_only_calls), kube.metadata_only_calls
     inf.stop()
     kube.events.put(None)

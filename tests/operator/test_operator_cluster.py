@@ -18,6 +18,7 @@ from opsupport import (
     OPERATOR_UAS,
     RESYNC_SECONDS,
     OperatorProcess,
+    audit_events,
     audit_lines,
     audit_writes,
     load_case,
@@ -411,6 +412,56 @@ def test_no_writes_during_a_quiet_minute(cluster: Any, operator: OperatorProcess
     }
     assert after == rvs
     print(f"{fired:.0f} resyncs, 0 writes in 60 s")
+
+
+def test_children_are_created_without_a_get_and_a_taken_name_is_not_taken_over(
+    cluster: Any, operator: OperatorProcess, ns: str
+) -> None:
+    """#12: a child that neither our store nor the metadata-only watch of every name holds is
+    created by its apply alone, no GET first; a name someone else's object holds is read first
+    (a forced apply would take it over) and refused, naming its controller."""
+    owner = json.loads(
+        cluster.kubectl("create", "configmap", "someone", "-n", ns, "-o", "json").stdout
+    )  # a live owner, or the garbage collector deletes the foreign Service
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "someone", "uid": owner["metadata"]["uid"]}
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "taken", "namespace": ns, "ownerReferences": [{**ref, "controller": True}]},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(foreign))
+    created = ("ConfigMap", "Service", "Deployment", "NetworkPolicy")  # the cpu case's children
+    wait_for(  # the names watches have listed (a gauge of each from its first LIST on)
+        lambda: all(f'modeldeploy_cache_objects{{kind="{k}:names"}}' in operator.metrics() for k in created),
+        60,
+        "the names stores synced",
+    )
+    line = audit_lines(cluster)
+    apply(cluster, md_doc("cpu", ns))
+    apply(cluster, md_doc("cpu", ns, name="taken"))
+    wait_ready(cluster, ns, "cpu-model")
+    wait_for(
+        lambda: cond(get(cluster, "md", ns, "taken"), "Ready").get("reason") == "ApplyRejected", 60, "refusal"
+    )
+    msg = cond(get(cluster, "md", ns, "taken"), "Ready")["message"]
+    assert "Service" in msg and "controlled by ConfigMap/someone" in msg, msg
+    svc = get(cluster, "service", ns, "taken")
+    assert svc is not None and svc["metadata"]["ownerReferences"] == [{**ref, "controller": True}]
+    assert [p["port"] for p in svc["spec"]["ports"]] == [80]
+    gets = [
+        f"{(e.get('objectRef') or {}).get('resource')}/{(e.get('objectRef') or {}).get('name')}"
+        for e in audit_events(cluster, line, ns)
+        if e.get("verb") == "get"
+        and e.get("stage") == "ResponseComplete"
+        and str(e.get("userAgent", "")).startswith(OPERATOR_UAS)
+        and (e.get("objectRef") or {}).get("resource") != "modeldeployments"
+    ]
+    assert "services/taken" in gets, f"the taken name was not read first (are reads logged?): {gets}"
+    plurals = {"configmaps", "services", "deployments", "networkpolicies"}
+    assert not [g for g in gets if g.split("/")[0] in plurals and g.split("/")[1].startswith("cpu-model")], (
+        gets
+    )
 
 
 def test_delete_garbage_collects_children(cluster: Any, operator: OperatorProcess, ns: str) -> None:

@@ -46,6 +46,9 @@ SELECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     POD.kind: (PART_OF, ("managedFields",)),
 }
 BASE_KINDS = (MODELDEPLOYMENT, CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, NETWORKPOLICY, JOB, POD)
+#: Children kinds whose every name in scope is kept too (metadata-only watches, anyone's objects):
+#: a child absent from our store and from these is created without a GET first (known_absent)
+NAMED_KINDS = (CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, NETWORKPOLICY, JOB)
 
 
 def store_answers(kind: str, label_selector: str | None) -> bool:
@@ -87,6 +90,7 @@ class CachedKube(Kube):
         self.trackers = dict(trackers or {})  # kind -> what follows the kind's stores (metrics)
         self._informers: dict[tuple[str, str | None], Informer] = {}
         self._crd_informers: dict[str, Informer] = {}  # CRD name -> its watch
+        self._names: dict[tuple[str, str | None], Informer] = {}  # every name of a NAMED_KINDS kind
         self._lock = threading.Lock()
 
     # --------------------------------------------------------------- informers
@@ -96,7 +100,7 @@ class CachedKube(Kube):
 
     def stop(self) -> None:
         with self._lock:
-            informers = list(self._informers.values()) + list(self._crd_informers.values())
+            informers = [*self._informers.values(), *self._crd_informers.values(), *self._names.values()]
         for inf in informers:
             inf.stop()
 
@@ -160,13 +164,34 @@ class CachedKube(Kube):
                     )
                     self._informers[(res.kind, ns)] = inf
                 inf.start()
+                if res in NAMED_KINDS:
+                    self._watch_names(res, ns)
+
+    def _watch_names(self, res: Resource, ns: str | None) -> None:
+        with self._lock:
+            if (res.kind, ns) in self._names:
+                return
+            inf = Informer(self.watch_kube, res, ns, "", None, in_scope=self.in_scope, metadata_only=True)
+            self._names[(res.kind, ns)] = inf
+        inf.start()
+
+    def known_absent(self, res: Resource, namespace: str, name: str) -> bool:
+        """No object of ``res`` named ``name`` in ``namespace`` (ours or anyone's), per the
+        metadata-only watch of every name, once it has listed: creating it takes nobody's object.
+        A name taken since the watch's last event is not seen; the apply then merges into it, as
+        one made before that GET would."""
+        with self._lock:
+            inf = self._names.get((res.kind, namespace if self.exact else None))
+        return inf is not None and inf.covers(namespace, {}) and not inf.has(namespace, name)
 
     def informers(self) -> list[Informer]:
         with self._lock:
             return list(self._informers.values())
 
     def wait_synced(self, timeout: float) -> bool:
-        return all(inf.wait_synced(timeout) for inf in self.informers())
+        with self._lock:
+            names = list(self._names.values())
+        return all(inf.wait_synced(timeout) for inf in [*self.informers(), *names])
 
     def _informer(self, res: Resource, namespace: str | None) -> Informer | None:
         with self._lock:

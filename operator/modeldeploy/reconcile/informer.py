@@ -130,6 +130,9 @@ def labels_match(labels: dict[str, str], selector: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+#: What a store of names only keeps of each object's metadata.
+_NAME_FIELDS = ("name", "namespace", "resourceVersion", "uid", "deletionTimestamp")
+
 #: A store that shrank by this many objects since its last high-water mark hands memory back.
 RELEASE_AFTER = 200
 
@@ -150,8 +153,12 @@ class Informer:
         field_selector: str | None = None,
         index_key: str | None = None,
         tracker: StoreTracker | None = None,
+        metadata_only: bool = False,
     ) -> None:
         self.kube = kube
+        #: a store of names only: metadata-only LIST and WATCH (no spec, data or status crosses the
+        #: wire), and of the metadata only what tells that the name is taken (see :meth:`has`)
+        self.metadata_only = metadata_only
         self.res = res
         self.namespace = namespace
         self.label_selector = label_selector
@@ -199,6 +206,11 @@ class Informer:
         if namespace is not None and not self.in_scope(namespace):
             return False
         return implies(selector, self.selector)
+
+    def has(self, namespace: str, name: str) -> bool:
+        """Whether the store holds ``namespace/name`` (nothing decoded)."""
+        with self._lock:
+            return (namespace, name) in self._objs
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A fresh copy of the stored object (the caller may change it)."""
@@ -285,7 +297,8 @@ class Informer:
         self._shrunk()
 
     def _count(self, delta: int) -> None:
-        gauge = metrics.CACHE_OBJECTS.labels(kind=self.res.kind)  # exported from the first LIST on
+        kind = f"{self.res.kind}:names" if self.metadata_only else self.res.kind
+        gauge = metrics.CACHE_OBJECTS.labels(kind=kind)  # exported from the first LIST on
         if delta:
             gauge.inc(delta)
 
@@ -331,7 +344,11 @@ class Informer:
         summaries: dict[Key, Any] = {}
         rv = ""
         for page, page_rv in self.kube.list_pages(
-            self.res, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
+            self.res,
+            self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            metadata_only=self.metadata_only,
         ):
             rv = page_rv
             for obj in page:
@@ -373,6 +390,7 @@ class Informer:
             label_selector=self.label_selector,
             field_selector=self.field_selector,
             timeout_seconds=self.watch_timeout,
+            metadata_only=self.metadata_only,
         ):
             if self._stop.is_set():
                 break
@@ -426,6 +444,9 @@ class Informer:
             self._notify(old.unpack() if old else None, obj)
 
     def _trim(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self.metadata_only:
+            meta = obj.get("metadata") or {}
+            return {"metadata": {k: meta[k] for k in _NAME_FIELDS if k in meta}}
         if self.strip:
             meta = obj.get("metadata") or {}
             if any(f in meta for f in self.strip):

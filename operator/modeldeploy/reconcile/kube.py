@@ -111,6 +111,12 @@ def _count(verb: str, kind: str) -> None:
     metrics.API_REQUESTS.labels(verb=verb, kind=kind).inc()
 
 
+#: ``Accept`` of a metadata-only LIST or WATCH: the API server sends each object's metadata (as
+#: PartialObjectMetadata), not its spec, data or status
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+METADATA_ONLY_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+
 class Kube:
     """Blocking JSON-over-HTTP access to the API server through an authenticated ApiClient."""
 
@@ -128,8 +134,9 @@ class Kube:
         content_type: str = "application/json",
         kind: str = "",
         verb: str = "",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         q = [(k, v) for k, v in (query or {}).items()]
         _, url, hdrs, _, _ = self.api.param_serialize(
             method, path, query_params=q, header_params=headers, auth_settings=["BearerToken"]
@@ -169,6 +176,11 @@ class Kube:
     @property
     def reads_cached(self) -> bool:
         """Whether ``get``/``list`` may answer from a watch-fed store (then ``get_live`` differs)."""
+        return False
+
+    def known_absent(self, res: Resource, namespace: str, name: str) -> bool:
+        """Whether no object of ``res`` named ``name`` exists in ``namespace``, ours or anyone's,
+        as far as a watch of every name tells (False: not known; ask the API server)."""
         return False
 
     def watch_kinds(self, kinds: Any) -> None:
@@ -231,6 +243,7 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         limit: int = LIST_PAGE,
+        metadata_only: bool = False,
     ) -> Iterator[tuple[Items, str]]:
         """The list in pages of at most ``limit`` items (``limit``/``continue``: one consistent
         snapshot), each with the list's resourceVersion: a caller that keeps each page in its own
@@ -240,7 +253,14 @@ class Kube:
             query["fieldSelector"] = field_selector
         query["limit"] = str(limit)
         while True:
-            out = self.request("GET", res.path(namespace), query=query, kind=res.kind, verb="list")
+            out = self.request(
+                "GET",
+                res.path(namespace),
+                query=query,
+                kind=res.kind,
+                verb="list",
+                accept=METADATA_ONLY if metadata_only else "application/json",
+            )
             meta = out.get("metadata") or {}
             yield list(out.pop("items", None) or []), str(meta.get("resourceVersion") or "")
             if not meta.get("continue"):
@@ -256,6 +276,7 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         timeout_seconds: int = 300,
+        metadata_only: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """The watch events (``{"type": ..., "object": ...}``) of a selection from ``resource_version``
         on, with bookmarks, until the server ends the watch (after about ``timeout_seconds``)."""
@@ -276,7 +297,7 @@ class Kube:
             "GET",
             path,
             query_params=list(query.items()),
-            header_params={"Accept": "application/json"},
+            header_params={"Accept": METADATA_ONLY_WATCH if metadata_only else "application/json"},
             auth_settings=["BearerToken"],
         )
         _count("watch", res.kind)

@@ -623,11 +623,13 @@ class Reconciler:
     def _sync_child(self, run: _Pass, kind: str, desired: dict[str, Any]) -> None:
         """Apply ``desired`` unless the live object already has it in effect."""
         res, ns = BY_KIND[child_kind(kind)], run.md.namespace
-        live = run.live_cm if kind == "ConfigMap" else self.kube.get(res, ns, desired["metadata"]["name"])
-        if live is None and self.kube.reads_cached:
-            # not in the cache: confirm before creating (an object we do not own has no label of ours
-            # and so is in no cache; and the cache may not have our own creation yet)
-            live = self.kube.get_live(res, ns, desired["metadata"]["name"])
+        name = desired["metadata"]["name"]
+        live = run.live_cm if kind == "ConfigMap" else self.kube.get(res, ns, name)
+        if live is None and self.kube.reads_cached and not self.kube.known_absent(res, ns, name):
+            # not in our store but maybe taken: confirm before creating (an object we do not own has
+            # no label of ours and so is in no store of ours, and a forced apply would take it over;
+            # our store may not have our own creation yet)
+            live = self.kube.get_live(res, ns, name)
         if kind == "ConfigMap" and carries_push_key(run.md):
             desired = stamp_manifest_changed(desired, live, dt.datetime.now(dt.UTC))
         if live is not None and not owned_by(live, run.uid):
