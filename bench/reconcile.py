@@ -620,7 +620,8 @@ def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) ->
         result["operator_rss_after_delete_mib"] = round(after, 1) if after is not None else None
         result["operator_rss_after_delete_over_idle_mib"] = round(after - rss_idle, 1) if after else None
         result["operator_memory_map_mib"] = {"idle": map_idle, "after_delete": memory_map(op.pid)}
-        # what the operator's stores still hold (0 of each kind: nothing kept of deleted objects)
+        # what the operator's stores still hold (0 of each kind: nothing kept of deleted objects; the
+        # "<Kind>:names" stores keep anyone's names, so the namespace's kube-root-ca.crt stays)
         held = scrape_metrics(metrics_port, ("modeldeploy_cache_objects",))
         result["operator_cache_objects_after_delete"] = {
             k.split('kind="', 1)[-1].rstrip('"}'): int(v) for k, v in held.items()
