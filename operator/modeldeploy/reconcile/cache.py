@@ -181,7 +181,7 @@ class CachedKube(Kube):
         A name taken since the watch's last event is not seen; the apply then merges into it, as
         one made before that GET would."""
         with self._lock:
-            inf = self._names.get((res.kind, namespace if self.exact else None))
+            inf = self._names.get(self._scope_key(res, namespace))
         return inf is not None and inf.covers(namespace, {}) and not inf.has(namespace, name)
 
     def informers(self) -> list[Informer]:
@@ -193,9 +193,13 @@ class CachedKube(Kube):
             names = list(self._names.values())
         return all(inf.wait_synced(timeout) for inf in [*self.informers(), *names])
 
+    def _scope_key(self, res: Resource, namespace: str | None) -> tuple[str, str | None]:
+        """The key of ``res``'s store holding ``namespace``: per namespace, or one for all."""
+        return res.kind, namespace if self.exact else None
+
     def _informer(self, res: Resource, namespace: str | None) -> Informer | None:
         with self._lock:
-            return self._informers.get((res.kind, namespace if self.exact else None))
+            return self._informers.get(self._scope_key(res, namespace))
 
     # --------------------------------------------------------------------- reads
     def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:

@@ -119,7 +119,7 @@ def parse_selector(selector: str | None) -> dict[str, str] | None:
 def implies(selector: dict[str, str] | None, selection: dict[str, str]) -> bool:
     """Whether every object ``selector`` matches is within a store's ``selection``: each label of
     the selection is required by the selector (a set-based selector, None, never is)."""
-    return selector is not None and all(selector.get(k) == v for k, v in selection.items())
+    return selector is not None and labels_match(selector, selection)
 
 
 def matches(obj: dict[str, Any], selector: dict[str, str]) -> bool:
