@@ -88,6 +88,26 @@ def test_not_ready_while_rolling_out_or_controller_lagging() -> None:
         assert c["Progressing"]["status"] == "True"
 
 
+def test_a_template_change_not_yet_observed_is_rolling_out_not_pods_not_ready() -> None:
+    """Right after a new pod template is written, the Deployment's status still describes the
+    previous, finished rollout (NewReplicaSetAvailable, all updated): Ready says RollingOut (seen
+    for about 5 s after an operator upgrade rolled the pods), not PodsNotReady."""
+    from modeldeploy.reconcile.status import ready_condition, version_states
+
+    finished = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+    dep = deployment(1, available=0, generation=3, observed=2)
+    dep["status"]["conditions"] = [finished]
+    inp = inputs(dep=dep)
+    v = ready_condition(inp, version_states(inp))
+    assert (v.status, v.reason) == (False, "RollingOut"), v
+    # observed and finished, yet a pod is not Ready: that one is PodsNotReady
+    dep = deployment(1, available=0, generation=3, observed=3)
+    dep["status"]["conditions"] = [finished]
+    inp = inputs(dep=dep)
+    v = ready_condition(inp, version_states(inp))
+    assert (v.status, v.reason) == (False, "PodsNotReady"), v
+
+
 def test_last_transition_time_only_moves_on_status_changes() -> None:
     first = compute_status(md(), deployment(1), [running_pod()], None, now=T0)
     again = compute_status(md(), deployment(1), [running_pod()], None, previous=first, now=T1)

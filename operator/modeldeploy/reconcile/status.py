@@ -386,8 +386,10 @@ def _not_ready_why(inp: StatusInputs, vs: VersionStates) -> tuple[str, str]:
     if not ro.exists:
         return "DeploymentMissing", f"deployment {inp.md.name} does not exist yet"
     # one reason from create to Ready (no RollingOut -> PodsNotReady flip when the Deployment
-    # controller has created the pods): PodsNotReady only after the Deployment once completed
-    rolling = ro.updated < ro.want or ro.replicas != ro.updated or not ro.settled
+    # controller has created the pods): PodsNotReady only after the Deployment once completed.
+    # A spec the Deployment controller has not observed yet is a rollout starting: its status
+    # (settled, all updated) still describes the previous rollout.
+    rolling = not ro.observed or ro.updated < ro.want or ro.replicas != ro.updated or not ro.settled
     reason = "RollingOut" if rolling else "PodsNotReady"
     return reason, f"{ro.available}/{ro.want} replicas available, {ro.updated} updated"
 
