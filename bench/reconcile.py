@@ -184,6 +184,29 @@ def by_verb(events: list[dict[str, Any]]) -> dict[str, int]:
     return dict(c.most_common())
 
 
+def writer(ev: dict[str, Any]) -> str:
+    """Who made a request: ``operator``, ``bench`` (this script's client: the creates, the floor's
+    writes) or the API user (the controller-manager, the scheduler, KWOK)."""
+    if is_operator(ev):
+        return "operator"
+    if str(ev.get("userAgent", "")).startswith(BENCH_UA):
+        return "bench"
+    return str((ev.get("user") or {}).get("username", "?")).removeprefix("system:")
+
+
+def api_writes_per_object(events: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """Every write the API server completed in the namespace, per object, in all and by writer:
+    the work the API server did for one object's way to Ready (what the operator adds to the
+    floor's, which the controllers and KWOK's pod start share)."""
+    by: collections.Counter[str] = collections.Counter(
+        writer(e) for e in events if e.get("verb") in WRITE_VERBS and e.get("stage") == "ResponseComplete"
+    )
+    return {
+        "total": round(sum(by.values()) / n, 2),
+        "by_writer": {k: round(v / n, 2) for k, v in by.most_common()},
+    }
+
+
 def status_writes_histogram(writes: list[dict[str, Any]]) -> dict[str, int]:
     """How many ModelDeployments got 1, 2, ... status writes (``{"2": 80, "3": 20}``)."""
     per: collections.Counter[str] = collections.Counter(
@@ -499,6 +522,8 @@ def run_floor(cluster: Any, kube: Any, api: Any, n: int, workers: int, timeout: 
     """The same children written directly (server-side apply, ``workers`` objects in parallel)."""
     ns = f"bench-floor-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", ns)
+    audit = Path(cluster.audit_log)
+    _, start_line = audit_events(audit, 0, "-")
     try:
         work = floor_children(ns, n)
         obs = Observer(api, ns, mds=False).start()
@@ -513,6 +538,7 @@ def run_floor(cluster: Any, kube: Any, api: Any, n: int, workers: int, timeout: 
             "floor_all_available_s": round(took, 2) if done else None,
             "floor_written_in_s": round(written, 2),
             "floor_writes_per_object": sum(len(c) for c in work) / n,
+            "floor_api_writes_per_object": api_writes_per_object(audit_events(audit, start_line, ns)[0], n),
             "floor_workers": workers,
         }
     finally:
@@ -700,6 +726,7 @@ def measure_operator(
         "status_lag_audit_s": p50_p99(audit_status_lags(events, ready, avail)),
         "status_lag_worst": worst_lags(events, ready, avail, obs.md_history),
         "operator_writes_per_md_until_ready": round(len(writes) / args.n, 2),
+        "api_writes_per_md_until_ready": api_writes_per_object(events, args.n),
         "operator_writes_by_kind": by_verb(writes),
         # GET/LIST until Ready (the stores answer reads; each one here went to the API server)
         "operator_reads_until_ready": {
@@ -754,6 +781,14 @@ def main(argv: list[str] | None = None) -> int:
             result |= run_floor(cluster, Kube(api), api, args.n, args.floor_workers, args.timeout)
             floor = result["floor_all_available_s"]
             result["operator_vs_floor"] = round(result["all_ready_s"] / floor, 2) if floor else None
+            # the API server's writes for one object, operator path / floor (the controllers' and
+            # KWOK's included): on a machine where the API server is the bottleneck, about the
+            # time the operator's path must take over the floor's
+            result["api_writes_vs_floor"] = round(
+                result["api_writes_per_md_until_ready"]["total"]
+                / result["floor_api_writes_per_object"]["total"],
+                2,
+            )
         print(json.dumps(result, indent=2))
         return 0 if ok else 1
     finally:

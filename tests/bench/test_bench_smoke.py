@@ -106,6 +106,16 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
     assert result["operator_vs_floor"] == pytest.approx(
         result["all_ready_s"] / result["floor_all_available_s"], abs=0.01
     )
+    # every writer's writes per object (audit log): the operator's own are among them; the floor's
+    # client wrote each child once; the controllers and KWOK started pods in both
+    ops, floor = result["api_writes_per_md_until_ready"], result["floor_api_writes_per_object"]
+    assert ops["by_writer"]["operator"] == result["operator_writes_per_md_until_ready"], ops
+    assert ops["by_writer"]["bench"] >= 1, ops  # the creates
+    assert floor["by_writer"]["bench"] == result["floor_writes_per_object"], floor
+    for side in (ops, floor):
+        assert side["total"] == pytest.approx(sum(side["by_writer"].values()), abs=0.05), side
+        assert "kube-controller-manager" in side["by_writer"], side
+    assert result["api_writes_vs_floor"] == pytest.approx(ops["total"] / floor["total"], abs=0.01)
 
 
 @pytest.mark.cluster
