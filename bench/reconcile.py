@@ -483,9 +483,9 @@ def start_operator(
         "--no-query-agents",  # KWOK pods: their IPs lead nowhere
         *(extra or []),
     ]  # fmt: skip
-    env = cluster.env() | (extra_env or {})
-    if source is not None:
-        env["PYTHONPATH"] = f"{source / 'operator'}{os.pathsep}{source / 'runtime'}"
+    from modeldeploy.cluster.source import tree_env
+
+    env = cluster.env() | (tree_env(source) if source is not None else {}) | (extra_env or {})
     with log.open("wb") as f:
         op = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=source)
 
@@ -602,18 +602,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--baseline-ref", default=None, help="also measure the operator of this git commit (same run)"
     )
     return ap.parse_args(argv)
-
-
-def export_tree(ref: str) -> Path:
-    """``operator/`` and ``runtime/`` of commit ``ref``, in a temporary directory."""
-    out = Path(tempfile.mkdtemp(prefix=f"mdbench-{ref[:12]}-"))
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", ref, "operator", "runtime"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    return out
 
 
 def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
@@ -768,7 +756,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_operator(cluster, args, None)
         ok = result["ready"] == args.n
         if args.baseline_ref:
-            base = run_operator(cluster, args, export_tree(args.baseline_ref))
+            from modeldeploy.cluster.source import export_tree
+
+            base = run_operator(cluster, args, export_tree(args.baseline_ref, REPO))
             result |= {
                 "baseline_ref": args.baseline_ref,
                 "baseline": base,

@@ -71,7 +71,9 @@ MANIFEST_SYNC_SECONDS = 15
 
 
 class OperatorProcess:
-    """`mdctl operator run` in a subprocess; start/stop/restart, metrics scraping."""
+    """`mdctl operator run` in a subprocess; start/stop/restart, metrics scraping. With ``source``
+    (a tree from ``modeldeploy.cluster.source.export_tree``) the operator of that tree runs, with
+    the same Python."""
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class OperatorProcess:
         extra_args: tuple[str, ...] = (),
         manifest_sync_seconds: float = MANIFEST_SYNC_SECONDS,
         query_agents: bool = False,
+        source: Path | None = None,
     ) -> None:
         self.env = env
         self.log_dir = log_dir
@@ -91,6 +94,7 @@ class OperatorProcess:
         self.manifest_sync_seconds = manifest_sync_seconds
         # Off unless a test runs real agents: KWOK pods' IPs lead nowhere (the default is on).
         self.query_agents = query_agents
+        self.source = source
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port, self.health_port = free_ports(2)
         self.starts = 0
@@ -114,8 +118,13 @@ class OperatorProcess:
             "--query-agents" if self.query_agents else "--no-query-agents",
             *self.extra_args,
         ]  # fmt: skip
+        env = self.env
+        if self.source is not None:
+            from modeldeploy.cluster.source import tree_env
+
+            env = env | tree_env(self.source)
         with self.log_file.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.source)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
