@@ -186,12 +186,14 @@ def by_verb(events: list[dict[str, Any]]) -> dict[str, int]:
 
 def writer(ev: dict[str, Any]) -> str:
     """Who made a request: ``operator``, ``bench`` (this script's client: the creates, the floor's
-    writes) or the API user (the controller-manager, the scheduler, KWOK)."""
+    writes) or the API user (the controller-manager's controllers, the scheduler, KWOK)."""
     if is_operator(ev):
         return "operator"
     if str(ev.get("userAgent", "")).startswith(BENCH_UA):
         return "bench"
-    return str((ev.get("user") or {}).get("username", "?")).removeprefix("system:")
+    user = str((ev.get("user") or {}).get("username", "?"))
+    # the controller-manager writes as one service account per controller (deployment-controller, ...)
+    return user.removeprefix("system:serviceaccount:kube-system:").removeprefix("system:")
 
 
 def api_writes_per_object(events: list[dict[str, Any]], n: int) -> dict[str, Any]:
