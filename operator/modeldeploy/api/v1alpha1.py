@@ -2265,12 +2265,14 @@ def format_validation_error(exc: ValidationError, root: str = "") -> list[str]:
 def _plain(v: Any) -> Any:
     """Deep-copy Mappings (e.g. kopf's body views) and lists into plain dicts and lists, seeing
     numbers as the API server does: a JSON number with an integral value (``2.0``) is an integer."""
+    if v is None or isinstance(v, str | int):  # the leaves first: no ABC check (its caches) for them
+        return v
+    if isinstance(v, float):
+        return int(v) if v.is_integer() else v
     if isinstance(v, Mapping):
         return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_plain(x) for x in v]
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
     return v
 
 

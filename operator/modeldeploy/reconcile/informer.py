@@ -418,6 +418,9 @@ class Informer:
                 self._shrunk()
             else:
                 self._upsert(obj, notify=True)
+            # not held while the watch waits for the next event (minutes at idle): what outlives a
+            # burst of events pins the memory the burst used (see modeldeploy.memory)
+            del ev, obj
         return rv
 
     def _upsert(self, obj: dict[str, Any], notify: bool) -> None:
