@@ -141,6 +141,27 @@ def test_verify_bench_prints_its_ratio(tmp_path: Path) -> None:
     assert "-> ratio signature/sha256" in proc.stdout
 
 
+def test_workqueue_bench_against_a_baseline_ref(tmp_path: Path) -> None:
+    out = tmp_path / "wq.json"
+    proc = _run(
+        ["bench/workqueue_bench.py", "--n", "20", "--repeat", "1", "--max-delay", "0.005",
+         "--baseline-ref", "HEAD", "--json", str(out)],
+        timeout=300,
+    )  # fmt: skip
+    f = json.loads(out.read_text())
+    assert f["n"] == 20 and f["workers"] >= 1 and f["light_workers"] >= 1
+    for name in ("current", "baseline"):
+        fig = f[name]
+        assert fig["marks"] == 20 + 3 * 20 + 20  # creates, refreshes, one resync pass
+        assert 20 <= fig["runs"] <= fig["marks"] and fig["light_runs"] <= fig["runs"]
+        assert fig["wall_s"] > 0 and fig["cpu_s"] > 0 and fig["work_cpu_s"] > 0
+        assert fig["overhead_cpu_s"] == pytest.approx(fig["cpu_s"] - fig["work_cpu_s"], abs=1e-5)
+    ratio = f["vs_baseline"]
+    assert ratio["wall_s"] == pytest.approx(f["current"]["wall_s"] / f["baseline"]["wall_s"], rel=0.01)
+    assert ratio["cpu_s"] == pytest.approx(f["current"]["cpu_s"] / f["baseline"]["cpu_s"], rel=0.01)
+    assert "-> ratio current/baseline (HEAD)" in proc.stdout
+
+
 @pytest.mark.triton
 def test_llm_bench_prints_tokens_per_second_and_latencies(tmp_path: Path) -> None:
     out = tmp_path / "llm.json"

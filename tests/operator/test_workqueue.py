@@ -384,3 +384,116 @@ def test_an_idle_worker_keeps_nothing_of_its_last_run() -> None:
         wait_for(lambda: all(r() is None for r in made))
     finally:
         q.stop()
+
+
+# ----------------------------------------------------------------- waking (no thundering herd)
+def _waiting(q: WorkQueue) -> tuple[int, int]:
+    """Workers waiting (general, light): idle ones and the timer of each kind."""
+    with q._cond:
+        return tuple(len(q._idle[k]) + (q._timer[k] is not None) for k in (0, 1))  # type: ignore[return-value]
+
+
+def test_a_mark_wakes_one_idle_worker_not_all(rec: Recorder) -> None:
+    """A mark wakes one worker of a kind that can take it; the others keep waiting (every mark
+    once woke every idle worker, each of which then scanned the whole queue under its lock)."""
+    q = WorkQueue(rec, workers=8, light_workers=4, light=frozenset({"refresh"})).start()
+    try:
+        wait_for(lambda: _waiting(q) == (8, 4))
+        rec.gate.clear()
+        q.mark(("ns", "a"), "create")  # the wake happens under the lock, within the mark
+        assert _waiting(q)[1] == 4, "a light worker woke for a reconcile"
+        rec.wait_runs(1)
+        assert _waiting(q) == (7, 4)
+        q.mark(("ns", "b"), "refresh")
+        rec.wait_runs(2)
+        assert _waiting(q) == (7, 3), "the refresh: one light worker, no general one"
+        rec.gate.set()
+        wait_for(lambda: _waiting(q) == (8, 4))
+    finally:
+        rec.gate.set()
+        q.stop()
+
+
+def test_runs_falling_due_together_are_taken_by_as_many_workers(rec: Recorder) -> None:
+    """Delayed marks that fall due at once: one worker sleeps until then (the timer), and each
+    worker that takes one wakes the next while more are due, up to every worker."""
+    clock = FakeClock()
+    rec.clock = clock
+    q = WorkQueue(rec, workers=4, clock=clock).start()
+    try:
+        wait_for(lambda: _waiting(q) == (4, 0))
+        rec.gate.clear()
+        futs = [q.mark_in(("ns", f"k{i}"), 5.0) for i in range(10)]
+
+        def one_timer_for_the_due_time() -> bool:  # (the worker woken to be it: asleep again)
+            with q._cond:
+                timer = q._timer[0]
+                return timer is not None and timer.at == 1005.0 and len(q._idle[0]) == 3
+
+        wait_for(one_timer_for_the_due_time)
+        clock.t += 5.0
+        q.poke()
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: sum(rec.active.values()) == 4, 20)
+        rec.gate.set()
+        for f in futs:
+            f.result(timeout=20)
+        assert rec.max_active == 4 and len(rec.runs) == 10
+    finally:
+        rec.gate.set()
+        q.stop()
+
+
+def test_a_delayed_mark_runs_when_due_without_a_poll(monkeypatch: pytest.MonkeyPatch, rec: Recorder) -> None:
+    """The timer sleeps until the earliest due time, and a sooner mark wakes it to sleep less:
+    with the periodic look (a backstop for injected clocks) out of the way, a mark due in 50 ms
+    after one due in an hour still runs."""
+    from modeldeploy.reconcile import workqueue
+
+    monkeypatch.setattr(workqueue, "_MAX_WAIT", 3600.0)
+    q = WorkQueue(rec, workers=2, light_workers=1, light=frozenset({"refresh"})).start()
+    try:
+        wait_for(lambda: _waiting(q) == (2, 1))
+        q.nudge(("ns", "later"), "drift", delay=3600.0)
+        q.nudge_in(("ns", "later-refresh"), 3600.0)
+
+        def timers_asleep_for_an_hour() -> bool:
+            with q._cond:
+                return all(t is not None and t.at > time.monotonic() + 3000 for t in q._timer)
+
+        wait_for(timers_asleep_for_an_hour)
+        soon = q.mark(("ns", "soon"), "drift", delay=0.05)
+        soon_refresh = q.mark_in(("ns", "soon-refresh"), 0.05)
+        assert soon.result(timeout=20) and soon_refresh.result(timeout=20)
+        assert q.pending(("ns", "later")) is not None and q.depth() == 2
+    finally:
+        q.stop()
+
+
+def test_a_refresh_runs_on_a_free_general_worker_while_every_light_worker_is_busy(rec: Recorder) -> None:
+    q = WorkQueue(rec, workers=1, light_workers=1, light=frozenset({"refresh"})).start()
+    x, y = ("ns", "x"), ("ns", "y")
+    rec.held[x] = threading.Event()
+    try:
+        busy = q.mark(x, "refresh")
+        with rec.cond:
+            assert rec.cond.wait_for(lambda: rec.active.get(x) == 1, 20)
+        assert q.mark(y, "refresh").result(timeout=20), "waited for the light worker"
+        rec.held[x].set()
+        busy.result(timeout=20)
+    finally:
+        rec.held[x].set()
+        q.stop()
+
+
+def test_the_due_time_heaps_stay_bounded_by_the_pending_marks() -> None:
+    """Every mark that moves a key's run sooner leaves a stale heap entry behind; they are
+    dropped before they outnumber the pending marks by much."""
+    clock = FakeClock()
+    q = WorkQueue(lambda k, r: None, workers=1, light_workers=1, light=frozenset({"refresh"}), clock=clock)
+    for i in range(5000):
+        q.nudge_in(("ns", "a"), 10_000.0 - i)
+        q.nudge(("ns", "b"), "drift", delay=10_000.0 - i)
+    with q._cond:
+        assert len(q._due) + len(q._due_light) + len(q._due_alone) <= 2 * 3 + 256 + 2
+    assert q.pending(("ns", "a")) == pytest.approx(10_000.0 - 4999)
