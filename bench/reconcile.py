@@ -159,13 +159,14 @@ def is_operator(ev: dict[str, Any]) -> bool:
     return str(ev.get("userAgent", "")).startswith(OPERATOR_UAS)
 
 
+def completed_writes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every write the API server completed, once each (whoever made it)."""
+    return [e for e in events if e.get("verb") in WRITE_VERBS and e.get("stage") == "ResponseComplete"]
+
+
 def operator_writes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Writes by the operator process (not the bench, KWOK or the controllers), once each."""
-    return [
-        e
-        for e in events
-        if is_operator(e) and e.get("verb") in WRITE_VERBS and e.get("stage") == "ResponseComplete"
-    ]
+    return [e for e in completed_writes(events) if is_operator(e)]
 
 
 def by_verb(events: list[dict[str, Any]]) -> dict[str, int]:
@@ -200,9 +201,7 @@ def api_writes_per_object(events: list[dict[str, Any]], n: int) -> dict[str, Any
     """Every write the API server completed in the namespace, per object, in all and by writer:
     the work the API server did for one object's way to Ready (what the operator adds to the
     floor's, which the controllers and KWOK's pod start share)."""
-    by: collections.Counter[str] = collections.Counter(
-        writer(e) for e in events if e.get("verb") in WRITE_VERBS and e.get("stage") == "ResponseComplete"
-    )
+    by: collections.Counter[str] = collections.Counter(writer(e) for e in completed_writes(events))
     return {
         "total": round(sum(by.values()) / n, 2),
         "by_writer": {k: round(v / n, 2) for k, v in by.most_common()},

@@ -32,7 +32,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -46,9 +45,9 @@ MODULE_PATH = "operator/modeldeploy/reconcile/workqueue.py"
 
 def load_ref(ref: str) -> types.ModuleType:
     """The queue module as of git ``ref``, loaded as a module of its own."""
-    src = subprocess.run(
-        ["git", "show", f"{ref}:{MODULE_PATH}"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
+    from modeldeploy.cluster.source import git  # a failure says git's stderr
+
+    src = git(REPO, "show", f"{ref}:{MODULE_PATH}").decode()
     name = f"_workqueue_at_{ref.replace('/', '_').replace('-', '_').replace('~', '_').replace('^', '_')}"
     mod = types.ModuleType(name)
     mod.__file__ = f"{ref}:{MODULE_PATH}"

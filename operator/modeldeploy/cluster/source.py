@@ -29,7 +29,8 @@ from modeldeploy.cluster.local import CommandError
 TREE_PATHS = ("operator", "runtime", "crds")
 
 
-def _git(repo: Path, *args: str) -> bytes:
+def git(repo: Path, *args: str) -> bytes:
+    """``git -C repo args...``'s output; a CommandError with git's stderr when it fails."""
     cmd = ["git", "-C", str(repo), *args]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
@@ -41,7 +42,7 @@ def resolve(ref: str, repo: Path) -> str:
     """The full commit id of ``ref``; a CommandError naming the ref (and git's stderr) when this
     clone lacks it, e.g. a shallow clone."""
     try:
-        return _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
+        return git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
     except CommandError as exc:
         exc.stderr = (
             f"{exc.stderr}\ncommit {ref!r} is not in the history of {repo} "
@@ -57,7 +58,7 @@ def export_tree(ref: str, repo: Path, dest: Path | None = None, paths: Sequence[
     if dest is None:
         dest = Path(tempfile.mkdtemp(prefix=f"modeldeploy-{commit[:12]}-"))
     dest.mkdir(parents=True, exist_ok=True)
-    archive = _git(repo, "archive", "--format=tar", commit, "--", *paths)
+    archive = git(repo, "archive", "--format=tar", commit, "--", *paths)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
     return dest

@@ -215,8 +215,8 @@ class WorkQueue:
         with self._lock:
             if not urgent:
                 due = max(due, self._not_before.get(key, due))
-            light = self._light_apart and reason in self._light
-            table = self._light_pending if light else self._pending
+            table = self._table({reason})
+            light = table is self._light_pending
             cur = table.get(key)
             if cur is None:
                 cur = table[key] = _Pending(due=due, first=first)
