@@ -6,7 +6,8 @@ while it runs queues it once more), ``workers`` objects run in parallel at most,
 failed on a retryable error is retried after a per-object backoff (0.5 s doubling to 60 s).
 
 * create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted):
-  the ``async`` handler marks the object and awaits the outcome of a run that started after the mark;
+  the ``async`` handler marks the object and returns (:func:`handle_change`): the queue retries a
+  failed run, and the run writes the status;
 * reads come from watch-fed stores (reconcile/cache.py, reconcile/informer.py): the
   ModelDeployments and every kind of child the operator owns, pods of its label;
 * a child created, edited or deleted by someone else (seen through those watches) -> a debounced
@@ -36,26 +37,27 @@ signed with), MODELDEPLOY_PUSH_KEY_FILE (a PEM key file instead of that Secret):
 
 Talking to the agents (reading /status, pushing manifests) is blocking HTTP with short timeouts: it
 runs in the work queue's threads (never on the event loop: the async kopf handler only marks the
-object and awaits the queued reconcile's outcome) and, for pushes, on the reconciler's own push pool.
+object) and, for pushes, on the reconciler's own push pool.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
 import threading
 import zlib
+from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any, cast
 
 import kopf
 
 from modeldeploy import metrics
-from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION, ModelDeployment, SpecError
 from modeldeploy.reconcile import pushkey
 from modeldeploy.reconcile.cache import CachedKube, crd_established
+from modeldeploy.reconcile.informer import Entry
 from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, REQUEST_KINDS, Kube
 from modeldeploy.reconcile.reconciler import (
     KIND_CRD,
@@ -167,12 +169,6 @@ FORGET = "forget"
 Key = tuple[str, str]
 
 
-def retry_delay(queue: WorkQueue, key: Key) -> float:
-    """When the queue retries ``key`` (kopf's own retry should not come sooner)."""
-    pending = queue.pending(key)
-    return max(1.0, pending if pending is not None else queue.backoff(queue.failures(key)))
-
-
 class State:
     """The per-process objects the handlers share (created at kopf startup)."""
 
@@ -183,8 +179,9 @@ class State:
         self.queue: WorkQueue | None = None
         self.resync: ResyncLoop | None = None
         self.diffbase = MemoryDiffBase()
-        #: per key: the newest body kopf handed us (the store may not have seen it yet)
-        self._bodies: dict[Key, dict[str, Any]] = {}
+        #: per key: the newest body kopf handed us (the store may not have seen it yet), packed,
+        #: with its generation
+        self._bodies: dict[Key, tuple[int, Entry]] = {}
         self._bodies_lock = threading.Lock()
 
     def start(self, api_client: Any | None = None) -> None:
@@ -226,15 +223,22 @@ class State:
             namespaces,
         ).start()
 
-    def mark(self, body: dict[str, Any], reason: str, urgent: bool) -> Future[Any]:
-        """Queue a reconcile of a ModelDeployment kopf handed us (a spec change: ``urgent``)."""
+    def mark(self, body: Mapping[str, Any], reason: str) -> Future[Any]:
+        """Queue a reconcile of a ModelDeployment kopf handed us (a spec change: urgent, not held
+        back by a backoff)."""
         assert self.queue is not None
-        key = _key(body)
+        return self.queue.mark(self.hand(body), reason, urgent=True)
+
+    def hand(self, body: Mapping[str, Any]) -> Key:
+        """Keep the body kopf handed us for the next run of its key, unless one of a newer
+        generation is kept already. Packed (one allocation, not kopf's event) until the run takes it."""
+        plain = dict(body)
+        key, generation = _key(plain), body_generation(plain)
         with self._bodies_lock:
             cur = self._bodies.get(key)
-            if cur is None or body_generation(body) >= body_generation(cur):
-                self._bodies[key] = body
-        return self.queue.mark(key, reason, urgent=urgent)
+            if cur is None or generation >= cur[0]:
+                self._bodies[key] = (generation, Entry.pack(plain))
+        return key
 
     def schedule(self, namespace: str, name: str, seconds: float) -> None:
         if self.queue is not None:
@@ -295,9 +299,10 @@ class State:
         assert self.cache is not None
         stored = self.cache.get(MODELDEPLOYMENT, *key)
         with self._bodies_lock:
-            handed = self._bodies.pop(key, None)
-        if handed is None:
+            packed = self._bodies.pop(key, None)
+        if packed is None:
             return stored
+        handed = packed[1].unpack()
         if stored is None:
             return None if handed["metadata"].get("deletionTimestamp") else handed
         same = stored["metadata"].get("uid") == handed["metadata"].get("uid")
@@ -376,6 +381,23 @@ def _observe_latency(key: Key, reasons: frozenset[str], waited: float) -> None:
         metrics.HANDLER_LATENCY.labels(trigger="child-event").observe(waited)
 
 
+async def handle_change(state: State, body: Mapping[str, Any], reason: str) -> None:
+    """kopf's create/update/resume handler: mark the object in the queue and return. The run is
+    not awaited: the queue retries a failed run with its per-object backoff, and the run writes the
+    status (``Ready=False`` with the reason). Awaiting it kept kopf's machinery for the object (its
+    worker, cause, body, patch and handler state: about 55 KB of small objects) alive until the run
+    was done, for every object of a burst at once, and the allocator kept that peak after the
+    objects were gone (#12). A spec that can never work ends here too, as kopf's PermanentError."""
+    lat = _latency_since_change(body)
+    if lat is not None and reason in ("create", "update"):
+        metrics.HANDLER_LATENCY.labels(trigger=reason).observe(lat)
+    state.mark(body, reason)
+    try:
+        ModelDeployment.from_body(body)  # about 0.1 ms, on the event loop
+    except SpecError as exc:
+        raise kopf.PermanentError(f"InvalidSpec: {'; '.join(exc.errors)}") from None
+
+
 #: How long kopf keeps an idle per-object worker (kopf's default: 5 s). A new event simply starts
 #: a new one; the handlers do the real work in the operator's own work queue.
 KOPF_IDLE_SECONDS = 0.5
@@ -415,23 +437,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, api_client
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def reconcile(body: kopf.Body, reason: str, retry: int, **_: Any) -> None:
-        lat = _latency_since_change(body)
-        if lat is not None and reason in ("create", "update"):
-            metrics.HANDLER_LATENCY.labels(trigger=str(reason)).observe(lat)
-        # Queued (coalesced with every other trigger of this object) and awaited: the outcome of
-        # a reconcile that started after this mark. kopf's retries wait for the queue's backoff.
-        fut = state.mark(dict(body), str(reason), urgent=retry == 0)
-        try:
-            await asyncio.wrap_future(fut)
-        except InvalidSpec as exc:
-            raise kopf.PermanentError(f"InvalidSpec: {exc}") from None
-        except ApplyRejected as exc:
-            # In the status already; the resync loop retries at its normal rate (it may pass later).
-            raise kopf.PermanentError(f"ApplyRejected: {exc}") from None
-        except Exception as exc:  # retryable: the queue retries it after its backoff
-            assert state.queue is not None
-            raise kopf.TemporaryError(str(exc), delay=retry_delay(state.queue, _key(dict(body)))) from None
+    async def reconcile(body: kopf.Body, reason: str, **_: Any) -> None:
+        await handle_change(state, body, str(reason))
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def md_event(type: str | None, body: kopf.Body, **_: Any) -> None:

@@ -4,15 +4,18 @@ and which only refresh the status."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import threading
 import time
 from typing import Any
 
+import pytest
 from memkube import MemoryKube
 from opsupport import small_md
 
 from modeldeploy.handlers import State
-from modeldeploy.reconcile.reconciler import OperatorConfig, Reconciler
+from modeldeploy.reconcile.reconciler import InvalidSpec, OperatorConfig, Reconciler
 
 NS = "models"
 
@@ -45,8 +48,7 @@ def test_a_newer_generation_handed_by_kopf_wins_over_a_store_that_is_behind() ->
     newer = copy.deepcopy(stored(kube))
     newer["spec"]["replicas"] = 3
     newer["metadata"]["generation"] += 1  # kopf saw it; the store has not yet
-    with state._bodies_lock:
-        state._bodies[(NS, "m")] = newer
+    state.hand(newer)
     state.process((NS, "m"), frozenset({"update", "refresh"}))
     assert replicas(kube) == 3
 
@@ -57,8 +59,7 @@ def test_an_older_body_handed_by_kopf_loses_to_the_store() -> None:
     md = stored(kube)
     md["spec"]["replicas"] = 2
     md["metadata"]["generation"] += 1
-    with state._bodies_lock:
-        state._bodies[(NS, "m")] = older
+    state.hand(older)
     state.process((NS, "m"), frozenset({"update"}))
     assert replicas(kube) == 2
 
@@ -84,10 +85,15 @@ class Marks:
     def __init__(self) -> None:
         self.marked: list[tuple[tuple[str, str], str]] = []
         self.delays: list[float] = []
+        self.urgent: list[bool] = []
 
     def nudge(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
         self.marked.append((key, reason))
         self.delays.append(delay)
+
+    def mark(self, key: tuple[str, str], reason: str, urgent: bool = False) -> None:
+        self.marked.append((key, reason))
+        self.urgent.append(urgent)
 
 
 def test_the_store_seeing_an_unreported_generation_asks_for_a_status_refresh() -> None:
@@ -186,3 +192,58 @@ def test_state_recorded_by_a_run_under_way_when_the_object_went_is_forgotten() -
         assert key not in metrics.CONDITIONS._by_md and key not in rec._applied
     finally:
         state.queue.stop()
+
+
+def test_the_change_handler_marks_and_returns_before_the_run() -> None:
+    """kopf's create/update handler does not wait for the run: an object of a burst costs kopf's
+    per-object machinery only until its handler returned, not until its run is done (#12). The run
+    then takes the body the handler was given."""
+    from modeldeploy.handlers import handle_change
+    from modeldeploy.reconcile.workqueue import WorkQueue
+
+    kube, state = setup()
+    release = threading.Event()
+    ran: list[tuple[tuple[str, str], frozenset[str], int]] = []
+
+    def process(key: tuple[str, str], reasons: frozenset[str]) -> None:
+        release.wait(20)
+        body = state.body(key)
+        ran.append((key, reasons, body["spec"]["replicas"] if body else -1))
+
+    state.queue = WorkQueue(process, workers=1).start()
+    try:
+        newer = copy.deepcopy(stored(kube))
+        newer["spec"]["replicas"] = 4
+        newer["metadata"]["generation"] += 1
+        asyncio.run(asyncio.wait_for(handle_change(state, newer, "update"), 10))
+        assert ran == [], "the handler waited for the run"
+        release.set()
+        deadline = time.monotonic() + 20
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ran == [((NS, "m"), frozenset({"update"}), 4)]
+    finally:
+        release.set()
+        state.queue.stop()
+
+
+def test_the_change_handler_ends_a_spec_that_can_never_work_as_kopf_permanent_error() -> None:
+    """An invalid spec is still marked (its run writes Ready=False, InvalidSpec, into the status)
+    and kopf is told it can never work: no retries, no endless loop."""
+    import kopf
+
+    from modeldeploy.handlers import handle_change
+
+    kube, state = setup()
+    marks = Marks()
+    state.queue = marks  # type: ignore[assignment]
+    bad = copy.deepcopy(stored(kube))
+    bad["spec"]["replicas"] = -1
+    bad["metadata"]["generation"] += 1  # kopf saw it before the store
+    with pytest.raises(kopf.PermanentError, match=r"InvalidSpec: .*replicas"):
+        asyncio.run(handle_change(state, bad, "update"))
+    assert marks.marked == [((NS, "m"), "update")] and marks.urgent == [True]
+    with pytest.raises(InvalidSpec, match="replicas"):  # the run, with the body kopf handed over
+        state.process((NS, "m"), frozenset({"update"}))
+    ready = {c["type"]: c for c in stored(kube)["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec" and "replicas" in ready["message"]
