@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import gc
 import queue
+import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -315,8 +316,14 @@ def test_a_store_that_shrank_a_lot_hands_memory_back(monkeypatch: Any) -> None:
     for i in range(1, informer_mod.RELEASE_AFTER):
         inf.drop("a", f"c{i}")
     assert calls == [], "one short of RELEASE_AFTER deletions"
+    table = sys.getsizeof(inf._objs), sys.getsizeof(inf._index)
     inf.drop("a", f"c{informer_mod.RELEASE_AFTER}")
     assert calls == [9]
+    # the store's tables were rebuilt for the 9 objects left (a dict never shrinks by deleting)
+    assert sys.getsizeof(inf._objs) < table[0] / 4 and sys.getsizeof(inf._index) <= table[1]
+    assert sorted(n for _, n in inf.keys("a")) == sorted(
+        f"c{i}" for i in range(informer_mod.RELEASE_AFTER + 1, informer_mod.RELEASE_AFTER + 10)
+    )
 
 
 def test_a_list_in_pages_fills_the_store_and_keys_need_no_decoding(monkeypatch: Any) -> None:

@@ -82,7 +82,7 @@ HANDOVER_MANAGER = "modeldeploy-operator-handover"
 DUE_SLACK_SECONDS = 0.25
 #: Parsed specs kept (the most recently used objects'): enough for the refreshes of a burst of
 #: Deployments turning Available, small beside the stores (about 9 KB each).
-SPEC_CACHE = 256
+SPEC_CACHE = 64
 OPTIONAL_KINDS = (
     "BackendService",
     "HorizontalPodAutoscaler",
