@@ -23,8 +23,9 @@ failed on a retryable error is retried after a per-object backoff (0.5 s doublin
   watch -> a reconcile and status refresh of every ModelDeployment.
 
 kopf's "last handled configuration" is kept in memory (:class:`MemoryDiffBase`), so kopf writes
-nothing to the object when a change is handled; its progress annotations (``modeldeploy.io/…``)
-appear only while a handler is being retried; kopf posts k8s Events only for warnings. No finalizers:
+nothing to the object when a change is handled; kopf never retries the handler (the queue retries
+runs), so its progress annotations (``modeldeploy.io/…``) are not written either; kopf posts k8s
+Events only for warnings. No finalizers:
 children go by owner-reference garbage collection.
 
 Usable with ``mdctl operator run`` (which calls :func:`register` on a fresh registry) and with
@@ -152,7 +153,8 @@ class MemoryDiffBase(kopf.DiffBaseStorage):
 
 
 class ProgressAnnotations(kopf.AnnotationsProgressStorage):
-    """kopf's progress annotations (present only while a handler is being retried), without the
+    """kopf's progress annotations (written only while a handler is being retried: never, as the
+    handler does not fail but for a spec that can never work), without the
     one-time ``<prefix>/kopf-managed`` marker kopf adds to every object it handles: nothing reads
     it, and writing it was one patch of every new ModelDeployment."""
 
