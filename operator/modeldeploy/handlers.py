@@ -49,7 +49,6 @@ import logging
 import threading
 import zlib
 from collections.abc import Mapping
-from concurrent.futures import Future
 from typing import Any, cast
 
 import kopf
@@ -225,11 +224,11 @@ class State:
             namespaces,
         ).start()
 
-    def mark(self, body: Mapping[str, Any], reason: str) -> Future[Any]:
+    def mark(self, body: Mapping[str, Any], reason: str) -> None:
         """Queue a reconcile of a ModelDeployment kopf handed us (a spec change: urgent, not held
-        back by a backoff)."""
+        back by a backoff). Nobody waits for the run, so no Future is made (:meth:`WorkQueue.nudge`)."""
         assert self.queue is not None
-        return self.queue.mark(self.hand(body), reason, urgent=True)
+        self.queue.nudge(self.hand(body), reason, urgent=True)
 
     def hand(self, body: Mapping[str, Any]) -> Key:
         """Keep the body kopf handed us for the next run of its key, unless one of a newer

@@ -90,9 +90,6 @@ class Marks:
     def nudge(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
         self.marked.append((key, reason))
         self.delays.append(delay)
-
-    def mark(self, key: tuple[str, str], reason: str, urgent: bool = False) -> None:
-        self.marked.append((key, reason))
         self.urgent.append(urgent)
 
 
