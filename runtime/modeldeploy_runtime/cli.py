@@ -23,9 +23,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modeldeploy_runtime import __version__
+
+if TYPE_CHECKING:
+    from modeldeploy_runtime.package import PackageResult
 
 
 def _tensor_arg(text: str) -> Any:
@@ -134,6 +137,11 @@ def cmd_package(args: argparse.Namespace) -> int:
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return _report_packaged(args, res)
+
+
+def _report_packaged(args: argparse.Namespace, res: PackageResult) -> int:
+    """Sign the packaged version when asked, then print what was packaged (``--json``: one object)."""
     signer = _sign(args, res.version_dir) if args.sign_key else None
     if args.json:
         print(json.dumps({"model": res.model, "version": res.version, "path": str(res.version_dir), "sha256": res.digest,
@@ -229,15 +237,7 @@ def _package_llm(args: argparse.Namespace, name: str, fmt: str) -> int:
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    signer = _sign(args, res.version_dir) if args.sign_key else None
-    if args.json:
-        print(json.dumps({"model": res.model, "version": res.version, "path": str(res.version_dir), "sha256": res.digest,
-                          "unchanged": res.unchanged, "seconds": round(res.seconds, 3), "files": res.files}))  # fmt: skip
-    else:
-        print(res.summary())
-    if signer:
-        print(f"signed {res.version_dir} ({signer})", file=sys.stderr if args.json else sys.stdout)
-    return 0
+    return _report_packaged(args, res)
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
