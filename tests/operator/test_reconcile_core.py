@@ -235,16 +235,20 @@ class Clock:
         return self.now
 
 
-def rollout_step(kube: MemoryKube, ready_pods: int, running_pods: int, want: int = 3) -> None:
-    """The Deployment controller's and kubelet's view after some pods started (as the watches see it)."""
+def rollout_step(
+    kube: MemoryKube, ready_pods: int, running_pods: int, want: int = 3, counted: int | None = None
+) -> None:
+    """The Deployment controller's and kubelet's view after some pods started (as the watches see
+    it); ``counted``: the Ready pods the Deployment controller has counted so far (default: all)."""
     dep = kube.obj("Deployment", NS, "m")
     assert dep is not None
+    counted = ready_pods if counted is None else counted
     dep["status"] = {
         "observedGeneration": dep["metadata"]["generation"],
         "replicas": want,
         "updatedReplicas": want,
-        "readyReplicas": ready_pods,
-        "availableReplicas": ready_pods,
+        "readyReplicas": counted,
+        "availableReplicas": counted,
     }
     labels = dep["spec"]["template"]["metadata"]["labels"]
     for i in range(want):
@@ -410,6 +414,52 @@ def test_progress_that_ready_follows_at_once_costs_no_write_of_its_own() -> None
     clock.now += scheduled[-1]
     assert rec.refresh_status(NS, "m") is True
     assert conditions_of(kube)["ModelsReady"] == ("False", "VersionsLoading")
+
+
+def test_ready_pods_the_deployment_has_not_counted_yet_wait_for_its_count() -> None:
+    """Every pod Ready, and a loaded controller-manager's Deployment counts them available 12 s
+    later: nothing is loading any more, only the count is missing, so the progress this shows
+    (ModelsReady VersionsLoading) is held up to the detail interval, and the two are one write. Should the
+    count never come, the progress is written then; a pod still loading (Running, not Ready) or a
+    Deployment holding Ready pods back on purpose (minReadySeconds) keeps the 5 s settle time."""
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 20.0
+    rollout_step(kube, 3, 3, counted=0)
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(30.0 + 0.25)
+    clock.now += 12.0
+    rollout_step(kube, 3, 3)
+    assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
+    assert status_writes(kube) == 2
+    # the count never comes: the progress shows at the detail interval, through the scheduled refresh
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 20.0
+    rollout_step(kube, 3, 3, counted=1)
+    assert rec.refresh_status(NS, "m") is False
+    clock.now += 29.0
+    assert rec.refresh_status(NS, "m") is False
+    clock.now += scheduled[-1]
+    assert rec.refresh_status(NS, "m") is True
+    assert conditions_of(kube)["ModelsReady"] == ("False", "VersionsLoading")
+    # one pod still loading: the settle time as before
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 20.0
+    rollout_step(kube, 2, 3, counted=0)
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(5.0 + 0.25)
+    # every pod Ready, but minReadySeconds holds them back on purpose: not a count that is late
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    dep["spec"]["minReadySeconds"] = 60
+    clock.now += 20.0
+    rollout_step(kube, 3, 3, counted=0)
+    assert rec.refresh_status(NS, "m") is False
+    assert scheduled[-1] == pytest.approx(5.0 + 0.25)
 
 
 def test_losing_readiness_is_written_at_once() -> None:

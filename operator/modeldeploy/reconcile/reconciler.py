@@ -41,6 +41,7 @@ from modeldeploy.reconcile.provenance import add_provenance
 from modeldeploy.reconcile.rejections import describe, is_permanent, is_rejection
 from modeldeploy.reconcile.status import (
     AgentReport,
+    awaiting_count,
     compute_status,
     invalid_status,
     now_rfc3339,
@@ -843,7 +844,8 @@ class Reconciler:
         if patch is None:
             self._progress_since.pop(key, None)
             return False
-        if self._deferred(md, key, current, new) or not self._patch_status(ns, name, patch):
+        settling = awaiting_count(dep, pods)
+        if self._deferred(md, key, current, new, settling) or not self._patch_status(ns, name, patch):
             return False
         self._status_at[key] = self.clock()
         self._progress_since.pop(key, None)
@@ -851,13 +853,17 @@ class Reconciler:
         self._transition_events(body, current, new, diag)
         return True
 
-    def _deferred(self, md: ModelDeployment, key: str, current: dict[str, Any], new: dict[str, Any]) -> bool:
+    def _deferred(
+        self, md: ModelDeployment, key: str, current: dict[str, Any], new: dict[str, Any], settling: bool
+    ) -> bool:
         """Whether to hold back a status change that is not urgent (status.urgent_change): within
         its interval (progress or detail, see OperatorConfig) of this operator's last status write
         of the object it waits, and a refresh is scheduled for when it is due, so it shows by then
         even if nothing else happens (a change that turns urgent meanwhile goes at once). Progress
-        also waits until it has lasted ``status_settle_seconds``: a transitional state (a pod
-        Ready a moment before its Deployment counts it available) is written with what follows."""
+        also waits until it has lasted ``status_settle_seconds``: a transitional state is written
+        with what follows. ``settling`` (status.awaiting_count: every pod the Deployment wants is
+        Ready, and only the Deployment controller's count is missing) is transitional however long
+        the controller takes under load: its progress waits up to the detail interval."""
         last = self._status_at.get(key)
         if last is None or urgent_change(current, new):
             return False
@@ -870,6 +876,8 @@ class Reconciler:
         else:
             since = self._progress_since.setdefault(key, now)
             settle = min(cfg.status_settle_seconds, cfg.status_progress_seconds)
+            if settling:
+                settle = max(settle, cfg.status_detail_seconds)
             due = max(last + cfg.status_progress_seconds, since + settle)
         wait = due - now
         if wait <= 0:

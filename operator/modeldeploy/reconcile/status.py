@@ -486,6 +486,25 @@ def _running(pods: list[dict[str, Any]]) -> bool:
     )
 
 
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def awaiting_count(deployment: dict[str, Any] | None, pods: list[dict[str, Any]]) -> bool:
+    """Whether all that is left of a start is the Deployment controller counting Ready pods: the
+    Deployment has as many live pods as it wants and every one of them is Ready (nothing is
+    pending or loading), and no ``minReadySeconds`` holds them back on purpose. A state the next
+    moment replaces (the Deployment turns Available), though under load that moment can last
+    seconds."""
+    spec = (deployment or {}).get("spec") or {}
+    if not deployment or spec.get("minReadySeconds"):
+        return False
+    want = spec.get("replicas", 1)
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return bool(want) and len(live) >= want and all(_pod_ready(p) for p in live)
+
+
 def compute_status(
     md: ModelDeployment,
     deployment: dict[str, Any] | None,
