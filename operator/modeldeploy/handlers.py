@@ -118,15 +118,27 @@ def _watch_client(api_client: Any) -> Any:
 
 #: What a hand edit of a child can change (its status and bookkeeping are not ours to repair).
 _CONTENT = ("spec", "data", "binaryData", "stringData")
-_META = ("labels", "annotations", "ownerReferences")
+_META = ("labels", "ownerReferences")
+#: Annotations that a controller of the cluster keeps on our children and we never render (the
+#: Deployment controller's ``deployment.kubernetes.io/revision``): a change of theirs is not drift.
+_FOREIGN_ANNOTATIONS = ("deployment.kubernetes.io/",)
+
+
+def _own_annotations(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(_FOREIGN_ANNOTATIONS)
+    }
 
 
 def content_changed(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
-    """Whether a child's event may be drift (deleted, created, or its spec/data/metadata edited)."""
+    """Whether a child's event may be drift (deleted, created, or its spec/data/metadata edited;
+    not the Deployment controller numbering a revision, one reconcile of every new object saved)."""
     if old is None or new is None:
         return True
     om, nm = old.get("metadata") or {}, new.get("metadata") or {}
-    return any(old.get(k) != new.get(k) for k in _CONTENT) or any(om.get(k) != nm.get(k) for k in _META)
+    if any(old.get(k) != new.get(k) for k in _CONTENT) or any(om.get(k) != nm.get(k) for k in _META):
+        return True
+    return _own_annotations(om) != _own_annotations(nm)
 
 
 class MemoryDiffBase(kopf.DiffBaseStorage):

@@ -244,3 +244,36 @@ def test_the_change_handler_ends_a_spec_that_can_never_work_as_kopf_permanent_er
         state.process((NS, "m"), frozenset({"update"}))
     ready = {c["type"]: c for c in stored(kube)["status"]["conditions"]}["Ready"]
     assert ready["status"] == "False" and ready["reason"] == "InvalidSpec" and "replicas" in ready["message"]
+
+
+def test_a_controller_numbering_the_deployment_revision_is_not_drift() -> None:
+    """The Deployment controller annotates every new Deployment with its revision: no drift
+    reconcile of the owner for that (one per object at N = 1,000), but an annotation of ours
+    edited or removed by hand, a label or the spec is drift."""
+    kube, state = setup()
+    state.process((NS, "m"), frozenset({"create"}))
+    marks = Marks()
+    state.queue = marks  # type: ignore[assignment]
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    ours = dict(dep["metadata"].get("annotations") or {})
+    assert ours, "the rendered Deployment carries annotations of ours"
+    numbered = copy.deepcopy(dep)
+    numbered["metadata"]["annotations"] = {**ours, "deployment.kubernetes.io/revision": "1"}
+    state.child_event("Deployment", dep, numbered)
+    assert ((NS, "m"), "drift") not in marks.marked
+    renumbered = copy.deepcopy(numbered)
+    renumbered["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "2"
+    state.child_event("Deployment", numbered, renumbered)
+    assert ((NS, "m"), "drift") not in marks.marked
+    for edit in (
+        lambda d: d["metadata"]["annotations"].pop(next(iter(ours))),
+        lambda d: d["metadata"]["annotations"].update({next(iter(ours)): "edited"}),
+        lambda d: d["metadata"].setdefault("labels", {}).update({"x": "y"}),
+        lambda d: d["spec"].update({"replicas": 5}),
+    ):
+        edited = copy.deepcopy(numbered)
+        edit(edited)
+        marks.marked.clear()
+        state.child_event("Deployment", numbered, edited)
+        assert ((NS, "m"), "drift") in marks.marked
