@@ -93,6 +93,15 @@ class Marks:
         self.urgent.append(urgent)
 
 
+def created_with_marks() -> tuple[MemoryKube, State, Marks]:
+    """The object reconciled once (its children exist); from then on State's marks are recorded."""
+    kube, state = setup()
+    state.process((NS, "m"), frozenset({"create"}))
+    marks = Marks()
+    state.queue = marks  # type: ignore[assignment]
+    return kube, state, marks
+
+
 def test_the_store_seeing_an_unreported_generation_asks_for_a_status_refresh() -> None:
     """A safety net behind the reconcile's own status write: when the watch-fed store receives a
     generation whose status is not written yet, a (light) refresh is queued."""
@@ -113,10 +122,7 @@ def test_the_store_seeing_an_unreported_generation_asks_for_a_status_refresh() -
 def test_a_deployment_turning_available_is_refreshed_without_the_debounce() -> None:
     """Pod events are gathered for ``status_debounce_seconds``; the Deployment's availability
     changing is what Ready waits for, so its refresh is due at once (status lag, #12)."""
-    kube, state = setup()
-    state.process((NS, "m"), frozenset({"create"}))
-    marks = Marks()
-    state.queue = marks  # type: ignore[assignment]
+    kube, state, marks = created_with_marks()
     dep = kube.obj("Deployment", NS, "m")
     assert dep is not None
     dep = copy.deepcopy(dep)
@@ -250,10 +256,7 @@ def test_a_controller_numbering_the_deployment_revision_is_not_drift() -> None:
     """The Deployment controller annotates every new Deployment with its revision: no drift
     reconcile of the owner for that (one per object at N = 1,000), but an annotation of ours
     edited or removed by hand, a label or the spec is drift."""
-    kube, state = setup()
-    state.process((NS, "m"), frozenset({"create"}))
-    marks = Marks()
-    state.queue = marks  # type: ignore[assignment]
+    kube, state, marks = created_with_marks()
     dep = kube.obj("Deployment", NS, "m")
     assert dep is not None
     ours = dict(dep["metadata"].get("annotations") or {})

@@ -276,6 +276,18 @@ def rolling_setup() -> tuple[MemoryKube, Reconciler, Clock, list[float]]:
     return kube, rec, clock, scheduled
 
 
+def started_long_after_create(
+    ready_pods: int, running_pods: int, counted: int | None = None
+) -> tuple[MemoryKube, Reconciler, Clock, list[float]]:
+    """A create reconciled (its first status written), then, 20 s later, the pods' and the
+    Deployment's state as given (rollout_step)."""
+    kube, rec, clock, scheduled = rolling_setup()
+    rec.reconcile(body(kube), trigger="create")
+    clock.now += 20.0
+    rollout_step(kube, ready_pods, running_pods, counted=counted)
+    return kube, rec, clock, scheduled
+
+
 def test_a_quick_rollout_is_two_status_writes_the_first_and_ready() -> None:
     kube, rec, clock, scheduled = rolling_setup()
     rec.reconcile(body(kube), trigger="create")
@@ -395,10 +407,7 @@ def test_progress_that_ready_follows_at_once_costs_no_write_of_its_own() -> None
     a loaded controller-manager's Deployment counts them available 3 s later (Ready: urgent). The
     reason change is held for status_settle_seconds (5 s, refresh scheduled), so the two are one
     write."""
-    kube, rec, clock, scheduled = rolling_setup()
-    rec.reconcile(body(kube), trigger="create")
-    clock.now += 20.0
-    rollout_step(kube, 0, 3)
+    kube, rec, clock, scheduled = started_long_after_create(0, 3)
     assert rec.refresh_status(NS, "m") is False
     assert scheduled[-1] == pytest.approx(5.0 + 0.25)
     clock.now += 3.0
@@ -406,10 +415,7 @@ def test_progress_that_ready_follows_at_once_costs_no_write_of_its_own() -> None
     assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
     assert status_writes(kube) == 2
     # alone, the same progress is written once it has lasted the settle time
-    kube, rec, clock, scheduled = rolling_setup()
-    rec.reconcile(body(kube), trigger="create")
-    clock.now += 20.0
-    rollout_step(kube, 0, 3)
+    kube, rec, clock, scheduled = started_long_after_create(0, 3)
     assert rec.refresh_status(NS, "m") is False
     clock.now += scheduled[-1]
     assert rec.refresh_status(NS, "m") is True
@@ -422,10 +428,7 @@ def test_ready_pods_the_deployment_has_not_counted_yet_wait_for_its_count() -> N
     (ModelsReady VersionsLoading) is held up to the detail interval, and the two are one write. Should the
     count never come, the progress is written then; a pod still loading (Running, not Ready) or a
     Deployment holding Ready pods back on purpose (minReadySeconds) keeps the 5 s settle time."""
-    kube, rec, clock, scheduled = rolling_setup()
-    rec.reconcile(body(kube), trigger="create")
-    clock.now += 20.0
-    rollout_step(kube, 3, 3, counted=0)
+    kube, rec, clock, scheduled = started_long_after_create(3, 3, counted=0)
     assert rec.refresh_status(NS, "m") is False
     assert scheduled[-1] == pytest.approx(30.0 + 0.25)
     clock.now += 12.0
@@ -433,10 +436,7 @@ def test_ready_pods_the_deployment_has_not_counted_yet_wait_for_its_count() -> N
     assert rec.refresh_status(NS, "m") is True and ready(kube)["status"] == "True"
     assert status_writes(kube) == 2
     # the count never comes: the progress shows at the detail interval, through the scheduled refresh
-    kube, rec, clock, scheduled = rolling_setup()
-    rec.reconcile(body(kube), trigger="create")
-    clock.now += 20.0
-    rollout_step(kube, 3, 3, counted=1)
+    kube, rec, clock, scheduled = started_long_after_create(3, 3, counted=1)
     assert rec.refresh_status(NS, "m") is False
     clock.now += 29.0
     assert rec.refresh_status(NS, "m") is False
@@ -444,10 +444,7 @@ def test_ready_pods_the_deployment_has_not_counted_yet_wait_for_its_count() -> N
     assert rec.refresh_status(NS, "m") is True
     assert conditions_of(kube)["ModelsReady"] == ("False", "VersionsLoading")
     # one pod still loading: the settle time as before
-    kube, rec, clock, scheduled = rolling_setup()
-    rec.reconcile(body(kube), trigger="create")
-    clock.now += 20.0
-    rollout_step(kube, 2, 3, counted=0)
+    kube, rec, clock, scheduled = started_long_after_create(2, 3, counted=0)
     assert rec.refresh_status(NS, "m") is False
     assert scheduled[-1] == pytest.approx(5.0 + 0.25)
     # every pod Ready, but minReadySeconds holds them back on purpose: not a count that is late
