@@ -129,6 +129,19 @@ def memory_map(pid: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def cluster_cpu(cluster: Any) -> dict[str, float]:
+    """CPU seconds each control-plane process (etcd, kube-apiserver, ..., kwok) has used so far."""
+    from modeldeploy.cluster.local import ClusterState
+
+    st = ClusterState.load(cluster.state_file)
+    return {name: cpu_seconds(pid) for name, pid in sorted((st.pids if st else {}).items())}
+
+
+def cpu_since(cluster: Any, before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each control-plane process used since ``before`` (:func:`cluster_cpu`)."""
+    return {k: round(v - before.get(k, 0.0), 1) for k, v in cluster_cpu(cluster).items()}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far, seconds (/proc/PID/stat)."""
     try:
@@ -528,11 +541,13 @@ def run_floor(cluster: Any, kube: Any, api: Any, n: int, workers: int, timeout: 
     try:
         work = floor_children(ns, n)
         obs = Observer(api, ns, mds=False).start()
+        cpu0 = cluster_cpu(cluster)
         t0 = time.time()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(lambda children: [kube.apply(c, manager="bench-floor") for c in children], work))
         written = time.time() - t0
         done = wait_until(lambda: len(obs.dep_available) >= n, timeout, 0.2)
+        cpu = cpu_since(cluster, cpu0)
         obs.stop()
         took = max(obs.dep_available.values(), default=t0) - t0
         return {
@@ -541,6 +556,7 @@ def run_floor(cluster: Any, kube: Any, api: Any, n: int, workers: int, timeout: 
             "floor_writes_per_object": sum(len(c) for c in work) / n,
             "floor_api_writes_per_object": api_writes_per_object(audit_events(audit, start_line, ns)[0], n),
             "floor_workers": workers,
+            "floor_cluster_cpu_s_until_available": cpu,
         }
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -683,6 +699,7 @@ def measure_operator(
         kube.create(MODELDEPLOYMENT, ns, body)
         return str(body["metadata"]["name"]), time.time()
 
+    cpu0 = cluster_cpu(cluster)
     t0 = time.time()
     # "N at once": --create-workers clients in parallel, so the creates themselves take seconds
     # (one client creates ~12/s on a loaded 2-core machine: 25 s of N = 300 would be the bench's)
@@ -691,6 +708,7 @@ def measure_operator(
     t_created = time.time() - t0
     wait_until(lambda: len(obs.md_ready) >= args.n, args.timeout, 0.2)
     ready = dict(obs.md_ready)
+    cpu = cpu_since(cluster, cpu0)
     t_all = max(ready.values(), default=t0) - t0
     if len(ready) < args.n:
         print(f"only {len(ready)}/{args.n} Ready after {args.timeout:.0f}s", file=sys.stderr)
@@ -729,6 +747,9 @@ def measure_operator(
         "operator_reads_in_quiet_period": sum(v for k, v in quiet.items() if k.split()[0] in ("get", "list")),
         "operator_peak_rss_mib": round(rss_mib(op.pid, "VmHWM"), 1),
         "operator_cpu_s_until_ready": round(cpu_seconds(op.pid), 1),
+        # the control plane's CPU from the first create until all Ready (the floor's: until all
+        # available): what the operator's requests and watches cost the API server shows here
+        "cluster_cpu_s_until_ready": cpu,
         "operator_metrics_at_ready": metrics_at_ready,
     }
 

@@ -7,7 +7,11 @@ failed on a retryable error is retried after a per-object backoff (0.5 s doublin
 
 * create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted):
   the ``async`` handler marks the object and returns (:func:`handle_change`): the queue retries a
-  failed run, and the run writes the status;
+  failed run, and the run writes the status. A run that creates the Deployment applies what its
+  pods need (manifest ConfigMap, NetworkPolicy) and the Deployment only, and queues a ``finish`` run
+  for the rest and the status behind the runs already due: in a burst of creations every object's
+  pods start before any object's Service, PDB, autoscaler or status is written (the pods' start is
+  the slow part of getting to Ready);
 * reads come from watch-fed stores (reconcile/cache.py, reconcile/informer.py): the
   ModelDeployments and every kind of child the operator owns, pods of its label;
 * a child created, edited or deleted by someone else (seen through those watches) -> a debounced
@@ -175,8 +179,11 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
 
 #: Reasons of a mark, most significant first: the reconcile of a run is labelled by the first present.
 #: ``refresh`` alone recomputes only the status.
-TRIGGERS = ("create", "update", "resume", "drift", "resync")
+TRIGGERS = ("create", "update", "resume", "finish", "drift", "resync")
 SPEC_TRIGGERS = ("create", "update", "resume")
+#: The reason of the follow-up run of a creation that applied its pods' kinds first (the rest of
+#: the children and the status): Reconciler.reconcile's pods_first.
+FINISH = "finish"
 #: The reason of the run that forgets a deleted object's state (State.forget).
 FORGET = "forget"
 Key = tuple[str, str]
@@ -327,7 +334,9 @@ class State:
         assert self.reconciler is not None
         if FORGET in reasons:
             self.reconciler.forget(*key)
-            if reasons == {FORGET}:
+            # a follow-up (FINISH) queued by a run that was under way when the object went
+            # finishes nothing: only a new object's own marks run on
+            if reasons <= {FORGET, FINISH}:
                 return None
         trigger = next((t for t in TRIGGERS if t in reasons), None)
         if trigger is None:
@@ -335,7 +344,15 @@ class State:
         body = self.body(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        outcome = self.reconciler.reconcile(body, trigger=trigger)
+        queue = self.queue  # (none: one run does it all)
+        outcome = self.reconciler.reconcile(
+            body, trigger, pods_first=queue is not None and trigger in SPEC_TRIGGERS
+        )
+        if queue is not None and outcome.deferred:
+            # Queued behind the runs already due (every other creation of a burst: their pods
+            # first), not urgent. A mark while this run is under way runs the key once more after it.
+            queue.nudge(key, FINISH)
+            return outcome
         if trigger == "drift" and "refresh" in reasons and not outcome.changes:
             self.reconciler.refresh_status(*key)
         return outcome
@@ -390,7 +407,7 @@ def _observe_event_age(kind: str, obj: dict[str, Any]) -> None:
 def _observe_latency(key: Key, reasons: frozenset[str], waited: float) -> None:
     if reasons == {"refresh"}:  # a status refresh alone (the status lag's share in the queue)
         metrics.HANDLER_LATENCY.labels(trigger="refresh").observe(waited)
-    elif reasons & {"drift", "refresh"} and not reasons & set(SPEC_TRIGGERS):
+    elif reasons & {"drift", "refresh"} and not reasons & {*SPEC_TRIGGERS, FINISH}:
         metrics.HANDLER_LATENCY.labels(trigger="child-event").observe(waited)
 
 

@@ -18,11 +18,11 @@ def test_render_prints_every_child(capsys: pytest.CaptureFixture[str]) -> None:
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in docs] == [
         "ConfigMap",
+        "NetworkPolicy",
         "Service",
         "Deployment",
         "PodDisruptionBudget",
         "ServiceMonitor",
-        "NetworkPolicy",
     ]
 
 

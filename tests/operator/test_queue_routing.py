@@ -175,10 +175,10 @@ def test_state_recorded_by_a_run_under_way_when_the_object_went_is_forgotten() -
     started, release = threading.Event(), threading.Event()
     real_reconcile = rec.reconcile
 
-    def slow_reconcile(body: dict[str, Any], trigger: str = "update") -> Any:
+    def slow_reconcile(body: dict[str, Any], trigger: str = "update", **kw: Any) -> Any:
         started.set()
         release.wait(20)
-        return real_reconcile(body, trigger)  # the store still held it when the run began
+        return real_reconcile(body, trigger, **kw)  # the store still held it when the run began
 
     rec.reconcile = slow_reconcile  # type: ignore[method-assign]
     state.queue = WorkQueue(state.process, workers=2).start()
@@ -228,6 +228,46 @@ def test_the_change_handler_marks_and_returns_before_the_run() -> None:
     finally:
         release.set()
         state.queue.stop()
+
+
+def test_a_burst_of_creations_starts_every_objects_pods_before_the_rest() -> None:
+    """Creations run from the queue apply their pods' kinds first and queue the rest (Service,
+    PodDisruptionBudget, status) behind the runs already due: with one worker and three objects
+    created at once, all three Deployments are written before any Service, and each object still
+    gets every child and one status write (in a real cluster its pods take the longest to Ready)."""
+    from modeldeploy.reconcile.workqueue import WorkQueue
+
+    kube, state = setup()
+    names = ["a", "b", "c"]
+    for name in names:
+        kube.put(small_md(NS, name, replicas=2))
+    state.queue = WorkQueue(state.process, workers=1)
+    for name in names:  # marked before the worker starts: all three due at once
+        state.queue.nudge((NS, name), "create", urgent=True)
+    state.queue.start()
+    try:
+        deadline = time.monotonic() + 20
+        while state.queue.depth() or state.queue._running:
+            assert time.monotonic() < deadline, "the queue did not drain"
+            time.sleep(0.01)
+    finally:
+        state.queue.stop()
+    # (kind, owner): the manifest ConfigMap is <name>-models
+    order = [(kind, name.split("/")[0].split("-")[0]) for verb, kind, name in kube.writes if verb == "apply"]
+    deployments = [i for i, (kind, _) in enumerate(order) if kind == "Deployment"]
+    services = [i for i, (kind, _) in enumerate(order) if kind == "Service"]
+    assert len(deployments) == len(services) == 3 and max(deployments) < min(services), order
+    for name in names:
+        assert {k for k, n in order if n == name} == {
+            "ConfigMap",
+            "NetworkPolicy",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+        }
+        status = kube.obj("ModelDeployment", NS, name)["status"]  # type: ignore[index]
+        assert status["observedGeneration"] == 1
+    assert sorted(n for verb, _, n in kube.writes if verb == "patch_status") == names
 
 
 def test_the_change_handler_ends_a_spec_that_can_never_work_as_kopf_permanent_error() -> None:

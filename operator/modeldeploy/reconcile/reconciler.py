@@ -49,7 +49,7 @@ from modeldeploy.reconcile.status import (
     urgent_change,
     visible_progress,
 )
-from modeldeploy.render import RenderOptions, child_kind, child_name, render_children
+from modeldeploy.render import POD_KINDS, RenderOptions, child_kind, child_name, render_children
 from modeldeploy.render.common import (
     COMPONENT_LABEL,
     DEFAULT_KEDA_INTERCEPTOR,
@@ -170,6 +170,8 @@ class OperatorConfig:
 class Outcome:
     changes: list[str] = field(default_factory=list)
     status_written: bool = False
+    #: only the pods' kinds were applied (pods_first): the rest and the status wait for a follow-up run
+    deferred: bool = False
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -445,7 +447,15 @@ class Reconciler:
         self._warned.discard(key)
 
     # ----------------------------------------------------------- reconcile
-    def reconcile(self, body: dict[str, Any], trigger: str = "update") -> Outcome:
+    def reconcile(
+        self, body: dict[str, Any], trigger: str = "update", *, pods_first: bool = False
+    ) -> Outcome:
+        """Apply what differs from ``body``'s rendered children, delete what is no longer wanted,
+        and write the status. ``pods_first``: if the Deployment is still to be created, apply only
+        what its pods need and the Deployment (:data:`~modeldeploy.render.POD_KINDS`) and return an
+        Outcome with ``deferred`` set: the caller runs the reconcile again for the rest and the
+        status (a burst of creations gets every object's pods going first; until that run the
+        status is not written, as the children do not carry the generation yet)."""
         meta = body.get("metadata") or {}
         ns, name = str(meta.get("namespace")), str(meta.get("name"))
         key = f"{ns}/{name}"
@@ -455,7 +465,7 @@ class Reconciler:
                 latest = self._latest(body, key)
                 if latest is None:
                     return Outcome()  # gone meanwhile
-                out = self._reconcile(latest, trigger, key)
+                out = self._reconcile(latest, trigger, key, pods_first)
                 metrics.RECONCILES.labels(trigger=trigger, result="ok").inc()
                 return out
             except InvalidSpec:
@@ -534,7 +544,7 @@ class Reconciler:
             status=None,
         )
 
-    def _reconcile(self, body: dict[str, Any], trigger: str, key: str) -> Outcome:
+    def _reconcile(self, body: dict[str, Any], trigger: str, key: str, pods_first: bool = False) -> Outcome:
         md = self._parse(body, key)
         if trigger in ("resync", "drift") and self._invalid.get(key) == md.generation:
             return Outcome()  # rejected before; wait for a spec change rather than retrying per tick
@@ -561,9 +571,10 @@ class Reconciler:
 
         run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
         held = self._held_for_prefetch(md, live_cm)
+        first = pods_first and self._creates_deployment(md, children, held)
         for kind, desired in children.items():
             crd = KIND_CRD.get(kind)
-            if crd and crd not in crds:
+            if (crd and crd not in crds) or (first and kind not in POD_KINDS):
                 continue
             if kind in held:
                 run.outcome.changes.append(f"holding {kind}: the prefetch Job is filling the cache")
@@ -573,6 +584,9 @@ class Reconciler:
             else:
                 absent.discard(kind)
                 self._sync_child(run, kind, desired)
+        if first:
+            run.outcome.deferred = True
+            return run.outcome
 
         self._rejected.pop(key, None)
         self._applied[key] = (run.uid, md.generation)
@@ -592,6 +606,17 @@ class Reconciler:
             md_body=body, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
         return run.outcome
+
+    def _creates_deployment(
+        self, md: ModelDeployment, children: dict[str, dict[str, Any] | None], held: set[str]
+    ) -> bool:
+        """Whether this pass creates the Deployment (wanted, not held back, and not in the store;
+        the store has our own applies at once)."""
+        return (
+            children.get("Deployment") is not None
+            and "Deployment" not in held
+            and self.kube.get(DEPLOYMENT, md.namespace, md.name) is None
+        )
 
     def _cache_sharers(self, md: ModelDeployment) -> tuple[str, ...] | None:
         """The namespace's live ModelDeployments whose spec.cache names md's claim, for md's

@@ -24,11 +24,13 @@ from modeldeploy.render.servicemonitor import render_servicemonitor
 
 RenderFn = Callable[[ModelDeployment, RenderOptions], "dict[str, Any] | None"]
 
-#: Child kinds in apply order (the prefetch Job, then the ConfigMap: the pods mount it).
+#: Child kinds in apply order (the prefetch Job, then the ConfigMap: the pods mount it; the
+#: NetworkPolicy before the Deployment: no pod runs unfenced).
 RENDERERS: dict[str, RenderFn] = {
     "CacheSharers": render_cache_sharers,  # <name>-cache-sharers: read by the evicting prefetch Job
     "Job": render_prefetch_job,  # first: the reconciler holds new versions back until it finished
     "ConfigMap": render_configmap,
+    "NetworkPolicy": render_networkpolicy,
     "Service": render_service,
     "BackendService": render_backend_service,  # <name>-backend: only while routed through KEDA's interceptor
     "Deployment": render_deployment,
@@ -37,9 +39,13 @@ RENDERERS: dict[str, RenderFn] = {
     "HTTPScaledObject": render_httpscaledobject,
     "PodDisruptionBudget": render_pdb,
     "ServiceMonitor": render_servicemonitor,
-    "NetworkPolicy": render_networkpolicy,
 }
 CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
+#: What a new Deployment's pods need before they start (what they mount, what fences them), and the
+#: Deployment itself: a creation applies these first and the rest in a follow-up run, so that under
+#: a burst every object's pods start before any object's Service, autoscaler or status is written
+#: (the pods' start is the slow part of getting to Ready). See Reconciler.reconcile's pods_first.
+POD_KINDS: frozenset[str] = frozenset({"CacheSharers", "Job", "ConfigMap", "NetworkPolicy", "Deployment"})
 #: Table keys that are not the child's kind.
 KIND_OF: dict[str, str] = {"BackendService": "Service", "CacheSharers": "ConfigMap"}
 
@@ -79,6 +85,7 @@ def render_all(md: ModelDeployment, opts: RenderOptions | None = None) -> list[d
 
 __all__ = [
     "CHILD_KINDS",
+    "POD_KINDS",
     "RENDERERS",
     "RenderError",
     "RenderOptions",
