@@ -397,8 +397,8 @@ def test_a_list_by_owner_reads_only_that_owners_entries(monkeypatch: Any) -> Non
 
 
 def test_a_store_of_names_asks_for_metadata_only_and_keeps_only_the_name() -> None:
-    """The names store behind CachedKube.known_absent: metadata-only LIST and WATCH, anyone's
-    objects (no label selector), and of each only what says the name is taken."""
+    """The names store behind CachedKube.known_absent: metadata-only LIST and WATCH (CachedKube
+    asks for the names not ours), and of each only what says the name is taken."""
     kube = ScriptedKube()
     foreign = cm("theirs", 5)
     foreign["metadata"] |= {"labels": {"app": "other"}, "annotations": {"big": "x" * 1000}}

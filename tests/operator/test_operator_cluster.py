@@ -417,7 +417,7 @@ def test_no_writes_during_a_quiet_minute(cluster: Any, operator: OperatorProcess
 def test_children_are_created_without_a_get_and_a_taken_name_is_not_taken_over(
     cluster: Any, operator: OperatorProcess, ns: str
 ) -> None:
-    """#12: a child that neither our store nor the metadata-only watch of every name holds is
+    """#12: a child that neither our store nor the metadata-only watch of every name not ours holds is
     created by its apply alone, no GET first; a name someone else's object holds is read first
     (a forced apply would take it over) and refused, naming its controller."""
     owner = json.loads(
@@ -437,6 +437,9 @@ def test_children_are_created_without_a_get_and_a_taken_name_is_not_taken_over(
         60,
         "the names stores synced",
     )
+    # (ConfigMap and Service names come and go with other tests' namespaces: kube-root-ca.crt, ...)
+    mine = ("Deployment", "NetworkPolicy")
+    names = {k: operator.metrics()[f'modeldeploy_cache_objects{{kind="{k}:names"}}'] for k in mine}
     line = audit_lines(cluster)
     apply(cluster, md_doc("cpu", ns))
     apply(cluster, md_doc("cpu", ns, name="taken"))
@@ -458,6 +461,10 @@ def test_children_are_created_without_a_get_and_a_taken_name_is_not_taken_over(
         and (e.get("objectRef") or {}).get("resource") != "modeldeployments"
     ]
     assert "services/taken" in gets, f"the taken name was not read first (are reads logged?): {gets}"
+    # the names watches hold only names that are not ours: our children (and their Deployment's six
+    # status writes on the way to Available) never reach them
+    after = {k: operator.metrics()[f'modeldeploy_cache_objects{{kind="{k}:names"}}'] for k in mine}
+    assert after == names, (names, after)
     plurals = {"configmaps", "services", "deployments", "networkpolicies"}
     assert not [g for g in gets if g.split("/")[0] in plurals and g.split("/")[1].startswith("cpu-model")], (
         gets
