@@ -118,6 +118,22 @@ def test_pods_first_splits_only_a_pass_that_creates_the_deployment() -> None:
     assert body(kube)["status"]["observedGeneration"] == 2
 
 
+def test_the_follow_up_of_a_pods_first_pass_never_applies_an_older_generation() -> None:
+    """A pods_first pass at generation 2 (the Deployment deleted, the spec changed) is followed by
+    a run handed the older generation's body (a store behind kopf): it reads the latest instead of
+    putting generation 1's children back, and the status then claims generation 2."""
+    kube, rec = setup()
+    old = body(kube)
+    rec.reconcile(old, trigger="create")
+    del kube.objs[("Deployment", NS, "m")]
+    out = rec.reconcile(change_spec(kube, replicas=2), trigger="update", pods_first=True)
+    assert out.deferred
+    rec.reconcile(old, trigger="finish")
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None and dep["spec"]["replicas"] == 2
+    assert body(kube)["status"]["observedGeneration"] == 2
+
+
 def test_a_second_pass_writes_nothing() -> None:
     kube, rec = setup()
     rec.reconcile(body(kube), trigger="create")

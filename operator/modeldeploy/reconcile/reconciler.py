@@ -374,6 +374,10 @@ class Reconciler:
         #: generation's rendered state. A body older than it is stale (a resync's listed copy, say):
         #: never applied; and the status claims a generation only once it is here.
         self._applied: dict[str, tuple[str, int]] = {}
+        #: per ModelDeployment: the generation whose pods' kinds a pods_first pass applied while the
+        #: rest waits for the follow-up pass. A body older than it is stale too (``_applied`` is set
+        #: as well), but the status claims nothing of it yet.
+        self._unfinished: dict[str, int] = {}
         #: per ModelDeployment: when (``clock``) this operator last wrote its status
         self._status_at: dict[str, float] = {}
         #: per ModelDeployment: when a held-back progress change was first seen since the last write
@@ -439,6 +443,7 @@ class Reconciler:
         self._invalid.pop(key, None)
         self._rejected.pop(key, None)
         self._applied.pop(key, None)
+        self._unfinished.pop(key, None)
         self._status_at.pop(key, None)
         self._progress_since.pop(key, None)
         with self._specs_lock:
@@ -584,12 +589,14 @@ class Reconciler:
             else:
                 absent.discard(kind)
                 self._sync_child(run, kind, desired)
+        self._applied[key] = (run.uid, md.generation)
         if first:
+            self._unfinished[key] = md.generation
             run.outcome.deferred = True
             return run.outcome
 
+        self._unfinished.pop(key, None)
         self._rejected.pop(key, None)
-        self._applied[key] = (run.uid, md.generation)
         # No event for a created Deployment: the status says it (Events only for transitions a human
         # cares about: Scaled, VersionsChanged, a recovery to Ready, every Warning).
         if run.scaled:
@@ -824,7 +831,10 @@ class Reconciler:
             return False  # reconcile reports InvalidSpec
         if md.generation in (self._invalid.get(key), self._rejected.get(key)):
             return False  # a child was refused: keep Ready=False (never Ready without that child)
-        if self._applied.get(key) != (str(body["metadata"].get("uid", "")), md.generation):
+        if (
+            self._applied.get(key) != (str(body["metadata"].get("uid", "")), md.generation)
+            or self._unfinished.get(key) == md.generation
+        ):
             # The children do not (yet) carry this generation's rendered state: its reconcile is
             # pending or running. Saying observedGeneration = it (and Ready) now would be a lie.
             return False
