@@ -295,6 +295,10 @@ class State:
         if kind == "Deployment" and _availability(old) != _availability(new):
             # Ready follows the Deployment's availability: no debounce (it only gathers pod events)
             self.queue.nudge((ns, owner), "refresh", 0.0)
+            if _serving(new) and self.reconciler is not None and self.reconciler.unfinished(ns, owner):
+                # its pods serve before the follow-up of its creation ran (queued behind a burst):
+                # that run, which writes the status, goes ahead of the backlog
+                self.queue.nudge((ns, owner), FINISH, ahead=True)
         elif kind in ("Pod", "Deployment", "Job"):
             self.refresh(ns, owner)
         if kind != "Pod" and (kind == "Job" or content_changed(old, new)):
@@ -395,6 +399,12 @@ def _availability(dep: dict[str, Any] | None) -> tuple[Any, ...]:
         (c.get("status") for c in st.get("conditions") or [] if c.get("type") == "Available"), None
     )
     return (st.get("availableReplicas"), st.get("readyReplicas"), st.get("updatedReplicas"), available)
+
+
+def _serving(dep: dict[str, Any] | None) -> bool:
+    """Whether a Deployment has a pod ready or is Available (its owner may be Ready now)."""
+    available, ready, _, condition = _availability(dep)
+    return bool(available or ready or condition == "True")
 
 
 def _observe_event_age(kind: str, obj: dict[str, Any]) -> None:

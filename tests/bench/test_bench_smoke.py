@@ -116,6 +116,11 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
         assert side["total"] == pytest.approx(sum(side["by_writer"].values()), abs=0.05), side
         assert {"deployment-controller", "replicaset-controller"} <= set(side["by_writer"]), side
     assert result["api_writes_vs_floor"] == pytest.approx(ops["total"] / floor["total"], abs=0.01)
+    # the control plane's CPU until all Ready (and the floor's until all available), per process:
+    # the API server served every write and watch of the run, so it used some
+    components = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+    for cpu in (result["cluster_cpu_s_until_ready"], result["floor_cluster_cpu_s_until_available"]):
+        assert set(cpu) == components and cpu["kube-apiserver"] > 0 and min(cpu.values()) >= 0, cpu
 
 
 @pytest.mark.cluster

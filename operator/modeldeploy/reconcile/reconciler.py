@@ -437,6 +437,11 @@ class Reconciler:
         self._crds = (now, found)
         return found
 
+    def unfinished(self, namespace: str, name: str) -> bool:
+        """Whether a pods_first pass applied the object's pods' kinds and its follow-up (the rest
+        and the status) has not run yet."""
+        return f"{namespace}/{name}" in self._unfinished
+
     def forget(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
         self._absent.pop(key, None)
