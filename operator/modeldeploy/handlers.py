@@ -62,7 +62,7 @@ from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION, ModelDeployment, Sp
 from modeldeploy.reconcile import pushkey
 from modeldeploy.reconcile.cache import CachedKube, crd_established
 from modeldeploy.reconcile.informer import Entry
-from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, REQUEST_KINDS, Kube
+from modeldeploy.reconcile.kube import CRD, DEPLOYMENT, MODELDEPLOYMENT, REQUEST_KINDS, Kube
 from modeldeploy.reconcile.reconciler import (
     KIND_CRD,
     ApplyRejected,
@@ -343,6 +343,11 @@ class State:
             if reasons <= {FORGET, FINISH}:
                 return None
         trigger = next((t for t in TRIGGERS if t in reasons), None)
+        if trigger is None and self.reconciler.unfinished(*key) and self.cache is not None:
+            # a refresh of a creation whose follow-up is still queued while its pods serve: this
+            # (light) worker runs the follow-up now, as the general workers may all be busy with
+            # the burst (the queued one then finds nothing to do)
+            trigger = FINISH if _serving(self.cache.get(DEPLOYMENT, *key)) else None
         if trigger is None:
             return self.reconciler.refresh_status(*key)
         body = self.body(key)

@@ -172,6 +172,23 @@ def test_pods_serving_before_the_follow_up_of_their_creation_send_it_ahead_of_th
     assert marks.marked[-1] == ((NS, "m"), "refresh") and len(marks.marked) == 4
 
 
+def test_a_refresh_of_a_creation_whose_pods_serve_runs_its_follow_up() -> None:
+    """A light worker's refresh of an unfinished creation: nothing but the refresh while no pod is
+    ready (no status: the children do not carry the generation yet); once one is, the follow-up
+    itself (Service, status), as the general workers may all be busy with the burst."""
+    kube, state = setup()
+    assert state.reconciler is not None
+    assert state.reconciler.reconcile(stored(kube), "create", pods_first=True).deferred
+    state.process((NS, "m"), frozenset({"refresh"}))
+    assert kube.obj("Service", NS, "m") is None and "status" not in stored(kube)
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None
+    dep["status"] = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    state.process((NS, "m"), frozenset({"refresh"}))
+    assert kube.obj("Service", NS, "m") is not None and not state.reconciler.unfinished(NS, "m")
+    assert stored(kube)["status"]["observedGeneration"] == 1
+
+
 def test_forgetting_a_deleted_object_drops_its_queued_runs() -> None:
     """kopf's DELETED event: the queue keeps no run of the gone object (a refresh scheduled minutes
     ahead would keep its key, marks and futures alive until then), only the run that forgets it."""
