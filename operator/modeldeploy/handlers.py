@@ -8,10 +8,11 @@ failed on a retryable error is retried after a per-object backoff (0.5 s doublin
 * create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted):
   the ``async`` handler marks the object and returns (:func:`handle_change`): the queue retries a
   failed run, and the run writes the status. A run that creates the Deployment applies what its
-  pods need (manifest ConfigMap, NetworkPolicy) and the Deployment only, and queues a ``finish`` run
-  for the rest and the status behind the runs already due: in a burst of creations every object's
-  pods start before any object's Service, PDB, autoscaler or status is written (the pods' start is
-  the slow part of getting to Ready);
+  pods need (manifest ConfigMap, NetworkPolicy, Service) and the Deployment only, and queues a
+  ``finish`` run for the rest and the status behind the runs already due: in a burst of creations
+  every object's pods start before any object's PDB, autoscaler or status is written (the pods'
+  start is the slow part of getting to Ready). A Deployment with a ready pod sends its pending
+  ``finish`` ahead of the backlog, and a status worker's refresh of it runs the ``finish`` itself;
 * reads come from watch-fed stores (reconcile/cache.py, reconcile/informer.py): the
   ModelDeployments and every kind of child the operator owns, pods of its label;
 * a child created, edited or deleted by someone else (seen through those watches) -> a debounced

@@ -175,17 +175,18 @@ def test_pods_serving_before_the_follow_up_of_their_creation_send_it_ahead_of_th
 def test_a_refresh_of_a_creation_whose_pods_serve_runs_its_follow_up() -> None:
     """A light worker's refresh of an unfinished creation: nothing but the refresh while no pod is
     ready (no status: the children do not carry the generation yet); once one is, the follow-up
-    itself (Service, status), as the general workers may all be busy with the burst."""
+    itself (PDB, status), as the general workers may all be busy with the burst."""
     kube, state = setup()
+    kube.put(small_md(NS, "m", replicas=2))
     assert state.reconciler is not None
     assert state.reconciler.reconcile(stored(kube), "create", pods_first=True).deferred
     state.process((NS, "m"), frozenset({"refresh"}))
-    assert kube.obj("Service", NS, "m") is None and "status" not in stored(kube)
+    assert kube.obj("PodDisruptionBudget", NS, "m") is None and "status" not in stored(kube)
     dep = kube.obj("Deployment", NS, "m")
     assert dep is not None
     dep["status"] = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
     state.process((NS, "m"), frozenset({"refresh"}))
-    assert kube.obj("Service", NS, "m") is not None and not state.reconciler.unfinished(NS, "m")
+    assert kube.obj("PodDisruptionBudget", NS, "m") is not None and not state.reconciler.unfinished(NS, "m")
     assert stored(kube)["status"]["observedGeneration"] == 1
 
 
@@ -278,8 +279,9 @@ def test_the_change_handler_marks_and_returns_before_the_run() -> None:
 def test_a_burst_of_creations_starts_every_objects_pods_before_the_rest() -> None:
     """Creations run from the queue apply their pods' kinds first and queue the rest (Service,
     PodDisruptionBudget, status) behind the runs already due: with one worker and three objects
-    created at once, all three Deployments are written before any Service, and each object still
+    created at once, all three Deployments are written before any PDB, and each object still
     gets every child and one status write (in a real cluster its pods take the longest to Ready)."""
+    # (PodDisruptionBudget: the follow-up's; the Service goes with the pods' kinds)
     from modeldeploy.reconcile.workqueue import WorkQueue
 
     kube, state = setup()
@@ -300,8 +302,8 @@ def test_a_burst_of_creations_starts_every_objects_pods_before_the_rest() -> Non
     # (kind, owner): the manifest ConfigMap is <name>-models
     order = [(kind, name.split("/")[0].split("-")[0]) for verb, kind, name in kube.writes if verb == "apply"]
     deployments = [i for i, (kind, _) in enumerate(order) if kind == "Deployment"]
-    services = [i for i, (kind, _) in enumerate(order) if kind == "Service"]
-    assert len(deployments) == len(services) == 3 and max(deployments) < min(services), order
+    pdbs = [i for i, (kind, _) in enumerate(order) if kind == "PodDisruptionBudget"]
+    assert len(deployments) == len(pdbs) == 3 and max(deployments) < min(pdbs), order
     for name in names:
         assert {k for k, n in order if n == name} == {
             "ConfigMap",

@@ -89,19 +89,19 @@ def test_create_writes_each_child_once_and_a_status() -> None:
 
 def test_a_creation_applies_its_pods_kinds_first_and_the_rest_with_the_status_after() -> None:
     """pods_first (a spec trigger run from the queue): a pass that creates the Deployment applies
-    only what its pods need, the NetworkPolicy that fences them and the Deployment, in that order,
-    and leaves the rest and the status to a follow-up run. Until that run no status is written,
+    only what its pods need, the NetworkPolicy that fences them, the Service that reaches them and
+    the Deployment, in that order, and leaves the rest and the status to a follow-up run. Until that run no status is written,
     not even by a refresh: the children do not carry the generation yet."""
     kube, rec = setup(replicas=2)  # with a PodDisruptionBudget
     out = rec.reconcile(body(kube), trigger="create", pods_first=True)
     assert out.deferred and not out.status_written
-    assert applied_kinds(kube) == ["ConfigMap", "NetworkPolicy", "Deployment"]
+    assert applied_kinds(kube) == ["ConfigMap", "NetworkPolicy", "Service", "Deployment"]
     assert not [w for w in kube.writes if w[0] != "apply"], kube.writes
     assert rec.refresh_status(NS, "m") is False and "status" not in body(kube)
     kube.clear_log()
     out = rec.reconcile(body(kube), trigger="finish", pods_first=False)
     assert not out.deferred and out.status_written
-    assert applied_kinds(kube) == ["Service", "PodDisruptionBudget"]
+    assert applied_kinds(kube) == ["PodDisruptionBudget"]
     assert present(kube) == list(CHILDREN)
     assert body(kube)["status"]["observedGeneration"] == 1
 
