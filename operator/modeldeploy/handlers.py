@@ -11,8 +11,8 @@ failed on a retryable error is retried after a per-object backoff (0.5 s doublin
   pods need (manifest ConfigMap, NetworkPolicy, Service) and the Deployment only, and queues a
   ``finish`` run for the rest and the status behind the runs already due: in a burst of creations
   every object's pods start before any object's PDB, autoscaler or status is written (the pods'
-  start is the slow part of getting to Ready). A Deployment with a ready pod sends its pending
-  ``finish`` ahead of the backlog, and a status worker's refresh of it runs the ``finish`` itself;
+  start is the slow part of getting to Ready). Once the Deployment has a ready pod, a status
+  worker's refresh of it runs the ``finish`` itself (the general workers keep to the backlog);
 * reads come from watch-fed stores (reconcile/cache.py, reconcile/informer.py): the
   ModelDeployments and every kind of child the operator owns, pods of its label;
 * a child created, edited or deleted by someone else (seen through those watches) -> a debounced
@@ -296,10 +296,6 @@ class State:
         if kind == "Deployment" and _availability(old) != _availability(new):
             # Ready follows the Deployment's availability: no debounce (it only gathers pod events)
             self.queue.nudge((ns, owner), "refresh", 0.0)
-            if _serving(new) and self.reconciler is not None and self.reconciler.unfinished(ns, owner):
-                # its pods serve before the follow-up of its creation ran (queued behind a burst):
-                # that run, which writes the status, goes ahead of the backlog
-                self.queue.nudge((ns, owner), FINISH, ahead=True)
         elif kind in ("Pod", "Deployment", "Job"):
             self.refresh(ns, owner)
         if kind != "Pod" and (kind == "Job" or content_changed(old, new)):

@@ -86,15 +86,11 @@ class Marks:
         self.marked: list[tuple[tuple[str, str], str]] = []
         self.delays: list[float] = []
         self.urgent: list[bool] = []
-        self.ahead: list[bool] = []
 
-    def nudge(
-        self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False, ahead: bool = False
-    ) -> None:
+    def nudge(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
         self.marked.append((key, reason))
         self.delays.append(delay)
         self.urgent.append(urgent)
-        self.ahead.append(ahead)
 
 
 def created_with_marks() -> tuple[MemoryKube, State, Marks]:
@@ -146,30 +142,6 @@ def test_a_deployment_turning_available_is_refreshed_without_the_debounce() -> N
     relabelled["metadata"]["resourceVersion"] = "999"  # nothing Ready depends on changed
     state.child_event("Deployment", available, relabelled)
     assert marks.delays[-1] == state.config.status_debounce_seconds
-
-
-def test_pods_serving_before_the_follow_up_of_their_creation_send_it_ahead_of_the_backlog() -> None:
-    """A creation's follow-up (the rest of the children and the status) waits behind a burst's
-    other runs; once the object's Deployment has a ready pod it goes to the head of the queue, so
-    Ready is written when the pods serve, not when the backlog reaches it (status lag, #12)."""
-    kube, state = setup()
-    outcome = state.reconciler.reconcile(stored(kube), "create", pods_first=True)  # type: ignore[union-attr]
-    assert outcome.deferred
-    marks = Marks()
-    state.queue = marks  # type: ignore[assignment]
-    dep = copy.deepcopy(kube.obj("Deployment", NS, "m"))
-    assert dep is not None
-    starting = copy.deepcopy(dep)
-    starting["status"] = {"updatedReplicas": 1, "replicas": 1}  # a pod created, none ready
-    state.child_event("Deployment", dep, starting)
-    assert marks.marked == [((NS, "m"), "refresh")] and marks.ahead == [False]
-    ready = copy.deepcopy(starting)
-    ready["status"] |= {"readyReplicas": 1, "availableReplicas": 1}
-    state.child_event("Deployment", starting, ready)
-    assert marks.marked[-2:] == [((NS, "m"), "refresh"), ((NS, "m"), "finish")] and marks.ahead[-1]
-    state.process((NS, "m"), frozenset({"finish"}))  # the follow-up ran: no more of it
-    state.child_event("Deployment", ready, {**ready, "status": {**ready["status"], "readyReplicas": 2}})
-    assert marks.marked[-1] == ((NS, "m"), "refresh") and len(marks.marked) == 4
 
 
 def test_a_refresh_of_a_creation_whose_pods_serve_runs_its_follow_up() -> None:

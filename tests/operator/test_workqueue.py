@@ -357,24 +357,6 @@ def test_nudges_run_like_marks_without_a_future_each(rec: Recorder) -> None:
         q.stop()
 
 
-def test_a_nudge_ahead_runs_before_every_run_already_due(rec: Recorder) -> None:
-    """``ahead``: due before the backlog (a creation's follow-up whose pods already serve), not
-    after the runs marked before it; marks ahead of each other keep their key order."""
-    q = WorkQueue(rec, workers=1)  # not started: every mark waits
-    for name in ("a", "b", "c"):
-        q.nudge(("ns", name), "create")
-    q.nudge(("ns", "e"), "finish", ahead=True)
-    q.nudge(("ns", "d"), "finish", ahead=True)
-    q.nudge(("ns", "b"), "finish", ahead=True)  # joins b's pending marks, which move ahead
-    q.start()
-    try:
-        rec.wait_runs(5)
-        assert [k[1] for k, _, _ in rec.runs] == ["b", "d", "e", "a", "c"]
-        assert rec.runs[0][1] == {"create", "finish"}
-    finally:
-        q.stop()
-
-
 def test_an_idle_worker_keeps_nothing_of_its_last_run() -> None:
     """A worker waiting for work holds no reference to its last run's result or exception (an
     exception's traceback holds every frame's locals: a whole object and its children)."""

@@ -44,7 +44,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -187,22 +186,12 @@ class WorkQueue:
         self._mark(key, reason, now + max(0.0, delay), now, urgent, fut)
         return fut
 
-    def nudge(
-        self,
-        key: Key,
-        reason: str = "update",
-        delay: float = 0.0,
-        *,
-        urgent: bool = False,
-        ahead: bool = False,
-    ) -> None:
+    def nudge(self, key: Key, reason: str = "update", delay: float = 0.0, *, urgent: bool = False) -> None:
         """:meth:`mark` for a caller that does not wait for the run: no Future is made (a resync
         pass marks every object; a Future each, kept until its run, was a few hundred bytes of
-        short-lived objects per object and mark). ``ahead``: due before every run already due (the
-        key goes to the head of the queue; marks ahead of each other keep their key order)."""
+        short-lived objects per object and mark)."""
         now = self._clock()
-        due = -math.inf if ahead else now + max(0.0, delay)
-        self._mark(key, reason, due, now, urgent, None)
+        self._mark(key, reason, now + max(0.0, delay), now, urgent, None)
 
     def mark_in(self, key: Key, seconds: float, reason: str = "refresh") -> Future[Any]:
         """Run ``key`` in ``seconds``: a time-based transition falls due then."""
