@@ -7,12 +7,7 @@ failed on a retryable error is retried after a per-object backoff (0.5 s doublin
 
 * create/update/resume -> one ``reconcile`` (apply what differs, delete what is no longer wanted):
   the ``async`` handler marks the object and returns (:func:`handle_change`): the queue retries a
-  failed run, and the run writes the status. A run that creates the Deployment applies what its
-  pods need (manifest ConfigMap, NetworkPolicy, Service) and the Deployment only, and queues a
-  ``finish`` run for the rest and the status behind the runs already due: in a burst of creations
-  every object's pods start before any object's PDB, autoscaler or status is written (the pods'
-  start is the slow part of getting to Ready). Once the Deployment has a ready pod, a status
-  worker's refresh of it runs the ``finish`` itself (the general workers keep to the backlog);
+  failed run, and the run writes the status;
 * reads come from watch-fed stores (reconcile/cache.py, reconcile/informer.py): the
   ModelDeployments and every kind of child the operator owns, pods of its label;
 * a child created, edited or deleted by someone else (seen through those watches) -> a debounced
@@ -63,7 +58,7 @@ from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION, ModelDeployment, Sp
 from modeldeploy.reconcile import pushkey
 from modeldeploy.reconcile.cache import CachedKube, crd_established
 from modeldeploy.reconcile.informer import Entry
-from modeldeploy.reconcile.kube import CRD, DEPLOYMENT, MODELDEPLOYMENT, REQUEST_KINDS, Kube
+from modeldeploy.reconcile.kube import CRD, MODELDEPLOYMENT, REQUEST_KINDS, Kube
 from modeldeploy.reconcile.reconciler import (
     KIND_CRD,
     ApplyRejected,
@@ -180,11 +175,8 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
 
 #: Reasons of a mark, most significant first: the reconcile of a run is labelled by the first present.
 #: ``refresh`` alone recomputes only the status.
-TRIGGERS = ("create", "update", "resume", "finish", "drift", "resync")
+TRIGGERS = ("create", "update", "resume", "drift", "resync")
 SPEC_TRIGGERS = ("create", "update", "resume")
-#: The reason of the follow-up run of a creation that applied its pods' kinds first (the rest of
-#: the children and the status): Reconciler.reconcile's pods_first.
-FINISH = "finish"
 #: The reason of the run that forgets a deleted object's state (State.forget).
 FORGET = "forget"
 Key = tuple[str, str]
@@ -335,30 +327,15 @@ class State:
         assert self.reconciler is not None
         if FORGET in reasons:
             self.reconciler.forget(*key)
-            # a follow-up (FINISH) queued by a run that was under way when the object went
-            # finishes nothing: only a new object's own marks run on
-            if reasons <= {FORGET, FINISH}:
+            if reasons == {FORGET}:
                 return None
         trigger = next((t for t in TRIGGERS if t in reasons), None)
-        if trigger is None and self.reconciler.unfinished(*key) and self.cache is not None:
-            # a refresh of a creation whose follow-up is still queued while its pods serve: this
-            # (light) worker runs the follow-up now, as the general workers may all be busy with
-            # the burst (the queued one then finds nothing to do)
-            trigger = FINISH if _serving(self.cache.get(DEPLOYMENT, *key)) else None
         if trigger is None:
             return self.reconciler.refresh_status(*key)
         body = self.body(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        queue = self.queue  # (none: one run does it all)
-        outcome = self.reconciler.reconcile(
-            body, trigger, pods_first=queue is not None and trigger in SPEC_TRIGGERS
-        )
-        if queue is not None and outcome.deferred:
-            # Queued behind the runs already due (every other creation of a burst: their pods
-            # first), not urgent. A mark while this run is under way runs the key once more after it.
-            queue.nudge(key, FINISH)
-            return outcome
+        outcome = self.reconciler.reconcile(body, trigger=trigger)
         if trigger == "drift" and "refresh" in reasons and not outcome.changes:
             self.reconciler.refresh_status(*key)
         return outcome
@@ -403,12 +380,6 @@ def _availability(dep: dict[str, Any] | None) -> tuple[Any, ...]:
     return (st.get("availableReplicas"), st.get("readyReplicas"), st.get("updatedReplicas"), available)
 
 
-def _serving(dep: dict[str, Any] | None) -> bool:
-    """Whether a Deployment has a pod ready or is Available (its owner may be Ready now)."""
-    available, ready, _, condition = _availability(dep)
-    return bool(available or ready or condition == "True")
-
-
 def _observe_event_age(kind: str, obj: dict[str, Any]) -> None:
     """How late a watch event reaches us (from its last write's managedFields time)."""
     written = _last_write(obj)
@@ -419,7 +390,7 @@ def _observe_event_age(kind: str, obj: dict[str, Any]) -> None:
 def _observe_latency(key: Key, reasons: frozenset[str], waited: float) -> None:
     if reasons == {"refresh"}:  # a status refresh alone (the status lag's share in the queue)
         metrics.HANDLER_LATENCY.labels(trigger="refresh").observe(waited)
-    elif reasons & {"drift", "refresh"} and not reasons & {*SPEC_TRIGGERS, FINISH}:
+    elif reasons & {"drift", "refresh"} and not reasons & set(SPEC_TRIGGERS):
         metrics.HANDLER_LATENCY.labels(trigger="child-event").observe(waited)
 
 

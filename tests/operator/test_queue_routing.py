@@ -144,24 +144,6 @@ def test_a_deployment_turning_available_is_refreshed_without_the_debounce() -> N
     assert marks.delays[-1] == state.config.status_debounce_seconds
 
 
-def test_a_refresh_of_a_creation_whose_pods_serve_runs_its_follow_up() -> None:
-    """A light worker's refresh of an unfinished creation: nothing but the refresh while no pod is
-    ready (no status: the children do not carry the generation yet); once one is, the follow-up
-    itself (PDB, status), as the general workers may all be busy with the burst."""
-    kube, state = setup()
-    kube.put(small_md(NS, "m", replicas=2))
-    assert state.reconciler is not None
-    assert state.reconciler.reconcile(stored(kube), "create", pods_first=True).deferred
-    state.process((NS, "m"), frozenset({"refresh"}))
-    assert kube.obj("PodDisruptionBudget", NS, "m") is None and "status" not in stored(kube)
-    dep = kube.obj("Deployment", NS, "m")
-    assert dep is not None
-    dep["status"] = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
-    state.process((NS, "m"), frozenset({"refresh"}))
-    assert kube.obj("PodDisruptionBudget", NS, "m") is not None and not state.reconciler.unfinished(NS, "m")
-    assert stored(kube)["status"]["observedGeneration"] == 1
-
-
 def test_forgetting_a_deleted_object_drops_its_queued_runs() -> None:
     """kopf's DELETED event: the queue keeps no run of the gone object (a refresh scheduled minutes
     ahead would keep its key, marks and futures alive until then), only the run that forgets it."""
@@ -193,10 +175,10 @@ def test_state_recorded_by_a_run_under_way_when_the_object_went_is_forgotten() -
     started, release = threading.Event(), threading.Event()
     real_reconcile = rec.reconcile
 
-    def slow_reconcile(body: dict[str, Any], trigger: str = "update", **kw: Any) -> Any:
+    def slow_reconcile(body: dict[str, Any], trigger: str = "update") -> Any:
         started.set()
         release.wait(20)
-        return real_reconcile(body, trigger, **kw)  # the store still held it when the run began
+        return real_reconcile(body, trigger)  # the store still held it when the run began
 
     rec.reconcile = slow_reconcile  # type: ignore[method-assign]
     state.queue = WorkQueue(state.process, workers=2).start()
@@ -246,47 +228,6 @@ def test_the_change_handler_marks_and_returns_before_the_run() -> None:
     finally:
         release.set()
         state.queue.stop()
-
-
-def test_a_burst_of_creations_starts_every_objects_pods_before_the_rest() -> None:
-    """Creations run from the queue apply their pods' kinds first and queue the rest (Service,
-    PodDisruptionBudget, status) behind the runs already due: with one worker and three objects
-    created at once, all three Deployments are written before any PDB, and each object still
-    gets every child and one status write (in a real cluster its pods take the longest to Ready)."""
-    # (PodDisruptionBudget: the follow-up's; the Service goes with the pods' kinds)
-    from modeldeploy.reconcile.workqueue import WorkQueue
-
-    kube, state = setup()
-    names = ["a", "b", "c"]
-    for name in names:
-        kube.put(small_md(NS, name, replicas=2))
-    state.queue = WorkQueue(state.process, workers=1)
-    for name in names:  # marked before the worker starts: all three due at once
-        state.queue.nudge((NS, name), "create", urgent=True)
-    state.queue.start()
-    try:
-        deadline = time.monotonic() + 20
-        while state.queue.depth() or state.queue._running:
-            assert time.monotonic() < deadline, "the queue did not drain"
-            time.sleep(0.01)
-    finally:
-        state.queue.stop()
-    # (kind, owner): the manifest ConfigMap is <name>-models
-    order = [(kind, name.split("/")[0].split("-")[0]) for verb, kind, name in kube.writes if verb == "apply"]
-    deployments = [i for i, (kind, _) in enumerate(order) if kind == "Deployment"]
-    pdbs = [i for i, (kind, _) in enumerate(order) if kind == "PodDisruptionBudget"]
-    assert len(deployments) == len(pdbs) == 3 and max(deployments) < min(pdbs), order
-    for name in names:
-        assert {k for k, n in order if n == name} == {
-            "ConfigMap",
-            "NetworkPolicy",
-            "Deployment",
-            "Service",
-            "PodDisruptionBudget",
-        }
-        status = kube.obj("ModelDeployment", NS, name)["status"]  # type: ignore[index]
-        assert status["observedGeneration"] == 1
-    assert sorted(n for verb, _, n in kube.writes if verb == "patch_status") == names
 
 
 def test_the_change_handler_ends_a_spec_that_can_never_work_as_kopf_permanent_error() -> None:

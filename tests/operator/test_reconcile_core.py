@@ -87,53 +87,6 @@ def test_create_writes_each_child_once_and_a_status() -> None:
     assert ready(kube)["status"] == "False"  # no pod is serving yet
 
 
-def test_a_creation_applies_its_pods_kinds_first_and_the_rest_with_the_status_after() -> None:
-    """pods_first (a spec trigger run from the queue): a pass that creates the Deployment applies
-    only what its pods need, the NetworkPolicy that fences them, the Service that reaches them and
-    the Deployment, in that order, and leaves the rest and the status to a follow-up run. Until that run no status is written,
-    not even by a refresh: the children do not carry the generation yet."""
-    kube, rec = setup(replicas=2)  # with a PodDisruptionBudget
-    out = rec.reconcile(body(kube), trigger="create", pods_first=True)
-    assert out.deferred and not out.status_written
-    assert applied_kinds(kube) == ["ConfigMap", "NetworkPolicy", "Service", "Deployment"]
-    assert not [w for w in kube.writes if w[0] != "apply"], kube.writes
-    assert rec.refresh_status(NS, "m") is False and "status" not in body(kube)
-    kube.clear_log()
-    out = rec.reconcile(body(kube), trigger="finish", pods_first=False)
-    assert not out.deferred and out.status_written
-    assert applied_kinds(kube) == ["PodDisruptionBudget"]
-    assert present(kube) == list(CHILDREN)
-    assert body(kube)["status"]["observedGeneration"] == 1
-
-
-def test_pods_first_splits_only_a_pass_that_creates_the_deployment() -> None:
-    """A spec change of a running object (and its deleted Deployment, put back by a drift repair
-    or a change) runs in one pass: the Service and the rest are there already."""
-    kube, rec = setup()
-    rec.reconcile(body(kube), trigger="create")
-    kube.clear_log()
-    out = rec.reconcile(change_spec(kube, replicas=2), trigger="update", pods_first=True)
-    assert not out.deferred and out.status_written
-    assert {"Deployment", "PodDisruptionBudget"} <= set(applied_kinds(kube))
-    assert body(kube)["status"]["observedGeneration"] == 2
-
-
-def test_the_follow_up_of_a_pods_first_pass_never_applies_an_older_generation() -> None:
-    """A pods_first pass at generation 2 (the Deployment deleted, the spec changed) is followed by
-    a run handed the older generation's body (a store behind kopf): it reads the latest instead of
-    putting generation 1's children back, and the status then claims generation 2."""
-    kube, rec = setup()
-    old = body(kube)
-    rec.reconcile(old, trigger="create")
-    del kube.objs[("Deployment", NS, "m")]
-    out = rec.reconcile(change_spec(kube, replicas=2), trigger="update", pods_first=True)
-    assert out.deferred
-    rec.reconcile(old, trigger="finish")
-    dep = kube.obj("Deployment", NS, "m")
-    assert dep is not None and dep["spec"]["replicas"] == 2
-    assert body(kube)["status"]["observedGeneration"] == 2
-
-
 def test_a_second_pass_writes_nothing() -> None:
     kube, rec = setup()
     rec.reconcile(body(kube), trigger="create")

@@ -49,7 +49,7 @@ from modeldeploy.reconcile.status import (
     urgent_change,
     visible_progress,
 )
-from modeldeploy.render import POD_KINDS, RenderOptions, child_kind, child_name, render_children
+from modeldeploy.render import RenderOptions, child_kind, child_name, render_children
 from modeldeploy.render.common import (
     COMPONENT_LABEL,
     DEFAULT_KEDA_INTERCEPTOR,
@@ -170,8 +170,6 @@ class OperatorConfig:
 class Outcome:
     changes: list[str] = field(default_factory=list)
     status_written: bool = False
-    #: only the pods' kinds were applied (pods_first): the rest and the status wait for a follow-up run
-    deferred: bool = False
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -374,10 +372,6 @@ class Reconciler:
         #: generation's rendered state. A body older than it is stale (a resync's listed copy, say):
         #: never applied; and the status claims a generation only once it is here.
         self._applied: dict[str, tuple[str, int]] = {}
-        #: per ModelDeployment: the generation whose pods' kinds a pods_first pass applied while the
-        #: rest waits for the follow-up pass. A body older than it is stale too (``_applied`` is set
-        #: as well), but the status claims nothing of it yet.
-        self._unfinished: dict[str, int] = {}
         #: per ModelDeployment: when (``clock``) this operator last wrote its status
         self._status_at: dict[str, float] = {}
         #: per ModelDeployment: when a held-back progress change was first seen since the last write
@@ -437,18 +431,12 @@ class Reconciler:
         self._crds = (now, found)
         return found
 
-    def unfinished(self, namespace: str, name: str) -> bool:
-        """Whether a pods_first pass applied the object's pods' kinds and its follow-up (the rest
-        and the status) has not run yet."""
-        return f"{namespace}/{name}" in self._unfinished
-
     def forget(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
         self._absent.pop(key, None)
         self._invalid.pop(key, None)
         self._rejected.pop(key, None)
         self._applied.pop(key, None)
-        self._unfinished.pop(key, None)
         self._status_at.pop(key, None)
         self._progress_since.pop(key, None)
         with self._specs_lock:
@@ -457,15 +445,7 @@ class Reconciler:
         self._warned.discard(key)
 
     # ----------------------------------------------------------- reconcile
-    def reconcile(
-        self, body: dict[str, Any], trigger: str = "update", *, pods_first: bool = False
-    ) -> Outcome:
-        """Apply what differs from ``body``'s rendered children, delete what is no longer wanted,
-        and write the status. ``pods_first``: if the Deployment is still to be created, apply only
-        what its pods need and the Deployment (:data:`~modeldeploy.render.POD_KINDS`) and return an
-        Outcome with ``deferred`` set: the caller runs the reconcile again for the rest and the
-        status (a burst of creations gets every object's pods going first; until that run the
-        status is not written, as the children do not carry the generation yet)."""
+    def reconcile(self, body: dict[str, Any], trigger: str = "update") -> Outcome:
         meta = body.get("metadata") or {}
         ns, name = str(meta.get("namespace")), str(meta.get("name"))
         key = f"{ns}/{name}"
@@ -475,7 +455,7 @@ class Reconciler:
                 latest = self._latest(body, key)
                 if latest is None:
                     return Outcome()  # gone meanwhile
-                out = self._reconcile(latest, trigger, key, pods_first)
+                out = self._reconcile(latest, trigger, key)
                 metrics.RECONCILES.labels(trigger=trigger, result="ok").inc()
                 return out
             except InvalidSpec:
@@ -554,7 +534,7 @@ class Reconciler:
             status=None,
         )
 
-    def _reconcile(self, body: dict[str, Any], trigger: str, key: str, pods_first: bool = False) -> Outcome:
+    def _reconcile(self, body: dict[str, Any], trigger: str, key: str) -> Outcome:
         md = self._parse(body, key)
         if trigger in ("resync", "drift") and self._invalid.get(key) == md.generation:
             return Outcome()  # rejected before; wait for a spec change rather than retrying per tick
@@ -581,10 +561,9 @@ class Reconciler:
 
         run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
         held = self._held_for_prefetch(md, live_cm)
-        first = pods_first and self._creates_deployment(md, children, held)
         for kind, desired in children.items():
             crd = KIND_CRD.get(kind)
-            if (crd and crd not in crds) or (first and kind not in POD_KINDS):
+            if crd and crd not in crds:
                 continue
             if kind in held:
                 run.outcome.changes.append(f"holding {kind}: the prefetch Job is filling the cache")
@@ -594,14 +573,9 @@ class Reconciler:
             else:
                 absent.discard(kind)
                 self._sync_child(run, kind, desired)
-        self._applied[key] = (run.uid, md.generation)
-        if first:
-            self._unfinished[key] = md.generation
-            run.outcome.deferred = True
-            return run.outcome
 
-        self._unfinished.pop(key, None)
         self._rejected.pop(key, None)
+        self._applied[key] = (run.uid, md.generation)
         # No event for a created Deployment: the status says it (Events only for transitions a human
         # cares about: Scaled, VersionsChanged, a recovery to Ready, every Warning).
         if run.scaled:
@@ -618,17 +592,6 @@ class Reconciler:
             md_body=body, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
         return run.outcome
-
-    def _creates_deployment(
-        self, md: ModelDeployment, children: dict[str, dict[str, Any] | None], held: set[str]
-    ) -> bool:
-        """Whether this pass creates the Deployment (wanted, not held back, and not in the store;
-        the store has our own applies at once)."""
-        return (
-            children.get("Deployment") is not None
-            and "Deployment" not in held
-            and self.kube.get(DEPLOYMENT, md.namespace, md.name) is None
-        )
 
     def _cache_sharers(self, md: ModelDeployment) -> tuple[str, ...] | None:
         """The namespace's live ModelDeployments whose spec.cache names md's claim, for md's
@@ -836,10 +799,7 @@ class Reconciler:
             return False  # reconcile reports InvalidSpec
         if md.generation in (self._invalid.get(key), self._rejected.get(key)):
             return False  # a child was refused: keep Ready=False (never Ready without that child)
-        if (
-            self._applied.get(key) != (str(body["metadata"].get("uid", "")), md.generation)
-            or self._unfinished.get(key) == md.generation
-        ):
+        if self._applied.get(key) != (str(body["metadata"].get("uid", "")), md.generation):
             # The children do not (yet) carry this generation's rendered state: its reconcile is
             # pending or running. Saying observedGeneration = it (and Ready) now would be a lie.
             return False

@@ -41,15 +41,6 @@ RENDERERS: dict[str, RenderFn] = {
     "ServiceMonitor": render_servicemonitor,
 }
 CHILD_KINDS: tuple[str, ...] = tuple(RENDERERS)
-#: What a new Deployment's pods need before they start (what they mount, what fences them), the
-#: Service that reaches them, and the Deployment itself: a creation applies these first and the
-#: rest (PDB, autoscaler, ServiceMonitor) and the status in a follow-up run, so that under a burst
-#: every object's pods start before any object's status is written (the pods' start is the slow
-#: part of getting to Ready), and Ready, once the pods serve, waits for no child write (at most
-#: the follow-up's). See Reconciler.reconcile's pods_first.
-POD_KINDS: frozenset[str] = frozenset(
-    {"CacheSharers", "Job", "ConfigMap", "NetworkPolicy", "Service", "Deployment"}
-)
 #: Table keys that are not the child's kind.
 KIND_OF: dict[str, str] = {"BackendService": "Service", "CacheSharers": "ConfigMap"}
 
@@ -89,7 +80,6 @@ def render_all(md: ModelDeployment, opts: RenderOptions | None = None) -> list[d
 
 __all__ = [
     "CHILD_KINDS",
-    "POD_KINDS",
     "RENDERERS",
     "RenderError",
     "RenderOptions",
