@@ -437,9 +437,15 @@ def test_children_are_created_without_a_get_and_a_taken_name_is_not_taken_over(
         60,
         "the names stores synced",
     )
+
     # (ConfigMap and Service names come and go with other tests' namespaces: kube-root-ca.crt, ...)
-    mine = ("Deployment", "NetworkPolicy")
-    names = {k: operator.metrics()[f'modeldeploy_cache_objects{{kind="{k}:names"}}'] for k in mine}
+    def names_held() -> dict[str, float]:  # (one scrape of /metrics)
+        m = operator.metrics()
+        return {
+            k: m[f'modeldeploy_cache_objects{{kind="{k}:names"}}'] for k in ("Deployment", "NetworkPolicy")
+        }
+
+    names = names_held()
     line = audit_lines(cluster)
     apply(cluster, md_doc("cpu", ns))
     apply(cluster, md_doc("cpu", ns, name="taken"))
@@ -463,7 +469,7 @@ def test_children_are_created_without_a_get_and_a_taken_name_is_not_taken_over(
     assert "services/taken" in gets, f"the taken name was not read first (are reads logged?): {gets}"
     # the names watches hold only names that are not ours: our children (and their Deployment's six
     # status writes on the way to Available) never reach them
-    after = {k: operator.metrics()[f'modeldeploy_cache_objects{{kind="{k}:names"}}'] for k in mine}
+    after = names_held()
     assert after == names, (names, after)
     plurals = {"configmaps", "services", "deployments", "networkpolicies"}
     assert not [g for g in gets if g.split("/")[0] in plurals and g.split("/")[1].startswith("cpu-model")], (
