@@ -170,6 +170,75 @@ def test_a_write_through_of_an_object_deleted_since_is_not_kept() -> None:
     kube.events.put(None)
 
 
+def test_our_writes_own_event_ahead_of_its_answer_is_not_drift_but_a_later_edit_is() -> None:
+    """Under load the watch often delivers a new child's ADDED before the create's answer: the
+    store then has no entry of it, so the event looked like someone else's object (a drift
+    reconcile of the owner for every such race, a quarter of a burst of 300). While our write is
+    under way, its object's events mark no drift; a change by someone else that lands after our
+    write and is seen meanwhile still does, once the answer finds the store ahead of it."""
+    from modeldeploy.handlers import State
+    from modeldeploy.reconcile.cache import CachedKube
+    from modeldeploy.reconcile.reconciler import OperatorConfig
+    from modeldeploy.render.common import OWNER_LABEL
+
+    kube = ScriptedKube()
+    kube.api, kube.timeout = None, 5  # type: ignore[assignment]  # nothing leaves the process
+    state = State(OperatorConfig(query_agents=False))
+    marks: list[tuple[tuple[str, str], str]] = []
+    state.queue = type("Q", (), {"nudge": lambda _s, key, reason, *a, **k: marks.append((key, reason))})()  # type: ignore[assignment]
+    cached = CachedKube(kube, ("a",), on_event=state.child_event, watch_kube=kube)
+    state.cache = cached
+    events: list[str | None] = []  # resourceVersion of each change the store passed on
+
+    def child_event(kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        State.child_event(state, kind, old, new)
+        events.append(new and new["metadata"]["resourceVersion"])
+
+    inf = Informer(kube, CONFIGMAP, "a", SEL, child_event).start()
+    cached._informers[("ConfigMap", "a")] = inf
+    assert inf.wait_synced(5)
+
+    def owned(rv: int, data: str) -> dict[str, Any]:
+        obj = cm("c1", rv, data)
+        obj["metadata"]["labels"][OWNER_LABEL] = "m"
+        return obj
+
+    def answer(events_first: list[dict[str, Any]], reply: dict[str, Any]) -> Any:
+        def request(method: str, path: str, **_: Any) -> dict[str, Any]:
+            assert cached.writing("ConfigMap", "a", "c1")
+            before = len(events)
+            for ev in events_first:
+                kube.events.put(ev)
+            until(lambda: len(events) == before + len(events_first), "the events, during the write")
+            return copy.deepcopy(reply)
+
+        return request
+
+    # a create whose ADDED comes first: no drift, and the store holds our answer
+    cached.request = answer([{"type": "ADDED", "object": owned(10, "ours")}], owned(10, "ours"))  # type: ignore[method-assign]
+    cached.apply(owned(0, "ours"), CONFIGMAP)
+    assert not cached.writing("ConfigMap", "a", "c1")
+    assert ((("a", "m"), "drift")) not in marks, marks
+    # an update whose own event comes first, then someone's edit after it: drift, once answered
+    cached.request = answer(  # type: ignore[method-assign]
+        [
+            {"type": "MODIFIED", "object": owned(11, "ours2")},
+            {"type": "MODIFIED", "object": owned(12, "edited")},
+        ],
+        owned(11, "ours2"),
+    )
+    cached.apply(owned(0, "ours2"), CONFIGMAP)
+    assert marks.count((("a", "m"), "drift")) == 1, marks
+    held = inf.get("a", "c1")
+    assert held is not None and held["data"]["k"] == "edited"
+    # no write under way: someone's edit is drift at once
+    marks.clear()
+    kube.events.put({"type": "MODIFIED", "object": owned(13, "edited again")})
+    until(lambda: marks == [(("a", "m"), "drift")], "a drift mark for an edit by someone else")
+    inf.stop()
+    kube.events.put(None)
+
+
 def test_an_expired_or_broken_watch_lists_again_and_reports_what_it_missed() -> None:
     kube, seen = ScriptedKube(), []
     kube.world["c1"] = cm("c1", 5)

@@ -72,6 +72,35 @@ def test_refresh_alone_writes_no_child_and_drift_reconciles() -> None:
     assert {kind for verb, kind, _ in kube.writes if verb == "apply"} >= {"Deployment", "Service"}
 
 
+def test_the_resync_skips_an_object_an_event_reconciled_within_the_interval() -> None:
+    """After a burst of creations the resync pass would reconcile each object again for nothing
+    while the burst's pods start: an object compared on an event within ``resync_seconds`` is
+    skipped; once that is longer ago (and at idle, where only the resync reconciles), it is not."""
+    kube, state = setup()
+    assert state.reconciler is not None
+    now = [1000.0]
+    state.reconciler.clock = lambda: now[0]
+    state.process((NS, "m"), frozenset({"create"}))
+    kube.objs[("Deployment", NS, "m")]["spec"]["replicas"] = 7  # drift no event told of
+    assert state.process((NS, "m"), frozenset({"resync"})) is None
+    assert replicas(kube) == 7
+    before = len(kube.writes)
+    kube.objs[("ModelDeployment", NS, "m")]["status"] = {}  # (a status the refresh will write)
+    assert state.process((NS, "m"), frozenset({"resync", "refresh"})) is True  # the refresh alone
+    assert replicas(kube) == 7 and {w[0] for w in kube.writes[before:]} == {"patch_status"}
+    now[0] += state.config.resync_seconds
+    state.process((NS, "m"), frozenset({"resync"}))
+    assert replicas(kube) == 1, "the resync repairs it once the event's reconcile is an interval old"
+    kube.objs[("Deployment", NS, "m")]["spec"]["replicas"] = 7
+    state.process((NS, "m"), frozenset({"resync"}))
+    assert replicas(kube) == 1, "a resync's own reconcile does not hold back the next pass"
+    state.process((NS, "m"), frozenset({"drift"}))
+    state.reconciler.forget(NS, "m")
+    kube.objs[("Deployment", NS, "m")]["spec"]["replicas"] = 7
+    state.process((NS, "m"), frozenset({"resync"}))
+    assert replicas(kube) == 1, "forgotten with the object"
+
+
 def test_a_deleted_object_is_not_reconciled() -> None:
     kube, state = setup()
     del kube.objs[("ModelDeployment", NS, "m")]
@@ -86,6 +115,10 @@ class Marks:
         self.marked: list[tuple[tuple[str, str], str]] = []
         self.delays: list[float] = []
         self.urgent: list[bool] = []
+        self.discarded: list[tuple[str, str]] = []
+
+    def discard(self, key: tuple[str, str]) -> None:
+        self.discarded.append(key)
 
     def nudge(self, key: tuple[str, str], reason: str, delay: float = 0.0, urgent: bool = False) -> None:
         self.marked.append((key, reason))
@@ -115,8 +148,23 @@ def test_the_store_seeing_an_unreported_generation_asks_for_a_status_refresh() -
     assert marks.marked == [((NS, "m"), "refresh")]
     md["status"] = {"observedGeneration": 2}  # our own status write coming back: nothing to do
     state.child_event("ModelDeployment", None, md)
-    state.child_event("ModelDeployment", md, None)  # deleted
     assert marks.marked == [((NS, "m"), "refresh")]
+
+
+def test_a_modeldeployment_gone_from_its_store_is_forgotten() -> None:
+    """The store's DELETED event (no kopf event handler: kopf ran one for every event of every
+    object) drops the object's queued runs, queues the run that forgets its state, and forgets
+    kopf's essence of it."""
+    kube, state, marks = created_with_marks()
+    md = copy.deepcopy(stored(kube))
+    uid = str(md["metadata"]["uid"])
+    state.diffbase._essences[uid] = b"x"
+    state.child_event("ModelDeployment", md, md | {"status": {"observedGeneration": 1}})
+    assert marks.discarded == [] and uid in state.diffbase._essences
+    state.child_event("ModelDeployment", md, None)
+    assert marks.discarded == [(NS, "m")]
+    assert marks.marked[-1] == ((NS, "m"), "forget")
+    assert uid not in state.diffbase._essences
 
 
 def test_a_deployment_turning_available_is_refreshed_without_the_debounce() -> None:
@@ -280,3 +328,34 @@ def test_a_controller_numbering_the_deployment_revision_is_not_drift() -> None:
         marks.marked.clear()
         state.child_event("Deployment", numbered, edited)
         assert ((NS, "m"), "drift") in marks.marked
+
+
+def test_kopfs_essence_is_built_without_copying_the_status() -> None:
+    """MemoryDiffBase.build builds kopf's essence from the spec, labels and annotations alone
+    (kopf's deep-copies the whole body first, status and managedFields too, on every event): the
+    same essence as kopf's, and the status no part of it."""
+    import kopf
+
+    from modeldeploy.handlers import MemoryDiffBase
+
+    raw = copy.deepcopy(small_md(NS, "m", replicas=2))
+    raw["metadata"] |= {
+        "labels": {"team": "a"},
+        "annotations": {
+            "note": "kept",
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            "modeldeploy.io/kopf-managed": "yes",
+            "modeldeploy.io/last-handled-configuration": "{}",
+        },
+        "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+        "resourceVersion": "7",
+    }
+    raw["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}
+    ours = MemoryDiffBase().build(body=kopf.Body(copy.deepcopy(raw)))
+    theirs = kopf.DiffBaseStorage.build(MemoryDiffBase(), body=kopf.Body(copy.deepcopy(raw)))
+    assert ours == theirs
+    assert "status" not in ours and ours["spec"]["replicas"] == 2
+    assert ours["metadata"] == {"labels": {"team": "a"}, "annotations": {"note": "kept"}}
+    essence = MemoryDiffBase().build(body=kopf.Body(raw))
+    essence["spec"]["replicas"] = 9  # a copy: the body is not changed through it
+    assert raw["spec"]["replicas"] == 2

@@ -40,8 +40,8 @@ def setup(replicas: int = 1) -> tuple[MemoryKube, Reconciler]:
     return kube, Reconciler(kube, OperatorConfig(query_agents=False))
 
 
-def body(kube: MemoryKube) -> dict[str, Any]:
-    md = kube.obj("ModelDeployment", NS, "m")
+def body(kube: MemoryKube, name: str = "m") -> dict[str, Any]:
+    md = kube.obj("ModelDeployment", NS, name)
     assert md is not None
     return copy.deepcopy(md)
 
@@ -636,6 +636,26 @@ def test_parsed_specs_kept_are_bounded(monkeypatch: Any) -> None:
     assert list(rec._specs) == [f"{NS}/b", f"{NS}/c"]
     rec.forget(NS, "c")
     assert list(rec._specs) == [f"{NS}/b"]
+
+
+def test_parsed_specs_not_used_for_a_while_go() -> None:
+    """A burst keeps every object's parsed spec (SPEC_CACHE is large); one not used for
+    SPEC_IDLE_SECONDS goes at the next parse, so an idle operator does not keep one per object."""
+    from modeldeploy.reconcile.reconciler import SPEC_IDLE_SECONDS
+
+    kube = MemoryKube()
+    rec = Reconciler(kube, OperatorConfig(query_agents=False))
+    now = [100.0]
+    rec.clock = lambda: now[0]
+    for name in ("a", "b"):
+        kube.put(small_md(NS, name))
+        rec.parse(body(kube, name))
+    now[0] += SPEC_IDLE_SECONDS / 2
+    rec.parse(body(kube, "a"))  # used again: stays
+    now[0] += SPEC_IDLE_SECONDS / 2 + 1
+    kube.put(small_md(NS, "c"))
+    rec.parse(body(kube, "c"))
+    assert list(rec._specs) == [f"{NS}/a", f"{NS}/c"]
 
 
 def test_the_propagation_window_counts_a_pod_started_in_the_second_of_the_change_as_old() -> None:

@@ -277,14 +277,15 @@ class Informer:
             return len(self._objs)
 
     # ---------------------------------------------------------- write-through
-    def put(self, obj: dict[str, Any]) -> None:
+    def put(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Our own write's result: keep it unless the store already has a newer version, or the
         watch has delivered past it and the object is not held: then it was deleted since (say
         by the garbage collector, its owner gone while we wrote it), and keeping it would hold
-        an object that no event will ever remove."""
+        an object that no event will ever remove. Returns the newer version held, if any."""
         if not matches(obj, self.selector) or not self.in_scope(_key(obj)[0]):
-            return
-        self._upsert(obj, notify=False)
+            return None
+        newer = self._upsert(obj, notify=False)
+        return newer.unpack() if newer is not None else None
 
     def drop(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -427,7 +428,8 @@ class Informer:
             del ev, obj
         return rv
 
-    def _upsert(self, obj: dict[str, Any], notify: bool) -> None:
+    def _upsert(self, obj: dict[str, Any], notify: bool) -> Entry | None:
+        """Store ``obj`` (notify: a watch event); the entry held instead when it is newer."""
         obj = self._trim(obj)
         k = _key(obj)
         entry = Entry.pack(obj)
@@ -436,11 +438,11 @@ class Informer:
             old = self._objs.get(k)
             old_rv, new_rv = (old.rv if old else None), entry.rv
             if old_rv is not None and new_rv is not None and new_rv < old_rv:
-                return  # older than what we hold (our write-through got here first)
+                return old  # older than what we hold (our write-through got here first)
             if notify:
                 self._seen = new_rv
             elif old is None and new_rv is not None and self._seen is not None and new_rv <= self._seen:
-                return  # our write, which the watch has delivered and since removed: deleted
+                return None  # our write, which the watch has delivered and since removed: deleted
             self._objs[k] = entry
             self._index_swap(k, old, entry)
             if self.tracker is not None:
@@ -449,6 +451,7 @@ class Informer:
             self._count(1)
         if notify and old_rv != new_rv and self.on_event is not None:
             self._notify(old.unpack() if old else None, obj)
+        return None
 
     def _trim(self, obj: dict[str, Any]) -> dict[str, Any]:
         if self.metadata_only:

@@ -178,6 +178,11 @@ class Kube:
         """Whether ``get``/``list`` may answer from a watch-fed store (then ``get_live`` differs)."""
         return False
 
+    def writing(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether a write of ours to that object is under way (a watch event of it meanwhile is
+        most likely that write's own result; see CachedKube). Never, without a cache."""
+        return False
+
     def known_absent(self, res: Resource, namespace: str, name: str) -> bool:
         """Whether no object of ``res`` named ``name`` exists in ``namespace``, ours or anyone's,
         as far as a watch of every name tells (False: not known; ask the API server)."""

@@ -81,9 +81,14 @@ KIND_CRD = {
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
 #: A scheduled refresh runs this long after the transition is due (so that it is past, not at, it).
 DUE_SLACK_SECONDS = 0.25
-#: Parsed specs kept (the most recently used objects'): enough for the refreshes of a burst of
-#: Deployments turning Available, small beside the stores (about 9 KB each).
-SPEC_CACHE = 64
+#: Parsed specs kept (the most recently used objects'), at most: a burst of 1,000 creations keeps
+#: every object's (about 9 KB each). With 64, a burst of 300 parsed a spec again in most of its
+#: status refreshes (#12: a tenth of the operator's CPU).
+SPEC_CACHE = 2048
+CRD_NAMES = tuple(KIND_CRD.values())
+#: A parsed spec not used for this long goes at the next parse (so at idle, with the resync every
+#: 30 s, the cache empties instead of holding a spec per object for good beside the stores).
+SPEC_IDLE_SECONDS = 20.0
 OPTIONAL_KINDS = (
     "BackendService",
     "HorizontalPodAutoscaler",
@@ -374,6 +379,10 @@ class Reconciler:
         self._applied: dict[str, tuple[str, int]] = {}
         #: per ModelDeployment: when (``clock``) this operator last wrote its status
         self._status_at: dict[str, float] = {}
+        #: the established CRDs whose kinds' stores were last started (crds())
+        self._crds_watched: frozenset[str] | None = None
+        #: key -> when a reconcile not of the resync last finished (see :meth:`reconciled_within`)
+        self._event_reconciled: dict[str, float] = {}
         #: per ModelDeployment: when a held-back progress change was first seen since the last write
         self._progress_since: dict[str, float] = {}
         #: ModelDeployments this process posted a Warning event for since they were last Ready: their
@@ -387,7 +396,7 @@ class Reconciler:
         #: changes, so the refreshes that follow a reconcile (or each other) do not parse it again.
         #: At most SPEC_CACHE entries, least recently used out (a parsed spec is about 9 KB: not one
         #: per object for good beside the stores)
-        self._specs: OrderedDict[str, tuple[str, int, ModelDeploymentSpec]] = OrderedDict()
+        self._specs: OrderedDict[str, tuple[str, int, ModelDeploymentSpec, float]] = OrderedDict()
         self._specs_lock = threading.Lock()
         #: per ModelDeployment: the render notes of ``(uid, generation, crds)`` (they depend on
         #: nothing else), from its last reconcile or refresh: a refresh renders no children for them
@@ -416,11 +425,13 @@ class Reconciler:
     def crds(self) -> frozenset[str]:
         """The established CRDs among those we render for: from their watches where the kube keeps
         them (the operator: no API read), else read at most every ``crd_cache_seconds``."""
-        found = self.kube.established_crds(list(KIND_CRD.values()))
+        found = self.kube.established_crds(CRD_NAMES)
         if found is None:
             found = self._crds_read()
-        self.kube.watch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd in found])
-        self.kube.unwatch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd not in found])
+        if found != self._crds_watched:  # (the stores of their kinds: only when that changes)
+            self.kube.watch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd in found])
+            self.kube.unwatch_kinds([BY_KIND[kind] for kind, crd in KIND_CRD.items() if crd not in found])
+            self._crds_watched = found
         return found
 
     def _crds_read(self) -> frozenset[str]:
@@ -431,8 +442,18 @@ class Reconciler:
         self._crds = (now, found)
         return found
 
+    def reconciled_within(self, namespace: str, name: str, seconds: float) -> bool:
+        """Whether a reconcile on an event (a spec change, a drift repair: not the resync) compared
+        the object's children with its spec in the last ``seconds``. The resync, a backstop for
+        missed events, skips such an object that pass: after a burst of creations it would
+        otherwise reconcile each again, for nothing, while the burst's pods start. Every object is
+        still compared at least once per two intervals; idle ones, once per interval."""
+        at = self._event_reconciled.get(f"{namespace}/{name}")
+        return at is not None and self.clock() - at < seconds
+
     def forget(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
+        self._event_reconciled.pop(key, None)
         self._absent.pop(key, None)
         self._invalid.pop(key, None)
         self._rejected.pop(key, None)
@@ -457,6 +478,8 @@ class Reconciler:
                     return Outcome()  # gone meanwhile
                 out = self._reconcile(latest, trigger, key)
                 metrics.RECONCILES.labels(trigger=trigger, result="ok").inc()
+                if trigger != "resync":
+                    self._event_reconciled[key] = self.clock()
                 return out
             except InvalidSpec:
                 metrics.RECONCILES.labels(trigger=trigger, result="invalid").inc()
@@ -507,6 +530,11 @@ class Reconciler:
             raise InvalidSpec(msg) from None
         return md
 
+    def parse(self, body: dict[str, Any]) -> ModelDeployment:
+        """``body``'s spec parsed (SpecError if invalid), kept for the object's next runs."""
+        meta = body.get("metadata") or {}
+        return self._model(body, f"{meta.get('namespace')}/{meta.get('name')}")
+
     def _model(self, body: dict[str, Any], key: str) -> ModelDeployment:
         """``ModelDeployment.from_body(body)`` (raises SpecError), with the spec parsed once per
         generation: the object's uid and generation name its spec (the API server moves the
@@ -514,16 +542,21 @@ class Reconciler:
         out (nothing computed from ``md`` reads it: the previous status comes from the body)."""
         meta = body.get("metadata") or {}
         uid, generation = str(meta.get("uid", "")), body_generation(body)
+        now = self.clock()
         with self._specs_lock:
             cached = self._specs.get(key)
             if cached is not None:
+                cached = self._specs[key] = (*cached[:3], now)
                 self._specs.move_to_end(key)
         if cached is None or cached[:2] != (uid, generation) or not uid:
             md = ModelDeployment.from_body(body)
             with self._specs_lock:
-                self._specs[key] = (uid, generation, md.spec)
+                self._specs[key] = (uid, generation, md.spec, now)
                 self._specs.move_to_end(key)
-                while len(self._specs) > SPEC_CACHE:
+                # least recently used first: out while too many, or unused for SPEC_IDLE_SECONDS
+                while len(self._specs) > SPEC_CACHE or (
+                    next(iter(self._specs.values()))[3] < now - SPEC_IDLE_SECONDS
+                ):
                     self._specs.popitem(last=False)
             return md
         return ModelDeployment.model_construct(
