@@ -25,7 +25,11 @@ possible and reports, all from one run so that ratios can be compared:
 With ``--baseline-ref REF`` the same measurement runs a second time in the same session, with the
 operator of an earlier commit (``git archive REF``, run from a temporary directory) in a fresh
 namespace, and the ratios between the two are printed (``vs_baseline``): #12's "at most 0.7x
-today's time, in the same run".
+today's time, in the same run". ``--rounds K`` (with a baseline) measures both K times in
+alternating order (this tree, the baseline, the baseline, this tree, ...: ABBA), so that a machine
+whose load drifts during the run favours neither side; ``rounds`` lists each pair and
+``all_ready_s_vs_baseline_over_rounds`` is this tree's total time over the baseline's. The
+top-level figures stay those of the first round.
 
     python bench/reconcile.py --n 100
     python bench/reconcile.py --n 1000 --cpu-nodes 10 --baseline-ref d7c9af8
@@ -618,6 +622,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--baseline-ref", default=None, help="also measure the operator of this git commit (same run)"
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --baseline-ref: measure both this many times, in alternating (ABBA) order",
+    )
     return ap.parse_args(argv)
 
 
@@ -672,6 +682,12 @@ def run_operator(cluster: Any, args: argparse.Namespace, source: Path | None) ->
 
 #: Figures compared with the baseline (ours / baseline; below 1 is better).
 COMPARED = ("all_ready_s", "operator_writes_per_md_until_ready", "operator_peak_rss_mib")
+
+
+def abba(rounds: int) -> list[tuple[str, ...]]:
+    """The order of the sides in each round: this tree first in odd rounds, the baseline first in
+    even ones (A B, B A, A B, ...), so a linear drift of the machine's speed cancels over pairs."""
+    return [("ours", "baseline") if r % 2 == 0 else ("baseline", "ours") for r in range(rounds)]
 
 
 def compare(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
@@ -775,18 +791,42 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
         cluster.wait_established("modeldeployments.modeldeploy.io")
-        result = run_operator(cluster, args, None)
-        ok = result["ready"] == args.n
-        if args.baseline_ref:
+        if not args.baseline_ref:
+            result = run_operator(cluster, args, None)
+            ok = result["ready"] == args.n
+        else:
             from modeldeploy.cluster.source import export_tree
 
-            base = run_operator(cluster, args, export_tree(args.baseline_ref, REPO))
+            source = export_tree(args.baseline_ref, REPO)
+            pairs = []
+            for order in abba(max(args.rounds, 1)):
+                got = {
+                    side: run_operator(cluster, args, None if side == "ours" else source) for side in order
+                }
+                pairs.append((order, got["ours"], got["baseline"]))
+            result, base = pairs[0][1], pairs[0][2]
+            ok = all(p[1]["ready"] == args.n and p[2]["ready"] == args.n for p in pairs)
             result |= {
                 "baseline_ref": args.baseline_ref,
                 "baseline": base,
                 "vs_baseline": compare(result, base),
             }
-            ok = ok and base["ready"] == args.n
+            if len(pairs) > 1:
+                result["rounds"] = [
+                    {
+                        "order": list(order),
+                        "all_ready_s": a["all_ready_s"],
+                        "baseline_all_ready_s": b["all_ready_s"],
+                        "vs_baseline": compare(a, b)["all_ready_s"],
+                        "operator_cpu_s_until_ready": a.get("operator_cpu_s_until_ready"),
+                        "baseline_operator_cpu_s_until_ready": b.get("operator_cpu_s_until_ready"),
+                    }
+                    for order, a, b in pairs
+                ]
+                ours_s = [p[1]["all_ready_s"] for p in pairs]
+                base_s = [p[2]["all_ready_s"] for p in pairs]
+                if None not in ours_s and None not in base_s:
+                    result["all_ready_s_vs_baseline_over_rounds"] = round(sum(ours_s) / sum(base_s), 2)
         if not args.no_floor:
             api = cluster.api_client()
             api.user_agent = BENCH_UA

@@ -124,6 +124,29 @@ def test_reconcile_bench_on_its_own_cluster() -> None:
 
 
 @pytest.mark.cluster
+def test_reconcile_bench_alternates_rounds_against_a_baseline() -> None:
+    """``--rounds 2 --baseline-ref``: this tree and the baseline measured twice, ABBA, each pair's
+    ratio and the ratio of the totals reported; the top-level figures are the first round's."""
+    proc = _run(
+        ["bench/reconcile.py", "--n", "2", "--quiet-seconds", "2", "--timeout", "240", "--no-floor",
+         "--controller-qps", "100", "--baseline-ref", "HEAD", "--rounds", "2"],
+        timeout=900,
+    )  # fmt: skip
+    result = json.loads(proc.stdout[proc.stdout.index("{") :])
+    rounds = result["rounds"]
+    assert [r["order"] for r in rounds] == [["ours", "baseline"], ["baseline", "ours"]]
+    for r in rounds:
+        assert r["all_ready_s"] > 0 and r["baseline_all_ready_s"] > 0, r
+        assert r["vs_baseline"] == pytest.approx(r["all_ready_s"] / r["baseline_all_ready_s"], abs=0.01)
+        assert r["operator_cpu_s_until_ready"] > 0 and r["baseline_operator_cpu_s_until_ready"] > 0, r
+    assert result["all_ready_s"] == rounds[0]["all_ready_s"]
+    assert result["baseline"]["all_ready_s"] == rounds[0]["baseline_all_ready_s"]
+    total = sum(r["all_ready_s"] for r in rounds) / sum(r["baseline_all_ready_s"] for r in rounds)
+    assert result["all_ready_s_vs_baseline_over_rounds"] == pytest.approx(total, abs=0.01)
+    assert "floor_all_available_s" not in result
+
+
+@pytest.mark.cluster
 @pytest.mark.triton
 def test_push_bench_on_its_own_cluster(tmp_path: Path) -> None:
     out = tmp_path / "push.json"
