@@ -77,6 +77,7 @@ KIND_CRD = {
     "HTTPScaledObject": HTTPSCALEDOBJECT_CRD,
     "ServiceMonitor": SERVICEMONITOR_CRD,
 }
+CRD_NAMES = tuple(KIND_CRD.values())
 #: Field manager that holds spec.replicas between us and the autoscaler.
 HANDOVER_MANAGER = "modeldeploy-operator-handover"
 #: A scheduled refresh runs this long after the transition is due (so that it is past, not at, it).
@@ -87,7 +88,6 @@ DUE_SLACK_SECONDS = 0.25
 #: stayed 34.3 MiB over idle (the target is 30; 24.5 with 64): the specs' small objects, allocated
 #: all through the burst, pin the allocator's arenas.
 SPEC_CACHE = 256
-CRD_NAMES = tuple(KIND_CRD.values())
 #: A parsed spec not used for this long goes at the next parse (so at idle, with the resync every
 #: 30 s, the cache empties instead of holding a spec per object for good beside the stores).
 SPEC_IDLE_SECONDS = 20.0
