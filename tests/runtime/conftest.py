@@ -188,6 +188,14 @@ def make_const_model(
     )
 
 
+def applied(agent: Any, generation: int) -> bool:
+    """The agent finished applying ``generation`` and Triton serves every version it wants: one
+    status snapshot. (``agent.ready()`` followed by ``agent.status().generation`` is two snapshots:
+    the first can describe the previous manifest while the second already names the new one.)"""
+    st = agent.status()
+    return bool(st.ready and st.appliedGeneration == generation)
+
+
 def write_manifest(path: Path, manifest: dict[str, Any]) -> ModelManifest:
     m = ModelManifest.model_validate(manifest)
     tmp = path.with_suffix(".tmp")

@@ -18,7 +18,7 @@ from modeldeploy_runtime.agent import Agent
 from modeldeploy_runtime.lint import errors, lint_repository
 from modeldeploy_runtime.package import BatchingOptions, package_onnx, package_torch
 
-from .conftest import Hammer, make_const_model, upload_folder, write_manifest
+from .conftest import Hammer, applied, make_const_model, upload_folder, write_manifest
 
 pytestmark = [
     pytest.mark.integration,
@@ -216,9 +216,7 @@ def test_in_place_version_switch_from_s3_without_failed_requests(
             time.sleep(0.5)
             t0 = time.monotonic()
             write_manifest(mpath, {"generation": 2, "models": [_model("clf", [src[1], src[2]])]})
-            _wait(
-                lambda: agent.ready()[0] and agent.status().model_dump()["generation"] == 2, 120, "v2 ready"
-            )
+            _wait(lambda: applied(agent, 2), 120, "v2 ready")
             _wait(
                 lambda: not requests.get(f"{srv.http_url}/v2/models/clf/versions/1/ready", timeout=5).ok,
                 30,
@@ -313,7 +311,7 @@ def test_version_policy_latest_two_keeps_two_newest(tmp_path: Path, start_triton
         start()
         _wait(lambda: agent.ready()[0], 60, "v1+v2 ready")
         write_manifest(mpath, {"generation": 2, "models": [_model("p", vers, versionPolicy={"latest": 2})]})
-        _wait(lambda: agent.ready()[0] and agent.status().model_dump()["generation"] == 2, 60, "v2+v3 ready")
+        _wait(lambda: applied(agent, 2), 60, "v2+v3 ready")
 
         def loaded() -> list[int]:
             idx = requests.post(f"{srv.http_url}/v2/repository/index", json={}, timeout=5).json()
@@ -448,7 +446,7 @@ def test_models_switch_in_parallel(tmp_path: Path, start_triton: Any) -> None:
         start()
         _wait(lambda: agent.ready()[0], 120, "a and b v1 ready")
         write_manifest(mpath, manifest(2, 2))
-        _wait(lambda: agent.ready()[0] and agent.status().generation == 2, 120, "a and b v2 ready")
+        _wait(lambda: applied(agent, 2), 120, "a and b v2 ready")
         switches = {e["model"]: e for e in agent.switch_log if e["loaded"] == [2]}
         assert set(switches) == {"a", "b"}, agent.switch_log
         (a0, a1), (b0, b1) = ((e["at"] - e["seconds"], e["at"]) for e in (switches["a"], switches["b"]))

@@ -18,7 +18,7 @@ import requests
 from modeldeploy_runtime.agent import Agent
 from modeldeploy_runtime.control import CONTROL_HEADER, GRPC_CONTROL_HEADER, restricted_api_args
 
-from .conftest import make_const_model, upload_folder, write_manifest
+from .conftest import applied, make_const_model, upload_folder, write_manifest
 
 pytestmark = [
     pytest.mark.integration,
@@ -258,7 +258,7 @@ def test_signed_versions_from_s3_verified_before_serving(
         with Hammer(url, "clf", threads=3) as h:
             write_manifest(mpath, manifest(2, [1, 2]))
             wait(
-                lambda: agent.ready()[0] and agent.status().model_dump(mode="json")["generation"] == 2,
+                lambda: applied(agent, 2),
                 120,
                 "v2 served",
             )
