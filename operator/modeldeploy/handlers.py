@@ -315,7 +315,9 @@ class State:
             self.queue.nudge((ns, owner), "refresh", 0.0)
         elif kind in ("Pod", "Deployment", "Job"):
             self.refresh(ns, owner)
-        if kind == "Pod" or not (kind == "Job" or content_changed(old, new)):
+        if kind == "Pod" or not (
+            kind == "Job" or content_changed(old, new)
+        ):  # pods: new only (NEW_ONLY_EVENTS)
             return
         if new is not None and self.cache is not None and self.cache.writing(kind, ns, meta.get("name", "")):
             return  # our own write's event, ahead of its answer (CachedKube.writing)

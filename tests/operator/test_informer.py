@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
 import queue
 import sys
 import time
@@ -17,8 +18,18 @@ import pytest
 from opsupport import small_md
 
 from modeldeploy.reconcile import informer as informer_mod
+from modeldeploy.reconcile import kube as kube_mod
 from modeldeploy.reconcile.informer import Informer, parse_selector
-from modeldeploy.reconcile.kube import CONFIGMAP, DEPLOYMENT, Items, Kube, KubeError, Resource
+from modeldeploy.reconcile.kube import (
+    CONFIGMAP,
+    DEPLOYMENT,
+    RAW_OBJECT,
+    Items,
+    Kube,
+    KubeError,
+    Resource,
+    event_object_json,
+)
 
 SEL = "app.kubernetes.io/managed-by=modeldeploy-operator"
 
@@ -204,23 +215,23 @@ def test_our_writes_own_event_ahead_of_its_answer_is_not_drift_but_a_later_edit_
         return obj
 
     def answer(events_first: list[dict[str, Any]], reply: dict[str, Any]) -> Any:
-        def request(method: str, path: str, **_: Any) -> dict[str, Any]:
+        def request(method: str, path: str, **_: Any) -> tuple[dict[str, Any], bytes]:
             assert cached.writing("ConfigMap", "a", "c1")
             before = len(events)
             for ev in events_first:
                 kube.events.put(ev)
             until(lambda: len(events) == before + len(events_first), "the events, during the write")
-            return copy.deepcopy(reply)
+            return copy.deepcopy(reply), json.dumps(reply).encode()
 
         return request
 
     # a create whose ADDED comes first: no drift, and the store holds our answer
-    cached.request = answer([{"type": "ADDED", "object": owned(10, "ours")}], owned(10, "ours"))  # type: ignore[method-assign]
+    cached.answer = answer([{"type": "ADDED", "object": owned(10, "ours")}], owned(10, "ours"))  # type: ignore[method-assign]
     cached.apply(owned(0, "ours"), CONFIGMAP)
     assert not cached.writing("ConfigMap", "a", "c1")
     assert ((("a", "m"), "drift")) not in marks, marks
     # an update whose own event comes first, then someone's edit after it: drift, once answered
-    cached.request = answer(  # type: ignore[method-assign]
+    cached.answer = answer(  # type: ignore[method-assign]
         [
             {"type": "MODIFIED", "object": owned(11, "ours2")},
             {"type": "MODIFIED", "object": owned(12, "edited")},
@@ -485,3 +496,110 @@ def test_a_store_of_names_asks_for_metadata_only_and_keeps_only_the_name() -> No
     assert kube.metadata_only_calls and all(kube.metadata_only_calls), kube.metadata_only_calls
     inf.stop()
     kube.events.put(None)
+
+
+def _event(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """A watch event as Kube.watch yields it from the API server's line (with RAW_OBJECT)."""
+    line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode()
+    ev: dict[str, Any] = json.loads(line)
+    raw = event_object_json(line, kind)
+    assert raw is not None
+    ev[RAW_OBJECT] = raw
+    return ev
+
+
+@pytest.mark.parametrize("strip", [(), ("managedFields",)])
+def test_a_watched_object_is_kept_as_sent_and_an_object_to_trim_is_encoded_again(
+    monkeypatch: Any, strip: tuple[str, ...]
+) -> None:
+    """A watch event's object is stored from its JSON as sent (no encoding of the decoded object);
+    where the store drops fields (``strip``), the trimmed object is encoded instead."""
+    encoded: list[str] = []
+    dumps = informer_mod.jsoncodec.dumps
+
+    def counting(obj: Any) -> bytes:
+        encoded.append(str((obj.get("metadata") or {}).get("name")))
+        return dumps(obj)
+
+    kube, seen = ScriptedKube(), []
+    inf = Informer(kube, CONFIGMAP, "a", SEL, lambda k, o, n: seen.append(n), strip=strip).start()
+    assert inf.wait_synced(5)
+    meta = {**cm("c1", 6)["metadata"], "managedFields": [{"manager": "m"}]}
+    obj = {**cm("c1", 6, "é ✓"), "metadata": meta}
+    ev = _event("ADDED", obj)
+    monkeypatch.setattr(informer_mod.jsoncodec, "dumps", counting)
+    kube.events.put(ev)
+    until(lambda: len(seen) == 1, "the event")
+    got = inf.get("a", "c1")
+    if strip:
+        assert encoded == ["c1"], encoded
+        assert got == {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    else:
+        assert encoded == [] and got == obj
+    inf.stop()
+    kube.events.put(None)
+
+
+def test_a_store_of_new_versions_only_decodes_no_previous_version() -> None:
+    """``notify_old=False``: a change reaches the sink without its previous version (not decoded);
+    a deletion still carries the object."""
+    kube, seen = ScriptedKube(), []
+
+    def sink(kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        seen.append((old and old["metadata"]["resourceVersion"], new and new["metadata"]["resourceVersion"]))
+
+    inf = Informer(kube, CONFIGMAP, "a", SEL, sink, notify_old=False).start()
+    assert inf.wait_synced(5)
+    kube.events.put(_event("ADDED", cm("c1", 6)))
+    kube.events.put(_event("MODIFIED", cm("c1", 7, "y")))
+    kube.events.put(_event("DELETED", cm("c1", 8)))
+    until(lambda: len(seen) == 3, "three changes")
+    assert seen == [(None, "6"), (None, "7"), ("7", None)]
+    inf.stop()
+    kube.events.put(None)
+
+
+class _Chunks:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
+        yield from self.chunks
+
+
+def test_watch_lines_are_split_across_and_within_chunks() -> None:
+    """Kube.watch's line reader: a line split over chunks is whole, several lines in a chunk are
+    each one, blank lines are skipped, and a last line without its newline (a broken stream) is
+    not one."""
+    a = json.dumps({"type": "ADDED", "object": {"data": {"k": "é" * 5000}}}).encode()
+    b = b'{"type":"BOOKMARK","object":{}}'
+    body = a + b"\n\n" + b + b"\r\n" + b'{"type":"MOD'
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    assert list(kube_mod._lines(_Chunks(chunks))) == [a, b]
+    assert list(kube_mod._lines(_Chunks([a + b"\n" + b + b"\n"]))) == [a, b]
+
+
+def test_an_events_object_json_is_found_only_in_the_api_servers_layout() -> None:
+    obj = {"metadata": {"name": "x"}, "data": {"k": '"}'}}
+    line = json.dumps({"type": "MODIFIED", "object": obj}, separators=(",", ":")).encode()
+    raw = event_object_json(line, "MODIFIED")
+    assert raw is not None and json.loads(raw) == obj
+    assert event_object_json(line, "ADDED") is None  # another type than the line's
+    reordered = json.dumps({"object": obj, "type": "MODIFIED"}).encode()
+    assert event_object_json(reordered, "MODIFIED") is None
+    assert event_object_json(line, None) is None
+
+
+def test_our_writes_answer_is_kept_as_sent(monkeypatch: Any) -> None:
+    """Informer.put with the answer's JSON (CachedKube's writes pass Kube.apply_answer's) stores it
+    without encoding the decoded object again."""
+    obj = cm("c1", 6, "é ✓")
+    raw = json.dumps(obj).encode()
+
+    def refuse(*_a: Any, **_k: Any) -> bytes:
+        raise AssertionError("encoded again")
+
+    inf = Informer(ScriptedKube(), CONFIGMAP, "a", SEL)
+    monkeypatch.setattr(informer_mod.jsoncodec, "dumps", refuse)
+    assert inf.put(obj, raw) is None
+    assert inf.get("a", "c1") == obj

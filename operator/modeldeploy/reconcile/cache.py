@@ -8,7 +8,8 @@ Kinds kept (in the namespaces in scope; server-side label selectors): ModelDeplo
 children by ``app.kubernetes.io/managed-by``: ConfigMaps, Services, Deployments, HPAs, PDBs,
 NetworkPolicies, Jobs, plus ScaledObjects, HTTPScaledObjects and ServiceMonitors once their CRD is
 established; pods by ``app.kubernetes.io/part-of=modeldeploy`` (model and prefetch pods), without
-their managedFields. The CRDs the operator renders for (KEDA's, the HTTP add-on's,
+their managedFields. Other objects are kept as their watch events carried them (their JSON as sent,
+compressed: not encoded again). The CRDs the operator renders for (KEDA's, the HTTP add-on's,
 prometheus-operator's ServiceMonitor) are watched one by one (``fieldSelector=metadata.name=<crd>``:
 a CRD installed or removed later is seen at once, without a GET per reconcile or timer). Secrets are not watched: the operator creates its two Secrets once and keeps
 the push token in memory, so it needs no list/watch on Secrets (least privilege).
@@ -40,11 +41,16 @@ from modeldeploy.render.common import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABE
 
 PART_OF = "app.kubernetes.io/part-of=modeldeploy"
 OWNED = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
-#: kind -> (label selector of its watch, metadata fields not kept)
+#: kind -> (label selector of its watch, metadata fields not kept). Pods go without their
+#: managedFields: each status refresh decodes the pods of its object, and with them a N = 300 burst
+#: spent more decoding those lists than encoding each pod event again costs
 SELECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     MODELDEPLOYMENT.kind: ("", ()),
     POD.kind: (PART_OF, ("managedFields",)),
 }
+#: Kinds whose events the operator reads the new version of only (a pod's marks its owner for a
+#: status refresh: handlers.State.child_event): their stores do not decode the previous version
+NEW_ONLY_EVENTS = frozenset({POD.kind})
 BASE_KINDS = (MODELDEPLOYMENT, CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, NETWORKPOLICY, JOB, POD)
 #: Children kinds whose every name in scope is kept too (metadata-only watches, anyone's objects):
 #: a child absent from our store and from these is created without a GET first (known_absent)
@@ -170,6 +176,7 @@ class CachedKube(Kube):
                         strip=strip,
                         index_key=OWNER_LABEL,  # pods and children of one ModelDeployment: no scan
                         tracker=self.trackers.get(res.kind),
+                        notify_old=res.kind not in NEW_ONLY_EVENTS,
                     )
                     self._informers[(res.kind, ns)] = inf
                 inf.start()
@@ -283,8 +290,8 @@ class CachedKube(Kube):
         with self._lock:
             self._writing[key] = self._writing.get(key, 0) + 1
         try:
-            out = super().apply(obj, res, force=force, manager=manager)
-            newer = self._store(res, out)  # before the write stops counting as under way
+            out, raw = super().apply_answer(obj, res, force=force, manager=manager)
+            newer = self._store(res, out, raw)  # before the write stops counting as under way
         finally:
             with self._lock:
                 left = self._writing.pop(key) - 1
@@ -301,8 +308,8 @@ class CachedKube(Kube):
         return done
 
     def patch_status(self, res: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        out = super().patch_status(res, namespace, name, patch)
-        self._put(res, out)
+        out, raw = super().patch_status_answer(res, namespace, name, patch)
+        self._report(res, out, self._store(res, out, raw))
         return out
 
     def create(self, res: Resource, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
@@ -313,8 +320,11 @@ class CachedKube(Kube):
     def _put(self, res: Resource | None, obj: dict[str, Any]) -> None:
         self._report(res, obj, self._store(res, obj))
 
-    def _store(self, res: Resource | None, obj: dict[str, Any]) -> dict[str, Any] | None:
-        """Our write's answer into its store; the newer version the store holds instead, if any."""
+    def _store(
+        self, res: Resource | None, obj: dict[str, Any], raw: bytes | None = None
+    ) -> dict[str, Any] | None:
+        """Our write's answer (``raw``: as sent) into its store; the newer version the store holds
+        instead, if any."""
         from modeldeploy.reconcile.kube import BY_KIND
 
         res = res or BY_KIND.get(str(obj.get("kind")))
@@ -322,7 +332,7 @@ class CachedKube(Kube):
         inf = self._informer(res, meta.get("namespace")) if res is not None else None
         if inf is None or not meta.get("name"):
             return None
-        return inf.put(obj)
+        return inf.put(obj, raw)
 
     def _report(self, res: Resource | None, obj: dict[str, Any], newer: dict[str, Any] | None) -> None:
         """The watch brought a later version than our write's answer while we wrote (its event may

@@ -17,6 +17,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.reconcile import jsoncodec
 from modeldeploy.render.common import FIELD_MANAGER
 
 Items = list[dict[str, Any]]
@@ -116,6 +117,40 @@ def _count(verb: str, kind: str) -> None:
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 METADATA_ONLY_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
+#: Key of a watch event (from :meth:`Kube.watch`) holding its object's JSON as the API server sent
+#: it (bytes), so that a store can keep it without encoding the decoded object again
+RAW_OBJECT = "rawObject"
+
+
+def event_object_json(line: bytes, kind: Any) -> bytes | None:
+    """The object's JSON within a watch event's line, as sent: the API server writes an event as
+    ``{"type":"<type>","object":<object>}`` (metav1.WatchEvent). None when the line is not exactly
+    that, e.g. reordered by a proxy: the caller then encodes the decoded object itself."""
+    if not isinstance(kind, str):
+        return None
+    head = b'{"type":"' + kind.encode() + b'","object":'
+    if line.startswith(head) and line.endswith(b"}"):
+        return line[len(head) : -1]
+    return None
+
+
+def _lines(resp: Any) -> Iterator[bytes]:
+    """The non-empty lines of a streamed response, as bytes (decoded as they are;
+    kubernetes' iter_resp_lines decodes each to str). A last line without its newline (the stream
+    broke within it) is not one."""
+    parts: list[bytes] = []
+    for chunk in resp.stream(amt=None, decode_content=False):
+        if b"\n" not in chunk:
+            parts.append(chunk)
+            continue
+        parts.append(chunk)
+        *lines, rest = b"".join(parts).split(b"\n")
+        parts = [rest] if rest else []
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line:
+                yield line
+
 
 class Kube:
     """Blocking JSON-over-HTTP access to the API server through an authenticated ApiClient."""
@@ -136,6 +171,30 @@ class Kube:
         verb: str = "",
         accept: str = "application/json",
     ) -> dict[str, Any]:
+        return self.answer(
+            method,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
+            kind=kind,
+            verb=verb,
+            accept=accept,
+        )[0]
+
+    def answer(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        kind: str = "",
+        verb: str = "",
+        accept: str = "application/json",
+    ) -> tuple[dict[str, Any], bytes]:
+        """:meth:`request`'s answer, decoded and as sent (a store keeps it without encoding it again)."""
         headers = {"Accept": accept, "Content-Type": content_type}
         q = [(k, v) for k, v in (query or {}).items()]
         _, url, hdrs, _, _ = self.api.param_serialize(
@@ -158,7 +217,7 @@ class Kube:
             except (ValueError, AttributeError):
                 pass
             raise KubeError(resp.status, method, path, message)
-        return json.loads(raw) if raw else {}
+        return (jsoncodec.loads(raw) if raw else {}), raw
 
     # ---------------------------------------------------------------- reads
     def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -285,8 +344,6 @@ class Kube:
     ) -> Iterator[dict[str, Any]]:
         """The watch events (``{"type": ..., "object": ...}``) of a selection from ``resource_version``
         on, with bookmarks, until the server ends the watch (after about ``timeout_seconds``)."""
-        from kubernetes.watch.watch import iter_resp_lines
-
         query = {
             "watch": "1",
             "resourceVersion": resource_version,
@@ -318,9 +375,12 @@ class Kube:
         try:
             if not 200 <= resp.status <= 299:
                 raise KubeError(resp.status, "WATCH", path, raw.data.decode(errors="replace")[:500])
-            for line in iter_resp_lines(raw):
-                if line:
-                    yield json.loads(line)
+            for line in _lines(raw):
+                ev = jsoncodec.loads(line)
+                body = event_object_json(line, ev.get("type"))
+                if body is not None:
+                    ev[RAW_OBJECT] = body
+                yield ev
         except KubeError:
             raise
         except Exception as exc:  # the connection broke mid-stream
@@ -339,12 +399,23 @@ class Kube:
         manager: str = FIELD_MANAGER,
     ) -> dict[str, Any]:
         """Server-side apply ``obj`` under the operator's field manager."""
+        return self.apply_answer(obj, res, force=force, manager=manager)[0]
+
+    def apply_answer(
+        self,
+        obj: dict[str, Any],
+        res: Resource | None = None,
+        *,
+        force: bool = True,
+        manager: str = FIELD_MANAGER,
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """:meth:`apply`'s answer, decoded and as sent (None where there is no such JSON)."""
         res = res or BY_KIND[obj["kind"]]
         meta = obj["metadata"]
         query = {"fieldManager": manager}
         if force:
             query["force"] = "true"
-        return self.request(
+        return self.answer(
             "PATCH",
             res.path(meta.get("namespace"), meta["name"]),
             query=query,
@@ -373,7 +444,13 @@ class Kube:
 
     def patch_status(self, res: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the status subresource."""
-        return self.request(
+        return self.patch_status_answer(res, namespace, name, patch)[0]
+
+    def patch_status_answer(
+        self, res: Resource, namespace: str, name: str, patch: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """:meth:`patch_status`'s answer, decoded and as sent (None where there is no such JSON)."""
+        return self.answer(
             "PATCH",
             res.path(namespace, name, "status"),
             query={"fieldManager": FIELD_MANAGER},
