@@ -189,7 +189,10 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
 
 #: Reasons of a mark, most significant first: the reconcile of a run is labelled by the first present.
 #: ``refresh`` alone recomputes only the status.
-TRIGGERS = ("create", "update", "resume", "drift", "resync")
+#: In order of precedence when one run serves several marks. ``finish``: the rest of a staged
+#: create (OperatorConfig.stage_seconds), a full pass, first so that a create mark with it (a
+#: re-created object) is not staged again.
+TRIGGERS = ("finish", "create", "update", "resume", "drift", "resync")
 SPEC_TRIGGERS = ("create", "update", "resume")
 #: The reason of the run that forgets a deleted object's state (State.forget).
 FORGET = "forget"
@@ -241,6 +244,9 @@ class State:
         # a push round done: re-read the agents
         self.reconciler.pusher.done = lambda ns, name: self.refresh(ns, name)
         self.reconciler.schedule = self.schedule  # time-based transitions, on time
+        workers = self.config.workers
+        self.reconciler.finish_later = lambda ns, name, seconds: queue.nudge((ns, name), "finish", seconds)
+        self.reconciler.backlogged = lambda: queue.depth() > workers
         self.cache.start()
         self.cache.watch_crds(list(KIND_CRD.values()))  # a CRD installed later: see crd_event
         self.resync = ResyncLoop(

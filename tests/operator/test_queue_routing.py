@@ -359,3 +359,17 @@ def test_kopfs_essence_is_built_without_copying_the_status() -> None:
     essence = MemoryDiffBase().build(body=kopf.Body(raw))
     essence["spec"]["replicas"] = 9  # a copy: the body is not changed through it
     assert raw["spec"]["replicas"] == 2
+
+
+def test_a_finish_mark_is_a_whole_pass_even_with_a_create_mark() -> None:
+    kube, state = setup()
+    assert state.reconciler is not None
+    later: list[tuple[str, str, float]] = []
+    state.reconciler.finish_later = lambda ns, name, seconds: later.append((ns, name, seconds))
+    state.reconciler.backlogged = lambda: True
+    state.process((NS, "m"), frozenset({"create"}))
+    assert later and kube.obj("Service", NS, "m") is None  # staged
+    state.process((NS, "m"), frozenset({"finish", "create"}))
+    assert kube.obj("Service", NS, "m") is not None
+    assert len(later) == 1
+    assert stored(kube)["status"]["observedGeneration"] == 1

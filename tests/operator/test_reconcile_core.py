@@ -809,3 +809,55 @@ def test_a_selector_without_the_watch_label_is_not_answered_by_the_store() -> No
     assert store_answers("Job", f"{OWNED},modeldeploy.io/deployment=m")
     assert store_answers("ModelDeployment", None)  # watched whole
     assert not store_answers("Pod", "modeldeploy.io/deployment=m")  # pods: part-of=modeldeploy
+
+
+def staged_setup() -> tuple[MemoryKube, Reconciler, list[tuple[str, str, float]]]:
+    """A reconciler whose work queue says it has a backlog (a burst of creates)."""
+    kube, rec = setup(replicas=2)  # 2: a PodDisruptionBudget too (a child off the pods' path)
+    later: list[tuple[str, str, float]] = []
+    rec.finish_later = lambda ns, name, seconds: later.append((ns, name, seconds))
+    rec.backlogged = lambda: True
+    return kube, rec, later
+
+
+def test_a_create_in_a_backlog_writes_the_pods_path_first_and_the_rest_in_a_finish_run() -> None:
+    kube, rec, later = staged_setup()
+    rec.reconcile(body(kube), trigger="create")
+    first = applied_kinds(kube)
+    assert set(first) == {"ConfigMap", "NetworkPolicy", "Deployment"}, first
+    assert first.index("NetworkPolicy") < first.index("Deployment"), "a pod must never run unfenced"
+    assert later == [(NS, "m", rec.config.stage_seconds)]
+    # no status yet, and none a refresh could write: not every child carries the generation
+    assert rec.refresh_status(NS, "m") is False
+    assert not body(kube).get("status")
+    assert kube.obj("Service", NS, "m") is None
+    kube.writes.clear()
+    rec.reconcile(body(kube), trigger="finish")
+    rest = applied_kinds(kube)
+    assert set(rest) == {"Service", "PodDisruptionBudget"}, f"the finish run rewrote {rest}"
+    assert body(kube)["status"]["observedGeneration"] == 1
+    assert ready(kube)["status"] == "False"  # its pods are not running (no controller here)
+    assert later == [(NS, "m", rec.config.stage_seconds)], "a finish run is never staged again"
+
+
+def test_a_create_is_whole_without_a_backlog_or_with_staging_off() -> None:
+    for backlog, stage_seconds in ((False, 5.0), (True, 0.0)):
+        kube, rec, later = staged_setup()
+        rec.backlogged = lambda backlog=backlog: backlog
+        rec.config.stage_seconds = stage_seconds
+        rec.reconcile(body(kube), trigger="create")
+        assert {"Service", "PodDisruptionBudget", "Deployment"} <= set(applied_kinds(kube))
+        assert later == []
+        assert body(kube)["status"]["observedGeneration"] == 1
+
+
+def test_a_spec_change_during_a_staged_create_is_applied_whole() -> None:
+    kube, rec, _ = staged_setup()
+    rec.reconcile(body(kube), trigger="create")
+    newer = change_spec(kube, replicas=3)
+    kube.writes.clear()
+    rec.reconcile(newer, trigger="update")  # the update mark runs first: a full pass, not staged
+    assert {"Service", "Deployment", "PodDisruptionBudget"} <= set(applied_kinds(kube))
+    dep = kube.obj("Deployment", NS, "m")
+    assert dep is not None and dep["spec"]["replicas"] == 3
+    assert body(kube)["status"]["observedGeneration"] == 2

@@ -91,6 +91,10 @@ SPEC_CACHE = 256
 #: A parsed spec not used for this long goes at the next parse (so at idle, with the resync every
 #: 30 s, the cache empties instead of holding a spec per object for good beside the stores).
 SPEC_IDLE_SECONDS = 20.0
+#: The children on the way to running pods (#12, staged creates): what a pod mounts or needs
+#: before it starts (the cache sharers and prefetch Job, the manifest ConfigMap, the
+#: NetworkPolicy that fences it) and the Deployment itself.
+POD_PATH_KINDS = frozenset({"CacheSharers", "Job", "ConfigMap", "NetworkPolicy", "Deployment"})
 OPTIONAL_KINDS = (
     "BackendService",
     "HorizontalPodAutoscaler",
@@ -144,6 +148,12 @@ class OperatorConfig:
     #: (1 s let a third status write through for most objects at N = 1,000), and a reader still
     #: sees every lasting change within the progress interval.
     status_settle_seconds: float = 5.0
+    #: Staged creates (#12): a ModelDeployment created while the work queue holds more runs than
+    #: there are workers (a burst) gets the children on its pods' path first (POD_PATH_KINDS); the
+    #: rest (Services, PDB, autoscalers, ServiceMonitor) and its first status follow in a run of
+    #: its own this much later, behind the burst's other creates, so every Deployment is written
+    #: (and its pods start) before the children nobody waits for. 0: no staging.
+    stage_seconds: float = 5.0
     crd_cache_seconds: float = 30.0
     #: Namespaces in scope (exact names or globs); empty: all.
     namespaces: list[str] = field(default_factory=list)
@@ -168,6 +178,7 @@ class OperatorConfig:
             manifest_sync_seconds=float(os.environ.get("MODELDEPLOY_MANIFEST_SYNC_SECONDS", "90")),
             status_progress_seconds=float(os.environ.get("MODELDEPLOY_STATUS_PROGRESS_SECONDS", "5")),
             status_detail_seconds=float(os.environ.get("MODELDEPLOY_STATUS_DETAIL_SECONDS", "30")),
+            stage_seconds=float(os.environ.get("MODELDEPLOY_STAGE_SECONDS", "5")),
             operator_namespace=os.environ.get("POD_NAMESPACE") or "modeldeploy-system",
             keda_interceptor=os.environ.get("MODELDEPLOY_KEDA_INTERCEPTOR") or DEFAULT_KEDA_INTERCEPTOR,
         )
@@ -394,6 +405,11 @@ class Reconciler:
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
         #: (namespace, name, seconds): refresh the status then (set by the handlers: the work queue)
         self.schedule: Callable[[str, str, float], None] | None = None
+        #: (namespace, name, seconds): run the rest of a staged create (trigger ``finish``) then;
+        #: and whether the work queue has a backlog now (both set by the handlers: the work queue).
+        #: Without them no create is staged.
+        self.finish_later: Callable[[str, str, float], None] | None = None
+        self.backlogged: Callable[[], bool] = lambda: False
         #: the specs parsed last, ``key -> (uid, generation, spec)``: a generation's spec never
         #: changes, so the refreshes that follow a reconcile (or each other) do not parse it again.
         #: At most SPEC_CACHE entries, least recently used out (a parsed spec is about 9 KB: not one
@@ -596,6 +612,7 @@ class Reconciler:
 
         run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
         held = self._held_for_prefetch(md, live_cm)
+        staged = self._staged(body, trigger)
         for kind, desired in children.items():
             crd = KIND_CRD.get(kind)
             if crd and crd not in crds:
@@ -603,12 +620,20 @@ class Reconciler:
             if kind in held:
                 run.outcome.changes.append(f"holding {kind}: the prefetch Job is filling the cache")
                 continue
+            if staged and kind not in POD_PATH_KINDS:
+                continue
             if desired is None:
                 self._delete_unwanted(run, kind, absent)
             else:
                 absent.discard(kind)
                 self._sync_child(run, kind, desired)
 
+        if staged and self.finish_later is not None:
+            # the rest (and the first status: _applied is not set, so no refresh claims this
+            # generation before every child carries it) in a run of its own, behind the burst
+            self.finish_later(md.namespace, md.name, self.config.stage_seconds)
+            run.outcome.changes.append("staged: the other children follow")
+            return run.outcome
         self._rejected.pop(key, None)
         self._applied[key] = (run.uid, md.generation)
         # No event for a created Deployment: the status says it (Events only for transitions a human
@@ -627,6 +652,17 @@ class Reconciler:
             md_body=body, ns=md.namespace, name=md.name, notes=opts.notes, live_dep=run.live_dep
         )
         return run.outcome
+
+    def _staged(self, body: dict[str, Any], trigger: str) -> bool:
+        """Whether this pass writes only the children on the pods' path (see
+        OperatorConfig.stage_seconds): a new object's create, in a backlog."""
+        return (
+            trigger == "create"
+            and self.config.stage_seconds > 0
+            and self.finish_later is not None
+            and not body.get("status")
+            and self.backlogged()
+        )
 
     def _cache_sharers(self, md: ModelDeployment) -> tuple[str, ...] | None:
         """The namespace's live ModelDeployments whose spec.cache names md's claim, for md's
