@@ -316,6 +316,10 @@ class State:
         ns = meta.get("namespace")
         if not owner or not ns:
             return
+        if kind == "Pod" and _bound(new) and self.reconciler and self.reconciler.awaiting_finish(ns, owner):
+            # a staged create's pod is on a node: the rest of its children and its first status go
+            # ahead of the burst's other runs, so the status is written before the pod turns Ready
+            self.queue.nudge((ns, owner), "finish", front=True)
         if kind == "Deployment" and _availability(old) != _availability(new):
             # Ready follows the Deployment's availability: no debounce (it only gathers pod events)
             self.queue.nudge((ns, owner), "refresh", 0.0)
@@ -409,6 +413,10 @@ class State:
 def _key(body: dict[str, Any]) -> Key:
     meta = body["metadata"]
     return str(meta["namespace"]), str(meta["name"])
+
+
+def _bound(pod: dict[str, Any] | None) -> bool:
+    return bool(((pod or {}).get("spec") or {}).get("nodeName"))
 
 
 def _availability(dep: dict[str, Any] | None) -> tuple[Any, ...]:

@@ -373,3 +373,32 @@ def test_a_finish_mark_is_a_whole_pass_even_with_a_create_mark() -> None:
     assert kube.obj("Service", NS, "m") is not None
     assert len(later) == 1
     assert stored(kube)["status"]["observedGeneration"] == 1
+
+
+def test_a_staged_objects_pod_on_a_node_moves_its_finish_ahead() -> None:
+    _, state = setup()
+    assert state.reconciler is not None
+    marks: list[tuple[Any, ...]] = []
+
+    class Queue:
+        def nudge(self, key: Any, reason: str = "update", delay: float = 0.0, **kw: Any) -> None:
+            marks.append((key, reason, kw.get("front", False)))
+
+    state.queue = Queue()  # type: ignore[assignment]
+    state.reconciler.finish_later = lambda ns, name, seconds: None
+    state.reconciler.backlogged = lambda: True
+    state.process((NS, "m"), frozenset({"create"}))
+    pod = {
+        "metadata": {"namespace": NS, "name": "m-1", "labels": {"app.kubernetes.io/instance": "m"}},
+        "spec": {},
+    }
+    state.child_event("Pod", None, pod)  # not scheduled yet: only a refresh
+    assert ((NS, "m"), "finish", True) not in marks
+    bound = copy.deepcopy(pod)
+    bound["spec"]["nodeName"] = "node-0"
+    state.child_event("Pod", pod, bound)
+    assert ((NS, "m"), "finish", True) in marks
+    marks.clear()
+    state.process((NS, "m"), frozenset({"finish"}))
+    state.child_event("Pod", bound, bound)  # finished: no more finish marks
+    assert all(reason != "finish" for _, reason, _ in marks), marks

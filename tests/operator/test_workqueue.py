@@ -497,3 +497,23 @@ def test_the_due_time_heaps_stay_bounded_by_the_pending_marks() -> None:
     with q._cond:
         assert len(q._due) + len(q._due_light) + len(q._due_alone) <= 2 * 3 + 256 + 2
     assert q.pending(("ns", "a")) == pytest.approx(10_000.0 - 4999)
+
+
+def test_a_front_nudge_runs_before_a_backlog_marked_earlier(rec: Recorder) -> None:
+    q = WorkQueue(rec, workers=1).start()
+    try:
+        rec.held[("ns", "busy")] = hold = threading.Event()
+        q.nudge(("ns", "busy"), "create")
+        rec.wait_runs(1)  # the one worker is held: the rest queue up
+        for i in range(5):
+            q.nudge(("ns", f"c{i}"), "create")
+        q.nudge(("ns", "late"), "finish", 30.0)  # due in 30 s ...
+        q.nudge(("ns", "late"), "finish", front=True)  # ... moved ahead of every pending run
+        hold.set()
+        rec.wait_runs(7)
+        order = [k[1] for k, _, _ in rec.runs]
+        assert order[:2] == ["busy", "late"], order
+        assert sorted(order[2:]) == [f"c{i}" for i in range(5)]
+        assert order[2:] == sorted(order[2:]), "the others kept their order"
+    finally:
+        q.stop()

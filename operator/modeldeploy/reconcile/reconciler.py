@@ -410,6 +410,8 @@ class Reconciler:
         #: Without them no create is staged.
         self.finish_later: Callable[[str, str, float], None] | None = None
         self.backlogged: Callable[[], bool] = lambda: False
+        #: keys whose create was staged and whose finish run has not completed
+        self._staged: set[str] = set()
         #: the specs parsed last, ``key -> (uid, generation, spec)``: a generation's spec never
         #: changes, so the refreshes that follow a reconcile (or each other) do not parse it again.
         #: At most SPEC_CACHE entries, least recently used out (a parsed spec is about 9 KB: not one
@@ -482,6 +484,11 @@ class Reconciler:
             self._specs.pop(key, None)
         self._notes_of.pop(key, None)
         self._warned.discard(key)
+        self._staged.discard(key)
+
+    def awaiting_finish(self, namespace: str, name: str) -> bool:
+        """Whether the object's create was staged and the rest of its children are not written yet."""
+        return f"{namespace}/{name}" in self._staged
 
     # ----------------------------------------------------------- reconcile
     def reconcile(self, body: dict[str, Any], trigger: str = "update") -> Outcome:
@@ -612,7 +619,7 @@ class Reconciler:
 
         run = _Pass(md=md, body=body, key=key, live_cm=live_cm, manifest_generation=opts.manifest_generation)
         held = self._held_for_prefetch(md, live_cm)
-        staged = self._staged(body, trigger)
+        staged = self._stages(body, trigger)
         for kind, desired in children.items():
             crd = KIND_CRD.get(kind)
             if crd and crd not in crds:
@@ -631,10 +638,12 @@ class Reconciler:
         if staged and self.finish_later is not None:
             # the rest (and the first status: _applied is not set, so no refresh claims this
             # generation before every child carries it) in a run of its own, behind the burst
+            self._staged.add(key)
             self.finish_later(md.namespace, md.name, self.config.stage_seconds)
             run.outcome.changes.append("staged: the other children follow")
             return run.outcome
         self._rejected.pop(key, None)
+        self._staged.discard(key)
         self._applied[key] = (run.uid, md.generation)
         # No event for a created Deployment: the status says it (Events only for transitions a human
         # cares about: Scaled, VersionsChanged, a recovery to Ready, every Warning).
@@ -653,7 +662,7 @@ class Reconciler:
         )
         return run.outcome
 
-    def _staged(self, body: dict[str, Any], trigger: str) -> bool:
+    def _stages(self, body: dict[str, Any], trigger: str) -> bool:
         """Whether this pass writes only the children on the pods' path (see
         OperatorConfig.stage_seconds): a new object's create, in a backlog."""
         return (

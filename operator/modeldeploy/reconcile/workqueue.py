@@ -44,6 +44,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -186,12 +187,21 @@ class WorkQueue:
         self._mark(key, reason, now + max(0.0, delay), now, urgent, fut)
         return fut
 
-    def nudge(self, key: Key, reason: str = "update", delay: float = 0.0, *, urgent: bool = False) -> None:
+    def nudge(
+        self,
+        key: Key,
+        reason: str = "update",
+        delay: float = 0.0,
+        *,
+        urgent: bool = False,
+        front: bool = False,
+    ) -> None:
         """:meth:`mark` for a caller that does not wait for the run: no Future is made (a resync
         pass marks every object; a Future each, kept until its run, was a few hundred bytes of
-        short-lived objects per object and mark)."""
+        short-lived objects per object and mark). ``front``: due before every other pending run
+        (the next free worker takes it; a backoff still holds it back)."""
         now = self._clock()
-        self._mark(key, reason, now + max(0.0, delay), now, urgent, None)
+        self._mark(key, reason, -math.inf if front else now + max(0.0, delay), now, urgent, None)
 
     def mark_in(self, key: Key, seconds: float, reason: str = "refresh") -> Future[Any]:
         """Run ``key`` in ``seconds``: a time-based transition falls due then."""
