@@ -316,9 +316,10 @@ class State:
         ns = meta.get("namespace")
         if not owner or not ns:
             return
-        if kind == "Pod" and _bound(new) and self.reconciler and self.reconciler.awaiting_finish(ns, owner):
-            # a staged create's pod is on a node: the rest of its children and its first status go
-            # ahead of the burst's other runs, so the status is written before the pod turns Ready
+        if kind == "Pod" and _running(new) and self.reconciler and self.reconciler.awaiting_finish(ns, owner):
+            # a staged create's pod runs: the rest of its children and its first status go ahead of
+            # the burst's other runs, so they are written before the Deployment counts it available
+            # (on a node is too early: 16.6 s reaction p50 instead of 5.2 s at N = 300)
             self.queue.nudge((ns, owner), "finish", front=True)
         if kind == "Deployment" and _availability(old) != _availability(new):
             # Ready follows the Deployment's availability: no debounce (it only gathers pod events)
@@ -415,8 +416,12 @@ def _key(body: dict[str, Any]) -> Key:
     return str(meta["namespace"]), str(meta["name"])
 
 
-def _bound(pod: dict[str, Any] | None) -> bool:
-    return bool(((pod or {}).get("spec") or {}).get("nodeName"))
+def _running(pod: dict[str, Any] | None) -> bool:
+    """A pod whose containers started (Running, or Ready already)."""
+    st = (pod or {}).get("status") or {}
+    return st.get("phase") == "Running" or any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
+    )
 
 
 def _availability(dep: dict[str, Any] | None) -> tuple[Any, ...]:

@@ -375,7 +375,7 @@ def test_a_finish_mark_is_a_whole_pass_even_with_a_create_mark() -> None:
     assert stored(kube)["status"]["observedGeneration"] == 1
 
 
-def test_a_staged_objects_pod_on_a_node_moves_its_finish_ahead() -> None:
+def test_a_staged_objects_running_pod_moves_its_finish_ahead() -> None:
     _, state = setup()
     assert state.reconciler is not None
     marks: list[tuple[Any, ...]] = []
@@ -392,10 +392,14 @@ def test_a_staged_objects_pod_on_a_node_moves_its_finish_ahead() -> None:
         "metadata": {"namespace": NS, "name": "m-1", "labels": {"app.kubernetes.io/instance": "m"}},
         "spec": {},
     }
-    state.child_event("Pod", None, pod)  # not scheduled yet: only a refresh
-    assert ((NS, "m"), "finish", True) not in marks
+    state.child_event("Pod", None, pod)  # not started yet: only a refresh
     bound = copy.deepcopy(pod)
     bound["spec"]["nodeName"] = "node-0"
+    bound["status"] = {"phase": "Pending"}
+    state.child_event("Pod", pod, bound)
+    assert ((NS, "m"), "finish", True) not in marks
+    pod, bound = bound, copy.deepcopy(bound)
+    bound["status"]["phase"] = "Running"
     state.child_event("Pod", pod, bound)
     assert ((NS, "m"), "finish", True) in marks
     marks.clear()
