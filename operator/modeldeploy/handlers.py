@@ -213,6 +213,13 @@ class State:
         #: with its generation
         self._bodies: dict[Key, tuple[int, Entry]] = {}
         self._bodies_lock = threading.Lock()
+        #: keys with a create queued and not yet taken by a run: while there are any, a burst's
+        #: Deployments are still being written (see child_event)
+        self._creating: set[Key] = set()
+        #: staged objects whose pod got on a node while creates were queued: moved ahead (tier 1)
+        #: when the last queued create is taken, in the order their pods got there
+        self._on_node: dict[Key, None] = {}
+        self._creating_lock = threading.Lock()
 
     def start(self, api_client: Any | None = None) -> None:
         metrics.prime(TRIGGERS, REQUEST_KINDS, {child_kind(k) for k in CHILD_KINDS})
@@ -260,7 +267,11 @@ class State:
         """Queue a reconcile of a ModelDeployment kopf handed us (a spec change: urgent, not held
         back by a backoff). Nobody waits for the run, so no Future is made (:meth:`WorkQueue.nudge`)."""
         assert self.queue is not None
-        self.queue.nudge(self.hand(body), reason, urgent=True)
+        key = self.hand(body)
+        if reason == "create":
+            with self._creating_lock:
+                self._creating.add(key)
+        self.queue.nudge(key, reason, urgent=True)
 
     def hand(self, body: Mapping[str, Any]) -> Key:
         """Keep the body kopf handed us for the next run of its key, unless one of a newer
@@ -316,11 +327,13 @@ class State:
         ns = meta.get("namespace")
         if not owner or not ns:
             return
-        if kind == "Pod" and _running(new) and self.reconciler and self.reconciler.awaiting_finish(ns, owner):
-            # a staged create's pod runs: the rest of its children and its first status go ahead of
-            # the burst's other runs, so they are written before the Deployment counts it available
-            # (on a node is too early: 16.6 s reaction p50 instead of 5.2 s at N = 300)
-            self.queue.nudge((ns, owner), "finish", front=True)
+        if kind == "Pod" and self.reconciler and self.reconciler.awaiting_finish(ns, owner):
+            # a staged create's pod is on its way: the rest of its children and its first status go
+            # ahead of the other staged objects' finish runs, so they are written before the
+            # Deployment counts the pod available
+            tier = self._finish_tier((ns, owner), new)
+            if tier:
+                self.queue.nudge((ns, owner), "finish", front=tier)
         if kind == "Deployment" and _availability(old) != _availability(new):
             # Ready follows the Deployment's availability: no debounce (it only gathers pod events)
             self.queue.nudge((ns, owner), "refresh", 0.0)
@@ -362,10 +375,45 @@ class State:
         same = stored["metadata"].get("uid") == handed["metadata"].get("uid")
         return handed if same and body_generation(handed) > body_generation(stored) else stored
 
+    def _finish_tier(self, key: Key, pod: dict[str, Any] | None) -> int:
+        """How far ahead a staged object's finish run goes for this event of its pod (a queue
+        ``front`` tier; 0: not moved). Once the pod runs: ahead of all (tier 2). Once it is on a
+        node, and no create is queued any more: ahead of the finish runs of objects whose pods are
+        not on a node (tier 1), so finish runs follow the pods' progress rather than the burst's
+        order (runs in the same tier: the earliest moved first). Not on a node while creates are
+        queued: a finish run ahead of them holds back other objects' Deployments (operator
+        reaction p50 16.6 s instead of 5.2 s at N = 300). Not only once the pod runs: KWOK marks a
+        pod Running and Ready at once, which leaves the Deployment controller's delay as the lead
+        (status lag up to 1.7 s)."""
+        if _running(pod):
+            return 2
+        if not ((pod or {}).get("spec") or {}).get("nodeName"):
+            return 0
+        with self._creating_lock:
+            if self._creating:
+                self._on_node[key] = None  # moved when the last queued create is taken
+                return 0
+        return 1
+
+    def _created(self, key: Key) -> None:
+        """A run took ``key``'s queued create: the last one moves the finish runs of the staged
+        objects whose pods got on a node meanwhile ahead (see _finish_tier)."""
+        with self._creating_lock:
+            self._creating.discard(key)
+            if self._creating or not self._on_node:
+                return
+            waiting, self._on_node = list(self._on_node), {}
+        if self.queue is not None and self.reconciler is not None:
+            for k in waiting:
+                if self.reconciler.awaiting_finish(*k):
+                    self.queue.nudge(k, "finish", front=1)
+
     def process(self, key: Key, reasons: frozenset[str]) -> Any:
         """One run of the queue for ``key``: a reconcile if any trigger asks for one, else (or also,
         when a drift repair found nothing to change) a status refresh."""
         assert self.reconciler is not None
+        if "create" in reasons:
+            self._created(key)
         if FORGET in reasons:
             self.reconciler.forget(*key)
             if reasons == {FORGET}:
@@ -394,6 +442,9 @@ class State:
         metrics.ConditionTracker.)"""
         with self._bodies_lock:
             self._bodies.pop((namespace, name), None)
+        with self._creating_lock:
+            self._creating.discard((namespace, name))
+            self._on_node.pop((namespace, name), None)
         if self.queue is not None:
             self.queue.discard((namespace, name))
             self.queue.nudge((namespace, name), FORGET)

@@ -375,34 +375,70 @@ def test_a_finish_mark_is_a_whole_pass_even_with_a_create_mark() -> None:
     assert stored(kube)["status"]["observedGeneration"] == 1
 
 
-def test_a_staged_objects_running_pod_moves_its_finish_ahead() -> None:
-    _, state = setup()
+def test_a_staged_objects_pod_moves_its_finish_ahead_as_it_progresses() -> None:
+    """A staged create's finish run goes to the front once its pod runs (tier 2), and once it is on
+    a node (tier 1) but only when no create is queued any more: not while the burst's Deployments
+    are still being written."""
+    kube, state = setup()
     assert state.reconciler is not None
     marks: list[tuple[Any, ...]] = []
 
     class Queue:
         def nudge(self, key: Any, reason: str = "update", delay: float = 0.0, **kw: Any) -> None:
-            marks.append((key, reason, kw.get("front", False)))
+            marks.append((key, reason, kw.get("front", 0)))
 
     state.queue = Queue()  # type: ignore[assignment]
     state.reconciler.finish_later = lambda ns, name, seconds: None
     state.reconciler.backlogged = lambda: True
+    state.mark(small_md(NS, "m"), "create")
+    state.mark(small_md(NS, "other"), "create")  # another object's create, queued
     state.process((NS, "m"), frozenset({"create"}))
+    assert state.reconciler.awaiting_finish(NS, "m")
     pod = {
         "metadata": {"namespace": NS, "name": "m-1", "labels": {"app.kubernetes.io/instance": "m"}},
         "spec": {},
     }
-    state.child_event("Pod", None, pod)  # not started yet: only a refresh
+    state.child_event("Pod", None, pod)  # not on a node yet: only a refresh
     bound = copy.deepcopy(pod)
     bound["spec"]["nodeName"] = "node-0"
     bound["status"] = {"phase": "Pending"}
     state.child_event("Pod", pod, bound)
-    assert ((NS, "m"), "finish", True) not in marks
+    assert [m for m in marks if m[1] == "finish"] == [], "a create is still queued"
+    state.process((NS, "other"), frozenset({"create"}))  # the last queued create taken ...
+    assert [m for m in marks if m[1] == "finish"] == [((NS, "m"), "finish", 1)], "... moves it"
+    marks.clear()
+    state.child_event("Pod", bound, bound)  # no create queued: moved on its own event
+    assert [m for m in marks if m[1] == "finish"] == [((NS, "m"), "finish", 1)]
+    marks.clear()
     pod, bound = bound, copy.deepcopy(bound)
     bound["status"]["phase"] = "Running"
     state.child_event("Pod", pod, bound)
-    assert ((NS, "m"), "finish", True) in marks
+    assert [m for m in marks if m[1] == "finish"] == [((NS, "m"), "finish", 2)]
     marks.clear()
     state.process((NS, "m"), frozenset({"finish"}))
+    assert not state.reconciler.awaiting_finish(NS, "m")
+    assert kube.obj("Service", NS, "m") is not None
     state.child_event("Pod", bound, bound)  # finished: no more finish marks
     assert all(reason != "finish" for _, reason, _ in marks), marks
+
+
+def test_a_deleted_objects_queued_create_holds_back_no_promotion() -> None:
+    """A create mark whose object went before its run is not counted as queued any more."""
+    _, state = setup()
+    marks: list[Any] = []
+
+    class Queue:
+        def nudge(self, *a: Any, **kw: Any) -> None:
+            marks.append(a)
+
+        def discard(self, key: Any) -> None:
+            pass
+
+    state.queue = Queue()  # type: ignore[assignment]
+    state.mark(small_md(NS, "gone"), "create")
+    on_node = {"spec": {"nodeName": "node-0"}}
+    assert state._finish_tier((NS, "m"), on_node) == 0
+    state.forget(NS, "gone")
+    assert state._finish_tier((NS, "m"), on_node) == 1
+    assert state._finish_tier((NS, "m"), {"spec": {}}) == 0
+    assert state._finish_tier((NS, "m"), {"spec": {}, "status": {"phase": "Running"}}) == 2

@@ -517,3 +517,26 @@ def test_a_front_nudge_runs_before_a_backlog_marked_earlier(rec: Recorder) -> No
         assert order[2:] == sorted(order[2:]), "the others kept their order"
     finally:
         q.stop()
+
+
+def test_front_tiers_run_highest_first_and_in_order_of_moving_within_a_tier(rec: Recorder) -> None:
+    q = WorkQueue(rec, workers=1).start()
+    try:
+        rec.held[("ns", "busy")] = hold = threading.Event()
+        q.nudge(("ns", "busy"), "create")
+        rec.wait_runs(1)  # the one worker is held: the rest queue up
+        q.nudge(("ns", "c0"), "create")
+        for name in ("t1-z", "t1-a"):  # tier 1, moved in this order (not the keys' order)
+            q.nudge(("ns", name), "finish", 30.0)
+            q.nudge(("ns", name), "finish", front=1)
+        q.nudge(("ns", "t2-y"), "finish", 30.0)
+        q.nudge(("ns", "t2-y"), "finish", front=1)
+        q.nudge(("ns", "t2-y"), "finish", front=2)  # moved up a tier
+        q.nudge(("ns", "t2-x"), "finish", front=2)
+        q.nudge(("ns", "t2-y"), "finish", front=1)  # a lower tier again: stays where it is
+        hold.set()
+        rec.wait_runs(6)
+        order = [k[1] for k, _, _ in rec.runs]
+        assert order == ["busy", "t2-y", "t2-x", "t1-z", "t1-a", "c0"], order
+    finally:
+        q.stop()

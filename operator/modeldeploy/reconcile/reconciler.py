@@ -593,6 +593,10 @@ class Reconciler:
         )
 
     def _reconcile(self, body: dict[str, Any], trigger: str, key: str) -> Outcome:
+        if trigger == "finish":
+            # under way: a pod event from now on asks for no other finish run (one that fails is
+            # retried by the queue with its trigger)
+            self._staged.discard(key)
         md = self._parse(body, key)
         if trigger in ("resync", "drift") and self._invalid.get(key) == md.generation:
             return Outcome()  # rejected before; wait for a spec change rather than retrying per tick

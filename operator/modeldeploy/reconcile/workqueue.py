@@ -44,7 +44,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -64,6 +63,9 @@ _GENERAL, _LIGHT = 0, 1  # the kinds of workers
 #: The longest the timer (see _sleep) sleeps before it looks again; never longer than until the
 #: earliest due mark. Only an injected clock that moved without a poke() needs it.
 _MAX_WAIT = 1.0
+#: How far before now a nudge to the front is due, per tier: more than any real due time of the
+#: queue's runs can lie in the past, so tiers never mix with each other or with the others.
+_FRONT_SPAN = 1e9
 
 
 @dataclass(eq=False)
@@ -194,14 +196,17 @@ class WorkQueue:
         delay: float = 0.0,
         *,
         urgent: bool = False,
-        front: bool = False,
+        front: int = 0,
     ) -> None:
         """:meth:`mark` for a caller that does not wait for the run: no Future is made (a resync
         pass marks every object; a Future each, kept until its run, was a few hundred bytes of
-        short-lived objects per object and mark). ``front``: due before every other pending run
-        (the next free worker takes it; a backoff still holds it back)."""
+        short-lived objects per object and mark). ``front`` (a tier, 1 and up): due before every
+        pending run of a lower tier (0: those not put in front), and within its tier after the runs
+        put there before it, so the next free worker takes the most urgent, oldest first (a
+        backoff still holds it back). A key already in front moves only to a higher tier."""
         now = self._clock()
-        self._mark(key, reason, -math.inf if front else now + max(0.0, delay), now, urgent, None)
+        due = now - front * _FRONT_SPAN if front > 0 else now + max(0.0, delay)
+        self._mark(key, reason, due, now, urgent, None)
 
     def mark_in(self, key: Key, seconds: float, reason: str = "refresh") -> Future[Any]:
         """Run ``key`` in ``seconds``: a time-based transition falls due then."""
