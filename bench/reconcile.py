@@ -820,6 +820,12 @@ def main(argv: list[str] | None = None) -> int:
                         "vs_baseline": compare(a, b)["all_ready_s"],
                         "operator_cpu_s_until_ready": a.get("operator_cpu_s_until_ready"),
                         "baseline_operator_cpu_s_until_ready": b.get("operator_cpu_s_until_ready"),
+                        # the operator's own parts, per round (the top level has the first round's)
+                        **{
+                            f"{prefix}{k}": side.get(k)
+                            for prefix, side in (("", a), ("baseline_", b))
+                            for k in ("status_lag_s", "status_lag_audit_s", "operator_reaction_s")
+                        },
                     }
                     for order, a, b in pairs
                 ]

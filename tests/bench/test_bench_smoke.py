@@ -139,7 +139,15 @@ def test_reconcile_bench_alternates_rounds_against_a_baseline() -> None:
         assert r["all_ready_s"] > 0 and r["baseline_all_ready_s"] > 0, r
         assert r["vs_baseline"] == pytest.approx(r["all_ready_s"] / r["baseline_all_ready_s"], abs=0.01)
         assert r["operator_cpu_s_until_ready"] > 0 and r["baseline_operator_cpu_s_until_ready"] > 0, r
+        for k in (
+            "status_lag_s",
+            "baseline_status_lag_s",
+            "operator_reaction_s",
+            "baseline_operator_reaction_s",
+        ):
+            assert r[k]["p50"] <= r[k]["p99"], (k, r)  # (NaN: none measured)
     assert result["all_ready_s"] == rounds[0]["all_ready_s"]
+    assert result["status_lag_s"] == rounds[0]["status_lag_s"]
     assert result["baseline"]["all_ready_s"] == rounds[0]["baseline_all_ready_s"]
     total = sum(r["all_ready_s"] for r in rounds) / sum(r["baseline_all_ready_s"] for r in rounds)
     assert result["all_ready_s_vs_baseline_over_rounds"] == pytest.approx(total, abs=0.01)

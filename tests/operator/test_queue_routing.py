@@ -442,3 +442,51 @@ def test_a_deleted_objects_queued_create_holds_back_no_promotion() -> None:
     assert state._finish_tier((NS, "m"), on_node) == 1
     assert state._finish_tier((NS, "m"), {"spec": {}}) == 0
     assert state._finish_tier((NS, "m"), {"spec": {}, "status": {"phase": "Running"}}) == 2
+
+
+def test_once_a_staged_pod_runs_during_the_creates_a_pod_on_a_node_moves_its_finish_at_once() -> None:
+    """A burst too large for its creates to be written before pods start: once a staged object's
+    pod runs while creates are queued, pods on a node move their finish runs ahead at once (tier 1),
+    those that got on a node before first; when the last create is taken, that ends."""
+    kube, state = setup()
+    assert state.reconciler is not None
+    kube.put(small_md(NS, "n", replicas=1))
+    marks: list[tuple[Any, ...]] = []
+
+    class Queue:
+        def nudge(self, key: Any, reason: str = "update", delay: float = 0.0, **kw: Any) -> None:
+            if reason == "finish":
+                marks.append((key[1], kw.get("front", 0)))
+
+    state.queue = Queue()  # type: ignore[assignment]
+    state.reconciler.finish_later = lambda ns, name, seconds: None
+    state.reconciler.backlogged = lambda: True
+    for name in ("m", "n", "queued"):
+        state.mark(small_md(NS, name), "create")
+    for name in ("m", "n"):
+        state.process((NS, name), frozenset({"create"}))
+        assert state.reconciler.awaiting_finish(NS, name)
+
+    def pod(owner: str, node: bool, phase: str = "Pending") -> dict[str, Any]:
+        return {
+            "metadata": {
+                "namespace": NS,
+                "name": f"{owner}-1",
+                "labels": {"app.kubernetes.io/instance": owner},
+            },
+            "spec": {"nodeName": "node-0"} if node else {},
+            "status": {"phase": phase},
+        }
+
+    state.child_event("Pod", None, pod("m", True))
+    assert marks == [], "a create is queued and no staged pod ran yet"
+    state.child_event("Pod", None, pod("n", True, "Running"))
+    assert marks == [("m", 1), ("n", 2)], marks
+    marks.clear()
+    state.child_event("Pod", None, pod("m", True))  # still creating, but pods ran: moved at once
+    assert marks == [("m", 1)]
+    marks.clear()
+    state.process((NS, "queued"), frozenset({"create"}))  # the burst's creates written: over
+    state.mark(small_md(NS, "later"), "create")  # the next burst
+    state.child_event("Pod", None, pod("m", True))
+    assert marks == [], "a new burst's creates are queued and none of its pods ran"
