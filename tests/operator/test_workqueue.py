@@ -499,12 +499,19 @@ def test_the_due_time_heaps_stay_bounded_by_the_pending_marks() -> None:
     assert q.pending(("ns", "a")) == pytest.approx(10_000.0 - 4999)
 
 
-def test_a_front_nudge_runs_before_a_backlog_marked_earlier(rec: Recorder) -> None:
+def _one_held_worker(rec: Recorder) -> tuple[WorkQueue, threading.Event]:
+    """A queue with one worker, held in a run of ("ns", "busy") until the event is set: what is
+    marked meanwhile queues up."""
     q = WorkQueue(rec, workers=1).start()
+    rec.held[("ns", "busy")] = hold = threading.Event()
+    q.nudge(("ns", "busy"), "create")
+    rec.wait_runs(1)
+    return q, hold
+
+
+def test_a_front_nudge_runs_before_a_backlog_marked_earlier(rec: Recorder) -> None:
+    q, hold = _one_held_worker(rec)
     try:
-        rec.held[("ns", "busy")] = hold = threading.Event()
-        q.nudge(("ns", "busy"), "create")
-        rec.wait_runs(1)  # the one worker is held: the rest queue up
         for i in range(5):
             q.nudge(("ns", f"c{i}"), "create")
         q.nudge(("ns", "late"), "finish", 30.0)  # due in 30 s ...
@@ -520,11 +527,8 @@ def test_a_front_nudge_runs_before_a_backlog_marked_earlier(rec: Recorder) -> No
 
 
 def test_front_tiers_run_highest_first_and_in_order_of_moving_within_a_tier(rec: Recorder) -> None:
-    q = WorkQueue(rec, workers=1).start()
+    q, hold = _one_held_worker(rec)
     try:
-        rec.held[("ns", "busy")] = hold = threading.Event()
-        q.nudge(("ns", "busy"), "create")
-        rec.wait_runs(1)  # the one worker is held: the rest queue up
         q.nudge(("ns", "c0"), "create")
         for name in ("t1-z", "t1-a"):  # tier 1, moved in this order (not the keys' order)
             q.nudge(("ns", name), "finish", 30.0)
